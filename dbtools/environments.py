@@ -1,0 +1,249 @@
+"""Environment definitions: which server a name like ``dev`` or ``local`` means.
+
+Definitions live in ``environments.toml`` at the repository root (or the file named by
+``DBTOOLS_ENVIRONMENTS``). A definition holds a SQLAlchemy URL in which secrets are
+written as ``${VARIABLE}`` references and come only from the process environment; a URL
+with a literal password is refused. The special URL ``embedded-postgresql`` starts a
+private PostgreSQL server from the ``pgserver`` wheel under ``.dbtools/`` (or
+``DBTOOLS_HOME``), so nothing needs to be installed or running beforehand.
+
+Every URL this package prints or logs goes through :func:`mask` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .engines import EngineInfo, engine_for
+from .errors import ConfigurationError, ConnectionFailed
+from .paths import repo_root
+
+EMBEDDED = "embedded-postgresql"
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One named environment from the environments file."""
+
+    name: str
+    url: str
+    description: str = ""
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url == EMBEDDED
+
+
+def environments_file() -> Path:
+    """Path of the environments file in force."""
+    override = os.environ.get("DBTOOLS_ENVIRONMENTS")
+    return Path(override) if override else repo_root() / "environments.toml"
+
+
+def load_environments(path: Path | None = None) -> dict[str, Environment]:
+    """Read and check every definition; raise :class:`ConfigurationError` on the first bad one."""
+    path = path or environments_file()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"environments file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"environments file {path} is not valid TOML: {exc}") from None
+    envs: dict[str, Environment] = {}
+    for name, body in data.items():
+        if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+            raise ConfigurationError(f"environment {name!r} in {path} needs a string 'url'")
+        unknown = set(body) - {"url", "description"}
+        if unknown:
+            raise ConfigurationError(
+                f"environment {name!r} in {path} has unknown keys {sorted(unknown)}; "
+                "allowed keys: url, description"
+            )
+        env = Environment(name, body["url"], body.get("description", ""))
+        _refuse_literal_password(env, path)
+        envs[name] = env
+    return envs
+
+
+def _refuse_literal_password(env: Environment, path: Path) -> None:
+    if env.is_embedded:
+        return
+    try:
+        url = make_url(env.url)
+    except ArgumentError:
+        raise ConfigurationError(
+            f"environment {env.name!r} in {path}: url is not a SQLAlchemy URL"
+        ) from None
+    if url.password is not None and not _REFERENCE.fullmatch(str(url.password)):
+        raise ConfigurationError(
+            f"environment {env.name!r} in {path} holds a literal password; "
+            "write ${VARIABLE} and export the secret in the environment instead"
+        )
+
+
+def expand(template: str, *, context: str) -> str:
+    """Replace ``${VAR}`` references from the process environment."""
+
+    def sub(match: re.Match[str]) -> str:
+        value = os.environ.get(match.group(1))
+        if value is None:
+            raise ConfigurationError(
+                f"{context} needs the environment variable {match.group(1)}, which is not set"
+            )
+        return value
+
+    return _REFERENCE.sub(sub, template)
+
+
+def expand_url(template: str, *, context: str, lookup=None) -> URL:
+    """Parse a URL template, then fill each part's ``${VAR}`` references.
+
+    Expanding part by part (not the string) keeps secrets containing ``@``, ``:`` or ``/``
+    intact.
+    """
+    url = parse_url(template, context=context)
+
+    def fill(value):
+        if value is None:
+            return None
+        if lookup is not None:
+            return _REFERENCE.sub(lambda m: lookup(m.group(1)), value)
+        return expand(value, context=context)
+
+    query = {
+        key: tuple(fill(v) for v in value) if isinstance(value, tuple) else fill(value)
+        for key, value in url.query.items()
+    }
+    return url.set(
+        username=fill(url.username),
+        password=fill(None if url.password is None else str(url.password)),
+        host=fill(url.host),
+        database=fill(url.database),
+        query=query,
+    )
+
+
+def mask(url: str | URL) -> str:
+    """Render a URL for humans with its password replaced by ``***``."""
+    if isinstance(url, str):
+        if url == EMBEDDED:
+            return url
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<unparseable URL>"
+    return url.render_as_string(hide_password=True)
+
+
+def parse_url(raw: str, *, context: str) -> URL:
+    """Turn a user-given URL into a SQLAlchemy URL with the driver dbtools uses."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigurationError(f"{context}: {mask(raw)!r} is not a SQLAlchemy URL") from None
+    backend = url.get_backend_name()
+    engine_for(backend)  # raises with the allowed values
+    if backend == "postgresql" and url.get_driver_name() in ("psycopg2", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    if backend == "postgresql" and "+" not in url.drivername:
+        url = url.set(drivername="postgresql+psycopg")
+    if backend == "mssql" and "+" not in url.drivername:
+        url = url.set(drivername="mssql+pyodbc")
+    return url
+
+
+def embedded_home() -> Path:
+    """Directory that holds the embedded server's data."""
+    return Path(os.environ.get("DBTOOLS_HOME") or repo_root() / ".dbtools")
+
+
+@contextlib.contextmanager
+def embedded_postgresql() -> Iterator[URL]:
+    """Start (or reuse) the embedded PostgreSQL server and yield its URL."""
+    try:
+        import pgserver
+    except ImportError:  # pragma: no cover - pgserver is a dependency
+        raise ConfigurationError("the embedded PostgreSQL needs the 'pgserver' package") from None
+    data_dir = embedded_home() / "pgdata"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    except Exception as exc:  # pgserver raises plain exceptions with the server log
+        raise ConnectionFailed(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
+    yield make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved database target: its URL and the engine behind it."""
+
+    label: str
+    url: URL
+
+    @property
+    def engine(self) -> EngineInfo:
+        return engine_for(self.url)
+
+    @property
+    def masked(self) -> str:
+        return mask(self.url)
+
+
+@contextlib.contextmanager
+def resolve_target(env: str | None = None, url: str | None = None) -> Iterator[Target]:
+    """Resolve ``--env``/``--url`` into a :class:`Target` (starting the embedded server if needed).
+
+    ``url`` wins over ``env``; with neither, the error names both options.
+    """
+    if url:
+        raw, label = url, "--url"
+    elif env:
+        envs = load_environments()
+        if env not in envs:
+            allowed = ", ".join(sorted(envs)) or "(none defined)"
+            raise ConfigurationError(f"--env {env!r} is not defined; allowed values: {allowed}")
+        definition = envs[env]
+        if definition.is_embedded:
+            with embedded_postgresql() as embedded_url:
+                yield Target(f"env {env}", embedded_url)
+            return
+        label = f"env {env}"
+        yield Target(label, expand_url(definition.url, context=f"environment {env!r}"))
+        return
+    else:
+        raise ConfigurationError("no target: give --env NAME or --url URL")
+    yield Target(label, parse_url(raw, context=label))
+
+
+def offline_target(env: str | None = None, url: str | None = None) -> Target:
+    """Like :func:`resolve_target` but for offline scripts: nothing is started or contacted."""
+    if url:
+        return Target("--url", parse_url(url, context="--url"))
+    if env:
+        envs = load_environments()
+        if env not in envs:
+            allowed = ", ".join(sorted(envs)) or "(none defined)"
+            raise ConfigurationError(f"--env {env!r} is not defined; allowed values: {allowed}")
+        definition = envs[env]
+        if definition.is_embedded:
+            return Target(f"env {env}", make_url("postgresql+psycopg://embedded/postgres"))
+        # Offline scripts never connect, so unset secrets must not stop them.
+        return Target(
+            f"env {env}",
+            expand_url(
+                definition.url,
+                context=f"environment {env!r}",
+                lookup=lambda name: os.environ.get(name, "offline"),
+            ),
+        )
+    raise ConfigurationError("no target: give --env NAME or --url URL")

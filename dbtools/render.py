@@ -1,0 +1,108 @@
+"""Render the procedures of one engine from their Jinja2 templates.
+
+One procedure per file: ``procedures/<engine>/<ObjectName>.sql``. Shared fragments live in
+``templates/`` (``templates/<engine>/`` for engine-specific macros, ``templates/common/`` for
+both). Templates render with ``StrictUndefined``, so a misspelt variable is an error, never
+an empty string. The rendered text is what gets deployed and checksummed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from . import __version__
+from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo, engine_for
+from .errors import DeploymentError
+from .paths import procedures_dir, templates_dir
+
+_KIND = {
+    "mssql": re.compile(r"^\s*CREATE\s+OR\s+ALTER\s+(PROCEDURE|FUNCTION|VIEW)\b", re.I | re.M),
+    "postgresql": re.compile(r"^\s*CREATE\s+OR\s+REPLACE\s+(PROCEDURE|FUNCTION|VIEW)\b", re.I | re.M),
+}
+
+
+@dataclass(frozen=True)
+class RenderedObject:
+    """One repeatable object: its name, kind, rendered SQL and checksum."""
+
+    name: str
+    kind: str  # PROCEDURE, FUNCTION or VIEW
+    engine: str
+    sql: str
+    source: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the rendered text (line endings normalised), as logged on deploy."""
+        return hashlib.sha256(self.sql.replace("\r\n", "\n").encode("utf-8")).hexdigest()
+
+
+def jinja_environment(engine: EngineInfo) -> jinja2.Environment:
+    """The Jinja2 environment for one engine: strict, and loading both template roots."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(procedures_dir()), str(templates_dir())]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.globals.update(
+        engine=engine.name,
+        job_database=JOB_DATABASE,
+        job_schema=engine.job_schema,
+        deployment_log=DEPLOYMENT_LOG,
+        package_version=__version__,
+        q=engine.quote,
+        job=engine.job_object,
+    )
+    return env
+
+
+def template_names(engine: str) -> list[str]:
+    """Template paths (relative to ``procedures/``) of one engine, in deployment order."""
+    folder = procedures_dir() / engine
+    return sorted(f"{engine}/{p.name}" for p in folder.glob("*.sql"))
+
+
+def render_objects(engine_name: str) -> list[RenderedObject]:
+    """Render every repeatable object of one engine, checked for shape."""
+    engine = engine_for(engine_name)
+    env = jinja_environment(engine)
+    objects = []
+    for template in template_names(engine.name):
+        try:
+            sql = env.get_template(template).render().strip() + "\n"
+        except jinja2.TemplateError as exc:
+            raise DeploymentError(f"cannot render procedures/{template}: {exc}") from exc
+        objects.append(_checked(engine.name, template, sql))
+    return objects
+
+
+def _checked(engine: str, template: str, sql: str) -> RenderedObject:
+    name = Path(template).stem
+    kinds = _KIND[engine].findall(sql)
+    if len(kinds) != 1:
+        raise DeploymentError(
+            f"procedures/{template} must hold exactly one CREATE OR "
+            f"{'ALTER' if engine == 'mssql' else 'REPLACE'} statement, found {len(kinds)}"
+        )
+    if engine == "mssql" and re.search(r"^\s*GO\s*$", sql, re.I | re.M):
+        raise DeploymentError(f"procedures/{template} contains GO, which is not T-SQL")
+    if not re.search(rf"[\[\"]{re.escape(name)}[\]\"]", sql):
+        raise DeploymentError(f"procedures/{template} does not create an object named {name}")
+    return RenderedObject(name=name, kind=kinds[0].upper(), engine=engine, sql=sql, source=template)
+
+
+def write_rendered(engine_name: str, out_dir: Path) -> list[Path]:
+    """Write each rendered object to ``out_dir/<name>.sql``; return the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for obj in render_objects(engine_name):
+        path = out_dir / f"{obj.name}.sql"
+        path.write_text(obj.sql, encoding="utf-8")
+        written.append(path)
+    return written

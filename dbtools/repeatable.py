@@ -1,0 +1,244 @@
+"""Repeatable objects: procedures deployed by checksum, the way Flyway's ``R__`` scripts are.
+
+Policy (the README explains it for DBAs):
+
+* Procedures belong to the package version, not to a migration revision. They are deployed
+  when a migration run leaves the database **at the package's head revision**, and only the
+  objects whose *rendered* text changed (or that are missing from the catalog) are applied.
+* Every deploy or drop appends one row to ``BlobDeltaDeploymentLog`` (object, kind, action,
+  SHA-256 of the rendered text, package version, who, when), so the log shows each
+  procedure once per changed text.
+* ``CREATE OR ALTER`` (SQL Server) / ``CREATE OR REPLACE`` (PostgreSQL) keep permissions.
+* A run that leaves the database *below* head (an upgrade to an old revision, a downgrade)
+  never deploys: an old revision does not silently pick up new procedure text. A downgrade
+  drops the package's procedures, since their text belongs to the head schema; the package
+  version that shipped the older head brings its own procedures.
+
+All SQL goes through the Alembic migration context, so the same code writes the offline
+script (``--sql``) and talks to a live database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import mssql, postgresql
+
+from . import __version__
+from .engines import DEPLOYMENT_LOG, EngineInfo
+from .render import RenderedObject, render_objects
+
+ACTIONS = ("Deployed", "Dropped")
+
+
+def utc_now_default(engine: EngineInfo) -> sa.TextClause:
+    """Server default for a UTC timestamp column."""
+    if engine.name == "mssql":
+        return sa.text("SYSUTCDATETIME()")
+    return sa.text("(now() AT TIME ZONE 'UTC')")
+
+
+def current_user_default(engine: EngineInfo) -> sa.TextClause:
+    """Server default naming the login that wrote the row."""
+    return sa.text("SUSER_SNAME()" if engine.name == "mssql" else "CURRENT_USER")
+
+
+def timestamp_type() -> sa.types.TypeEngine:
+    """Millisecond UTC timestamp: DATETIME2(3) on SQL Server, TIMESTAMP(3) on PostgreSQL."""
+    return sa.DateTime().with_variant(mssql.DATETIME2(3), "mssql").with_variant(
+        postgresql.TIMESTAMP(precision=3), "postgresql"
+    )
+
+
+def log_columns(engine: EngineInfo) -> list[sa.Column]:
+    """Columns of the deployment log (shared by the migration and this module)."""
+    return [
+        sa.Column("DeploymentId", sa.BigInteger, sa.Identity(start=1), primary_key=True),
+        sa.Column("ObjectName", sa.Unicode(128), nullable=False),
+        sa.Column("ObjectType", sa.Unicode(20), nullable=False),
+        sa.Column("Action", sa.Unicode(10), nullable=False),
+        sa.Column("Checksum", sa.CHAR(64), nullable=True),
+        sa.Column("PackageVersion", sa.Unicode(32), nullable=False),
+        sa.Column("DeployedAt", timestamp_type(), nullable=False, server_default=utc_now_default(engine)),
+        sa.Column("DeployedBy", sa.Unicode(128), nullable=False, server_default=current_user_default(engine)),
+        sa.CheckConstraint(f"{engine.quote('Action')} IN ('Deployed', 'Dropped')",
+                           name="CK_BlobDeltaDeploymentLog_Action"),
+    ]
+
+
+def log_table(engine: EngineInfo) -> sa.Table:
+    return sa.Table(DEPLOYMENT_LOG, sa.MetaData(), *log_columns(engine), schema=engine.job_schema)
+
+
+def sql_text(sql: str) -> sa.TextClause:
+    """Wrap raw SQL for ``MigrationContext.execute`` without bind-parameter parsing.
+
+    ``text()`` treats ``:name`` as a bind parameter; every colon is escaped so procedure
+    bodies (``::`` casts, labels, string literals) pass through unchanged.
+    """
+    return sa.text(sql.replace(":", r"\:"))
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    name: str
+    kind: str
+    action: str  # Deployed, Unchanged, Dropped
+    checksum: str | None
+
+
+def _is_offline(ctx: MigrationContext) -> bool:
+    return bool(ctx.as_sql)
+
+
+def _execute_object(ctx: MigrationContext, engine: EngineInfo, obj: RenderedObject) -> None:
+    if engine.name == "mssql":
+        # Its own batch before the CREATE: sqlcmd defaults QUOTED_IDENTIFIER OFF, and a
+        # procedure keeps the settings it was created with.
+        ctx.execute(sql_text("SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON"))
+    ctx.execute(sql_text(obj.sql.rstrip().rstrip(";")))
+
+
+def _log(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str, action: str,
+         checksum: str | None) -> None:
+    """Append one deployment-log row.
+
+    Online the caller has already compared with the log. Offline scripts cannot read the log
+    first, so the row is written only when it changes the object's latest state: a deploy
+    whose checksum differs from the latest deploy, a drop of an object whose latest entry is
+    a deploy.
+    """
+    table = log_table(engine)
+    values = {
+        "ObjectName": name,
+        "ObjectType": kind,
+        "Action": action,
+        "Checksum": checksum,
+        "PackageVersion": __version__,
+    }
+    if not _is_offline(ctx):
+        ctx.execute(table.insert().values(**values))
+        return
+    latest_id = (
+        sa.select(sa.func.max(table.c.DeploymentId))
+        .where(table.c.ObjectName == name)
+        .scalar_subquery()
+    )
+    latest_deployed = sa.select(table.c.DeploymentId).where(
+        table.c.DeploymentId == latest_id, table.c.Action == "Deployed"
+    )
+    if action == "Deployed":
+        condition = ~sa.exists(latest_deployed.where(table.c.Checksum == checksum))
+    else:
+        condition = sa.exists(latest_deployed)
+    selectable = sa.select(
+        *(sa.literal(v, type_=table.c[k].type).label(k) for k, v in values.items())
+    ).where(condition)
+    ctx.execute(table.insert().from_select(list(values), selectable))
+
+
+def deployed_state(ctx: MigrationContext, engine: EngineInfo) -> dict[str, tuple[str, str | None]]:
+    """Latest (action, checksum) per object from the deployment log (online only)."""
+    table = log_table(engine)
+    latest = sa.select(sa.func.max(table.c.DeploymentId)).group_by(table.c.ObjectName)
+    rows = ctx.connection.execute(
+        sa.select(table.c.ObjectName, table.c.Action, table.c.Checksum).where(
+            table.c.DeploymentId.in_(latest)
+        )
+    )
+    return {r.ObjectName: (r.Action, r.Checksum) for r in rows}
+
+
+def existing_objects(connection: sa.Connection, engine: EngineInfo) -> set[str]:
+    """Names of routines and views present in the job schema."""
+    if engine.name == "mssql":
+        sql = (
+            "SELECT o.name FROM sys.objects AS o WHERE o.schema_id = SCHEMA_ID(?) "
+            "AND o.type IN ('P', 'FN', 'IF', 'TF', 'V')"
+        )
+        return {r[0] for r in connection.exec_driver_sql(sql, (engine.job_schema,))}
+    sql = (
+        "SELECT p.proname FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n "
+        "ON n.oid = p.pronamespace WHERE n.nspname = %(s)s "
+        "UNION SELECT c.relname FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %(s)s AND c.relkind = 'v'"
+    )
+    return {r[0] for r in connection.exec_driver_sql(sql, {"s": engine.job_schema})}
+
+
+def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
+    """Deploy every changed or missing object; drop objects the package no longer ships."""
+    objects = render_objects(engine.name)
+    results: list[DeployResult] = []
+    if _is_offline(ctx):
+        for obj in objects:
+            _execute_object(ctx, engine, obj)
+            _log(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
+            results.append(DeployResult(obj.name, obj.kind, "Deployed", obj.checksum))
+        return results
+    state = deployed_state(ctx, engine)
+    present = existing_objects(ctx.connection, engine)
+    shipped = {obj.name for obj in objects}
+    for obj in objects:
+        action, checksum = state.get(obj.name, (None, None))
+        if action == "Deployed" and checksum == obj.checksum and obj.name in present:
+            results.append(DeployResult(obj.name, obj.kind, "Unchanged", obj.checksum))
+            continue
+        _execute_object(ctx, engine, obj)
+        _log(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
+        results.append(DeployResult(obj.name, obj.kind, "Deployed", obj.checksum))
+    for name, (action, _checksum) in sorted(state.items()):
+        if action == "Deployed" and name not in shipped:
+            kind = _logged_kind(ctx, engine, name)
+            _drop(ctx, engine, name, kind)
+            _log(ctx, engine, name, kind, "Dropped", None)
+            results.append(DeployResult(name, kind, "Dropped", None))
+    return results
+
+
+def _logged_kind(ctx: MigrationContext, engine: EngineInfo, name: str) -> str:
+    table = log_table(engine)
+    return ctx.connection.execute(
+        sa.select(table.c.ObjectType).where(table.c.ObjectName == name)
+        .order_by(table.c.DeploymentId.desc()).limit(1)
+    ).scalar_one()
+
+
+def _drop(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str) -> None:
+    if engine.name == "mssql":
+        ctx.execute(sql_text(f"DROP {kind} IF EXISTS {engine.job_object(name)}"))
+        return
+    if kind == "VIEW":
+        ctx.execute(sql_text(f"DROP VIEW IF EXISTS {engine.job_object(name)}"))
+        return
+    # Every overload of the routine, whatever its argument list.
+    schema_literal = engine.job_schema.replace("'", "''")
+    name_literal = name.replace("'", "''")
+    ctx.execute(sql_text(
+        "DO $dbtools$\nDECLARE r regprocedure;\nBEGIN\n"
+        "  FOR r IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc AS p\n"
+        "           JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace\n"
+        f"           WHERE n.nspname = '{schema_literal}' AND p.proname = '{name_literal}' LOOP\n"
+        "    EXECUTE format('DROP ROUTINE %s', r);\n"
+        "  END LOOP;\nEND\n$dbtools$"
+    ))
+
+
+def drop_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
+    """Drop every repeatable object: the package's own and any the log still lists."""
+    kinds = {obj.name: obj.kind for obj in render_objects(engine.name)}
+    logged: dict[str, tuple[str, str | None]] = {}
+    if not _is_offline(ctx):
+        logged = deployed_state(ctx, engine)
+        for name, (action, _c) in logged.items():
+            if action == "Deployed" and name not in kinds:
+                kinds[name] = _logged_kind(ctx, engine, name)
+    results = []
+    for name, kind in sorted(kinds.items()):
+        _drop(ctx, engine, name, kind)
+        if _is_offline(ctx) or logged.get(name, ("Dropped",))[0] == "Deployed":
+            _log(ctx, engine, name, kind, "Dropped", None)
+            results.append(DeployResult(name, kind, "Dropped", None))
+    return results

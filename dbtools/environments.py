@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,9 @@ def embedded_postgresql() -> Iterator[URL]:
     data_dir = embedded_home() / "pgdata"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     except Exception as exc:  # pgserver raises plain exceptions with the server log
         raise ConnectionFailed(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from exc
     yield make_url(server.get_uri()).set(drivername="postgresql+psycopg")

@@ -146,7 +146,7 @@ def _run_online(context, target: Target) -> None:
 def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exists: bool) -> None:
     if went_down:
         if log_exists:
-            outcome.objects = drop_all(mc, engine)
+            drop_all(mc, engine)  # records what it dropped in the outcome
         outcome.note = "downgraded: the package's procedures belong to its head revision and were dropped"
     elif outcome.at_head and log_exists:
         outcome.objects = deploy_all(mc, engine)

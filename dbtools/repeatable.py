@@ -195,6 +195,9 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
             _drop(ctx, engine, name, kind)
             _log(ctx, engine, name, kind, "Dropped", None)
             results.append(DeployResult(name, kind, "Dropped", None))
+    outcome = ctx.config.attributes.get("dbtools.outcome") if ctx.config is not None else None
+    if outcome is not None:
+        outcome.objects.extend(results)
     return results
 
 
@@ -227,7 +230,11 @@ def _drop(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str) -> No
 
 
 def drop_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
-    """Drop every repeatable object: the package's own and any the log still lists."""
+    """Drop every repeatable object: the package's own and any the log still lists.
+
+    Called from env.py after a downgrade and from the revision that drops the log; the
+    results are also added to the run's outcome (``config.attributes['dbtools.outcome']``).
+    """
     kinds = {obj.name: obj.kind for obj in render_objects(engine.name)}
     logged: dict[str, tuple[str, str | None]] = {}
     if not _is_offline(ctx):
@@ -241,4 +248,7 @@ def drop_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
         if _is_offline(ctx) or logged.get(name, ("Dropped",))[0] == "Deployed":
             _log(ctx, engine, name, kind, "Dropped", None)
             results.append(DeployResult(name, kind, "Dropped", None))
+    outcome = ctx.config.attributes.get("dbtools.outcome") if ctx.config is not None else None
+    if outcome is not None:
+        outcome.objects.extend(results)
     return results

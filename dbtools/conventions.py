@@ -1,0 +1,223 @@
+"""Static conventions every rendered procedure must follow.
+
+SQL Server
+    ``SET NOCOUNT ON`` and ``SET XACT_ABORT ON``; a TRY/CATCH whose outermost CATCH ends in
+    ``THROW``; dynamic SQL only through ``EXEC sys.sp_executesql`` on an ``@Sql*`` variable;
+    an ``@Sql*`` (or ``@Quoted*``) variable is built only from string literals, ``QUOTENAME(...)``,
+    ``NCHAR``/``CHAR`` constants and other ``@Sql*``/``@Quoted*`` variables, so identifiers
+    enter dynamic SQL only through QUOTENAME and values only as sp_executesql parameters.
+
+PostgreSQL
+    ``LANGUAGE plpgsql`` with a fixed ``search_path``; ``EXECUTE`` only on ``format(...)`` whose
+    format string uses ``%I`` (and ``%%``) alone, directly or through a ``v_sql*`` variable
+    assigned that way; no ``||`` building of dynamic SQL; positional ``$n`` placeholders need
+    ``USING``; an outermost EXCEPTION handler ends in ``RAISE``.
+
+:func:`check` returns a list of human-readable violations (empty when clean).
+"""
+
+from __future__ import annotations
+
+import re
+
+_TSQL_TOKEN = re.compile(
+    r"""
+    (?P<comment>--[^\n]*|/\*.*?\*/)
+  | (?P<string>N?'(?:[^']|'')*')
+  | (?P<bracket>\[(?:[^\]]|\]\])*\])
+  | (?P<word>@{0,2}[A-Za-z_][A-Za-z0-9_@#$]*)
+  | (?P<number>\d+(?:\.\d+)?)
+  | (?P<op>\+=|<>|!=|>=|<=|[-+*/%=<>(),;.])
+  | (?P<space>\s+)
+  | (?P<other>.)
+    """,
+    re.S | re.X,
+)
+
+
+def tsql_tokens(sql: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens without comments and white space."""
+    return [
+        (m.lastgroup, m.group())
+        for m in _TSQL_TOKEN.finditer(sql)
+        if m.lastgroup not in ("comment", "space")
+    ]
+
+
+def _upper(tokens, i) -> str:
+    return tokens[i][1].upper() if 0 <= i < len(tokens) else ""
+
+
+def _expression(tokens, start) -> tuple[list[tuple[str, str]], int]:
+    """Tokens of an expression from ``start`` to the end of its statement."""
+    depth = 0
+    i = start
+    stop_words = {"SET", "SELECT", "IF", "EXEC", "EXECUTE", "INSERT", "UPDATE", "DELETE",
+                  "DECLARE", "WHILE", "BEGIN", "END", "RETURN", "THROW", "RAISERROR", "ELSE", "PRINT"}
+    while i < len(tokens):
+        kind, text = tokens[i]
+        if text == "(":
+            depth += 1
+        elif text == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif depth == 0 and (text == ";" or (kind == "word" and text.upper() in stop_words) or
+                             (text == "," and True)):
+            break
+        i += 1
+    return tokens[start:i], i
+
+
+def _dynamic_sql_violations(expr, target: str) -> list[str]:
+    problems = []
+    i = 0
+    while i < len(expr):
+        kind, text = expr[i]
+        up = text.upper()
+        if kind == "string" or text == "+":
+            i += 1
+            continue
+        if kind == "word" and up in ("QUOTENAME", "NCHAR", "CHAR") and i + 1 < len(expr) and expr[i + 1][1] == "(":
+            depth, j = 0, i + 1
+            while j < len(expr):
+                if expr[j][1] == "(":
+                    depth += 1
+                elif expr[j][1] == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            inner = expr[i + 2:j]
+            if up in ("NCHAR", "CHAR") and not all(k == "number" for k, _t in inner):
+                problems.append(f"{target}: {up}() in dynamic SQL takes only a constant")
+            i = j + 1
+            continue
+        if kind == "word" and re.match(r"@(Sql|Quoted)\w*$", text, re.I):
+            i += 1
+            continue
+        problems.append(
+            f"{target}: {text!r} is concatenated into dynamic SQL; identifiers must go through "
+            "QUOTENAME() and values must be sp_executesql parameters"
+        )
+        i += 1
+    return problems
+
+
+def check_tsql(sql: str, name: str = "object") -> list[str]:
+    """Violations of the SQL Server conventions in one rendered object."""
+    problems: list[str] = []
+    tokens = tsql_tokens(sql)
+    words = [t.upper() for k, t in tokens if k == "word"]
+    joined = " ".join(t.upper() for _k, t in tokens)
+    if "SET NOCOUNT ON" not in joined:
+        problems.append(f"{name}: missing SET NOCOUNT ON")
+    if "SET XACT_ABORT ON" not in joined:
+        problems.append(f"{name}: missing SET XACT_ABORT ON")
+    if "BEGIN TRY" not in joined or "BEGIN CATCH" not in joined:
+        problems.append(f"{name}: body is not wrapped in TRY/CATCH")
+    else:
+        last_catch = joined.rfind("BEGIN CATCH")
+        end_catch = joined.find("END CATCH", last_catch)
+        body = joined[last_catch:end_catch].rstrip(" ;")
+        if not re.search(r"\bTHROW\s*(;|$)", body) and not body.endswith("THROW"):
+            problems.append(f"{name}: the outermost CATCH block must end in THROW")
+    for i, (kind, text) in enumerate(tokens):
+        up = text.upper()
+        # Assignments to dynamic-SQL variables.
+        if kind == "word" and re.match(r"@(Sql|Quoted)\w*$", text, re.I):
+            prev = _upper(tokens, i - 1)
+            nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+            if prev in ("SET", "SELECT", ",") and nxt in ("=", "+="):
+                expr, _end = _expression(tokens, i + 2)
+                problems += _dynamic_sql_violations(expr, f"{name}: {text}")
+        # Ways of executing strings.
+        if up in ("EXEC", "EXECUTE"):
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else ("", "")
+            if nxt[1] == "(":
+                problems.append(f"{name}: EXEC(string) is not allowed; use EXEC sys.sp_executesql with parameters")
+            elif nxt[0] == "word" and nxt[1].startswith("@") and _upper(tokens, i + 2) != "=":
+                problems.append(f"{name}: EXEC {nxt[1]} executes a string; use EXEC sys.sp_executesql")
+            elif nxt[1].upper() in ("SP_EXECUTESQL",) or (
+                nxt[1].upper() == "SYS" and _upper(tokens, i + 3) == "SP_EXECUTESQL"
+            ):
+                first = i + (2 if nxt[1].upper() == "SP_EXECUTESQL" else 4)
+                arg = tokens[first][1] if first < len(tokens) else ""
+                if arg.startswith("@") and _upper(tokens, first + 1) == "=":
+                    arg = tokens[first + 2][1] if first + 2 < len(tokens) else ""
+                if not re.match(r"@Sql\w*$", arg, re.I):
+                    problems.append(f"{name}: sp_executesql must run an @Sql* variable, not {arg!r}")
+    if "SP_EXECUTESQL" in words and "EXEC" not in words and "EXECUTE" not in words:
+        problems.append(f"{name}: sp_executesql referenced without EXEC")
+    return problems
+
+
+_PG_STRING = re.compile(r"'(?:[^']|'')*'")
+
+
+def _pg_strip_comments(sql: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+
+
+def check_plpgsql(sql: str, name: str = "object") -> list[str]:
+    """Violations of the PostgreSQL conventions in one rendered object."""
+    problems: list[str] = []
+    if not re.search(r"\bLANGUAGE\s+plpgsql\b", sql, re.I):
+        problems.append(f"{name}: must be LANGUAGE plpgsql")
+    if not re.search(r"^\s*SET\s+search_path\s*(=|TO)\s*[^\n]+", sql, re.I | re.M):
+        problems.append(f"{name}: must fix its search_path (SET search_path = ...)")
+    body = _pg_strip_comments(sql)
+    # Variables that hold dynamic SQL: every assignment must be a safe format() call.
+    safe_vars: set[str] = set()
+    for m in re.finditer(r"\b(v_sql\w*)\s*:=\s*(.*?);", body, re.S | re.I):
+        var, expr = m.group(1), m.group(2)
+        problems += _pg_format_violations(expr, f"{name}: {var}")
+        safe_vars.add(var.lower())
+    for m in re.finditer(r"\bEXECUTE\s+(?!PROCEDURE\b|FUNCTION\b)(.*?);", body, re.S | re.I):
+        stmt = m.group(1)
+        expr = re.split(r"\b(?:INTO|USING)\b", stmt, maxsplit=1, flags=re.I)[0].strip()
+        if expr.lower() in safe_vars:
+            text = expr
+        else:
+            problems += _pg_format_violations(expr, f"{name}: EXECUTE")
+            text = expr
+        placeholders = set(re.findall(r"\$(\d+)", _format_literal(text, body)))
+        if placeholders and not re.search(r"\bUSING\b", stmt, re.I):
+            problems.append(f"{name}: EXECUTE uses ${min(placeholders)} but has no USING clause")
+    if re.search(r"\bEXCEPTION\s+WHEN\b", body, re.I):
+        last = body.upper().rfind("EXCEPTION")
+        handler = body[last:]
+        end = re.search(r"\bEND\s*;?\s*\$\w*\$", handler)
+        handler = handler[: end.start()] if end else handler
+        if not re.search(r"\bRAISE\s*;\s*$", handler.strip() + ("" if handler.strip().endswith(";") else ";"), re.I):
+            problems.append(f"{name}: the outermost EXCEPTION handler must end in RAISE")
+    return problems
+
+
+def _format_literal(expr: str, body: str) -> str:
+    """The format string behind an EXECUTE expression (following one v_sql variable)."""
+    m = re.match(r"format\s*\(\s*('(?:[^']|'')*')", expr, re.I | re.S)
+    if m:
+        return m.group(1)
+    assigned = re.findall(rf"\b{re.escape(expr)}\s*:=\s*format\s*\(\s*('(?:[^']|'')*')", body, re.I | re.S)
+    return " ".join(assigned)
+
+
+def _pg_format_violations(expr: str, where: str) -> list[str]:
+    expr = expr.strip()
+    if "||" in _PG_STRING.sub("''", expr):
+        return [f"{where}: dynamic SQL built with ||; use format('%I') and EXECUTE ... USING"]
+    m = re.match(r"format\s*\(\s*('(?:[^']|'')*')", expr, re.I | re.S)
+    if not m:
+        if _PG_STRING.fullmatch(expr):
+            return []
+        return [f"{where}: dynamic SQL must come from format('...') with %I for identifiers"]
+    specifiers = re.findall(r"%(?:\d+\$)?-?\d*([a-zA-Z%])", m.group(1))
+    bad = sorted({s for s in specifiers if s not in ("I", "%")})
+    if bad:
+        return [f"{where}: format() specifier %{bad[0]} puts a value into SQL text; pass values with USING"]
+    return []
+
+
+def check(engine: str, sql: str, name: str = "object") -> list[str]:
+    return check_tsql(sql, name) if engine == "mssql" else check_plpgsql(sql, name)

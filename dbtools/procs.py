@@ -1,0 +1,92 @@
+"""Call the package's procedures the same way on both engines.
+
+SQL Server: ``EXEC [dbo].[proc] @In = ?, @Out = @Out OUTPUT`` followed by a SELECT of the
+OUTPUT variables. PostgreSQL: ``CALL "BlobDeltaJobs"."proc"("In" => ...)``, whose INOUT
+parameters come back as one row. Either way the caller gets a dict of output values.
+
+Validation errors raised by the procedures (SQL Server error 50010, PostgreSQL SQLSTATE
+22023) become :class:`ProcedureValidationError` with the server's message text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from .engines import EngineInfo
+from .errors import DbToolsError
+
+VALIDATION_ERROR_NUMBER = 50010
+VALIDATION_SQLSTATE = "22023"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ProcedureValidationError(DbToolsError):
+    """A procedure rejected its parameters or configuration; nothing was changed."""
+
+
+def call_procedure(
+    conn: sa.Connection,
+    engine: EngineInfo,
+    name: str,
+    params: Mapping[str, Any],
+    outputs: Mapping[str, str] = {},
+) -> dict[str, Any]:
+    """Execute a job-DB procedure and return its OUTPUT/INOUT values.
+
+    ``outputs`` maps output parameter names to their T-SQL declaration types (used on SQL
+    Server only; PostgreSQL knows its INOUT types).
+    """
+    for key in (name, *params, *outputs):
+        if not _NAME.match(key):
+            raise ValueError(f"not a plain identifier: {key!r}")
+    try:
+        if engine.name == "mssql":
+            return _call_mssql(conn, engine, name, params, outputs)
+        return _call_postgresql(conn, engine, name, params, outputs)
+    except sa.exc.DBAPIError as exc:
+        translated = _translate(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _call_mssql(conn, engine, name, params, outputs) -> dict[str, Any]:
+    lines = ["SET NOCOUNT ON;"]
+    lines += [f"DECLARE @{key} {sqltype};" for key, sqltype in outputs.items()]
+    args = [f"@{key} = ?" for key in params] + [f"@{key} = @{key} OUTPUT" for key in outputs]
+    lines.append(f"EXEC {engine.job_object(name)} " + ", ".join(args) + ";")
+    if outputs:
+        lines.append("SELECT " + ", ".join(f"@{key} AS {engine.quote(key)}" for key in outputs) + ";")
+    result = conn.exec_driver_sql("\n".join(lines), tuple(params.values()))
+    if not outputs:
+        return {}
+    row = result.mappings().one()
+    return dict(row)
+
+
+def _call_postgresql(conn, engine, name, params, outputs) -> dict[str, Any]:
+    args = [f"{engine.quote(key)} => %({key})s" for key in params]
+    sql = f"CALL {engine.job_object(name)}(" + ", ".join(args) + ")"
+    result = conn.exec_driver_sql(sql, dict(params))
+    if not result.returns_rows:
+        return {}
+    row = result.mappings().one()
+    return {key: row[key] for key in outputs} if outputs else dict(row)
+
+
+def _translate(exc: sa.exc.DBAPIError) -> Exception | None:
+    orig = exc.orig
+    sqlstate = getattr(getattr(orig, "diag", None), "sqlstate", None) or getattr(orig, "sqlstate", None)
+    text = str(orig)
+    if sqlstate == VALIDATION_SQLSTATE:
+        message = getattr(getattr(orig, "diag", None), "message_primary", None) or text
+        return ProcedureValidationError(message)
+    if f"({VALIDATION_ERROR_NUMBER})" in text:
+        # pyodbc: "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]<message> (50010) (SQLExecDirectW)"
+        match = re.search(r"\[SQL Server\](.*?) \(50010\)", text, re.S)
+        return ProcedureValidationError(match.group(1) if match else text)
+    return None

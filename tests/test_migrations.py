@@ -1,0 +1,279 @@
+"""Migrations and repeatable deployment on every available engine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from dbtools import commands, repeatable
+from dbtools.engines import DEPLOYMENT_LOG
+from dbtools.render import render_objects
+
+from .catalog import snapshot
+
+JOB_TABLES = {
+    "BlobDeltaTableConfig",
+    "BlobDeltaHighWatermark",
+    "BlobDeltaRun",
+    "BlobDeltaRunStep",
+    "BlobDeltaMissingParentsQueue",
+    "BlobDeltaStepScript",
+    "BlobDeltaQueuePopulationScript",
+    "BlobDeltaDeletionLog",
+}
+
+
+def shipped(server):
+    return {obj.name: obj for obj in render_objects(server.engine.name)}
+
+
+def catalog(server):
+    engine = server.job_engine()
+    try:
+        with engine.connect() as conn:
+            return snapshot(conn, server.engine)
+    finally:
+        engine.dispose()
+
+
+def deployment_log(server):
+    """The whole deployment log, less the timestamp, in insertion order."""
+    engine = server.job_engine()
+    table = repeatable.log_table(server.engine)
+    try:
+        with engine.connect() as conn:
+            return [
+                tuple(row)
+                for row in conn.execute(
+                    sa.select(table.c.ObjectName, table.c.ObjectType, table.c.Action, table.c.Checksum,
+                              table.c.PackageVersion).order_by(table.c.DeploymentId)
+                )
+            ]
+    finally:
+        engine.dispose()
+
+
+def routine_text(server, name):
+    engine = server.job_engine()
+    try:
+        with engine.connect() as conn:
+            if server.engine.name == "mssql":
+                return conn.exec_driver_sql("SELECT OBJECT_DEFINITION(OBJECT_ID(?))", (f"dbo.{name}",)).scalar()
+            return conn.exec_driver_sql(
+                "SELECT string_agg(p.prosrc, '') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = %(s)s AND p.proname = %(p)s",
+                {"s": server.engine.job_schema, "p": name},
+            ).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_from_empty_creates_the_job_tables_and_deploys_every_procedure(server):
+    result = commands.migrate(url=server.url_string)
+
+    assert result.outcome.steps == [("base", "0001", True), ("0001", "0002", True)]
+    assert [(o.name, o.action) for o in result.outcome.objects] == [
+        (name, "Deployed") for name in sorted(shipped(server))
+    ]
+    engine = server.job_engine()
+    with engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names(schema=server.engine.job_schema))
+    engine.dispose()
+    assert tables == JOB_TABLES | {DEPLOYMENT_LOG, "alembic_version"}
+    assert deployment_log(server) == [
+        (name, obj.kind, "Deployed", obj.checksum, "0.1.0") for name, obj in sorted(shipped(server).items())
+    ]
+
+
+def test_up_down_up_leaves_an_identical_catalog_and_a_second_up_changes_nothing(server):
+    commands.migrate(url=server.url_string)
+    first = catalog(server)
+
+    down = commands.downgrade(url=server.url_string, revision="base")
+    at_base = catalog(server)
+    commands.migrate(url=server.url_string)
+    second = catalog(server)
+    log_after_up = deployment_log(server)
+    again = commands.migrate(url=server.url_string)
+
+    assert [s[2] for s in down.outcome.steps] == [False, False]
+    assert {o.name for o in down.outcome.objects} == set(shipped(server))
+    tables_at_base = {row[1] for row in at_base["columns"]}
+    assert tables_at_base == {"alembic_version"}
+    assert [r for r in at_base.get("routines", at_base.get("modules", []))] == []
+    assert second == first
+    assert again.outcome.steps == []
+    assert {(o.name, o.action) for o in again.outcome.objects} == {(n, "Unchanged") for n in shipped(server)}
+    assert catalog(server) == first
+    assert deployment_log(server) == log_after_up
+
+
+def test_the_deployment_log_shows_each_procedure_once_per_changed_text(server, monkeypatch):
+    commands.migrate(url=server.url_string)
+    original = render_objects(server.engine.name)
+    name = original[0].name
+
+    def edited(engine_name):
+        return [
+            replace(obj, sql=obj.sql.replace("Do not edit in the database", "Do not edit in the database (v2)"))
+            if obj.name == name else obj
+            for obj in render_objects(engine_name)
+        ]
+
+    monkeypatch.setattr(repeatable, "render_objects", edited)
+    changed = commands.migrate(url=server.url_string)
+    commands.migrate(url=server.url_string)
+    text_v2 = routine_text(server, name)
+    monkeypatch.setattr(repeatable, "render_objects", render_objects)
+    reverted = commands.migrate(url=server.url_string)
+
+    v1 = {o.name: o.checksum for o in original}
+    v2 = edited(server.engine.name)[0].checksum
+    assert v2 != v1[name]
+    assert [(o.name, o.action) for o in changed.outcome.objects if o.action != "Unchanged"] == [(name, "Deployed")]
+    assert [(o.name, o.action) for o in reverted.outcome.objects if o.action != "Unchanged"] == [(name, "Deployed")]
+    assert "(v2)" in text_v2
+    assert "(v2)" not in routine_text(server, name)
+    rows = [(r[0], r[2], r[3]) for r in deployment_log(server) if r[0] == name]
+    assert rows == [(name, "Deployed", v1[name]), (name, "Deployed", v2), (name, "Deployed", v1[name])]
+
+
+def test_an_upgrade_that_stops_below_head_deploys_no_procedure(server):
+    result = commands.migrate(url=server.url_string, revision="0001")
+
+    assert result.outcome.steps == [("base", "0001", True)]
+    assert result.outcome.objects == []
+    assert "below head" in result.outcome.note
+    snap = catalog(server)
+    assert snap.get("routines", snap.get("modules")) == []
+
+
+def test_a_procedure_dropped_outside_dbtools_is_redeployed_by_the_next_migrate(server):
+    commands.migrate(url=server.url_string)
+    name = sorted(shipped(server))[0]
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        if server.engine.name == "mssql":
+            conn.exec_driver_sql(f"DROP PROCEDURE dbo.{name}")
+        else:
+            conn.exec_driver_sql(f'DROP PROCEDURE "BlobDeltaJobs"."{name}"')
+    engine.dispose()
+
+    result = commands.migrate(url=server.url_string)
+
+    assert (name, "Deployed") in [(o.name, o.action) for o in result.outcome.objects]
+    checksum = shipped(server)[name].checksum
+    assert [r for r in deployment_log(server) if r[0] == name] == [
+        (name, "PROCEDURE", "Deployed", checksum, "0.1.0")
+    ] * 2
+    assert routine_text(server, name) is not None
+
+
+def test_alembic_with_an_environment_does_what_dbtools_migrate_does(server, tmp_path, repo):
+    # Assemble: an environments file whose URL takes its password from the environment.
+    secret = server.url.password or "unused-secret"
+    template = server.url.set(password="${DBTOOLS_T_SECRET}").render_as_string(hide_password=False)
+    env_file = tmp_path / "environments.toml"
+    env_file.write_text(f'[t]\nurl = "{template}"\n', encoding="utf-8")
+    env = dict(os.environ, DBTOOLS_ENVIRONMENTS=str(env_file), DBTOOLS_T_SECRET=str(secret))
+
+    # Act: plain alembic, then the same through dbtools.
+    proc = subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", "env=t", "upgrade", "head"],
+        cwd=repo, env=env, capture_output=True, text=True,
+    )
+    via_alembic = catalog(server)
+    log_alembic = deployment_log(server)
+    commands.downgrade(url=server.url_string, revision="base")
+    commands.migrate(url=server.url_string)
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert str(secret) not in proc.stderr + proc.stdout or secret == "unused-secret"
+    assert "deployed procedure" in proc.stderr
+    assert catalog(server) == via_alembic
+    assert [r for r in deployment_log(server) if r[2] == "Deployed"][-len(log_alembic):] == log_alembic
+
+
+@pytest.mark.parametrize("query", ["recent_runs", "run_steps", "watermarks", "missing_parents"])
+def test_the_design_monitoring_queries_read_back_what_was_written(server, query):
+    """Requirements 002 section 5: the four monitoring queries work on the job tables."""
+    commands.migrate(url=server.url_string)
+    e = server.engine
+    t = e.job_object
+    run_id = "0190a0b0-0000-7000-8000-000000000001"
+    stream = "0190a0b0-0000-7000-8000-0000000000aa"
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        params = {"run": run_id, "stream": stream}
+        ph = (lambda n: "?") if e.name == "mssql" else (lambda n: f"%({n})s")
+        conn.exec_driver_sql(
+            f"INSERT INTO {t('BlobDeltaTableConfig')} ({e.quote('TableName')}, {e.quote('SourceDatabase')}, "
+            f"{e.quote('SourceTable')}, {e.quote('TargetDatabase')}, {e.quote('TargetTable')}, "
+            f"{e.quote('MetadataDatabase')}, {e.quote('MetadataTable')}) VALUES "
+            "('Gwent_LA_FileTable.dbo.ReferralAttachment', 'Gwent_LA_FileTable', 'ReferralAttachment', "
+            "'Delta', 'ReferralAttachment', 'AdvancedRBS_MetaData', 'ReferralAttachmentMetadata')"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {t('BlobDeltaHighWatermark')} ({e.quote('TableName')}, {e.quote('LastHighWaterModifiedOn')}, "
+            f"{e.quote('LastRunId')}) VALUES ('Gwent_LA_FileTable.dbo.ReferralAttachment', '2026-11-01T00:00:00', {ph('run')})",
+            (run_id,) if e.name == "mssql" else params,
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {t('BlobDeltaRun')} ({e.quote('RunId')}, {e.quote('Mode')}, {e.quote('BatchSize')}, "
+            f"{e.quote('MaxDOP')}, {e.quote('RunStartedAt')}, {e.quote('Status')}) "
+            f"VALUES ({ph('run')}, 'AllTables', 500, 2, '2026-11-02T01:00:00', 'Succeeded')",
+            (run_id,) if e.name == "mssql" else params,
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {t('BlobDeltaRunStep')} ({e.quote('RunId')}, {e.quote('TableName')}, {e.quote('StepNumber')}, "
+            f"{e.quote('StepName')}, {e.quote('BatchNumber')}, {e.quote('RowsProcessed')}, {e.quote('TotalRowsProcessed')}, "
+            f"{e.quote('Status')}) VALUES ({ph('run')}, 'Gwent_LA_FileTable.dbo.ReferralAttachment', 1, 'Roots', 1, 500, 500, 'Completed')",
+            (run_id,) if e.name == "mssql" else params,
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO {t('BlobDeltaMissingParentsQueue')} ({e.quote('RunId')}, {e.quote('TableName')}, "
+            f"{e.quote('stream_id')}) VALUES ({ph('run')}, 'Gwent_LA_FileTable.dbo.ReferralAttachment', {ph('stream')})",
+            (run_id, stream) if e.name == "mssql" else params,
+        )
+    queries = _monitoring_queries(e)
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.exec_driver_sql(
+            queries[query], (run_id,) if e.name == "mssql" and "?" in queries[query] else
+            ({"run": run_id} if "%(run)s" in queries[query] else ()))]
+    engine.dispose()
+    normalised = [tuple(str(v) if v is not None else None for v in r) for r in rows]
+    expected = {
+        "recent_runs": [(run_id, "Incremental", "Succeeded", None)],
+        "run_steps": [("Gwent_LA_FileTable.dbo.ReferralAttachment", "1", "1", "500", "500", "Completed", None)],
+        "watermarks": [("Gwent_LA_FileTable.dbo.ReferralAttachment", "2026-11-01 00:00:00", run_id, "False", "False", None)],
+        "missing_parents": [(run_id, "Gwent_LA_FileTable.dbo.ReferralAttachment", stream, None, "False")],
+    }[query]
+    assert [tuple(v.lower() if isinstance(v, str) and len(v) == 36 else v for v in r) for r in normalised] == expected
+
+
+def _monitoring_queries(e):
+    t, q = e.job_object, e.quote
+    top = "TOP (50) " if e.name == "mssql" else ""
+    limit = "" if e.name == "mssql" else " LIMIT 50"
+    p = "?" if e.name == "mssql" else "%(run)s"
+    flag = (lambda c: f"CASE WHEN {q(c)} = 1 THEN 'True' ELSE 'False' END") if e.name == "mssql" else (
+        lambda c: f"CASE WHEN {q(c)} THEN 'True' ELSE 'False' END")
+    return {
+        "recent_runs": f"SELECT {top}{q('RunId')}, {q('RunType')}, {q('Status')}, {q('ErrorMessage')} "
+                       f"FROM {t('BlobDeltaRun')} ORDER BY {q('RunStartedAt')} DESC{limit}",
+        "run_steps": f"SELECT {q('TableName')}, {q('StepNumber')}, {q('BatchNumber')}, {q('RowsProcessed')}, "
+                     f"{q('TotalRowsProcessed')}, {q('Status')}, {q('ErrorMessage')} FROM {t('BlobDeltaRunStep')} "
+                     f"WHERE {q('RunId')} = {p} ORDER BY {q('TableName')}, {q('StepNumber')}, {q('BatchNumber')}",
+        "watermarks": f"SELECT {q('TableName')}, {q('LastHighWaterModifiedOn')}, {q('LastRunId')}, "
+                      f"{flag('IsInitialFullLoadDone')}, {flag('IsRunning')}, {q('RunLeaseExpiresAt')} "
+                      f"FROM {t('BlobDeltaHighWatermark')} ORDER BY {q('TableName')}",
+        "missing_parents": f"SELECT {q('RunId')}, {q('TableName')}, {q('stream_id')}, {q('BusinessUnit')}, "
+                           f"{flag('Processed')} FROM {t('BlobDeltaMissingParentsQueue')} WHERE {q('RunId')} = {p} "
+                           f"ORDER BY {q('TableName')}, {q('CreatedAt')}",
+    }

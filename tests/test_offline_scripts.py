@@ -1,0 +1,138 @@
+"""Offline scripts (`dbtools migrate --sql`) for DBAs to review and apply."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from dbtools import commands
+from dbtools.engines import engine_for
+from dbtools.render import render_objects
+
+from .batch_rules import split_batches, violations
+from .catalog import snapshot
+from .conftest import fresh_pg_database
+
+MSSQL_URL = "mssql+pyodbc://dba:${DBTOOLS_UNSET_SECRET}@sql.example.invalid/master?driver=ODBC+Driver+18+for+SQL+Server"
+
+
+def psql_binary() -> str:
+    import pgserver
+
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("psql")
+    if not found:
+        pytest.skip("no psql: neither the pgserver wheel's nor one on PATH")
+    return found
+
+
+def apply_with_psql(url: sa.URL, script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "migrate.sql"
+    path.write_text(script, encoding="utf-8")
+    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return subprocess.run(
+        [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", libpq, "-f", str(path)],
+        capture_output=True, text=True,
+    )
+
+
+def catalog_and_log(url: sa.URL):
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            snap = snapshot(conn, engine_for("postgresql"))
+            log = [tuple(r) for r in conn.exec_driver_sql(
+                'SELECT "ObjectName", "ObjectType", "Action", "Checksum", "PackageVersion" '
+                'FROM "BlobDeltaJobs"."BlobDeltaDeploymentLog" ORDER BY "DeploymentId"')]
+            version = conn.exec_driver_sql('SELECT version_num FROM "BlobDeltaJobs".alembic_version').scalar()
+            return snap, log, version
+    finally:
+        engine.dispose()
+
+
+def test_the_postgresql_offline_script_applied_with_psql_equals_an_online_migrate(pg_admin_url, tmp_path):
+    script = commands.migrate(url="postgresql://offline/db", sql=True).script
+
+    with fresh_pg_database(pg_admin_url) as offline_db, fresh_pg_database(pg_admin_url) as online_db:
+        proc = apply_with_psql(offline_db, script, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        commands.migrate(url=online_db.render_as_string(hide_password=False))
+
+        assert catalog_and_log(offline_db) == catalog_and_log(online_db)
+
+
+def test_a_postgresql_offline_script_from_head_logs_nothing_when_no_procedure_changed(pg_admin_url, tmp_path):
+    with fresh_pg_database(pg_admin_url) as db:
+        commands.migrate(url=db.render_as_string(hide_password=False))
+        before = catalog_and_log(db)
+        script = commands.migrate(url="postgresql://offline/db", sql=True, start="0002").script
+
+        proc = apply_with_psql(db, script, tmp_path)
+
+        assert proc.returncode == 0, proc.stderr
+        assert catalog_and_log(db) == before
+
+
+def test_the_postgresql_offline_downgrade_removes_everything_psql_applied(pg_admin_url, tmp_path):
+    up = commands.migrate(url="postgresql://offline/db", sql=True).script
+    down = commands.downgrade(url="postgresql://offline/db", revision="base", sql=True, start="head").script
+
+    with fresh_pg_database(pg_admin_url) as db:
+        assert apply_with_psql(db, up, tmp_path).returncode == 0
+        proc = apply_with_psql(db, down, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        engine = sa.create_engine(db, poolclass=NullPool)
+        with engine.connect() as conn:
+            snap = snapshot(conn, engine_for("postgresql"))
+        engine.dispose()
+
+    assert {row[1] for row in snap["columns"]} == {"alembic_version"}
+    assert snap["routines"] == []
+
+
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_the_sql_server_offline_script_obeys_the_sqlcmd_batch_rules(direction):
+    if direction == "upgrade":
+        script = commands.migrate(url=MSSQL_URL, sql=True).script
+    else:
+        script = commands.downgrade(url=MSSQL_URL, revision="base", sql=True, start="head").script
+
+    assert violations(script) == []
+
+
+def test_the_sql_server_offline_script_creates_the_job_database_then_works_inside_it():
+    batches = [b.strip() for b in split_batches(commands.migrate(url=MSSQL_URL, sql=True).script)]
+
+    create_db = next(i for i, b in enumerate(batches) if "CREATE DATABASE [BlobDeltaJobs]" in b)
+    use = batches.index("USE [BlobDeltaJobs];")
+    begin = next(i for i, b in enumerate(batches) if b.startswith("BEGIN TRANSACTION;"))
+    first_table = next(i for i, b in enumerate(batches) if "CREATE TABLE" in b)
+    assert create_db < use < begin < first_table
+    assert batches[begin] == "BEGIN TRANSACTION;\n\nSET XACT_ABORT ON;"
+    assert batches[-1] == "COMMIT;"
+
+
+def test_every_sql_server_procedure_is_one_whole_batch_of_the_offline_script():
+    batches = [b.strip().rstrip(";") for b in split_batches(commands.migrate(url=MSSQL_URL, sql=True).script)]
+
+    for obj in render_objects("mssql"):
+        assert batches.count(obj.sql.strip().rstrip(";")) == 1, obj.name
+
+
+@pytest.mark.parametrize("bad_script, problem", [
+    ("BEGIN TRANSACTION;\nCREATE OR ALTER PROCEDURE dbo.p AS SELECT 1;\nGO\nCOMMIT;\nGO",
+     "not the first statement"),
+    ("CREATE OR ALTER PROCEDURE dbo.p AS SELECT 1;\nGO", "QUOTED_IDENTIFIER OFF"),
+    ("SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS OFF;\nGO\nCREATE PROCEDURE dbo.p AS SELECT 1;\nGO", "ANSI_NULLS OFF"),
+    ("BEGIN TRANSACTION;\nGO\nCREATE DATABASE x;\nGO\nCOMMIT;\nGO", "CREATE DATABASE inside a transaction"),
+    ("BEGIN TRANSACTION;\nGO\nCREATE TABLE t (a int);\nGO", "open transaction"),
+])
+def test_the_batch_rule_checker_catches_each_kind_of_broken_script(bad_script, problem):
+    assert any(problem in v for v in violations(bad_script)), violations(bad_script)

@@ -51,11 +51,28 @@ class DbToolsGroup(click.Group):
             ctx.exit(1)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors are one line too, with exit status 2."""
+    try:
+        status = cli.main(args=argv, prog_name="dbtools", standalone_mode=False)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "dbtools"
+        err.print(f"{command}: error: {exc.format_message()} (see '{command} --help')", markup=False)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        err.print(f"dbtools: error: {exc.format_message()}", markup=False)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        err.print("dbtools: aborted", markup=False)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
 @click.group(cls=DbToolsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(__version__, prog_name="dbtools")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool) -> None:
     """Migrations and stored procedures for delta loads and defensive upserts.
 
     SQL Server is the primary target; PostgreSQL is its twin with the same objects. The
@@ -82,7 +99,7 @@ def _report(result: commands.MigrateResult) -> None:
         out.print(outcome.note)
 
 
-@main.command()
+@cli.command()
 @with_target
 @click.option("--to", "revision", default="head", show_default=True, metavar="REV",
               help="Revision to upgrade to. Procedures are deployed only at head.")
@@ -103,7 +120,7 @@ def migrate(env, url, revision, sql, start):
     _report(commands.migrate(env, url, revision=revision, sql=sql, start=start))
 
 
-@main.command()
+@cli.command()
 @with_target
 @click.option("--to", "revision", required=True, metavar="REV",
               help="Revision to downgrade to; `base` removes every object dbtools created.")
@@ -118,7 +135,7 @@ def downgrade(env, url, revision, sql, start):
     _report(commands.downgrade(env, url, revision=revision, sql=sql, start=start))
 
 
-@main.command()
+@cli.command()
 @click.option("--engine", "engine", type=click.Choice(SUPPORTED), required=True,
               help="Engine whose procedures to render.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -135,7 +152,7 @@ def render(engine, out_dir):
         out.print(str(path))
 
 
-@main.command()
+@cli.command()
 @with_target
 def deployed(env, url):
     """List the procedures the deployment log says are deployed, and the current revision."""
@@ -149,7 +166,7 @@ def deployed(env, url):
     out.print(table)
 
 
-@main.command()
+@cli.command()
 def envs():
     """List the environments defined in environments.toml (passwords masked)."""
     table = Table("name", "url", "description", title="Environments")

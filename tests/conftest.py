@@ -178,3 +178,52 @@ def server(request) -> Iterator[Server]:
 @pytest.fixture
 def repo() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+class SourceObjects:
+    """Creates tables in 'other databases': schemas on PostgreSQL, databases on SQL Server."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.databases: list[str] = []
+
+    def table(self, database: str, table: str, columns: str) -> None:
+        e = self.server.engine
+        if e.name == "postgresql":
+            engine = sa.create_engine(self.server.url, poolclass=NullPool)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {e.quote(database)}")
+                conn.exec_driver_sql(f"CREATE TABLE {e.quote(database)}.{e.quote(table)} ({columns})")
+            engine.dispose()
+            return
+        admin = sa.create_engine(self.server.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            if conn.exec_driver_sql("SELECT DB_ID(?)", (database,)).scalar() is None:
+                conn.exec_driver_sql(f"CREATE DATABASE {e.quote(database)}")
+                self.databases.append(database)
+        admin.dispose()
+        engine = sa.create_engine(self.server.url.set(database=database), poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE [dbo].{e.quote(table)} ({columns})")
+        engine.dispose()
+
+    def drop_all(self) -> None:
+        if not self.databases:
+            return
+        admin = sa.create_engine(self.server.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for database in self.databases:
+                quoted = self.server.engine.quote(database)
+                conn.exec_driver_sql(
+                    f"ALTER DATABASE {quoted} SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE {quoted};"
+                )
+        admin.dispose()
+
+
+@pytest.fixture
+def sources(server) -> Iterator[SourceObjects]:
+    objects = SourceObjects(server)
+    try:
+        yield objects
+    finally:
+        objects.drop_all()

@@ -1,5 +1,6 @@
 {%- from "common/header.sql" import header -%}
 {%- from "postgresql/errors.sql" import raise_collected -%}
+{%- from "postgresql/quoting.sql" import quotename -%}
 CREATE OR REPLACE PROCEDURE {{ job('usp_BlobDelta_ResolveTableConfig') }}(
     IN "TableName" text,
     INOUT "SourceObject" text DEFAULT NULL,
@@ -69,11 +70,11 @@ BEGIN
         ) AS v (position, role, database_name, object_name)
         ORDER BY v.position
     LOOP
-        v_qualified := format('%I.%I', v_object.database_name, v_object.object_name);
+        v_qualified := {{ quotename('v_object.database_name') }} || '.' || {{ quotename('v_object.object_name') }};
         v_oid := NULL;
-        IF pg_catalog.to_regnamespace(quote_ident(v_object.database_name)) IS NULL THEN
+        IF pg_catalog.to_regnamespace({{ quotename('v_object.database_name') }}) IS NULL THEN
             v_errors := v_errors || left(format('Table ''%s'': %s database %s does not exist (BlobDeltaTableConfig.%sDatabase).',
-                v_table_name, v_object.role, quote_ident(v_object.database_name), initcap(v_object.role)), 2000);
+                v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, initcap(v_object.role)), 2000);
         ELSE
             v_oid := pg_catalog.to_regclass(v_qualified);
             IF v_oid IS NULL OR NOT EXISTS (
@@ -109,7 +110,7 @@ BEGIN
                   AND a.attnum > 0 AND NOT a.attisdropped
             ) THEN
                 v_errors := v_errors || left(format('Table ''%s'': column %s (BlobDeltaTableConfig.%s) does not exist in metadata table %s.',
-                    v_table_name, quote_ident(v_column.column_name), v_column.config_column, "MetadataObject"), 2000);
+                    v_table_name, {{ quotename('v_column.column_name') }}, v_column.config_column, "MetadataObject"), 2000);
             END IF;
         END LOOP;
     END IF;

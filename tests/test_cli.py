@@ -1,0 +1,96 @@
+"""The command line: help for every option, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+
+from dbtools.cli import cli
+from dbtools.render import render_objects
+
+
+def dbtools(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dbtools", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", [None, "migrate", "downgrade", "render", "deployed", "envs"])
+def test_help_explains_every_option(command):
+    args = [command, "--help"] if command else ["--help"]
+    group = cli if command is None else cli.commands[command]
+
+    proc = dbtools(*args)
+
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+    for param in group.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{command} {param.opts} has no help text"
+            assert param.opts[0] in proc.stdout
+    if command is None:
+        for name in cli.commands:
+            assert name in proc.stdout
+
+
+@pytest.mark.parametrize("args, exit_code, message", [
+    (["migrate", "--bogus"], 2, "dbtools migrate: error: No such option '--bogus'"),
+    (["render", "--engine", "oracle"], 2, "'oracle' is not one of 'mssql', 'postgresql'"),
+    (["migrate", "--env", "nope"], 1, "--env 'nope' is not defined; allowed values: dev, local, pg, prod, test"),
+    (["migrate"], 1, "no target: give --env NAME or --url URL"),
+    (["migrate", "--url", "oracle://u:pw@host/db"], 1, "engine 'oracle' is not supported; allowed values: mssql, postgresql"),
+])
+def test_a_wrong_option_gives_one_line_and_a_non_zero_exit(args, exit_code, message):
+    proc = dbtools(*args)
+
+    assert proc.returncode == exit_code
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_server_gives_one_masked_line_and_a_traceback_only_with_debug():
+    url = "postgresql://dba:Sup3rSecret@127.0.0.1:1/jobs"
+
+    plain = dbtools("migrate", "--url", url)
+    debug = dbtools("--debug", "migrate", "--url", url)
+
+    assert plain.returncode == 1
+    assert len(plain.stderr.strip().splitlines()) == 1, plain.stderr
+    assert "cannot connect to postgresql+psycopg://dba:***@127.0.0.1:1/jobs" in plain.stderr
+    assert "Sup3rSecret" not in plain.stderr + debug.stderr
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr
+
+
+def test_render_writes_one_file_per_procedure_with_the_rendered_text(tmp_path):
+    proc = dbtools("render", "--engine", "mssql", "--out", str(tmp_path))
+
+    assert proc.returncode == 0, proc.stderr
+    written = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()}
+    assert written == {f"{o.name}.sql": o.sql for o in render_objects("mssql")}
+
+
+def test_the_offline_script_goes_to_stdout_without_contacting_anything():
+    proc = dbtools("migrate", "--env", "prod", "--sql")
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("SET QUOTED_IDENTIFIER ON;")
+    assert "CREATE OR ALTER PROCEDURE [dbo].[usp_BlobDelta_ResolveTableConfig]" in proc.stdout
+
+
+def test_envs_lists_every_environment_with_passwords_masked(tmp_path):
+    path = tmp_path / "environments.toml"
+    path.write_text('[a]\nurl = "postgresql://u:${PW}@h/db"\ndescription = "first"\n', encoding="utf-8")
+
+    proc = dbtools("envs", env={"DBTOOLS_ENVIRONMENTS": str(path), "PW": "hunter2"})
+
+    assert proc.returncode == 0, proc.stderr
+    assert "postgresql://u:***@h/db" in proc.stdout
+    assert "hunter2" not in proc.stdout

@@ -1,0 +1,126 @@
+"""Static checks on the rendered procedures: they run everywhere, SQL Server or not."""
+
+from __future__ import annotations
+
+import pytest
+from sqlfluff.core import FluffConfig, Linter
+
+from dbtools.conventions import check, check_plpgsql, check_tsql
+from dbtools.render import render_objects
+
+MSSQL_OBJECTS = render_objects("mssql")
+PG_OBJECTS = render_objects("postgresql")
+
+
+def unparsable(sql: str, dialect: str) -> list[str]:
+    linter = Linter(config=FluffConfig(overrides={"dialect": dialect}))
+    parsed = linter.parse_string(sql)
+    assert parsed.tree is not None, parsed.violations
+    return [
+        f"line {seg.pos_marker.line_no}: {seg.raw[:80]!r}"
+        for seg in parsed.tree.recursive_crawl("unparsable")
+    ] + [str(v) for v in parsed.violations]
+
+
+def test_both_engines_ship_the_same_procedures():
+    assert [o.name for o in MSSQL_OBJECTS] == [o.name for o in PG_OBJECTS]
+    assert [o.kind for o in MSSQL_OBJECTS] == [o.kind for o in PG_OBJECTS]
+
+
+@pytest.mark.parametrize("obj", MSSQL_OBJECTS, ids=lambda o: o.name)
+def test_every_sql_server_procedure_parses_in_sqlfluff_tsql_without_unparsable_segments(obj):
+    assert unparsable(obj.sql, "tsql") == []
+
+
+@pytest.mark.parametrize("obj", MSSQL_OBJECTS, ids=lambda o: o.name)
+def test_every_sql_server_procedure_follows_the_conventions(obj):
+    assert check("mssql", obj.sql, obj.name) == []
+
+
+@pytest.mark.parametrize("obj", PG_OBJECTS, ids=lambda o: o.name)
+def test_every_postgresql_twin_follows_the_conventions(obj):
+    assert check("postgresql", obj.sql, obj.name) == []
+
+
+def test_sqlfluff_reports_unparsable_tsql_so_the_parse_check_can_fail():
+    assert unparsable("CREATE OR ALTER PROCEDURE dbo.p AS BEGIN SELECT FROM WHERE ); END;", "tsql") != []
+
+
+GOOD_TSQL = """
+CREATE OR ALTER PROCEDURE dbo.p @Db sysname, @Id int AS
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    DECLARE @SqlCount nvarchar(max), @QuotedDb nvarchar(300), @n int;
+    BEGIN TRY
+        SET @QuotedDb = QUOTENAME(@Db);
+        SET @SqlCount = N'SELECT @n = COUNT(*) FROM ' + @QuotedDb + N'.sys.objects WHERE object_id = @Id;' + NCHAR(10);
+        EXEC sys.sp_executesql @SqlCount, N'@Id int, @n int OUTPUT', @Id = @Id, @n = @n OUTPUT;
+    END TRY
+    BEGIN CATCH
+        THROW;
+    END CATCH;
+END;
+"""
+
+
+def test_a_procedure_that_follows_every_tsql_convention_passes():
+    assert check_tsql(GOOD_TSQL) == []
+
+
+@pytest.mark.parametrize("mutation, problem", [
+    (("SET NOCOUNT ON;", ""), "SET NOCOUNT ON"),
+    (("SET XACT_ABORT ON;", ""), "SET XACT_ABORT ON"),
+    (("        THROW;\n", "        PRINT 1;\n"), "must end in THROW"),
+    (("+ @QuotedDb +", "+ @Db +"), "'@Db' is concatenated"),
+    (("WHERE object_id = @Id;'", "WHERE object_id = ' + CONVERT(nvarchar(20), @Id)"), "'CONVERT' is concatenated"),
+    (("SET @QuotedDb = QUOTENAME(@Db);", "SET @QuotedDb = @Db;"), "'@Db' is concatenated"),
+    (("EXEC sys.sp_executesql @SqlCount, N'@Id int, @n int OUTPUT', @Id = @Id, @n = @n OUTPUT;", "EXEC (@SqlCount);"),
+     "EXEC(string)"),
+    (("EXEC sys.sp_executesql @SqlCount,", "EXEC sys.sp_executesql @Db,"), "must run an @Sql* variable"),
+    (("NCHAR(10)", "NCHAR(@Id)"), "takes only a constant"),
+])
+def test_each_tsql_convention_violation_is_reported(mutation, problem):
+    old, new = mutation
+    assert old in GOOD_TSQL
+    assert any(problem in v for v in check_tsql(GOOD_TSQL.replace(old, new))), check_tsql(GOOD_TSQL.replace(old, new))
+
+
+GOOD_PLPGSQL = """
+CREATE OR REPLACE PROCEDURE "BlobDeltaJobs"."p"(IN "Db" text, IN "Id" integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $procedure$
+DECLARE
+    v_sql_count text;
+    v_n bigint;
+BEGIN
+    v_sql_count := format('SELECT count(*) FROM %I.%I WHERE id = $1', "Db", 'objects');
+    EXECUTE v_sql_count INTO v_n USING "Id";
+    EXECUTE format('ANALYZE %I.%I', "Db", 'objects');
+EXCEPTION WHEN others THEN
+    RAISE NOTICE 'failed';
+    RAISE;
+END;
+$procedure$
+"""
+
+
+def test_a_procedure_that_follows_every_postgresql_convention_passes():
+    assert check_plpgsql(GOOD_PLPGSQL) == []
+
+
+@pytest.mark.parametrize("mutation, problem", [
+    (("LANGUAGE plpgsql", "LANGUAGE sql"), "LANGUAGE plpgsql"),
+    (("SET search_path = pg_catalog, pg_temp\n", ""), "search_path"),
+    (("WHERE id = $1', \"Db\"", "WHERE id = %L', \"Db\""), "%L puts a value"),
+    (("WHERE id = $1', \"Db\"", "WHERE id = %s', \"Db\""), "%s puts a value"),
+    (("EXECUTE v_sql_count INTO v_n USING \"Id\";", "EXECUTE v_sql_count INTO v_n;"), "no USING"),
+    (("EXECUTE format('ANALYZE %I.%I', \"Db\", 'objects');", "EXECUTE 'ANALYZE ' || \"Db\";"), "built with ||"),
+    (("    RAISE;\n", ""), "must end in RAISE"),
+])
+def test_each_postgresql_convention_violation_is_reported(mutation, problem):
+    old, new = mutation
+    assert old in GOOD_PLPGSQL
+    result = check_plpgsql(GOOD_PLPGSQL.replace(old, new))
+    assert any(problem in v for v in result), result

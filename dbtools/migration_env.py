@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
+from . import mssql_script
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
 from .environments import Target, offline_target, resolve_target
 from .errors import ConnectionFailed
@@ -80,18 +81,23 @@ def _run_offline(context, target: Target) -> None:
     context.config.attributes["dbtools.outcome"] = outcome
     context.configure(
         url=target.url,
-        dialect_opts={"paramstyle": "named"},
+        # deprecate_large_types: without a server to ask, SQLAlchemy would write NTEXT.
+        dialect_opts={"paramstyle": "named", "deprecate_large_types": True},
         literal_binds=True,
         transactional_ddl=True,
         version_table_schema=engine.job_schema,
         on_version_apply=[_tracker(outcome)],
     )
     if engine.name == "mssql":
-        context.execute(sql_text("SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON"))
+        context.execute(sql_text(
+            "SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n" + mssql_script.START
+        ))
         context.execute(sql_text(
             f"IF DB_ID(N'{JOB_DATABASE}') IS NULL\n    CREATE DATABASE {engine.quote(JOB_DATABASE)}"
         ))
+        context.execute(sql_text(mssql_script.guard(None)))
         context.execute(sql_text(f"USE {engine.quote(JOB_DATABASE)}"))
+        context.execute(sql_text(mssql_script.guard(f"DB_NAME() <> N'{JOB_DATABASE}'")))
     else:
         context.execute(sql_text(f"CREATE SCHEMA IF NOT EXISTS {engine.quote(JOB_DATABASE)}"))
     with context.begin_transaction():

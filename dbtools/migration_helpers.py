@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 from .engines import EngineInfo, engine_for
 from .repeatable import current_user_default, timestamp_type, utc_now_default
@@ -16,6 +17,7 @@ __all__ = [
     "Timestamp",
     "Name",
     "Flag",
+    "LongText",
 ]
 
 
@@ -50,3 +52,8 @@ def Name() -> sa.types.TypeEngine:  # noqa: N802
 def Flag() -> sa.types.TypeEngine:  # noqa: N802
     """BIT on SQL Server, BOOLEAN on PostgreSQL."""
     return sa.Boolean(create_constraint=False)
+
+
+def LongText() -> sa.types.TypeEngine:  # noqa: N802
+    """NVARCHAR(MAX) on SQL Server (never the deprecated NTEXT), TEXT on PostgreSQL."""
+    return sa.UnicodeText().with_variant(mssql.NVARCHAR(), "mssql")

@@ -55,7 +55,7 @@ def timestamp_type() -> sa.types.TypeEngine:
 def log_columns(engine: EngineInfo) -> list[sa.Column]:
     """Columns of the deployment log (shared by the migration and this module)."""
     return [
-        sa.Column("DeploymentId", sa.BigInteger, sa.Identity(start=1), primary_key=True),
+        sa.Column("DeploymentId", sa.BigInteger, sa.Identity(start=1)),
         sa.Column("ObjectName", sa.Unicode(128), nullable=False),
         sa.Column("ObjectType", sa.Unicode(20), nullable=False),
         sa.Column("Action", sa.Unicode(10), nullable=False),
@@ -63,6 +63,7 @@ def log_columns(engine: EngineInfo) -> list[sa.Column]:
         sa.Column("PackageVersion", sa.Unicode(32), nullable=False),
         sa.Column("DeployedAt", timestamp_type(), nullable=False, server_default=utc_now_default(engine)),
         sa.Column("DeployedBy", sa.Unicode(128), nullable=False, server_default=current_user_default(engine)),
+        sa.PrimaryKeyConstraint("DeploymentId", name="PK_BlobDeltaDeploymentLog"),
         sa.CheckConstraint(f"{engine.quote('Action')} IN ('Deployed', 'Dropped')",
                            name="CK_BlobDeltaDeploymentLog_Action"),
     ]

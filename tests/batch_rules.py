@@ -45,10 +45,11 @@ def violations(script: str) -> list[str]:
         else:
             for m in re.finditer(r"\bSET (QUOTED_IDENTIFIER|ANSI_NULLS) (ON|OFF)\b", words):
                 settings[m.group(1)] = m.group(2) == "ON"
-            for statement in re.findall(r"\b(BEGIN TRANSACTION|BEGIN TRAN|COMMIT|ROLLBACK|CREATE DATABASE|USE)\b", words):
+            # A ROLLBACK in a script only appears on its error paths, so COMMIT alone closes.
+            for statement in re.findall(r"\b(BEGIN TRANSACTION|BEGIN TRAN|COMMIT|CREATE DATABASE|USE)\b", words):
                 if statement.startswith("BEGIN"):
                     open_transactions += 1
-                elif statement in ("COMMIT", "ROLLBACK"):
+                elif statement == "COMMIT":
                     open_transactions -= 1
                 elif open_transactions:
                     problems.append(f"batch {number}: {statement} inside a transaction")

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from dbtools import commands
+from dbtools import commands, mssql_script
 from dbtools.engines import engine_for
 from dbtools.render import render_objects
 
@@ -116,7 +116,28 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
     first_table = next(i for i, b in enumerate(batches) if "CREATE TABLE" in b)
     assert create_db < use < begin < first_table
     assert batches[begin] == "BEGIN TRANSACTION;\n\nSET XACT_ABORT ON;"
-    assert batches[-1] == "COMMIT;"
+    assert batches[create_db + 1] == mssql_script.guard(None) + ";"
+    assert batches[use + 1] == mssql_script.guard("DB_NAME() <> N'BlobDeltaJobs'") + ";"
+    assert batches[-3:] == ["COMMIT;", "SET NOEXEC OFF;", mssql_script.FINISH + ";"]
+
+
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_every_statement_of_the_sql_server_transaction_is_followed_by_a_stop_guard(direction):
+    """So that SSMS, which runs on after an error, stops like sqlcmd -b does."""
+    if direction == "upgrade":
+        script = commands.migrate(url=MSSQL_URL, sql=True).script
+    else:
+        script = commands.downgrade(url=MSSQL_URL, revision="base", sql=True, start="head").script
+    batches = [b.strip() for b in split_batches(script)]
+    begin = next(i for i, b in enumerate(batches) if b.startswith("BEGIN TRANSACTION;"))
+    commit = batches.index("COMMIT;")
+    guard = mssql_script.guard() + ";"
+
+    inside = batches[begin:commit]
+
+    assert len(inside) >= 4
+    assert inside[1::2] == [guard] * (len(inside) // 2)
+    assert guard not in inside[0::2]
 
 
 def test_every_sql_server_procedure_is_one_whole_batch_of_the_offline_script():

@@ -123,7 +123,8 @@ def test_every_missing_object_is_reported_together(job):
     q = job.engine.quote
     assert str(raised.value).splitlines() == [
         f"Table 'Broken': source database {q('No_Such_Db')} does not exist (BlobDeltaTableConfig.SourceDatabase).",
-        f"Table 'Broken': target table {full_name(job, 'BlobDelta_Target', 'dbo', 'NoSuchTarget')} does not exist.",
+        f"Table 'Broken': target table {full_name(job, 'BlobDelta_Target', 'dbo', 'NoSuchTarget')} "
+        "does not exist or is not visible to the caller.",
         f"Table 'Broken': column {q('LastChanged')} (BlobDeltaTableConfig.MetadataModifiedOnCol) does not exist "
         f"in metadata table {full_name(job, 'AdvancedRBS_MetaData', 'dbo', 'ReferralAttachmentBase')}.",
         f"Table 'Broken': column {q('bu')} (BlobDeltaTableConfig.MetadataBusinessUnitCol) does not exist "
@@ -169,6 +170,67 @@ def test_a_hostile_name_that_does_not_exist_is_reported_and_changes_nothing(job)
     engine.dispose()
     lines = str(raised.value).splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("Table 'Hostile': source table ") and "does not exist" in lines[0]
+    assert lines[0] == (
+        "Table 'Hostile': source table "
+        + full_name(job, "Gwent_LA_FileTable", "dbo", "x]; DROP TABLE [dbo].[BlobDeltaRun];--")
+        + " does not exist or is not visible to the caller."
+    )
     assert "(BlobDeltaTableConfig.MetadataIdColumn) does not exist" in lines[1]
     assert after == before
+
+
+def test_a_view_is_accepted_as_metadata_but_not_as_target(job, sources):
+    e = job.engine
+    engine = sa.create_engine(job.url, poolclass=sa.pool.NullPool) if e.name == "postgresql" else None
+    if e.name == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql('CREATE VIEW "AdvancedRBS_MetaData"."MetaView" AS '
+                                 'SELECT * FROM "AdvancedRBS_MetaData"."ReferralAttachmentBase"')
+            conn.exec_driver_sql('CREATE VIEW "BlobDelta_Target"."TargetView" AS '
+                                 'SELECT * FROM "BlobDelta_Target"."ReferralAttachment"')
+        engine.dispose()
+    else:
+        for database, ddl in (("AdvancedRBS_MetaData", "CREATE VIEW dbo.MetaView AS SELECT * FROM dbo.ReferralAttachmentBase"),
+                              ("BlobDelta_Target", "CREATE VIEW dbo.TargetView AS SELECT * FROM dbo.ReferralAttachment")):
+            engine = sa.create_engine(job.url.set(database=database), poolclass=sa.pool.NullPool)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(ddl)
+            engine.dispose()
+    configure(job, "ViewMeta", MetadataTable="MetaView")
+    configure(job, "ViewTarget", TargetTable="TargetView")
+
+    resolved = resolve(job, "ViewMeta")
+    with pytest.raises(ProcedureValidationError) as raised:
+        resolve(job, "ViewTarget")
+
+    assert resolved["MetadataObject"] == full_name(job, "AdvancedRBS_MetaData", "dbo", "MetaView")
+    assert str(raised.value) == (
+        "Table 'ViewTarget': target table " + full_name(job, "BlobDelta_Target", "dbo", "TargetView")
+        + " does not exist or is not visible to the caller."
+    )
+
+
+def test_a_percent_sign_in_a_name_survives_into_the_error_text(job):
+    configure(job, "100%_sure", SourceTable="Blob%Table")
+
+    with pytest.raises(ProcedureValidationError) as raised:
+        resolve(job, "100%_sure")
+
+    assert str(raised.value) == (
+        "Table '100%_sure': source table " + full_name(job, "Gwent_LA_FileTable", "dbo", "Blob%Table")
+        + " does not exist or is not visible to the caller."
+    )
+
+
+def test_a_long_list_of_problems_is_cut_at_the_same_length_on_both_engines(job):
+    table_name = "L" * 300
+    configure(job, table_name, SourceDatabase="D" * 120, TargetDatabase="E" * 120, MetadataDatabase="F" * 120)
+
+    with pytest.raises(ProcedureValidationError) as raised:
+        resolve(job, table_name)
+
+    text = str(raised.value)
+    first = f"Table '{table_name}': source database {job.engine.quote('D' * 120)} does not exist"
+    assert len(text) == 1000
+    assert text.endswith(" ... (truncated)")
+    assert text.startswith(first)

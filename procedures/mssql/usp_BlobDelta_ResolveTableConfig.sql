@@ -2,9 +2,9 @@
 {%- from "mssql/errors.sql" import raise_collected -%}
 CREATE OR ALTER PROCEDURE {{ job('usp_BlobDelta_ResolveTableConfig') }}
     @TableName nvarchar(400),
-    @SourceObject nvarchar(400) = NULL OUTPUT,
-    @TargetObject nvarchar(400) = NULL OUTPUT,
-    @MetadataObject nvarchar(400) = NULL OUTPUT,
+    @SourceObject nvarchar(776) = NULL OUTPUT,
+    @TargetObject nvarchar(776) = NULL OUTPUT,
+    @MetadataObject nvarchar(776) = NULL OUTPUT,
     @MetadataIdColumn sysname = NULL OUTPUT,
     @MetadataModifiedOnCol sysname = NULL OUTPUT,
     @MetadataBusinessUnitCol sysname = NULL OUTPUT,
@@ -16,7 +16,9 @@ AS
 {{ header('usp_BlobDelta_ResolveTableConfig',
           'Resolves one configured table: quoted three-part names of its source, target and
     metadata tables, the metadata column names and the safety buffer, after checking that
-    every one of them exists in the catalog. All problems are reported in one error (50010).') }}
+    every one of them exists and is visible to the caller. All problems are reported in one
+    error 50010. XACT_ABORT is ON: that error also rolls back a transaction the caller had
+    open.') }}
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
@@ -27,17 +29,25 @@ BEGIN
     DECLARE @Objects TABLE (
         Position int NOT NULL PRIMARY KEY,
         Role nvarchar(20) NOT NULL,
+        ConfigPrefix nvarchar(20) NOT NULL,
         DatabaseName sysname NOT NULL,
         SchemaName sysname NOT NULL,
-        ObjectName sysname NOT NULL
+        ObjectName sysname NOT NULL,
+        AllowView bit NOT NULL
     );
     DECLARE @Columns TABLE (Position int NOT NULL PRIMARY KEY, ConfigColumn sysname NOT NULL, ColumnName sysname NOT NULL);
+    DECLARE @SourceDatabase sysname, @SourceSchema sysname, @SourceTable sysname;
+    DECLARE @TargetDatabase sysname, @TargetSchema sysname, @TargetTable sysname;
+    DECLARE @MetadataDatabase sysname, @MetadataSchema sysname, @MetadataTable sysname;
     DECLARE @Position int;
     DECLARE @Role nvarchar(20);
+    DECLARE @ConfigPrefix nvarchar(20);
     DECLARE @DatabaseName sysname;
     DECLARE @SchemaName sysname;
     DECLARE @ObjectName sysname;
-    DECLARE @QualifiedName nvarchar(400);
+    DECLARE @AllowView bit;
+    DECLARE @QualifiedName nvarchar(776);
+    DECLARE @ObjectId int;
     DECLARE @MetadataObjectId int;
     DECLARE @ConfigColumn sysname;
     DECLARE @ColumnName sysname;
@@ -49,39 +59,40 @@ BEGIN
         IF @TableName IS NULL OR LTRIM(RTRIM(@TableName)) = N''
             INSERT INTO @Errors (Message)
             VALUES (N'@TableName is required: give the TableName of a row in dbo.BlobDeltaTableConfig.');
-        ELSE IF NOT EXISTS (SELECT 1 FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c.TableName = @TableName)
+        ELSE
         BEGIN
-            SELECT @Configured = STRING_AGG(CONVERT(nvarchar(max), c.TableName), N', ')
-                WITHIN GROUP (ORDER BY c.TableName)
-            FROM {{ job('BlobDeltaTableConfig') }} AS c;
-            INSERT INTO @Errors (Message)
-            VALUES (LEFT(N'@TableName ''' + @TableName + N''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '
-                         + ISNULL(@Configured, N'(no tables configured)'), 2000));
+            SELECT
+                @SourceDatabase = c.SourceDatabase, @SourceSchema = c.SourceSchema, @SourceTable = c.SourceTable,
+                @TargetDatabase = c.TargetDatabase, @TargetSchema = c.TargetSchema, @TargetTable = c.TargetTable,
+                @MetadataDatabase = c.MetadataDatabase, @MetadataSchema = c.MetadataSchema, @MetadataTable = c.MetadataTable,
+                @MetadataIdColumn = c.MetadataIdColumn,
+                @MetadataModifiedOnCol = c.MetadataModifiedOnCol,
+                @MetadataBusinessUnitCol = c.MetadataBusinessUnitCol,
+                @SafetyBufferMinutes = c.SafetyBufferMinutes,
+                @ScriptSet = c.ScriptSet,
+                @IsActive = c.IsActive
+            FROM {{ job('BlobDeltaTableConfig') }} AS c
+            WHERE c.TableName = @TableName;
+
+            IF @@ROWCOUNT = 0
+            BEGIN
+                SELECT @Configured = STRING_AGG(CONVERT(nvarchar(max), c.TableName), N', ')
+                    WITHIN GROUP (ORDER BY c.TableName)
+                FROM {{ job('BlobDeltaTableConfig') }} AS c;
+                INSERT INTO @Errors (Message)
+                VALUES (LEFT(N'@TableName ''' + @TableName + N''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '
+                             + ISNULL(@Configured, N'(no tables configured)'), 2000));
+            END;
         END;
 
         {{ raise_collected(50010) }}
 
-        ----------------------------------------------------------------- resolve configuration
-        SELECT
-            @MetadataIdColumn = c.MetadataIdColumn,
-            @MetadataModifiedOnCol = c.MetadataModifiedOnCol,
-            @MetadataBusinessUnitCol = c.MetadataBusinessUnitCol,
-            @SafetyBufferMinutes = c.SafetyBufferMinutes,
-            @ScriptSet = c.ScriptSet,
-            @IsActive = c.IsActive
-        FROM {{ job('BlobDeltaTableConfig') }} AS c
-        WHERE c.TableName = @TableName;
-
-        INSERT INTO @Objects (Position, Role, DatabaseName, SchemaName, ObjectName)
-        SELECT v.Position, v.Role, v.DatabaseName, v.SchemaName, v.ObjectName
-        FROM {{ job('BlobDeltaTableConfig') }} AS c
-        CROSS APPLY (
-            VALUES
-                (1, N'source', c.SourceDatabase, c.SourceSchema, c.SourceTable),
-                (2, N'target', c.TargetDatabase, c.TargetSchema, c.TargetTable),
-                (3, N'metadata', c.MetadataDatabase, c.MetadataSchema, c.MetadataTable)
-        ) AS v (Position, Role, DatabaseName, SchemaName, ObjectName)
-        WHERE c.TableName = @TableName;
+        ----------------------------------------------------------------- check the catalog
+        INSERT INTO @Objects (Position, Role, ConfigPrefix, DatabaseName, SchemaName, ObjectName, AllowView)
+        VALUES
+            (1, N'source', N'Source', @SourceDatabase, @SourceSchema, @SourceTable, 1),
+            (2, N'target', N'Target', @TargetDatabase, @TargetSchema, @TargetTable, 0),
+            (3, N'metadata', N'Metadata', @MetadataDatabase, @MetadataSchema, @MetadataTable, 1);
 
         INSERT INTO @Columns (Position, ConfigColumn, ColumnName)
         SELECT v.Position, v.ConfigColumn, v.ColumnName
@@ -93,44 +104,55 @@ BEGIN
         ) AS v (Position, ConfigColumn, ColumnName)
         WHERE v.ColumnName IS NOT NULL;
 
-        ----------------------------------------------------------------- check the catalog
         SET @Position = 0;
         WHILE 1 = 1
         BEGIN
             SELECT TOP (1)
                 @Position = o.Position,
                 @Role = o.Role,
+                @ConfigPrefix = o.ConfigPrefix,
                 @DatabaseName = o.DatabaseName,
                 @SchemaName = o.SchemaName,
-                @ObjectName = o.ObjectName
+                @ObjectName = o.ObjectName,
+                @AllowView = o.AllowView
             FROM @Objects AS o
             WHERE o.Position > @Position
             ORDER BY o.Position;
             IF @@ROWCOUNT = 0 BREAK;
 
             SET @QualifiedName = QUOTENAME(@DatabaseName) + N'.' + QUOTENAME(@SchemaName) + N'.' + QUOTENAME(@ObjectName);
+            SET @ObjectId = NULL;
             IF DB_ID(@DatabaseName) IS NULL
                 INSERT INTO @Errors (Message)
-                VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + ISNULL(QUOTENAME(@DatabaseName), @DatabaseName)
-                             + N' does not exist (BlobDeltaTableConfig.' + CASE @Role WHEN N'source' THEN N'Source' WHEN N'target' THEN N'Target' ELSE N'Metadata' END
-                             + N'Database).', 2000));
-            ELSE IF @QualifiedName IS NULL OR OBJECT_ID(@QualifiedName, N'U') IS NULL
+                VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
+                             + N' does not exist (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database).', 2000));
+            ELSE IF HAS_DBACCESS(@DatabaseName) = 0
                 INSERT INTO @Errors (Message)
-                VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' table '
-                             + ISNULL(@QualifiedName, @DatabaseName + N'.' + @SchemaName + N'.' + @ObjectName)
-                             + N' does not exist.', 2000));
-            ELSE IF @Role = N'metadata'
-                SET @MetadataObjectId = OBJECT_ID(@QualifiedName, N'U');
+                VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
+                             + N' is not accessible to the caller (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database).', 2000));
+            ELSE
+            BEGIN
+                SET @ObjectId = OBJECT_ID(@QualifiedName, N'U');
+                IF @ObjectId IS NULL AND @AllowView = 1
+                    SET @ObjectId = OBJECT_ID(@QualifiedName, N'V');
+                IF @ObjectId IS NULL
+                    INSERT INTO @Errors (Message)
+                    VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' table ' + @QualifiedName
+                                 + N' does not exist or is not visible to the caller.', 2000));
+            END;
 
             IF @Role = N'source' SET @SourceObject = @QualifiedName;
             IF @Role = N'target' SET @TargetObject = @QualifiedName;
-            IF @Role = N'metadata' SET @MetadataObject = @QualifiedName;
+            IF @Role = N'metadata'
+            BEGIN
+                SET @MetadataObject = @QualifiedName;
+                SET @MetadataObjectId = @ObjectId;
+            END;
         END;
 
         IF @MetadataObjectId IS NOT NULL
         BEGIN
-            SELECT @DatabaseName = o.DatabaseName FROM @Objects AS o WHERE o.Role = N'metadata';
-            SET @SqlColumnExists = N'SELECT @Found = COUNT(*) FROM ' + QUOTENAME(@DatabaseName)
+            SET @SqlColumnExists = N'SELECT @Found = COUNT(*) FROM ' + QUOTENAME(@MetadataDatabase)
                 + N'.sys.columns AS c WHERE c.object_id = @ObjectId AND c.name = @ColumnName;';
             IF @Debug >= 2
                 RAISERROR(N'%s', 0, 1, @SqlColumnExists) WITH NOWAIT;
@@ -153,7 +175,7 @@ BEGIN
                     @Found = @Found OUTPUT;
                 IF ISNULL(@Found, 0) = 0
                     INSERT INTO @Errors (Message)
-                    VALUES (LEFT(N'Table ''' + @TableName + N''': column ' + ISNULL(QUOTENAME(@ColumnName), @ColumnName)
+                    VALUES (LEFT(N'Table ''' + @TableName + N''': column ' + QUOTENAME(@ColumnName)
                                  + N' (BlobDeltaTableConfig.' + @ConfigColumn + N') does not exist in metadata table '
                                  + @MetadataObject + N'.', 2000));
             END;

@@ -21,18 +21,20 @@ AS $procedure$
 {{ header('usp_BlobDelta_ResolveTableConfig',
           'Resolves one configured table: quoted two-part names (database mapped to schema) of
     its source, target and metadata tables, the metadata column names and the safety buffer,
-    after checking that every one of them exists in the catalog. All problems are reported
-    in one error (SQLSTATE 22023).') }}
+    after checking that every one of them exists and is visible to the caller. All problems
+    are reported in one error (SQLSTATE 22023).') }}
 DECLARE
     v_table_name text := "TableName";
     v_errors text[] := ARRAY[]::text[];
+    v_error_text text;
     v_configured text;
     v_config record;
     v_object record;
     v_column record;
-    v_oid regclass;
+    v_namespace regnamespace;
+    v_oid oid;
     v_qualified text;
-    v_metadata_oid regclass;
+    v_metadata_oid oid;
 BEGIN
     ------------------------------------------------------------------- check parameters
     IF v_table_name IS NULL OR btrim(v_table_name) = '' THEN
@@ -52,7 +54,6 @@ BEGIN
 
     {{ raise_collected('22023') }}
 
-    ------------------------------------------------------------------- resolve configuration
     "MetadataIdColumn" := v_config."MetadataIdColumn";
     "MetadataModifiedOnCol" := v_config."MetadataModifiedOnCol";
     "MetadataBusinessUnitCol" := v_config."MetadataBusinessUnitCol";
@@ -62,34 +63,40 @@ BEGIN
 
     ------------------------------------------------------------------- check the catalog
     FOR v_object IN
-        SELECT v.position, v.role, v.database_name, v.object_name
+        SELECT v.position, v.role, v.config_prefix, v.database_name, v.object_name, v.allow_view
         FROM (VALUES
-            (1, 'source', v_config."SourceDatabase", v_config."SourceTable"),
-            (2, 'target', v_config."TargetDatabase", v_config."TargetTable"),
-            (3, 'metadata', v_config."MetadataDatabase", v_config."MetadataTable")
-        ) AS v (position, role, database_name, object_name)
+            (1, 'source', 'Source', v_config."SourceDatabase", v_config."SourceTable", true),
+            (2, 'target', 'Target', v_config."TargetDatabase", v_config."TargetTable", false),
+            (3, 'metadata', 'Metadata', v_config."MetadataDatabase", v_config."MetadataTable", true)
+        ) AS v (position, role, config_prefix, database_name, object_name, allow_view)
         ORDER BY v.position
     LOOP
         v_qualified := {{ quotename('v_object.database_name') }} || '.' || {{ quotename('v_object.object_name') }};
         v_oid := NULL;
-        IF pg_catalog.to_regnamespace({{ quotename('v_object.database_name') }}) IS NULL THEN
+        v_namespace := pg_catalog.to_regnamespace({{ quotename('v_object.database_name') }});
+        IF v_namespace IS NULL THEN
             v_errors := v_errors || left(format('Table ''%s'': %s database %s does not exist (BlobDeltaTableConfig.%sDatabase).',
-                v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, initcap(v_object.role)), 2000);
+                v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, v_object.config_prefix), 2000);
+        ELSIF NOT pg_catalog.has_schema_privilege(v_namespace, 'USAGE') THEN
+            v_errors := v_errors || left(format('Table ''%s'': %s database %s is not accessible to the caller (BlobDeltaTableConfig.%sDatabase).',
+                v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, v_object.config_prefix), 2000);
         ELSE
-            v_oid := pg_catalog.to_regclass(v_qualified);
-            IF v_oid IS NULL OR NOT EXISTS (
-                SELECT 1 FROM pg_catalog.pg_class AS k WHERE k.oid = v_oid AND k.relkind IN ('r', 'p')
-            ) THEN
-                v_errors := v_errors || left(format('Table ''%s'': %s table %s does not exist.',
+            SELECT k.oid INTO v_oid
+            FROM pg_catalog.pg_class AS k
+            WHERE k.relnamespace = v_namespace
+              AND k.relname = v_object.object_name
+              AND (k.relkind IN ('r', 'p') OR (v_object.allow_view AND k.relkind IN ('v', 'm')));
+            IF v_oid IS NULL THEN
+                v_errors := v_errors || left(format('Table ''%s'': %s table %s does not exist or is not visible to the caller.',
                     v_table_name, v_object.role, v_qualified), 2000);
-            ELSIF v_object.role = 'metadata' THEN
-                v_metadata_oid := v_oid;
             END IF;
         END IF;
         CASE v_object.role
             WHEN 'source' THEN "SourceObject" := v_qualified;
             WHEN 'target' THEN "TargetObject" := v_qualified;
-            ELSE "MetadataObject" := v_qualified;
+            ELSE
+                "MetadataObject" := v_qualified;
+                v_metadata_oid := v_oid;
         END CASE;
     END LOOP;
 

@@ -90,8 +90,12 @@ def _checked(engine: str, template: str, sql: str) -> RenderedObject:
             f"procedures/{template} must hold exactly one CREATE OR "
             f"{'ALTER' if engine == 'mssql' else 'REPLACE'} statement, found {len(kinds)}"
         )
-    if engine == "mssql" and re.search(r"^\s*GO\s*$", sql, re.I | re.M):
+    if engine == "mssql" and re.search(r"^\s*GO(\s+\d+)?\s*$", sql, re.I | re.M):
         raise DeploymentError(f"procedures/{template} contains GO, which is not T-SQL")
+    if engine == "mssql" and "$(" in sql:
+        raise DeploymentError(
+            f"procedures/{template} contains '$(', which sqlcmd substitutes as a variable even in strings"
+        )
     if not re.search(rf"[\[\"]{re.escape(name)}[\]\"]", sql):
         raise DeploymentError(f"procedures/{template} does not create an object named {name}")
     return RenderedObject(name=name, kind=kinds[0].upper(), engine=engine, sql=sql, source=template)

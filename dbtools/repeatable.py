@@ -94,7 +94,7 @@ def _is_offline(ctx: MigrationContext) -> bool:
     return bool(ctx.as_sql)
 
 
-def _execute_object(ctx: MigrationContext, engine: EngineInfo, obj: RenderedObject) -> None:
+def execute_object(ctx: MigrationContext, engine: EngineInfo, obj: RenderedObject) -> None:
     if engine.name == "mssql":
         # Its own batch before the CREATE: sqlcmd defaults QUOTED_IDENTIFIER OFF, and a
         # procedure keeps the settings it was created with.
@@ -102,7 +102,7 @@ def _execute_object(ctx: MigrationContext, engine: EngineInfo, obj: RenderedObje
     ctx.execute(sql_text(obj.sql.rstrip().rstrip(";")))
 
 
-def _log(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str, action: str,
+def log_action(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str, action: str,
          checksum: str | None) -> None:
     """Append one deployment-log row.
 
@@ -175,8 +175,8 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
     results: list[DeployResult] = []
     if _is_offline(ctx):
         for obj in objects:
-            _execute_object(ctx, engine, obj)
-            _log(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
+            execute_object(ctx, engine, obj)
+            log_action(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
             results.append(DeployResult(obj.name, obj.kind, "Deployed", obj.checksum))
         return results
     state = deployed_state(ctx, engine)
@@ -187,14 +187,14 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
         if action == "Deployed" and checksum == obj.checksum and obj.name in present:
             results.append(DeployResult(obj.name, obj.kind, "Unchanged", obj.checksum))
             continue
-        _execute_object(ctx, engine, obj)
-        _log(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
+        execute_object(ctx, engine, obj)
+        log_action(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
         results.append(DeployResult(obj.name, obj.kind, "Deployed", obj.checksum))
     for name, (action, _checksum) in sorted(state.items()):
         if action == "Deployed" and name not in shipped:
             kind = _logged_kind(ctx, engine, name)
-            _drop(ctx, engine, name, kind)
-            _log(ctx, engine, name, kind, "Dropped", None)
+            drop_object(ctx, engine, name, kind)
+            log_action(ctx, engine, name, kind, "Dropped", None)
             results.append(DeployResult(name, kind, "Dropped", None))
     outcome = ctx.config.attributes.get("dbtools.outcome") if ctx.config is not None else None
     if outcome is not None:
@@ -210,7 +210,7 @@ def _logged_kind(ctx: MigrationContext, engine: EngineInfo, name: str) -> str:
     ).scalar_one()
 
 
-def _drop(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str) -> None:
+def drop_object(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str) -> None:
     if engine.name == "mssql":
         ctx.execute(sql_text(f"DROP {kind} IF EXISTS {engine.job_object(name)}"))
         return
@@ -245,9 +245,9 @@ def drop_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
                 kinds[name] = _logged_kind(ctx, engine, name)
     results = []
     for name, kind in sorted(kinds.items()):
-        _drop(ctx, engine, name, kind)
+        drop_object(ctx, engine, name, kind)
         if _is_offline(ctx) or logged.get(name, ("Dropped",))[0] == "Deployed":
-            _log(ctx, engine, name, kind, "Dropped", None)
+            log_action(ctx, engine, name, kind, "Dropped", None)
             results.append(DeployResult(name, kind, "Dropped", None))
     outcome = ctx.config.attributes.get("dbtools.outcome") if ctx.config is not None else None
     if outcome is not None:

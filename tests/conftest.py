@@ -93,9 +93,13 @@ def _mssql_url() -> URL:
     if "url" in _mssql_state:
         return _mssql_state["url"]  # type: ignore[return-value]
     if "skip" in _mssql_state:
+        if os.environ.get("DBTOOLS_REQUIRE_MSSQL"):
+            pytest.fail(f"DBTOOLS_REQUIRE_MSSQL is set but {_mssql_state['skip']}", pytrace=False)
         pytest.skip(str(_mssql_state["skip"]))
     reason = _start_mssql()
     if reason:
+        if os.environ.get("DBTOOLS_REQUIRE_MSSQL"):
+            pytest.fail(f"DBTOOLS_REQUIRE_MSSQL is set but {reason}", pytrace=False)
         _mssql_state["skip"] = reason
         pytest.skip(reason)
     return _mssql_state["url"]  # type: ignore[return-value]

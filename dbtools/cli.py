@@ -20,8 +20,9 @@ from .engines import SUPPORTED
 from .environments import load_environments, mask
 from .errors import DbToolsError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Piped or logged output is never cut to 80 columns: names and checksums must stay whole.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 400)
 
 target_options = [
     click.option("--env", "env", metavar="NAME",

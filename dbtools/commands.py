@@ -125,24 +125,16 @@ def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, li
                 if not inspector.has_table(DEPLOYMENT_LOG, schema=schema):
                     return target, [], _current_revision(conn, schema)
                 table = log_table(target.engine)
-                counts = (
-                    sa.select(table.c.ObjectName, sa.func.count().label("n"),
-                              sa.func.max(table.c.DeploymentId).label("latest"))
-                    .where(table.c.Action == "Deployed")
-                    .group_by(table.c.ObjectName)
-                    .subquery()
-                )
-                rows = conn.execute(
-                    sa.select(table, counts.c.n)
-                    .join(counts, counts.c.ObjectName == table.c.ObjectName)
-                    .where(table.c.DeploymentId == sa.select(sa.func.max(table.c.DeploymentId))
-                           .where(table.c.ObjectName == counts.c.ObjectName).scalar_subquery())
-                    .order_by(table.c.ObjectName)
-                ).all()
+                rows = conn.execute(sa.select(table).order_by(table.c.DeploymentId)).all()
+                latest: dict[str, sa.Row] = {}
+                deploys: dict[str, int] = {}
+                for row in rows:
+                    latest[row.ObjectName] = row
+                    deploys[row.ObjectName] = deploys.get(row.ObjectName, 0) + (row.Action == "Deployed")
                 objects = [
                     DeployedObject(r.ObjectName, r.ObjectType, r.Action, r.Checksum, r.PackageVersion,
-                                   r.DeployedAt, r.DeployedBy, r.n)
-                    for r in rows
+                                   r.DeployedAt, r.DeployedBy, deploys[name])
+                    for name, r in sorted(latest.items())
                 ]
                 return target, objects, _current_revision(conn, schema)
         finally:

@@ -172,13 +172,15 @@ def embedded_home() -> Path:
 def embedded_postgresql() -> Iterator[URL]:
     """Start (or reuse) the embedded PostgreSQL server and yield its URL."""
     try:
-        import pgserver
+        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError:  # pragma: no cover - pgserver is a dependency
         raise ConfigurationError("the embedded PostgreSQL needs the 'pgserver' package") from None
     data_dir = embedded_home() / "pgdata"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
     except Exception as exc:  # pgserver raises plain exceptions with the server log

@@ -94,3 +94,19 @@ def test_envs_lists_every_environment_with_passwords_masked(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "postgresql://u:***@h/db" in proc.stdout
     assert "hunter2" not in proc.stdout
+
+
+def test_migrate_and_deployed_print_whole_names_when_piped(tmp_path):
+    env = {"DBTOOLS_HOME": str(tmp_path)}
+
+    migrated = dbtools("migrate", "--env", "local", env=env)
+    listed = dbtools("deployed", "--env", "local", env=env)
+
+    assert migrated.returncode == 0, migrated.stderr
+    assert listed.returncode == 0, listed.stderr
+    assert "upgraded 0001 -> 0002" in migrated.stdout
+    assert listed.stdout.splitlines()[0].endswith("(env local): revision 0002")
+    for obj in render_objects("postgresql"):
+        assert f"{obj.name} " in migrated.stdout and " Deployed " in migrated.stdout
+        assert obj.name in listed.stdout and obj.checksum[:12] in listed.stdout
+    assert migrated.stderr == "" and listed.stderr == ""

@@ -277,3 +277,37 @@ def _monitoring_queries(e):
                            f"{flag('Processed')} FROM {t('BlobDeltaMissingParentsQueue')} WHERE {q('RunId')} = {p} "
                            f"ORDER BY {q('TableName')}, {q('CreatedAt')}",
     }
+
+
+def test_deployed_reports_the_latest_state_and_deploy_count_of_every_object(server, monkeypatch):
+    assert commands.deployed(url=server.url_string)[1:] == ([], None)
+    commands.migrate(url=server.url_string)
+    name = sorted(shipped(server))[0]
+    monkeypatch.setattr(repeatable, "render_objects", lambda e: [
+        replace(o, sql=o.sql.replace("Do not edit in the database", "Do not edit (v2)")) for o in render_objects(e)])
+    commands.migrate(url=server.url_string)
+    monkeypatch.setattr(repeatable, "render_objects", render_objects)
+    commands.migrate(url=server.url_string)
+
+    _target, objects, revision = commands.deployed(url=server.url_string)
+
+    assert revision == "0002"
+    assert [(o.name, o.kind, o.action, o.checksum, o.deploy_count) for o in objects] == [
+        (n, obj.kind, "Deployed", obj.checksum, 3) for n, obj in sorted(shipped(server).items())
+    ]
+    assert objects[0].name == name
+
+
+def test_the_local_environment_migrates_the_embedded_postgresql(tmp_path, monkeypatch):
+    """The quick start's main job: `dbtools migrate --env local` then `dbtools deployed --env local`."""
+    monkeypatch.setenv("DBTOOLS_HOME", str(tmp_path))
+
+    migrated = commands.migrate(env="local")
+    target, objects, revision = commands.deployed(env="local")
+
+    assert migrated.outcome.steps == [("base", "0001", True), ("0001", "0002", True)]
+    assert revision == "0002"
+    assert target.label == "env local"
+    assert [(o.name, o.action, o.deploy_count) for o in objects] == [
+        (o.name, "Deployed", 1) for o in render_objects("postgresql")]
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()

@@ -204,6 +204,14 @@ class Target:
         return mask(self.url)
 
 
+def _definition(env: str) -> Environment:
+    envs = load_environments()
+    if env not in envs:
+        allowed = ", ".join(sorted(envs)) or "(none defined)"
+        raise ConfigurationError(f"--env {env!r} is not defined; allowed values: {allowed}")
+    return envs[env]
+
+
 @contextlib.contextmanager
 def resolve_target(env: str | None = None, url: str | None = None) -> Iterator[Target]:
     """Resolve ``--env``/``--url`` into a :class:`Target` (starting the embedded server if needed).
@@ -211,23 +219,16 @@ def resolve_target(env: str | None = None, url: str | None = None) -> Iterator[T
     ``url`` wins over ``env``; with neither, the error names both options.
     """
     if url:
-        raw, label = url, "--url"
+        yield Target("--url", parse_url(url, context="--url"))
     elif env:
-        envs = load_environments()
-        if env not in envs:
-            allowed = ", ".join(sorted(envs)) or "(none defined)"
-            raise ConfigurationError(f"--env {env!r} is not defined; allowed values: {allowed}")
-        definition = envs[env]
+        definition = _definition(env)
         if definition.is_embedded:
             with embedded_postgresql() as embedded_url:
                 yield Target(f"env {env}", embedded_url)
-            return
-        label = f"env {env}"
-        yield Target(label, expand_url(definition.url, context=f"environment {env!r}"))
-        return
+        else:
+            yield Target(f"env {env}", expand_url(definition.url, context=f"environment {env!r}"))
     else:
         raise ConfigurationError("no target: give --env NAME or --url URL")
-    yield Target(label, parse_url(raw, context=label))
 
 
 def offline_target(env: str | None = None, url: str | None = None) -> Target:
@@ -235,11 +236,7 @@ def offline_target(env: str | None = None, url: str | None = None) -> Target:
     if url:
         return Target("--url", parse_url(url, context="--url"))
     if env:
-        envs = load_environments()
-        if env not in envs:
-            allowed = ", ".join(sorted(envs)) or "(none defined)"
-            raise ConfigurationError(f"--env {env!r} is not defined; allowed values: {allowed}")
-        definition = envs[env]
+        definition = _definition(env)
         if definition.is_embedded:
             return Target(f"env {env}", make_url("postgresql+psycopg://embedded/postgres"))
         # Offline scripts never connect, so unset secrets must not stop them.

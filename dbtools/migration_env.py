@@ -150,12 +150,13 @@ def _run_online(context, target: Target) -> None:
 
 
 def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exists: bool) -> None:
+    # deploy_all and drop_all record what they did in the outcome themselves.
     if went_down:
         if log_exists:
-            drop_all(mc, engine)  # records what it dropped in the outcome
+            drop_all(mc, engine)
         outcome.note = "downgraded: the package's procedures belong to its head revision and were dropped"
     elif outcome.at_head and log_exists:
-        outcome.objects = deploy_all(mc, engine)
+        deploy_all(mc, engine)
     else:
         outcome.note = "below head: procedures are deployed only at the package's head revision"
     for obj in outcome.objects:

@@ -170,7 +170,10 @@ def existing_objects(connection: sa.Connection, engine: EngineInfo) -> set[str]:
 
 
 def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
-    """Deploy every changed or missing object; drop objects the package no longer ships."""
+    """Deploy every changed or missing object; drop objects the package no longer ships.
+
+    The results are also added to the run's outcome, like :func:`drop_all`'s.
+    """
     objects = render_objects(engine.name)
     results: list[DeployResult] = []
     if _is_offline(ctx):
@@ -178,7 +181,7 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
             execute_object(ctx, engine, obj)
             log_action(ctx, engine, obj.name, obj.kind, "Deployed", obj.checksum)
             results.append(DeployResult(obj.name, obj.kind, "Deployed", obj.checksum))
-        return results
+        return _record(ctx, results)
     state = deployed_state(ctx, engine)
     present = existing_objects(ctx.connection, engine)
     shipped = {obj.name for obj in objects}
@@ -196,6 +199,11 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
             drop_object(ctx, engine, name, kind)
             log_action(ctx, engine, name, kind, "Dropped", None)
             results.append(DeployResult(name, kind, "Dropped", None))
+    return _record(ctx, results)
+
+
+def _record(ctx: MigrationContext, results: list[DeployResult]) -> list[DeployResult]:
+    """Add results to the run's outcome (``config.attributes['dbtools.outcome']``) and return them."""
     outcome = ctx.config.attributes.get("dbtools.outcome") if ctx.config is not None else None
     if outcome is not None:
         outcome.objects.extend(results)
@@ -249,7 +257,4 @@ def drop_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
         if _is_offline(ctx) or logged.get(name, ("Dropped",))[0] == "Deployed":
             log_action(ctx, engine, name, kind, "Dropped", None)
             results.append(DeployResult(name, kind, "Dropped", None))
-    outcome = ctx.config.attributes.get("dbtools.outcome") if ctx.config is not None else None
-    if outcome is not None:
-        outcome.objects.extend(results)
-    return results
+    return _record(ctx, results)

@@ -21,6 +21,12 @@ from .conftest import fresh_pg_database
 MSSQL_URL = "mssql+pyodbc://dba:${DBTOOLS_UNSET_SECRET}@sql.example.invalid/master?driver=ODBC+Driver+18+for+SQL+Server"
 
 
+def mssql_offline_script(direction: str) -> str:
+    if direction == "upgrade":
+        return commands.migrate(url=MSSQL_URL, sql=True).script
+    return commands.downgrade(url=MSSQL_URL, revision="base", sql=True, start="head").script
+
+
 def psql_binary() -> str:
     import pgserver
 
@@ -99,10 +105,7 @@ def test_the_postgresql_offline_downgrade_removes_everything_psql_applied(pg_adm
 
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 def test_the_sql_server_offline_script_obeys_the_sqlcmd_batch_rules(direction):
-    if direction == "upgrade":
-        script = commands.migrate(url=MSSQL_URL, sql=True).script
-    else:
-        script = commands.downgrade(url=MSSQL_URL, revision="base", sql=True, start="head").script
+    script = mssql_offline_script(direction)
 
     assert violations(script) == []
 
@@ -124,10 +127,7 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 def test_every_statement_of_the_sql_server_transaction_is_followed_by_a_stop_guard(direction):
     """So that SSMS, which runs on after an error, stops like sqlcmd -b does."""
-    if direction == "upgrade":
-        script = commands.migrate(url=MSSQL_URL, sql=True).script
-    else:
-        script = commands.downgrade(url=MSSQL_URL, revision="base", sql=True, start="head").script
+    script = mssql_offline_script(direction)
     batches = [b.strip() for b in split_batches(script)]
     begin = next(i for i, b in enumerate(batches) if b.startswith("BEGIN TRANSACTION;"))
     commit = batches.index("COMMIT;")

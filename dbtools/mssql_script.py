@@ -2,31 +2,62 @@
 
 ``sqlcmd -b`` exits at the first error and the open transaction dies with the session. SSMS
 (and sqlcmd without ``-b``) carries on with the next batch: after XACT_ABORT has rolled the
-transaction back, later batches would run in autocommit, and a compile error would leave
-the transaction open for the final COMMIT. So, after every statement inside the migration
-transaction, the script checks ``@@ERROR`` and ``XACT_STATE()``; on a failure it records it
-in the session context and switches ``SET NOEXEC ON``, so the remaining batches are only
-compiled. The last batches switch NOEXEC off again, roll back whatever is left and raise a
-clear error.
+transaction back, later batches would run in autocommit, and a compile error (which
+XACT_ABORT does not cover) would leave the transaction open for the final COMMIT.
 
-This module registers an Alembic impl for the ``mssql`` dialect; it changes only offline
-(``as_sql``) output.
+So every batch inside the migration transaction proves that it ran to its end, and the batch
+after it checks that proof before anything else runs:
+
+* an ordinary statement is followed, in its own batch, by
+  ``EXEC sys.sp_set_session_context N'dbtools.step', <n>``: a batch that failed to compile or
+  was aborted never sets it;
+* a CREATE/ALTER of a module must be alone in its batch, so its proof is the module's
+  ``modify_date`` being no older than the script's start.
+
+A failed check records the failure in the session context and switches ``SET NOEXEC ON``:
+the remaining batches are only compiled. The last batches switch NOEXEC off, roll back what is
+left and raise one clear error. The script also refuses to start inside an open transaction
+and turns IMPLICIT_TRANSACTIONS off (with it on, the final COMMIT would commit nothing).
+
+This module registers an Alembic impl for the ``mssql`` dialect; only offline (``as_sql``)
+output changes.
 """
 
 from __future__ import annotations
 
+import re
+
+from alembic.ddl.impl import DefaultImpl
 from alembic.ddl.mssql import MSSQLImpl
 
 FAILED_KEY = "dbtools.migration_failed"
+STEP_KEY = "dbtools.step"
+STARTED_KEY = "dbtools.started"
 
 START = (
     "SET NOEXEC OFF;\n"
-    f"EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 0"
+    "SET IMPLICIT_TRANSACTIONS OFF;\n"
+    f"EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 0;\n"
+    f"EXEC sys.sp_set_session_context @key = N'{STEP_KEY}', @value = 0;\n"
+    "DECLARE @Started datetime = GETDATE();\n"
+    f"EXEC sys.sp_set_session_context @key = N'{STARTED_KEY}', @value = @Started;\n"
+    "IF @@TRANCOUNT <> 0\n"
+    "BEGIN\n"
+    f"    EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
+    "    RAISERROR(N'dbtools: the session already has an open transaction; run the script in a new session.', 16, 1);\n"
+    "    SET NOEXEC ON;\n"
+    "END"
+)
+
+_MODULE = re.compile(
+    r"^\s*(?:CREATE\s+OR\s+ALTER|CREATE|ALTER)\s+(?:PROCEDURE|PROC|FUNCTION|VIEW|TRIGGER)\s+"
+    r"((?:\[(?:[^\]]|\]\])*\]|\w+)(?:\s*\.\s*(?:\[(?:[^\]]|\]\])*\]|\w+))?)",
+    re.I,
 )
 
 
-def guard(condition: str | None = "XACT_STATE() <> 1") -> str:
-    """A batch (without its final ``;``) that stops the rest of the script on an error.
+def guard(condition: str | None = "XACT_STATE() <> 1 OR @@TRANCOUNT <> 1") -> str:
+    """A batch (without its final ``;``) that stops the rest of the script on a failure.
 
     It fires when the previous batch raised (``@@ERROR``) or ``condition`` holds.
     """
@@ -40,39 +71,81 @@ def guard(condition: str | None = "XACT_STATE() <> 1") -> str:
     )
 
 
+def step_marker(step: int) -> str:
+    return f"EXEC sys.sp_set_session_context @key = N'{STEP_KEY}', @value = {step}"
+
+
+def step_guard(step: int) -> str:
+    """Guard after an ordinary statement: its batch must have reached its marker."""
+    return guard(
+        f"ISNULL(CONVERT(int, SESSION_CONTEXT(N'{STEP_KEY}')), -1) <> {step}"
+        " OR XACT_STATE() <> 1 OR @@TRANCOUNT <> 1"
+    )
+
+
+def module_guard(name: str) -> str:
+    """Guard after a CREATE/ALTER of a module: it must exist, created or altered by this script."""
+    literal = name.replace("'", "''")
+    return guard(
+        "XACT_STATE() <> 1 OR @@TRANCOUNT <> 1 OR NOT EXISTS (SELECT 1 FROM sys.objects AS o "
+        f"WHERE o.object_id = OBJECT_ID(N'{literal}') "
+        f"AND o.modify_date >= CONVERT(datetime, SESSION_CONTEXT(N'{STARTED_KEY}')))"
+    )
+
+
 FINISH = (
-    f"IF CONVERT(int, SESSION_CONTEXT(N'{FAILED_KEY}')) = 1\n"
+    f"IF CONVERT(int, SESSION_CONTEXT(N'{FAILED_KEY}')) = 1 OR @@TRANCOUNT > 0\n"
     "BEGIN\n"
     "    IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;\n"
-    "    RAISERROR(N'dbtools: the migration script failed; its transaction was rolled back. "
-    "See the first error above.', 16, 1);\n"
+    "    RAISERROR(N'dbtools: the migration script failed and stopped at its first error (see above); "
+    "its transaction, if it had begun, was rolled back.', 16, 1);\n"
     "END"
 )
 
 
 class GuardedMSSQLImpl(MSSQLImpl):
-    """MSSQLImpl whose offline output guards every statement of the migration transaction."""
+    """MSSQLImpl whose offline output proves every batch of the migration transaction ran."""
 
     __dialect__ = "mssql"
     _in_transaction = False
+    _began = False
+    _step = 0
 
     def _exec(self, construct, *args, **kw):
-        result = super()._exec(construct, *args, **kw)
-        if self.as_sql and self._in_transaction:
-            self.static_output(guard() + self.command_terminator)
+        if not (self.as_sql and self._in_transaction):
+            return super()._exec(construct, *args, **kw)
+        # DefaultImpl writes the statement without MSSQLImpl's GO; we close the batch ourselves.
+        result = DefaultImpl._exec(self, construct, *args, **kw)
+        text = str(construct) if isinstance(construct, str) else getattr(construct, "text", "")
+        module = _MODULE.match(text or "")
+        if module:
             self.static_output(self.batch_separator)
+            check = module_guard(module.group(1))
+        else:
+            self._step += 1
+            self.static_output(step_marker(self._step) + self.command_terminator)
+            self.static_output(self.batch_separator)
+            check = step_guard(self._step)
+        self.static_output(check + self.command_terminator)
+        self.static_output(self.batch_separator)
         return result
 
     def emit_begin(self) -> None:
+        if self.as_sql and self._began:
+            raise NotImplementedError(
+                "offline SQL Server scripts are one transaction; transaction_per_migration is not supported"
+            )
         super().emit_begin()
-        self._in_transaction = bool(self.as_sql)
+        self._in_transaction = self._began = bool(self.as_sql)
 
     def emit_commit(self) -> None:
         if not self.as_sql:
             return super().emit_commit()
-        # The last statement of the transaction is already followed by a guard.
+        # The last statement of the transaction is already followed by its guard.
         self._in_transaction = False
         super().emit_commit()
+        self.static_output(guard("@@TRANCOUNT <> 0") + self.command_terminator)
+        self.static_output(self.batch_separator)
         self.static_output("SET NOEXEC OFF" + self.command_terminator)
         self.static_output(self.batch_separator)
         self.static_output(FINISH + self.command_terminator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -118,26 +119,35 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
     begin = next(i for i, b in enumerate(batches) if b.startswith("BEGIN TRANSACTION;"))
     first_table = next(i for i, b in enumerate(batches) if "CREATE TABLE" in b)
     assert create_db < use < begin < first_table
-    assert batches[begin] == "BEGIN TRANSACTION;\n\nSET XACT_ABORT ON;"
+    assert batches[0] == "SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n" + mssql_script.START + ";"
+    assert batches[begin].startswith("BEGIN TRANSACTION;\n\nSET XACT_ABORT ON;")
     assert batches[create_db + 1] == mssql_script.guard(None) + ";"
     assert batches[use + 1] == mssql_script.guard("DB_NAME() <> N'BlobDeltaJobs'") + ";"
-    assert batches[-3:] == ["COMMIT;", "SET NOEXEC OFF;", mssql_script.FINISH + ";"]
+    assert batches[-4:] == ["COMMIT;", mssql_script.guard("@@TRANCOUNT <> 0") + ";", "SET NOEXEC OFF;",
+                            mssql_script.FINISH + ";"]
 
 
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
-def test_every_statement_of_the_sql_server_transaction_is_followed_by_a_stop_guard(direction):
-    """So that SSMS, which runs on after an error, stops like sqlcmd -b does."""
-    script = mssql_offline_script(direction)
-    batches = [b.strip() for b in split_batches(script)]
+def test_every_batch_of_the_sql_server_transaction_proves_it_ran_before_the_next_one_runs(direction):
+    """SSMS runs on after an error; each batch's guard stops the script unless the batch before
+    it ran to its end: its step marker was set, or the module it created is fresh."""
+    batches = [b.strip() for b in split_batches(mssql_offline_script(direction))]
     begin = next(i for i, b in enumerate(batches) if b.startswith("BEGIN TRANSACTION;"))
     commit = batches.index("COMMIT;")
-    guard = mssql_script.guard() + ";"
 
     inside = batches[begin:commit]
+    statements, guards = inside[0::2], inside[1::2]
 
-    assert len(inside) >= 4
-    assert inside[1::2] == [guard] * (len(inside) // 2)
-    assert guard not in inside[0::2]
+    assert len(statements) == len(guards) >= 2
+    step = 0
+    for statement, guard in zip(statements, guards):
+        module = re.match(r"(CREATE OR ALTER|ALTER) (PROCEDURE|FUNCTION|VIEW) (\S+)", statement)
+        if module:
+            assert guard == mssql_script.module_guard(module.group(3)) + ";", statement[:80]
+        else:
+            step += 1
+            assert statement.endswith(mssql_script.step_marker(step) + ";"), statement[-120:]
+            assert guard == mssql_script.step_guard(step) + ";"
 
 
 def test_every_sql_server_procedure_is_one_whole_batch_of_the_offline_script():

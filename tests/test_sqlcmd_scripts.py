@@ -72,12 +72,18 @@ def test_the_offline_script_applied_by_sqlcmd_equals_an_online_migrate(server, t
     assert offline_log == deployment_log(server)[-len(offline_log):]
 
 
-def test_a_failing_offline_script_without_b_changes_nothing_and_says_so(server, tmp_path):
+@pytest.mark.parametrize("breakage", [
+    # A compile error: XACT_ABORT does not roll back, the step marker is what catches it.
+    ("CREATE TABLE dbo.[BlobDeltaRun] (", "CREATE TABLE dbo.[BlobDeltaRun] (oops oops,"),
+    # A runtime error: XACT_ABORT rolls back and aborts the batch.
+    ("CREATE TABLE dbo.[BlobDeltaRun] (", "THROW 50099, N'injected failure', 1;\nCREATE TABLE dbo.[BlobDeltaRun] ("),
+], ids=["compile-error", "runtime-error"])
+def test_a_failing_offline_script_run_without_b_leaves_no_job_table_and_says_so(server, tmp_path, breakage):
     script = commands.migrate(url=server.url_string, sql=True).script
-    broken = script.replace("CREATE TABLE dbo.[BlobDeltaRun] (", "CREATE TABLE dbo.[BlobDeltaRun] (oops oops,", 1)
+    broken = script.replace(*breakage, 1)
     assert broken != script
 
     proc = run_sqlcmd(server, broken, tmp_path, stop_on_error=False)
 
-    assert "the migration script failed; its transaction was rolled back" in proc.stdout + proc.stderr
+    assert "the migration script failed and stopped at its first error" in proc.stdout + proc.stderr
     assert job_tables(server) == set()

@@ -94,13 +94,16 @@ def call_user(server, rows):
     return value
 
 
-def test_replacing_a_type_recreates_it_and_redeploys_its_dependents(with_type):
+def test_replacing_a_type_recreates_it_and_the_deploy_at_head_redeploys_its_dependents(with_type):
     server = with_type
     log_before = deployment_log(server)
 
-    redeployed = replace(server, V2)
+    detached = replace(server, V2)
+    migrated = commands.migrate(url=server.url_string)
 
-    assert redeployed == ["usp_DbToolsTest_TypeUser"]
+    assert detached == ["usp_DbToolsTest_TypeUser"]
+    assert [(o.name, o.action) for o in migrated.outcome.objects if o.action != "Unchanged"] == [
+        ("usp_DbToolsTest_TypeUser", "Deployed")]
     assert type_columns(server) == ["Id", "Label", "Weight"]
     assert call_user(server, [(1, "a", 10), (2, "b", 20)]) == 2
     checksum = user_object(server.engine.name).checksum
@@ -110,8 +113,16 @@ def test_replacing_a_type_recreates_it_and_redeploys_its_dependents(with_type):
     ]
 
 
-def test_a_type_used_by_an_object_dbtools_does_not_manage_is_left_alone_with_a_clear_error(with_type):
+@pytest.mark.parametrize("package_uses_the_type", [True, False])
+def test_a_type_used_by_an_object_dbtools_does_not_manage_is_left_alone_with_a_clear_error(
+        with_type, monkeypatch, package_uses_the_type):
     server = with_type
+    if not package_uses_the_type:
+        monkeypatch.setattr(types, "render_objects", render_objects)
+        engine = server.job_engine()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP PROCEDURE " + server.engine.job_object("usp_DbToolsTest_TypeUser"))
+        engine.dispose()
     engine = server.job_engine()
     with engine.begin() as conn:
         if server.engine.name == "mssql":
@@ -137,7 +148,7 @@ def test_a_type_used_by_an_object_dbtools_does_not_manage_is_left_alone_with_a_c
     assert type_columns(server) == ["Id", "Label"]
 
 
-def test_the_offline_script_for_a_type_change_holds_the_guard_drop_recreate_and_redeploy(monkeypatch):
+def test_the_offline_script_for_a_type_change_checks_detaches_then_recreates(monkeypatch):
     import io
 
     from alembic.runtime.migration import MigrationContext as MC
@@ -151,9 +162,10 @@ def test_the_offline_script_for_a_type_change_holds_the_guard_drop_recreate_and_
         types.replace_type(ctx, TYPE, mssql=V2["mssql"], postgresql=V2["postgresql"])
         script = buffer.getvalue()
         guard = script.index("does not manage")
-        drop_proc = script.index("DROP PROCEDURE IF EXISTS [dbo].[usp_DbToolsTest_TypeUser]"
-                                 if dialect == "mssql" else "DROP ROUTINE")
+        detach = script.index("ALTER PROCEDURE [dbo].[usp_DbToolsTest_TypeUser]\nAS\n    THROW 50030"
+                              if dialect == "mssql" else "DROP ROUTINE")
+        logged = script.index("'Dropped'")
         drop_type = script.index("DROP TYPE IF EXISTS")
         create_type = script.index("CREATE TYPE")
-        redeploy = script.index(user_object(dialect).sql.strip().rstrip(";")[:60])
-        assert guard < drop_proc < drop_type < create_type < redeploy, dialect
+        assert guard < detach < logged < drop_type < create_type, dialect
+        assert user_object(dialect).sql.strip()[:60] not in script, "redeploying is the head deploy's job"

@@ -122,7 +122,8 @@ def test_every_missing_object_is_reported_together(job):
 
     q = job.engine.quote
     assert str(raised.value).splitlines() == [
-        f"Table 'Broken': source database {q('No_Such_Db')} does not exist (BlobDeltaTableConfig.SourceDatabase).",
+        f"Table 'Broken': source database {q('No_Such_Db')} does not exist or is not visible to the caller "
+        "(BlobDeltaTableConfig.SourceDatabase).",
         f"Table 'Broken': target table {full_name(job, 'BlobDelta_Target', 'dbo', 'NoSuchTarget')} "
         "does not exist or is not visible to the caller.",
         f"Table 'Broken': column {q('LastChanged')} (BlobDeltaTableConfig.MetadataModifiedOnCol) does not exist "
@@ -171,7 +172,7 @@ def test_a_hostile_name_that_does_not_exist_is_reported_and_changes_nothing(job)
     lines = str(raised.value).splitlines()
     assert len(lines) == 2
     assert lines[0] == (
-        "Table 'Hostile': source table "
+        "Table 'Hostile': source table or view "
         + full_name(job, "Gwent_LA_FileTable", "dbo", "x]; DROP TABLE [dbo].[BlobDeltaRun];--")
         + " does not exist or is not visible to the caller."
     )
@@ -217,7 +218,7 @@ def test_a_percent_sign_in_a_name_survives_into_the_error_text(job):
         resolve(job, "100%_sure")
 
     assert str(raised.value) == (
-        "Table '100%_sure': source table " + full_name(job, "Gwent_LA_FileTable", "dbo", "Blob%Table")
+        "Table '100%_sure': source table or view " + full_name(job, "Gwent_LA_FileTable", "dbo", "Blob%Table")
         + " does not exist or is not visible to the caller."
     )
 
@@ -230,7 +231,7 @@ def test_a_long_list_of_problems_is_cut_at_the_same_length_on_both_engines(job):
         resolve(job, table_name)
 
     text = str(raised.value)
-    first = f"Table '{table_name}': source database {job.engine.quote('D' * 120)} does not exist"
+    first = f"Table '{table_name}': source database {job.engine.quote('D' * 120)} does not exist or is not visible"
     assert len(text) == 1000
     assert text.endswith(" ... (truncated)")
     assert text.startswith(first)

@@ -125,8 +125,13 @@ BEGIN
             IF DB_ID(@DatabaseName) IS NULL
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
-                             + N' does not exist (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database).', 2000));
-            ELSE IF HAS_DBACCESS(@DatabaseName) = 0
+                             + N' does not exist or is not visible to the caller (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database).', 2000));
+            ELSE IF CONVERT(nvarchar(60), DATABASEPROPERTYEX(@DatabaseName, 'Status')) <> N'ONLINE'
+                INSERT INTO @Errors (Message)
+                VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
+                             + N' is not online (state ' + ISNULL(CONVERT(nvarchar(60), DATABASEPROPERTYEX(@DatabaseName, 'Status')), N'unknown')
+                             + N').', 2000));
+            ELSE IF ISNULL(HAS_DBACCESS(@DatabaseName), 0) = 0
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
                              + N' is not accessible to the caller (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database).', 2000));
@@ -137,7 +142,8 @@ BEGIN
                     SET @ObjectId = OBJECT_ID(@QualifiedName, N'V');
                 IF @ObjectId IS NULL
                     INSERT INTO @Errors (Message)
-                    VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' table ' + @QualifiedName
+                    VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role
+                                 + CASE WHEN @AllowView = 1 THEN N' table or view ' ELSE N' table ' END + @QualifiedName
                                  + N' does not exist or is not visible to the caller.', 2000));
             END;
 

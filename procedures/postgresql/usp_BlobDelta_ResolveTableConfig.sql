@@ -75,7 +75,7 @@ BEGIN
         v_oid := NULL;
         v_namespace := pg_catalog.to_regnamespace({{ quotename('v_object.database_name') }});
         IF v_namespace IS NULL THEN
-            v_errors := v_errors || left(format('Table ''%s'': %s database %s does not exist (BlobDeltaTableConfig.%sDatabase).',
+            v_errors := v_errors || left(format('Table ''%s'': %s database %s does not exist or is not visible to the caller (BlobDeltaTableConfig.%sDatabase).',
                 v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, v_object.config_prefix), 2000);
         ELSIF NOT pg_catalog.has_schema_privilege(v_namespace, 'USAGE') THEN
             v_errors := v_errors || left(format('Table ''%s'': %s database %s is not accessible to the caller (BlobDeltaTableConfig.%sDatabase).',
@@ -87,8 +87,9 @@ BEGIN
               AND k.relname = v_object.object_name
               AND (k.relkind IN ('r', 'p') OR (v_object.allow_view AND k.relkind IN ('v', 'm')));
             IF v_oid IS NULL THEN
-                v_errors := v_errors || left(format('Table ''%s'': %s table %s does not exist or is not visible to the caller.',
-                    v_table_name, v_object.role, v_qualified), 2000);
+                v_errors := v_errors || left(format('Table ''%s'': %s %s %s does not exist or is not visible to the caller.',
+                    v_table_name, v_object.role, CASE WHEN v_object.allow_view THEN 'table or view' ELSE 'table' END,
+                    v_qualified), 2000);
             END IF;
         END IF;
         CASE v_object.role

@@ -8,7 +8,7 @@
             SELECT @ErrorText = STRING_AGG(CONVERT(nvarchar(max), e.Message), NCHAR(10))
                 WITHIN GROUP (ORDER BY e.ErrorId)
             FROM @Errors AS e;
-            IF LEN(@ErrorText) > 1000
+            IF DATALENGTH(@ErrorText) > 2000 -- over 1000 characters; LEN would ignore trailing spaces
                 SET @ErrorText = LEFT(@ErrorText, 984) + N' ... (truncated)';
             SET @ErrorText = REPLACE(@ErrorText, N'%', N'%%');
             THROW {{ error_number }}, @ErrorText, 1;

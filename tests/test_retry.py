@@ -1,0 +1,220 @@
+"""The transient-fault retry policy (dbtools.retry)."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from dbtools.retry import (
+    MSSQL_TRANSIENT_ERRORS,
+    RetryPolicy,
+    is_transient,
+    transient_reason,
+)
+
+
+class FakePyodbcError(Exception):
+    """Shaped like pyodbc.Error: args = (SQLSTATE, message)."""
+
+
+def pyodbc_error(sqlstate: str, number: int, text: str = "boom") -> sa.exc.DBAPIError:
+    orig = FakePyodbcError(sqlstate, f"[{sqlstate}] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]{text} ({number}) (SQLExecDirectW)")
+    return sa.exc.OperationalError("EXEC x", (), orig)
+
+
+def pg_error(sqlstate: str) -> sa.exc.DBAPIError:
+    return sa.exc.OperationalError("CALL x()", {}, psycopg.errors.lookup(sqlstate)("boom"))
+
+
+@pytest.mark.parametrize("number", sorted(MSSQL_TRANSIENT_ERRORS))
+def test_every_sqlclient_transient_error_number_is_transient(number):
+    assert transient_reason(pyodbc_error("40001", number)) == f"SQL Server error {number}"
+
+
+@pytest.mark.parametrize("sqlstate", ["HYT00", "HYT01", "08S01", "08001"])
+def test_odbc_timeouts_and_broken_links_are_transient(sqlstate):
+    assert transient_reason(pyodbc_error(sqlstate, 0, "Query timeout expired")) == f"ODBC SQLSTATE {sqlstate}"
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01", "57P01", "08000", "08003", "08006"])
+def test_postgresql_serialization_deadlock_shutdown_and_connection_errors_are_transient(sqlstate):
+    assert is_transient(pg_error(sqlstate))
+
+
+@pytest.mark.parametrize("error", [
+    pyodbc_error("23000", 2627, "Violation of PRIMARY KEY constraint"),
+    pyodbc_error("42000", 50010, "@Mode 'x' is not allowed"),
+    pg_error("23505"),
+    pg_error("22023"),
+    sa.exc.ProgrammingError("SELECT", {}, ValueError("not a database error")),
+    ValueError("plain bug"),
+], ids=["mssql-pk", "mssql-validation", "pg-unique", "pg-validation", "wrapped-value-error", "value-error"])
+def test_other_errors_are_not_transient(error):
+    assert not is_transient(error)
+
+
+def test_an_invalidated_connection_is_transient_whatever_the_driver_said():
+    error = sa.exc.OperationalError("SELECT 1", {}, Exception("gone"), connection_invalidated=True)
+    assert transient_reason(error) == "connection dropped"
+
+
+def recording_policy(**kwargs):
+    sleeps, events = [], []
+    policy = RetryPolicy(sleep=sleeps.append, on_retry=events.append, **kwargs)
+    return policy, sleeps, events
+
+
+def failing(errors, result="done"):
+    """A callable that raises the given errors in turn, then returns ``result``."""
+    calls = []
+
+    def fn():
+        calls.append(1)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return result
+
+    return fn, calls
+
+
+def test_transient_failures_are_retried_with_capped_exponential_backoff_and_jitter():
+    policy, sleeps, events = recording_policy(max_attempts=6, initial_wait=1.0, max_wait=5.0, jitter=0.2)
+    fn, calls = failing([pyodbc_error("40001", 1205)] * 5)
+
+    assert policy.call(fn) == "done"
+
+    assert len(calls) == 6
+    bases = [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert len(sleeps) == 5
+    for slept, base in zip(sleeps, bases):
+        assert base * 0.8 <= slept <= min(5.0, base * 1.2)
+    assert [(e.attempt, e.reason) for e in events] == [(n, "SQL Server error 1205") for n in range(1, 6)]
+    assert [e.delay for e in events] == sleeps
+
+
+def test_the_original_error_is_raised_after_the_last_attempt():
+    policy, sleeps, _ = recording_policy(max_attempts=3)
+    errors = [pg_error("40P01"), pg_error("40P01"), pg_error("40P01")]
+    fn, calls = failing(errors)
+
+    with pytest.raises(sa.exc.OperationalError) as raised:
+        policy.call(fn)
+
+    assert raised.value is errors[-1]
+    assert len(calls) == 3 and len(sleeps) == 2
+
+
+def test_a_non_transient_error_fails_at_once_with_the_original_error():
+    policy, sleeps, events = recording_policy()
+    error = pyodbc_error("23000", 2627, "Violation of PRIMARY KEY constraint")
+    fn, calls = failing([error])
+
+    with pytest.raises(sa.exc.OperationalError) as raised:
+        policy.call(fn)
+
+    assert raised.value is error
+    assert (len(calls), sleeps, events) == (1, [], [])
+
+
+def test_work_inside_the_callers_transaction_is_never_retried():
+    policy, sleeps, _ = recording_policy()
+    error = pyodbc_error("40001", 1205)
+    fn, calls = failing([error])
+
+    with pytest.raises(sa.exc.OperationalError):
+        policy.call(fn, in_caller_transaction=True)
+
+    assert (len(calls), sleeps) == (1, [])
+
+
+@pytest.mark.parametrize("kwargs", [{"max_attempts": 0}, {"jitter": 1.0}, {"initial_wait": 5, "max_wait": 1}])
+def test_a_nonsensical_policy_is_refused(kwargs):
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)
+
+
+# ----------------------------------------------------------------------------- real faults
+
+
+def scratch_table(server, sources):
+    """A two-row table (id, n) in a scratch database; returns (engine, qualified name)."""
+    q = server.engine.quote
+    id_type = "int NOT NULL PRIMARY KEY"
+    sources.table("DbToolsRetryProbe", "Counter", f"{q('id')} {id_type}, {q('n')} int NOT NULL")
+    if server.engine.name == "mssql":
+        engine = sa.create_engine(server.url.set(database="DbToolsRetryProbe"), poolclass=NullPool)
+        name = "[dbo].[Counter]"
+    else:
+        engine = sa.create_engine(server.url, poolclass=NullPool)
+        name = '"DbToolsRetryProbe"."Counter"'
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO {name} ({q('id')}, {q('n')}) VALUES (1, 0), (2, 0)")
+    return engine, name
+
+
+def test_a_dropped_connection_is_retried_to_success(server, sources):
+    engine, table = scratch_table(server, sources)
+    policy, sleeps, events = recording_policy(initial_wait=0.01)
+    attempts = []
+    q = server.engine.quote
+
+    def work(conn):
+        attempts.append(1)
+        conn.exec_driver_sql(f"UPDATE {table} SET {q('n')} = {q('n')} + 1 WHERE {q('id')} = 1")
+        if len(attempts) == 1:  # the server drops this session mid-transaction
+            killer = sa.create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+            with killer.connect() as other:
+                if server.engine.name == "mssql":
+                    spid = conn.exec_driver_sql("SELECT @@SPID").scalar()
+                    other.exec_driver_sql(f"KILL {int(spid)}")
+                else:
+                    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                    other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": pid})
+            killer.dispose()
+        return conn.exec_driver_sql(f"SELECT {q('n')} FROM {table} WHERE {q('id')} = 1").scalar()
+
+    result = policy.run(engine, work)
+
+    assert result == 1, "the first attempt's update was rolled back with the dropped session"
+    assert len(attempts) == 2 and len(events) == 1
+    engine.dispose()
+
+
+def test_a_deadlock_victim_is_retried_and_both_writers_finish(server, sources):
+    engine, table = scratch_table(server, sources)
+    q = server.engine.quote
+    barrier = threading.Barrier(2, timeout=30)
+    policy, _sleeps, events = recording_policy(initial_wait=0.01, max_attempts=5)
+    failures = []
+
+    def writer(first, second):
+        attempts = []
+
+        def work(conn):
+            attempts.append(1)
+            conn.exec_driver_sql(f"UPDATE {table} SET {q('n')} = {q('n')} + 1 WHERE {q('id')} = {first}")
+            if len(attempts) == 1:
+                barrier.wait()  # both hold their first row: the second updates deadlock
+            conn.exec_driver_sql(f"UPDATE {table} SET {q('n')} = {q('n')} + 1 WHERE {q('id')} = {second}")
+
+        try:
+            policy.run(engine, work)
+        except Exception as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(1, 2)), threading.Thread(target=writer, args=(2, 1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT {q('id')}, {q('n')} FROM {table} ORDER BY {q('id')}").all()
+    engine.dispose()
+    assert failures == []
+    assert [tuple(r) for r in rows] == [(1, 2), (2, 2)]
+    assert [e.reason for e in events] in (["PostgreSQL SQLSTATE 40P01"], ["SQL Server error 1205"])

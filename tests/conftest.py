@@ -231,3 +231,18 @@ def sources(server) -> Iterator[SourceObjects]:
         yield objects
     finally:
         objects.drop_all()
+
+
+def revision_chain() -> list[tuple[str, str, bool]]:
+    """Every upgrade step from base to head, as migration outcomes report them."""
+    from alembic.script import ScriptDirectory
+
+    from dbtools.commands import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    revisions = list(reversed(list(script.walk_revisions("base", "heads"))))
+    return [(r.down_revision or "base", r.revision, True) for r in revisions]
+
+
+UPGRADE_STEPS = revision_chain()
+HEAD = UPGRADE_STEPS[-1][1]

@@ -12,6 +12,8 @@ import pytest
 from dbtools.cli import cli
 from dbtools.render import render_objects
 
+from .conftest import HEAD, UPGRADE_STEPS
+
 
 def dbtools(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -104,8 +106,9 @@ def test_migrate_and_deployed_print_whole_names_when_piped(tmp_path):
 
     assert migrated.returncode == 0, migrated.stderr
     assert listed.returncode == 0, listed.stderr
-    assert "upgraded 0001 -> 0002" in migrated.stdout
-    assert listed.stdout.splitlines()[0].endswith("(env local): revision 0002")
+    for source, dest, _up in UPGRADE_STEPS:
+        assert f"upgraded {source} -> {dest}" in migrated.stdout
+    assert listed.stdout.splitlines()[0].endswith(f"(env local): revision {HEAD}")
     for obj in render_objects("postgresql"):
         assert f"{obj.name} " in migrated.stdout and " Deployed " in migrated.stdout
         assert obj.name in listed.stdout and obj.checksum[:12] in listed.stdout

@@ -15,6 +15,7 @@ from dbtools.engines import DEPLOYMENT_LOG
 from dbtools.render import render_objects
 
 from .catalog import snapshot
+from .conftest import HEAD, UPGRADE_STEPS
 
 JOB_TABLES = {
     "BlobDeltaTableConfig",
@@ -76,7 +77,7 @@ def routine_text(server, name):
 def test_upgrade_from_empty_creates_the_job_tables_and_deploys_every_procedure(server):
     result = commands.migrate(url=server.url_string)
 
-    assert result.outcome.steps == [("base", "0001", True), ("0001", "0002", True)]
+    assert result.outcome.steps == UPGRADE_STEPS
     assert [(o.name, o.action) for o in result.outcome.objects] == [
         (name, "Deployed") for name in sorted(shipped(server))
     ]
@@ -101,7 +102,7 @@ def test_up_down_up_leaves_an_identical_catalog_and_a_second_up_changes_nothing(
     log_after_up = deployment_log(server)
     again = commands.migrate(url=server.url_string)
 
-    assert [s[2] for s in down.outcome.steps] == [False, False]
+    assert [s[2] for s in down.outcome.steps] == [False] * len(UPGRADE_STEPS)
     assert {o.name for o in down.outcome.objects} == set(shipped(server))
     tables_at_base = {row[1] for row in at_base["columns"]}
     assert tables_at_base == {"alembic_version"}
@@ -216,12 +217,12 @@ def test_the_design_monitoring_queries_read_back_what_was_written(server, query)
             f"INSERT INTO {t('BlobDeltaTableConfig')} ({e.quote('TableName')}, {e.quote('SourceDatabase')}, "
             f"{e.quote('SourceTable')}, {e.quote('TargetDatabase')}, {e.quote('TargetTable')}, "
             f"{e.quote('MetadataDatabase')}, {e.quote('MetadataTable')}) VALUES "
-            "('Gwent_LA_FileTable.dbo.ReferralAttachment', 'Gwent_LA_FileTable', 'ReferralAttachment', "
+            "('Probe_FileTable.dbo.ProbeAttachment', 'Gwent_LA_FileTable', 'ReferralAttachment', "
             "'Delta', 'ReferralAttachment', 'AdvancedRBS_MetaData', 'ReferralAttachmentMetadata')"
         )
         conn.exec_driver_sql(
             f"INSERT INTO {t('BlobDeltaHighWatermark')} ({e.quote('TableName')}, {e.quote('LastHighWaterModifiedOn')}, "
-            f"{e.quote('LastRunId')}) VALUES ('Gwent_LA_FileTable.dbo.ReferralAttachment', '2026-11-01T00:00:00', {ph('run')})",
+            f"{e.quote('LastRunId')}) VALUES ('Probe_FileTable.dbo.ProbeAttachment', '2026-11-01T00:00:00', {ph('run')})",
             (run_id,) if e.name == "mssql" else params,
         )
         conn.exec_driver_sql(
@@ -233,12 +234,12 @@ def test_the_design_monitoring_queries_read_back_what_was_written(server, query)
         conn.exec_driver_sql(
             f"INSERT INTO {t('BlobDeltaRunStep')} ({e.quote('RunId')}, {e.quote('TableName')}, {e.quote('StepNumber')}, "
             f"{e.quote('StepName')}, {e.quote('BatchNumber')}, {e.quote('RowsProcessed')}, {e.quote('TotalRowsProcessed')}, "
-            f"{e.quote('Status')}) VALUES ({ph('run')}, 'Gwent_LA_FileTable.dbo.ReferralAttachment', 1, 'Roots', 1, 500, 500, 'Completed')",
+            f"{e.quote('Status')}) VALUES ({ph('run')}, 'Probe_FileTable.dbo.ProbeAttachment', 1, 'Roots', 1, 500, 500, 'Completed')",
             (run_id,) if e.name == "mssql" else params,
         )
         conn.exec_driver_sql(
             f"INSERT INTO {t('BlobDeltaMissingParentsQueue')} ({e.quote('RunId')}, {e.quote('TableName')}, "
-            f"{e.quote('stream_id')}) VALUES ({ph('run')}, 'Gwent_LA_FileTable.dbo.ReferralAttachment', {ph('stream')})",
+            f"{e.quote('stream_id')}) VALUES ({ph('run')}, 'Probe_FileTable.dbo.ProbeAttachment', {ph('stream')})",
             (run_id, stream) if e.name == "mssql" else params,
         )
     queries = _monitoring_queries(e)
@@ -250,9 +251,13 @@ def test_the_design_monitoring_queries_read_back_what_was_written(server, query)
     normalised = [tuple(str(v) if v is not None else None for v in r) for r in rows]
     expected = {
         "recent_runs": [(run_id, "Incremental", "Succeeded", None)],
-        "run_steps": [("Gwent_LA_FileTable.dbo.ReferralAttachment", "1", "1", "500", "500", "Completed", None)],
-        "watermarks": [("Gwent_LA_FileTable.dbo.ReferralAttachment", "2026-11-01 00:00:00", run_id, "False", "False", None)],
-        "missing_parents": [(run_id, "Gwent_LA_FileTable.dbo.ReferralAttachment", stream, None, "False")],
+        "run_steps": [("Probe_FileTable.dbo.ProbeAttachment", "1", "1", "500", "500", "Completed", None)],
+        "watermarks": [
+            ("Gwent_LA_FileTable.dbo.ClientAttachment", None, None, "False", "False", None),
+            ("Gwent_LA_FileTable.dbo.ReferralAttachment", None, None, "False", "False", None),
+            ("Probe_FileTable.dbo.ProbeAttachment", "2026-11-01 00:00:00", run_id, "False", "False", None),
+        ],
+        "missing_parents": [(run_id, "Probe_FileTable.dbo.ProbeAttachment", stream, None, "False")],
     }[query]
     assert [tuple(v.lower() if isinstance(v, str) and len(v) == 36 else v for v in r) for r in normalised] == expected
 
@@ -291,7 +296,7 @@ def test_deployed_reports_the_latest_state_and_deploy_count_of_every_object(serv
 
     _target, objects, revision = commands.deployed(url=server.url_string)
 
-    assert revision == "0002"
+    assert revision == HEAD
     assert [(o.name, o.kind, o.action, o.checksum, o.deploy_count) for o in objects] == [
         (n, obj.kind, "Deployed", obj.checksum, 3) for n, obj in sorted(shipped(server).items())
     ]
@@ -305,8 +310,8 @@ def test_the_local_environment_migrates_the_embedded_postgresql(tmp_path, monkey
     migrated = commands.migrate(env="local")
     target, objects, revision = commands.deployed(env="local")
 
-    assert migrated.outcome.steps == [("base", "0001", True), ("0001", "0002", True)]
-    assert revision == "0002"
+    assert migrated.outcome.steps == UPGRADE_STEPS
+    assert revision == HEAD
     assert target.label == "env local"
     assert [(o.name, o.action, o.deploy_count) for o in objects] == [
         (o.name, "Deployed", 1) for o in render_objects("postgresql")]

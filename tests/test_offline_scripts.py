@@ -17,7 +17,7 @@ from dbtools.render import render_objects
 
 from .batch_rules import split_batches, violations
 from .catalog import snapshot
-from .conftest import fresh_pg_database
+from .conftest import HEAD, fresh_pg_database
 
 MSSQL_URL = "mssql+pyodbc://dba:${DBTOOLS_UNSET_SECRET}@sql.example.invalid/master?driver=ODBC+Driver+18+for+SQL+Server"
 
@@ -79,7 +79,7 @@ def test_a_postgresql_offline_script_from_head_logs_nothing_when_no_procedure_ch
     with fresh_pg_database(pg_admin_url) as db:
         commands.migrate(url=db.render_as_string(hide_password=False))
         before = catalog_and_log(db)
-        script = commands.migrate(url="postgresql://offline/db", sql=True, start="0002").script
+        script = commands.migrate(url="postgresql://offline/db", sql=True, start=HEAD).script
 
         proc = apply_with_psql(db, script, tmp_path)
 

@@ -69,6 +69,11 @@ def full_name(server, database, schema, table):
 @pytest.fixture
 def job(server, sources):
     commands.migrate(url=server.url_string)
+    engine = server.job_engine()
+    with engine.begin() as conn:  # these tests own the configuration: start without the seeds
+        conn.exec_driver_sql(f"DELETE FROM {server.engine.job_object('BlobDeltaHighWatermark')}")
+        conn.exec_driver_sql(f"DELETE FROM {server.engine.job_object('BlobDeltaTableConfig')}")
+    engine.dispose()
     e = server.engine.name
     sources.table("Gwent_LA_FileTable", "ReferralAttachment", BLOB_COLUMNS[e])
     sources.table("BlobDelta_Target", "ReferralAttachment", BLOB_COLUMNS[e])

@@ -4,13 +4,16 @@ SQL Server
     ``SET NOCOUNT ON`` and ``SET XACT_ABORT ON``; a TRY/CATCH whose outermost CATCH ends in
     ``THROW``; dynamic SQL only through ``EXEC sys.sp_executesql`` on an ``@Sql*`` variable;
     an ``@Sql*`` (or ``@Quoted*``) variable is built only from string literals, ``QUOTENAME(...)``,
-    ``NCHAR``/``CHAR`` constants and other ``@Sql*``/``@Quoted*`` variables, so identifiers
+    ``NCHAR``/``CHAR`` constants, ``REPLACE`` of a stored script's placeholder and other
+    ``@Sql*``/``@Quoted*`` variables, so identifiers
     enter dynamic SQL only through QUOTENAME and values only as sp_executesql parameters.
 
 PostgreSQL
-    ``LANGUAGE plpgsql`` with a fixed ``search_path``; ``EXECUTE`` only on ``format(...)`` whose
+    ``LANGUAGE plpgsql`` with a fixed ``search_path`` (a ``SET`` clause, or ``set_config`` in
+    procedures that COMMIT and so cannot have one); ``EXECUTE`` only on ``format(...)`` whose
     format string uses ``%I`` (and ``%%``) alone, directly or through a ``v_sql*`` variable
-    assigned that way; no ``||`` building of dynamic SQL; positional ``$n`` placeholders need
+    assigned that way (or filled by ``replace(v_sql, '{Placeholder}', v_q_name)`` with an
+    always-quoted ``v_q_*`` name); no ``||`` building of dynamic SQL; positional ``$n`` placeholders need
     ``USING``; an outermost EXCEPTION handler ends in ``RAISE``.
 
 :func:`check` returns a list of human-readable violations (empty when clean).
@@ -75,8 +78,11 @@ def _dynamic_sql_violations(expr, target: str) -> list[str]:
     while i < len(expr):
         kind, text = expr[i]
         up = text.upper()
-        if kind == "string" or text == "+":
+        if kind == "string" or text in ("+", ",", ")"):
             i += 1
+            continue
+        if kind == "word" and up == "REPLACE" and i + 1 < len(expr) and expr[i + 1][1] == "(":
+            i += 2  # REPLACE(@Sql, N'{Placeholder}', @Quoted): its operands are checked like any other
             continue
         if kind == "word" and up in ("QUOTENAME", "NCHAR", "CHAR") and i + 1 < len(expr) and expr[i + 1][1] == "(":
             depth, j = 0, i + 1
@@ -164,8 +170,9 @@ def check_plpgsql(sql: str, name: str = "object") -> list[str]:
     problems: list[str] = []
     if not re.search(r"\bLANGUAGE\s+plpgsql\b", sql, re.I):
         problems.append(f"{name}: must be LANGUAGE plpgsql")
-    if not re.search(r"^\s*SET\s+search_path\s*(=|TO)\s*[^\n]+", sql, re.I | re.M):
-        problems.append(f"{name}: must fix its search_path (SET search_path = ...)")
+    if not (re.search(r"^\s*SET\s+search_path\s*(=|TO)\s*[^\n]+", sql, re.I | re.M)
+            or re.search(r"set_config\s*\(\s*'search_path'\s*,\s*'pg_catalog, pg_temp'", sql, re.I)):
+        problems.append(f"{name}: must fix its search_path (SET search_path = ... or set_config)")
     body = _pg_strip_comments(sql)
     # Variables that hold dynamic SQL: every assignment must be a safe format() call.
     safe_vars: set[str] = set()
@@ -203,8 +210,13 @@ def _format_literal(expr: str, body: str) -> str:
     return " ".join(assigned)
 
 
+_PG_REPLACE = re.compile(r"^replace\s*\(\s*(v_sql\w*)\s*,\s*'\{\w+\}'\s*,\s*(v_q_\w+)\s*\)$", re.I | re.S)
+
+
 def _pg_format_violations(expr: str, where: str) -> list[str]:
     expr = expr.strip()
+    if _PG_REPLACE.match(expr):
+        return []  # a placeholder of a stored script filled with an always-quoted identifier
     if "||" in _PG_STRING.sub("''", expr):
         return [f"{where}: dynamic SQL built with ||; use format('%I') and EXECUTE ... USING"]
     m = re.match(r"format\s*\(\s*('(?:[^']|'')*')", expr, re.I | re.S)

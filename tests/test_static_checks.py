@@ -68,6 +68,15 @@ def test_a_procedure_that_follows_every_tsql_convention_passes():
     assert check_tsql(GOOD_TSQL) == []
 
 
+def test_filling_a_stored_script_placeholder_with_a_quoted_name_is_allowed():
+    filled = GOOD_TSQL.replace("SET @QuotedDb = QUOTENAME(@Db);",
+                               "SET @QuotedDb = QUOTENAME(@Db);\n        SET @SqlCount = REPLACE(@SqlCount, N'{Db}', @QuotedDb);")
+    assert check_tsql(filled) == []
+    pg = GOOD_PLPGSQL.replace("    EXECUTE v_sql_count INTO",
+                              "    v_sql_count := replace(v_sql_count, '{Db}', v_q_db);\n    EXECUTE v_sql_count INTO")
+    assert check_plpgsql(pg) == []
+
+
 @pytest.mark.parametrize("mutation, problem", [
     (("SET NOCOUNT ON;", ""), "SET NOCOUNT ON"),
     (("SET XACT_ABORT ON;", ""), "SET XACT_ABORT ON"),
@@ -79,6 +88,8 @@ def test_a_procedure_that_follows_every_tsql_convention_passes():
      "EXEC(string)"),
     (("EXEC sys.sp_executesql @SqlCount,", "EXEC sys.sp_executesql @Db,"), "must run an @Sql* variable"),
     (("NCHAR(10)", "NCHAR(@Id)"), "takes only a constant"),
+    (("SET @QuotedDb = QUOTENAME(@Db);", "SET @QuotedDb = QUOTENAME(@Db);\n        SET @SqlCount = REPLACE(@SqlCount, N'{Db}', @Db);"),
+     "'@Db' is concatenated"),
 ])
 def test_each_tsql_convention_violation_is_reported(mutation, problem):
     old, new = mutation
@@ -118,6 +129,8 @@ def test_a_procedure_that_follows_every_postgresql_convention_passes():
     (("EXECUTE v_sql_count INTO v_n USING \"Id\";", "EXECUTE v_sql_count INTO v_n;"), "no USING"),
     (("EXECUTE format('ANALYZE %I.%I', \"Db\", 'objects');", "EXECUTE 'ANALYZE ' || \"Db\";"), "built with ||"),
     (("    RAISE;\n", ""), "must end in RAISE"),
+    (("    EXECUTE v_sql_count INTO", "    v_sql_count := replace(v_sql_count, '{Db}', \"Db\");\n    EXECUTE v_sql_count INTO"),
+     "must come from format"),
 ])
 def test_each_postgresql_convention_violation_is_reported(mutation, problem):
     old, new = mutation

@@ -20,10 +20,16 @@ OUTPUTS = {
     "SafetyBufferMinutes": "int",
     "ScriptSet": "nvarchar(50)",
     "IsActive": "bit",
+    "BusinessUnitObject": "nvarchar(776)",
+    "BusinessUnitIdColumn": "sysname",
 }
 METADATA_COLUMNS = {
     "postgresql": '"stream_id" uuid NOT NULL, "ModifiedOn" timestamp(3) NOT NULL, "owningbusinessunit" uuid',
     "mssql": "[stream_id] uniqueidentifier NOT NULL, [ModifiedOn] datetime2(3) NOT NULL, [owningbusinessunit] uniqueidentifier",
+}
+BU_COLUMNS = {
+    "postgresql": '"BusinessUnitId" uuid PRIMARY KEY, "Name" text',
+    "mssql": "[BusinessUnitId] uniqueidentifier PRIMARY KEY, [Name] nvarchar(100)",
 }
 BLOB_COLUMNS = {
     "postgresql": '"stream_id" uuid PRIMARY KEY, "name" text',
@@ -39,6 +45,7 @@ def configure(server, table_name, **overrides):
         "TargetDatabase": "BlobDelta_Target", "TargetTable": "ReferralAttachment",
         "MetadataDatabase": "AdvancedRBS_MetaData", "MetadataTable": "ReferralAttachmentBase",
         "MetadataBusinessUnitCol": "owningbusinessunit",
+        "BusinessUnitDatabase": "Gwent_LA_FileTable", "BusinessUnitTable": "LA_BU",
         **overrides,
     }
     columns = ", ".join(e.quote(c) for c in row)
@@ -78,6 +85,7 @@ def job(server, sources):
     sources.table("Gwent_LA_FileTable", "ReferralAttachment", BLOB_COLUMNS[e])
     sources.table("BlobDelta_Target", "ReferralAttachment", BLOB_COLUMNS[e])
     sources.table("AdvancedRBS_MetaData", "ReferralAttachmentBase", METADATA_COLUMNS[e])
+    sources.table("Gwent_LA_FileTable", "LA_BU", BU_COLUMNS[e])
     return server
 
 
@@ -96,6 +104,8 @@ def test_a_complete_configuration_resolves_to_quoted_names_and_settings(job):
         "SafetyBufferMinutes": 240,
         "ScriptSet": "Hierarchical",
         "IsActive": True,
+        "BusinessUnitObject": full_name(job, "Gwent_LA_FileTable", "dbo", "LA_BU"),
+        "BusinessUnitIdColumn": "BusinessUnitId",
     }
 
 
@@ -120,7 +130,7 @@ def test_a_missing_table_name_is_refused(job, value):
 
 def test_every_missing_object_is_reported_together(job):
     configure(job, "Broken", SourceDatabase="No_Such_Db", TargetTable="NoSuchTarget",
-              MetadataModifiedOnCol="LastChanged", MetadataBusinessUnitCol="bu")
+              MetadataModifiedOnCol="LastChanged", MetadataBusinessUnitCol="bu", BusinessUnitIdColumn="BU")
 
     with pytest.raises(ProcedureValidationError) as raised:
         resolve(job, "Broken")
@@ -135,6 +145,8 @@ def test_every_missing_object_is_reported_together(job):
         f"in metadata table {full_name(job, 'AdvancedRBS_MetaData', 'dbo', 'ReferralAttachmentBase')}.",
         f"Table 'Broken': column {q('bu')} (BlobDeltaTableConfig.MetadataBusinessUnitCol) does not exist "
         f"in metadata table {full_name(job, 'AdvancedRBS_MetaData', 'dbo', 'ReferralAttachmentBase')}.",
+        f"Table 'Broken': column {q('BU')} (BlobDeltaTableConfig.BusinessUnitIdColumn) does not exist "
+        f"in business unit table {full_name(job, 'Gwent_LA_FileTable', 'dbo', 'LA_BU')}.",
     ]
 
 
@@ -240,3 +252,15 @@ def test_a_long_list_of_problems_is_cut_at_the_same_length_on_both_engines(job):
     assert len(text) == 1000
     assert text.endswith(" ... (truncated)")
     assert text.startswith(first)
+
+
+def test_a_table_without_a_business_unit_table_is_refused(job):
+    configure(job, "NoScope", BusinessUnitDatabase=None, BusinessUnitTable=None)
+
+    with pytest.raises(ProcedureValidationError) as raised:
+        resolve(job, "NoScope")
+
+    assert str(raised.value) == (
+        "Table 'NoScope': BlobDeltaTableConfig.BusinessUnitDatabase and BusinessUnitTable are required "
+        "(the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.dbo.LA_BU)."
+    )

@@ -11,11 +11,13 @@ CREATE OR ALTER PROCEDURE {{ job('usp_BlobDelta_ResolveTableConfig') }}
     @SafetyBufferMinutes int = NULL OUTPUT,
     @ScriptSet nvarchar(50) = NULL OUTPUT,
     @IsActive bit = NULL OUTPUT,
+    @BusinessUnitObject nvarchar(776) = NULL OUTPUT,
+    @BusinessUnitIdColumn sysname = NULL OUTPUT,
     @Debug tinyint = 0
 AS
 {{ header('usp_BlobDelta_ResolveTableConfig',
-          'Resolves one configured table: quoted three-part names of its source, target and
-    metadata tables, the metadata column names and the safety buffer, after checking that
+          'Resolves one configured table: quoted three-part names of its source, target, metadata
+    and business-unit tables, their column names and the safety buffer, after checking that
     every one of them exists and is visible to the caller. All problems are reported in one
     error 50010. XACT_ABORT is ON: that error also rolls back a transaction the caller had
     open.') }}
@@ -33,12 +35,20 @@ BEGIN
         DatabaseName sysname NOT NULL,
         SchemaName sysname NOT NULL,
         ObjectName sysname NOT NULL,
-        AllowView bit NOT NULL
+        AllowView bit NOT NULL,
+        ObjectId int NULL
     );
-    DECLARE @Columns TABLE (Position int NOT NULL PRIMARY KEY, ConfigColumn sysname NOT NULL, ColumnName sysname NOT NULL);
+    DECLARE @Columns TABLE (
+        Position int NOT NULL PRIMARY KEY,
+        Role nvarchar(20) NOT NULL,
+        ConfigColumn sysname NOT NULL,
+        ColumnName sysname NOT NULL
+    );
     DECLARE @SourceDatabase sysname, @SourceSchema sysname, @SourceTable sysname;
     DECLARE @TargetDatabase sysname, @TargetSchema sysname, @TargetTable sysname;
     DECLARE @MetadataDatabase sysname, @MetadataSchema sysname, @MetadataTable sysname;
+    DECLARE @BusinessUnitDatabase sysname, @BusinessUnitSchema sysname, @BusinessUnitTable sysname;
+    DECLARE @ColumnObject nvarchar(776);
     DECLARE @Position int;
     DECLARE @Role nvarchar(20);
     DECLARE @ConfigPrefix nvarchar(20);
@@ -48,7 +58,7 @@ BEGIN
     DECLARE @AllowView bit;
     DECLARE @QualifiedName nvarchar(776);
     DECLARE @ObjectId int;
-    DECLARE @MetadataObjectId int;
+    DECLARE @ColumnObjectId int;
     DECLARE @ConfigColumn sysname;
     DECLARE @ColumnName sysname;
     DECLARE @Found int;
@@ -65,6 +75,8 @@ BEGIN
                 @SourceDatabase = c.SourceDatabase, @SourceSchema = c.SourceSchema, @SourceTable = c.SourceTable,
                 @TargetDatabase = c.TargetDatabase, @TargetSchema = c.TargetSchema, @TargetTable = c.TargetTable,
                 @MetadataDatabase = c.MetadataDatabase, @MetadataSchema = c.MetadataSchema, @MetadataTable = c.MetadataTable,
+                @BusinessUnitDatabase = c.BusinessUnitDatabase, @BusinessUnitSchema = c.BusinessUnitSchema,
+                @BusinessUnitTable = c.BusinessUnitTable, @BusinessUnitIdColumn = c.BusinessUnitIdColumn,
                 @MetadataIdColumn = c.MetadataIdColumn,
                 @MetadataModifiedOnCol = c.MetadataModifiedOnCol,
                 @MetadataBusinessUnitCol = c.MetadataBusinessUnitCol,
@@ -82,7 +94,11 @@ BEGIN
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'@TableName ''' + @TableName + N''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '
                              + ISNULL(@Configured, N'(no tables configured)'), 2000));
-            END;
+            END
+            ELSE IF @BusinessUnitDatabase IS NULL OR @BusinessUnitTable IS NULL
+                INSERT INTO @Errors (Message)
+                VALUES (LEFT(N'Table ''' + @TableName + N''': BlobDeltaTableConfig.BusinessUnitDatabase and BusinessUnitTable '
+                             + N'are required (the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.dbo.LA_BU).', 2000));
         END;
 
         {{ raise_collected(50010) }}
@@ -92,16 +108,18 @@ BEGIN
         VALUES
             (1, N'source', N'Source', @SourceDatabase, @SourceSchema, @SourceTable, 1),
             (2, N'target', N'Target', @TargetDatabase, @TargetSchema, @TargetTable, 0),
-            (3, N'metadata', N'Metadata', @MetadataDatabase, @MetadataSchema, @MetadataTable, 1);
+            (3, N'metadata', N'Metadata', @MetadataDatabase, @MetadataSchema, @MetadataTable, 1),
+            (4, N'business unit', N'BusinessUnit', @BusinessUnitDatabase, ISNULL(@BusinessUnitSchema, N'dbo'), @BusinessUnitTable, 1);
 
-        INSERT INTO @Columns (Position, ConfigColumn, ColumnName)
-        SELECT v.Position, v.ConfigColumn, v.ColumnName
+        INSERT INTO @Columns (Position, Role, ConfigColumn, ColumnName)
+        SELECT v.Position, v.Role, v.ConfigColumn, v.ColumnName
         FROM (
             VALUES
-                (1, N'MetadataIdColumn', @MetadataIdColumn),
-                (2, N'MetadataModifiedOnCol', @MetadataModifiedOnCol),
-                (3, N'MetadataBusinessUnitCol', @MetadataBusinessUnitCol)
-        ) AS v (Position, ConfigColumn, ColumnName)
+                (1, N'metadata', N'MetadataIdColumn', @MetadataIdColumn),
+                (2, N'metadata', N'MetadataModifiedOnCol', @MetadataModifiedOnCol),
+                (3, N'metadata', N'MetadataBusinessUnitCol', @MetadataBusinessUnitCol),
+                (4, N'business unit', N'BusinessUnitIdColumn', @BusinessUnitIdColumn)
+        ) AS v (Position, Role, ConfigColumn, ColumnName)
         WHERE v.ColumnName IS NOT NULL;
 
         SET @Position = 0;
@@ -147,44 +165,47 @@ BEGIN
                                  + N' does not exist or is not visible to the caller.', 2000));
             END;
 
+            UPDATE @Objects SET ObjectId = @ObjectId WHERE Position = @Position;
             IF @Role = N'source' SET @SourceObject = @QualifiedName;
             IF @Role = N'target' SET @TargetObject = @QualifiedName;
-            IF @Role = N'metadata'
-            BEGIN
-                SET @MetadataObject = @QualifiedName;
-                SET @MetadataObjectId = @ObjectId;
-            END;
+            IF @Role = N'metadata' SET @MetadataObject = @QualifiedName;
+            IF @Role = N'business unit' SET @BusinessUnitObject = @QualifiedName;
         END;
 
-        IF @MetadataObjectId IS NOT NULL
+        SET @Position = 0;
+        WHILE 1 = 1
         BEGIN
-            SET @SqlColumnExists = N'SELECT @Found = COUNT(*) FROM ' + QUOTENAME(@MetadataDatabase)
+            SELECT TOP (1)
+                @Position = c.Position,
+                @ConfigColumn = c.ConfigColumn,
+                @ColumnName = c.ColumnName,
+                @ColumnObjectId = o.ObjectId,
+                @DatabaseName = o.DatabaseName,
+                @ColumnObject = QUOTENAME(o.DatabaseName) + N'.' + QUOTENAME(o.SchemaName) + N'.' + QUOTENAME(o.ObjectName),
+                @Role = o.Role
+            FROM @Columns AS c
+            JOIN @Objects AS o ON o.Role = c.Role
+            WHERE c.Position > @Position
+            ORDER BY c.Position;
+            IF @@ROWCOUNT = 0 BREAK;
+            IF @ColumnObjectId IS NULL CONTINUE; -- its table is missing: already reported
+
+            SET @SqlColumnExists = N'SELECT @Found = COUNT(*) FROM ' + QUOTENAME(@DatabaseName)
                 + N'.sys.columns AS c WHERE c.object_id = @ObjectId AND c.name = @ColumnName;';
             IF @Debug >= 2
                 RAISERROR(N'%s', 0, 1, @SqlColumnExists) WITH NOWAIT;
-
-            SET @Position = 0;
-            WHILE 1 = 1
-            BEGIN
-                SELECT TOP (1) @Position = c.Position, @ConfigColumn = c.ConfigColumn, @ColumnName = c.ColumnName
-                FROM @Columns AS c
-                WHERE c.Position > @Position
-                ORDER BY c.Position;
-                IF @@ROWCOUNT = 0 BREAK;
-
-                SET @Found = NULL;
-                EXEC sys.sp_executesql
-                    @SqlColumnExists,
-                    N'@ObjectId int, @ColumnName sysname, @Found int OUTPUT',
-                    @ObjectId = @MetadataObjectId,
-                    @ColumnName = @ColumnName,
-                    @Found = @Found OUTPUT;
-                IF ISNULL(@Found, 0) = 0
-                    INSERT INTO @Errors (Message)
-                    VALUES (LEFT(N'Table ''' + @TableName + N''': column ' + QUOTENAME(@ColumnName)
-                                 + N' (BlobDeltaTableConfig.' + @ConfigColumn + N') does not exist in metadata table '
-                                 + @MetadataObject + N'.', 2000));
-            END;
+            SET @Found = NULL;
+            EXEC sys.sp_executesql
+                @SqlColumnExists,
+                N'@ObjectId int, @ColumnName sysname, @Found int OUTPUT',
+                @ObjectId = @ColumnObjectId,
+                @ColumnName = @ColumnName,
+                @Found = @Found OUTPUT;
+            IF ISNULL(@Found, 0) = 0
+                INSERT INTO @Errors (Message)
+                VALUES (LEFT(N'Table ''' + @TableName + N''': column ' + QUOTENAME(@ColumnName)
+                             + N' (BlobDeltaTableConfig.' + @ConfigColumn + N') does not exist in ' + @Role + N' table '
+                             + @ColumnObject + N'.', 2000));
         END;
 
         {{ raise_collected(50010) }}

@@ -12,6 +12,8 @@ CREATE OR REPLACE PROCEDURE {{ job('usp_BlobDelta_ResolveTableConfig') }}(
     INOUT "SafetyBufferMinutes" integer DEFAULT NULL,
     INOUT "ScriptSet" text DEFAULT NULL,
     INOUT "IsActive" boolean DEFAULT NULL,
+    INOUT "BusinessUnitObject" text DEFAULT NULL,
+    INOUT "BusinessUnitIdColumn" text DEFAULT NULL,
     IN "Debug" smallint DEFAULT 0
 )
 LANGUAGE plpgsql
@@ -20,7 +22,7 @@ AS $procedure$
 #variable_conflict use_column
 {{ header('usp_BlobDelta_ResolveTableConfig',
           'Resolves one configured table: quoted two-part names (database mapped to schema) of
-    its source, target and metadata tables, the metadata column names and the safety buffer,
+    its source, target, metadata and business-unit tables, their column names and the safety buffer,
     after checking that every one of them exists and is visible to the caller. All problems
     are reported in one error (SQLSTATE 22023).') }}
 DECLARE
@@ -34,7 +36,8 @@ DECLARE
     v_namespace regnamespace;
     v_oid oid;
     v_qualified text;
-    v_metadata_oid oid;
+    v_objects jsonb := '{}'::jsonb;
+    v_column_oid oid;
 BEGIN
     ------------------------------------------------------------------- check parameters
     IF v_table_name IS NULL OR btrim(v_table_name) = '' THEN
@@ -49,6 +52,10 @@ BEGIN
             v_errors := v_errors || left('@TableName ''' || v_table_name
                 || ''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '
                 || coalesce(v_configured, '(no tables configured)'), 2000);
+        ELSIF v_config."BusinessUnitDatabase" IS NULL OR v_config."BusinessUnitTable" IS NULL THEN
+            v_errors := v_errors || left('Table ''' || v_table_name
+                || ''': BlobDeltaTableConfig.BusinessUnitDatabase and BusinessUnitTable '
+                || 'are required (the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.dbo.LA_BU).', 2000);
         END IF;
     END IF;
 
@@ -60,6 +67,7 @@ BEGIN
     "SafetyBufferMinutes" := v_config."SafetyBufferMinutes";
     "ScriptSet" := v_config."ScriptSet";
     "IsActive" := v_config."IsActive";
+    "BusinessUnitIdColumn" := v_config."BusinessUnitIdColumn";
 
     ------------------------------------------------------------------- check the catalog
     FOR v_object IN
@@ -67,7 +75,8 @@ BEGIN
         FROM (VALUES
             (1, 'source', 'Source', v_config."SourceDatabase", v_config."SourceTable", true),
             (2, 'target', 'Target', v_config."TargetDatabase", v_config."TargetTable", false),
-            (3, 'metadata', 'Metadata', v_config."MetadataDatabase", v_config."MetadataTable", true)
+            (3, 'metadata', 'Metadata', v_config."MetadataDatabase", v_config."MetadataTable", true),
+            (4, 'business unit', 'BusinessUnit', v_config."BusinessUnitDatabase", v_config."BusinessUnitTable", true)
         ) AS v (position, role, config_prefix, database_name, object_name, allow_view)
         ORDER BY v.position
     LOOP
@@ -92,36 +101,39 @@ BEGIN
                     v_qualified), 2000);
             END IF;
         END IF;
+        v_objects := v_objects || jsonb_build_object(v_object.role,
+            jsonb_build_object('oid', v_oid, 'name', v_qualified));
         CASE v_object.role
             WHEN 'source' THEN "SourceObject" := v_qualified;
             WHEN 'target' THEN "TargetObject" := v_qualified;
-            ELSE
-                "MetadataObject" := v_qualified;
-                v_metadata_oid := v_oid;
+            WHEN 'metadata' THEN "MetadataObject" := v_qualified;
+            ELSE "BusinessUnitObject" := v_qualified;
         END CASE;
     END LOOP;
 
-    IF v_metadata_oid IS NOT NULL THEN
-        FOR v_column IN
-            SELECT v.config_column, v.column_name
-            FROM (VALUES
-                (1, 'MetadataIdColumn', v_config."MetadataIdColumn"),
-                (2, 'MetadataModifiedOnCol', v_config."MetadataModifiedOnCol"),
-                (3, 'MetadataBusinessUnitCol', v_config."MetadataBusinessUnitCol")
-            ) AS v (position, config_column, column_name)
-            WHERE v.column_name IS NOT NULL
-            ORDER BY v.position
-        LOOP
-            IF NOT EXISTS (
-                SELECT 1 FROM pg_catalog.pg_attribute AS a
-                WHERE a.attrelid = v_metadata_oid AND a.attname = v_column.column_name
-                  AND a.attnum > 0 AND NOT a.attisdropped
-            ) THEN
-                v_errors := v_errors || left(format('Table ''%s'': column %s (BlobDeltaTableConfig.%s) does not exist in metadata table %s.',
-                    v_table_name, {{ quotename('v_column.column_name') }}, v_column.config_column, "MetadataObject"), 2000);
-            END IF;
-        END LOOP;
-    END IF;
+    FOR v_column IN
+        SELECT v.role, v.config_column, v.column_name
+        FROM (VALUES
+            (1, 'metadata', 'MetadataIdColumn', v_config."MetadataIdColumn"),
+            (2, 'metadata', 'MetadataModifiedOnCol', v_config."MetadataModifiedOnCol"),
+            (3, 'metadata', 'MetadataBusinessUnitCol', v_config."MetadataBusinessUnitCol"),
+            (4, 'business unit', 'BusinessUnitIdColumn', v_config."BusinessUnitIdColumn")
+        ) AS v (position, role, config_column, column_name)
+        WHERE v.column_name IS NOT NULL
+        ORDER BY v.position
+    LOOP
+        v_column_oid := (v_objects -> v_column.role ->> 'oid')::oid;
+        CONTINUE WHEN v_column_oid IS NULL; -- its table is missing: already reported
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = v_column_oid AND a.attname = v_column.column_name
+              AND a.attnum > 0 AND NOT a.attisdropped
+        ) THEN
+            v_errors := v_errors || left(format('Table ''%s'': column %s (BlobDeltaTableConfig.%s) does not exist in %s table %s.',
+                v_table_name, {{ quotename('v_column.column_name') }}, v_column.config_column, v_column.role,
+                v_objects -> v_column.role ->> 'name'), 2000);
+        END IF;
+    END LOOP;
 
     {{ raise_collected('22023') }}
 

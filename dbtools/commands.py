@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
 from .environments import Target, offline_target, resolve_target
-from .errors import ConfigurationError, ConnectionFailed, DeploymentError
+from .errors import ConfigurationError, ConnectionFailed, DeploymentError, first_line
 from .migration_env import Outcome
 from .paths import repo_root
 from .render import write_rendered
@@ -42,8 +42,7 @@ def _run(func, target: Target, revision: str, *, sql: bool, buffer: io.StringIO 
     except CommandError as exc:
         raise DeploymentError(f"alembic: {exc}") from exc
     except sa.exc.DBAPIError as exc:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        raise DeploymentError(f"migration failed on {target.masked}: {first}") from exc
+        raise DeploymentError(f"migration failed on {target.masked}: {first_line(exc.orig)}") from exc
     return cfg.attributes["dbtools.outcome"]
 
 
@@ -112,13 +111,15 @@ def job_engine(target: Target) -> sa.Engine:
 def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, list[DeployedObject], str | None]:
     """What the deployment log says is deployed now, with the current revision."""
     with resolve_target(env, url) as target:
+        if target.engine.name == "mssql" and not _job_database_exists(target):
+            return target, [], None
         engine = job_engine(target)
         try:
             try:
                 conn = engine.connect()
             except sa.exc.DBAPIError as exc:
-                first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-                raise ConnectionFailed(f"cannot connect to {target.masked} ({target.label}): {first}") from exc
+                raise ConnectionFailed(
+                    f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}") from exc
             with conn:
                 schema = target.engine.job_schema
                 inspector = sa.inspect(conn)
@@ -139,6 +140,19 @@ def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, li
                 return target, objects, _current_revision(conn, schema)
         finally:
             engine.dispose()
+
+
+def _job_database_exists(target: Target) -> bool:
+    """SQL Server: whether BlobDeltaJobs exists (connecting to it before it does fails with 4060)."""
+    server = sa.create_engine(target.url, poolclass=NullPool)
+    try:
+        with server.connect() as conn:
+            return conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is not None
+    except sa.exc.DBAPIError as exc:
+        raise ConnectionFailed(
+            f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}") from exc
+    finally:
+        server.dispose()
 
 
 def _current_revision(conn: sa.Connection, schema: str) -> str | None:

@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from . import mssql_script
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
 from .environments import Target, offline_target, resolve_target
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, first_line
 from .repeatable import DeployResult, deploy_all, drop_all, sql_text
 
 log = logging.getLogger("dbtools.migrate")
@@ -175,8 +175,7 @@ def _connect(engine: sa.Engine, target: Target):
 
 
 def _describe(exc: sa.exc.DBAPIError, target: Target) -> str:
-    first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-    return f"cannot connect to {target.masked} ({target.label}): {first}"
+    return f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}"
 
 
 def _bootstrap(target: Target) -> sa.URL:

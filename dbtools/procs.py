@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .engines import EngineInfo
-from .errors import DbToolsError
+from .errors import DbToolsError, driver_message
 
 VALIDATION_ERROR_NUMBER = 50010
 VALIDATION_SQLSTATE = "22023"
@@ -48,6 +48,11 @@ def call_procedure(
             return _call_mssql(conn, engine, name, params, outputs)
         return _call_postgresql(conn, engine, name, params, outputs)
     except sa.exc.DBAPIError as exc:
+        translated = _translate(exc.orig)
+        if translated is None:
+            raise
+        raise translated from exc
+    except conn.dialect.loaded_dbapi.Error as exc:  # raised by the raw cursor below
         translated = _translate(exc)
         if translated is None:
             raise
@@ -61,11 +66,23 @@ def _call_mssql(conn, engine, name, params, outputs) -> dict[str, Any]:
     lines.append(f"EXEC {engine.job_object(name)} " + ", ".join(args) + ";")
     if outputs:
         lines.append("SELECT " + ", ".join(f"@{key} AS {engine.quote(key)}" for key in outputs) + ";")
-    result = conn.exec_driver_sql("\n".join(lines), tuple(params.values()))
+    # A raw cursor: informational messages (RAISERROR ... 0, 1 WITH NOWAIT) arrive as result sets
+    # without columns, and errors raised after the first result surface only through nextset().
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("\n".join(lines), tuple(params.values()))
+        row, columns = None, []
+        while True:
+            if cursor.description is not None and row is None:
+                columns = [d[0] for d in cursor.description]
+                row = cursor.fetchone()
+            if not cursor.nextset():
+                break
+    finally:
+        cursor.close()
     if not outputs:
         return {}
-    row = result.mappings().one()
-    return dict(row)
+    return dict(zip(columns, row))
 
 
 def _call_postgresql(conn, engine, name, params, outputs) -> dict[str, Any]:
@@ -78,13 +95,13 @@ def _call_postgresql(conn, engine, name, params, outputs) -> dict[str, Any]:
     return {key: row[key] for key in outputs} if outputs else dict(row)
 
 
-def _translate(exc: sa.exc.DBAPIError) -> Exception | None:
-    orig = exc.orig
-    sqlstate = getattr(getattr(orig, "diag", None), "sqlstate", None) or getattr(orig, "sqlstate", None)
-    text = str(orig)
+def _translate(orig: BaseException | None) -> Exception | None:
+    """A ProcedureValidationError for the procedures' validation errors, else None."""
+    diag = getattr(orig, "diag", None)
+    sqlstate = getattr(diag, "sqlstate", None) or getattr(orig, "sqlstate", None)
     if sqlstate == VALIDATION_SQLSTATE:
-        message = getattr(getattr(orig, "diag", None), "message_primary", None) or text
-        return ProcedureValidationError(message)
+        return ProcedureValidationError(getattr(diag, "message_primary", None) or driver_message(orig))
+    text = driver_message(orig)
     if f"({VALIDATION_ERROR_NUMBER})" in text:
         # pyodbc: "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]<message> (50010) (SQLExecDirectW)"
         match = re.search(r"\[SQL Server\](.*?) \(50010\)", text, re.S)

@@ -73,13 +73,15 @@ def _refuse_foreign_dependents(ctx: MigrationContext, engine: EngineInfo, type_n
                 f" AND r.referencing_entity_name IN ({', '.join(_n(m) for m in managed)}))"
             )
         ctx.execute(sql_text(
-            "DECLARE @Foreign nvarchar(max);\n"
+            # SET, not SELECT @x = ...: no row count reaches the client ahead of the THROW, which
+            # pyodbc would otherwise only surface on nextset().
             "DECLARE @Message nvarchar(2048);\n"
-            "SELECT @Foreign = STRING_AGG(CONVERT(nvarchar(max),\n"
+            "DECLARE @Foreign nvarchar(max) = (\n"
+            "    SELECT STRING_AGG(CONVERT(nvarchar(max),\n"
             "        ISNULL(QUOTENAME(r.referencing_schema_name) + N'.', N'') + QUOTENAME(r.referencing_entity_name)\n"
             "        + CASE r.referencing_class WHEN 12 THEN N' (database DDL trigger)' ELSE N'' END), N', ')\n"
-            "    WITHIN GROUP (ORDER BY r.referencing_schema_name, r.referencing_entity_name)\n"
-            f"FROM sys.dm_sql_referencing_entities({_n(qualified)}, N'TYPE') AS r{exclude};\n"
+            "        WITHIN GROUP (ORDER BY r.referencing_schema_name, r.referencing_entity_name)\n"
+            f"    FROM sys.dm_sql_referencing_entities({_n(qualified)}, N'TYPE') AS r{exclude});\n"
             "IF @Foreign IS NOT NULL\n"
             "BEGIN\n"
             f"    SET @Message = LEFT(N'type ' + {_n(qualified)} + N' is used by objects dbtools does not manage: '"

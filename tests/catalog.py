@@ -70,7 +70,7 @@ MSSQL_SNAPSHOT = {
         FROM sys.foreign_keys AS fk ORDER BY 1, 2""",
     "modules": """
         SELECT SCHEMA_NAME(o.schema_id), o.name, o.type, m.uses_quoted_identifier, m.uses_ansi_nulls,
-               CONVERT(char(64), HASHBYTES('SHA2_256', m.definition), 2)
+               m.definition
         FROM sys.sql_modules AS m JOIN sys.objects AS o ON o.object_id = m.object_id ORDER BY 1, 2""",
     "types": """
         SELECT SCHEMA_NAME(t.schema_id), t.name, t.is_table_type FROM sys.types AS t WHERE t.is_user_defined = 1 ORDER BY 1, 2""",
@@ -85,7 +85,18 @@ def snapshot(conn: sa.Connection, engine: EngineInfo, schemas: tuple[str, ...] |
             key: [tuple(row) for row in conn.exec_driver_sql(sql, {"schemas": list(schemas)})]
             for key, sql in PG_SNAPSHOT.items()
         }
-    return {key: [tuple(row) for row in conn.exec_driver_sql(sql)] for key, sql in MSSQL_SNAPSHOT.items()}
+    snap = {key: [tuple(row) for row in conn.exec_driver_sql(sql)] for key, sql in MSSQL_SNAPSHOT.items()}
+    # sys.sql_modules keeps the whole batch: sqlcmd sends the offline script's "END;" and blank
+    # lines (maybe CRLF), an online deploy "END". Compare the definitions modulo that.
+    snap["modules"] = [row[:-1] + (_definition_digest(row[-1]),) for row in snap["modules"]]
+    return snap
+
+
+def _definition_digest(definition: str | None) -> str | None:
+    if definition is None:
+        return None
+    normalised = definition.replace("\r\n", "\n").strip().rstrip(";").rstrip()
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
 
 
 def digest(snap: dict) -> str:

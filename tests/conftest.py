@@ -125,7 +125,10 @@ def _start_mssql() -> str | None:
     if given:
         _mssql_state["url"] = parse_url(given, context="DBTOOLS_TEST_MSSQL_URL")
         return None
-    from testcontainers.mssql import SqlServerContainer
+    try:
+        from testcontainers.community.mssql import SqlServerContainer
+    except ImportError:  # testcontainers < 4.5
+        from testcontainers.mssql import SqlServerContainer
 
     driver = os.environ.get("DBTOOLS_TEST_MSSQL_DRIVER", "ODBC Driver 18 for SQL Server")
     container = SqlServerContainer(

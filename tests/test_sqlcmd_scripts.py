@@ -30,7 +30,7 @@ def run_sqlcmd(server, script: str, tmp_path, *, stop_on_error: bool) -> subproc
     path.write_text(script, encoding="utf-8")
     url = server.url
     args = [sqlcmd_binary(), "-S", f"{url.host},{url.port or 1433}", "-U", url.username, "-P", url.password or "",
-            "-C", "-d", "master", "-i", str(path)]
+            "-C", "-f", "65001", "-d", "master", "-i", str(path)]
     if stop_on_error:
         args.insert(1, "-b")
     # No -I: the script itself must switch QUOTED_IDENTIFIER on.

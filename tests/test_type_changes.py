@@ -84,7 +84,7 @@ def call_user(server, rows):
     with engine.connect() as conn:
         if server.engine.name == "mssql":
             value = conn.exec_driver_sql(
-                "DECLARE @r [dbo].[" + TYPE + "]; INSERT INTO @r ([Id], [Label], [Weight]) VALUES (?, ?, ?), (?, ?, ?); "
+                "SET NOCOUNT ON; DECLARE @r [dbo].[" + TYPE + "]; INSERT INTO @r ([Id], [Label], [Weight]) VALUES (?, ?, ?), (?, ?, ?); "
                 "EXEC [dbo].[usp_DbToolsTest_TypeUser] @Rows = @r;", tuple(v for row in rows for v in row)).scalar()
         else:
             value = conn.exec_driver_sql(

@@ -11,9 +11,9 @@ from dbtools.procs import ProcedureValidationError, call_procedure
 from .catalog import snapshot
 
 OUTPUTS = {
-    "SourceObject": "nvarchar(400)",
-    "TargetObject": "nvarchar(400)",
-    "MetadataObject": "nvarchar(400)",
+    "SourceObject": "nvarchar(776)",
+    "TargetObject": "nvarchar(776)",
+    "MetadataObject": "nvarchar(776)",
     "MetadataIdColumn": "sysname",
     "MetadataModifiedOnCol": "sysname",
     "MetadataBusinessUnitCol": "sysname",

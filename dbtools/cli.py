@@ -7,6 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from . import __version__, commands
 from .engines import SUPPORTED
 from .environments import load_environments, mask
 from .errors import DbToolsError
+from .procs import ProcedureValidationError
 
 # Piped or logged output is never cut to 80 columns: names and checksums must stay whole.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -47,8 +49,13 @@ class DbToolsGroup(click.Group):
         except (DbToolsError, sa.exc.SQLAlchemyError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            err.print(f"dbtools: error: {message}", markup=False)
+            text = str(exc).strip() or type(exc).__name__
+            if isinstance(exc, ProcedureValidationError):
+                # Every problem the procedure found, one per line: they were raised together.
+                for line in text.splitlines():
+                    err.print(f"dbtools: error: {line}", markup=False)
+            else:
+                err.print(f"dbtools: error: {text.splitlines()[0]}", markup=False)
             ctx.exit(1)
 
 
@@ -174,3 +181,105 @@ def envs():
     for env in load_environments().values():
         table.add_row(env.name, mask(env.url), env.description)
     out.print(table)
+
+
+def _print_step(step: dict) -> None:
+    if step["step_number"] == 0 and step["status"] == "Completed":
+        out.print(f"  {step['table_name']}: window [{step['window_start']}, {step['window_end']})")
+    elif step["status"] == "Failed":
+        out.print(f"  {step['table_name']}: step {step['step_number']} {step['step_name']} batch "
+                  f"{step['batch_number']} FAILED: {step['error']}", markup=False)
+    elif step["rows_processed"]:
+        out.print(f"  {step['table_name']}: step {step['step_number']} {step['step_name']} batch "
+                  f"{step['batch_number']}: {step['rows_processed']} row(s), {step['total_rows']} so far")
+
+
+def _print_run(result: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    table = Table("table", "window start", "window end", "rows", "status", title=f"Run {result['run_id'] or '(plan)'}")
+    for entry in result["tables"]:
+        table.add_row(entry["table"], str(entry["window_start"]), str(entry["window_end"]), str(entry["rows"]),
+                      entry["status"] if entry["error"] is None else f"{entry['status']}: {entry['error']}")
+    out.print(table)
+    out.print(f"RunId: {result['run_id']}" if result["run_id"] else "Plan only: nothing was changed.")
+    out.print(f"Status: {result['status']}")
+
+
+def _exit_for(result: dict) -> None:
+    if result["status"] not in ("Succeeded", "Planned"):
+        sys.exit(1)
+
+
+@cli.command(name="run")
+@with_target
+@click.option("--mode", type=click.Choice(["all-tables", "single-table"]), required=True,
+              help="all-tables: every active table; single-table: the one named by --table.")
+@click.option("--table", "table", metavar="NAME", help="Configured TableName for --mode single-table.")
+@click.option("--batch-size", type=int, default=500, show_default=True, help="Rows per batch (1 or more).")
+@click.option("--max-dop", type=int, default=0, show_default=True,
+              help="0 = server default; PostgreSQL: max parallel workers per gather.")
+@click.option("--bu", "business_unit", type=click.UUID, metavar="GUID", help="Only this business unit (default: all).")
+@click.option("--sync", "sync_type", type=click.Choice(["incremental", "full"]), default="incremental",
+              show_default=True, help="incremental continues from the watermark; full starts from the baseline "
+                                      "and clears the table's queue and target rows in scope.")
+@click.option("--plan", is_flag=True, help="Show each table's window and row count; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
+def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_type, plan, as_json):
+    """Run delta loads through usp_BlobDelta_RunOperator and report the RunId.
+
+    Shows progress per table and batch while the engine works, prints the RunId and a per-table
+    summary, and exits 0 when the run Succeeded (or the plan was made), 1 otherwise. A dropped
+    connection or deadlock is retried as a resume of the same run.
+    """
+    result = commands.run(env, url, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
+                          business_unit=business_unit, sync_type=sync_type, plan=plan,
+                          on_step=None if as_json else _print_step)
+    _print_run(result, as_json)
+    _exit_for(result)
+
+
+@cli.command()
+@with_target
+@click.argument("run_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True, help="Print the run, its tables and every step as JSON.")
+def status(env, url, run_id, as_json):
+    """Show a run: its status, per-table windows and rows, and its steps."""
+    result = commands.status(env, url, run_id=run_id)
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    _print_run(result, False)
+    steps = Table("table", "step", "name", "batch", "rows", "total", "status", "error", title="Steps")
+    for s in result["steps"]:
+        steps.add_row(s["table_name"], str(s["step_number"]), s["step_name"], str(s["batch_number"]),
+                      str(s["rows_processed"]), str(s["total_rows"]), s["status"], s["error"] or "")
+    out.print(steps)
+
+
+@cli.command()
+@with_target
+@click.argument("run_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
+def resume(env, url, run_id, as_json):
+    """Continue an interrupted or failed run from its last completed batch, with its own windows."""
+    result = commands.run(env, url, mode="AllTables", resume=run_id, on_step=None if as_json else _print_step)
+    _print_run(result, as_json)
+    _exit_for(result)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
+def demo(as_json):
+    """The main job on the embedded PostgreSQL: migrate, load sample blobs, run a delta.
+
+    Recreates the database dbtools_demo in the embedded server under .dbtools/ each time, so it
+    needs nothing installed and leaves `--env local` alone.
+    """
+    result = commands.demo(on_step=None if as_json else _print_step)
+    if not as_json:
+        out.print("Migrated: " + ", ".join(result["migrated"]))
+        out.print("Sample blobs: " + ", ".join(f"{k} {v}" for k, v in result["source_rows"].items()))
+    _print_run(result, as_json)
+    _exit_for(result)

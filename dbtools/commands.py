@@ -7,6 +7,7 @@ Each function takes the target as ``env`` (a name from ``environments.toml``) or
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,3 +161,139 @@ def _current_revision(conn: sa.Connection, schema: str) -> str | None:
         return None
     table = sa.table("alembic_version", sa.column("version_num"), schema=schema)
     return conn.execute(sa.select(table.c.version_num)).scalar()
+
+
+# ----------------------------------------------------------------------------- delta runs
+
+
+def _summary(status) -> list[dict]:
+    """Per table: window, rows loaded (steps 1-3, excluding queue population), status, error."""
+    tables: dict[str, dict] = {}
+    for step in status.steps:
+        entry = tables.setdefault(step["table_name"], {
+            "table": step["table_name"], "window_start": None, "window_end": None, "rows": 0,
+            "status": "Succeeded", "error": None})
+        if step["window_start"] is not None:
+            entry["window_start"] = str(step["window_start"])
+            entry["window_end"] = str(step["window_end"])
+        if step["status"] == "Completed" and step["step_number"] > 0 and step["step_name"] != "QueuePopulation":
+            entry["rows"] += step["rows_processed"]
+        if step["status"] == "Failed":
+            entry["status"], entry["error"] = "Failed", step["error"]
+    return [tables[name] for name in sorted(tables)]
+
+
+def _watch(engine: sa.Engine, info, run_id, on_step, stop: threading.Event) -> None:
+    """Report every committed step row of ``run_id`` until ``stop`` is set."""
+    from .runner import run_status
+
+    seen = 0
+    while True:
+        finished = stop.wait(0.5)
+        try:
+            status = run_status(engine, info, run_id)
+        except sa.exc.DBAPIError:
+            status = None
+        if status is not None:
+            for step in status.steps[seen:]:
+                on_step(step)
+            seen = len(status.steps)
+        if finished:
+            return
+
+
+def run(env: str | None = None, url: str | None = None, *, mode: str, table: str | None = None,
+        batch_size: int = 500, max_dop: int = 0, business_unit=None, sync_type: str = "incremental",
+        plan: bool = False, resume=None, on_step=None) -> dict:
+    """Run the delta engine (or plan it) and return ``{run_id, status, tables}``.
+
+    ``on_step`` is called with each BlobDeltaRunStep row as the engine commits it.
+    """
+    from . import runner
+    from .uuid7 import uuid7
+
+    with resolve_target(env, url) as target:
+        engine = job_engine(target)
+        try:
+            run_id = None if plan or resume else uuid7(target.engine.name)
+            stop = threading.Event()
+            watcher = None
+            if on_step is not None and (run_id or resume):
+                watcher = threading.Thread(target=_watch, args=(engine, target.engine, run_id or resume, on_step, stop),
+                                           daemon=True)
+                watcher.start()
+            try:
+                result = runner.run_operator(
+                    engine, target.engine, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
+                    business_unit=business_unit, sync_type=sync_type, execute=not plan, resume=resume, run_id=run_id)
+            except sa.exc.DBAPIError as exc:
+                raise DeploymentError(f"run failed on {target.masked}: {first_line(exc.orig)}") from exc
+            finally:
+                stop.set()
+                if watcher is not None:
+                    watcher.join(timeout=10)
+            if plan:
+                return {"run_id": None, "status": result.status, "tables": [
+                    {"table": p.table, "window_start": p.window_start, "window_end": p.window_end,
+                     "rows": p.rows, "status": "Planned" if p.error is None else "Failed", "error": p.error}
+                    for p in result.plan]}
+            status = runner.run_status(engine, target.engine, result.run_id)
+            return {"run_id": str(result.run_id), "status": result.status, "tables": _summary(status)}
+        finally:
+            engine.dispose()
+
+
+def status(env: str | None = None, url: str | None = None, *, run_id) -> dict:
+    """A run's header, per-table summary and every step row."""
+    from . import runner
+
+    with resolve_target(env, url) as target:
+        engine = job_engine(target)
+        try:
+            found = runner.run_status(engine, target.engine, run_id)
+        finally:
+            engine.dispose()
+    if found is None:
+        raise ConfigurationError(f"RUN_ID {run_id} is not a run in BlobDeltaRun")
+    return {
+        "run_id": str(found.run_id), "status": found.status, "run_type": found.run_type, "mode": found.mode,
+        "table": found.table, "started_at": str(found.started_at),
+        "completed_at": None if found.completed_at is None else str(found.completed_at), "error": found.error,
+        "tables": _summary(found),
+        "steps": [{k: (str(v) if k in ("window_start", "window_end") and v is not None else v) for k, v in s.items()}
+                  for s in found.steps],
+    }
+
+
+DEMO_DATABASE = "dbtools_demo"
+
+
+def demo(on_step=None, *, roots: int = 40, fanout: int = 3, depth: int = 3) -> dict:
+    """The main job end to end on the embedded PostgreSQL, from nothing.
+
+    Recreates the database ``dbtools_demo`` in the embedded server, migrates it (job schema,
+    seeded configuration, procedures), creates FileTable-shaped sample sources with metadata
+    spread over several business units, and runs an all-tables incremental delta.
+    """
+    from datetime import datetime, timedelta
+
+    from . import sample
+    from .environments import embedded_postgresql
+
+    with embedded_postgresql() as server_url:
+        admin = sa.create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{DEMO_DATABASE}"')
+        admin.dispose()
+        url = server_url.set(database=DEMO_DATABASE).render_as_string(hide_password=False)
+        migrated = migrate(url=url)
+        now = datetime.utcnow().replace(microsecond=0)
+        data = sample.generate(roots=roots, fanout=fanout, depth=depth, business_units=4,
+                               start=now - timedelta(days=20), end=now - timedelta(hours=5))
+        target = Target("demo", sa.make_url(url))
+        sample.create_sample(target.url, target.engine, data)
+        result = run(url=url, mode="all-tables", on_step=on_step)
+        result["source_rows"] = {name: len(blobs) for name, blobs in data.blobs.items()}
+        result["migrated"] = [f"{a} -> {b}" for a, b, _up in migrated.outcome.steps]
+        return result

@@ -34,19 +34,21 @@ def call_procedure(
     name: str,
     params: Mapping[str, Any],
     outputs: Mapping[str, str] = {},
+    output_values: Mapping[str, Any] = {},
 ) -> dict[str, Any]:
     """Execute a job-DB procedure and return its OUTPUT/INOUT values.
 
     ``outputs`` maps output parameter names to their T-SQL declaration types (used on SQL
-    Server only; PostgreSQL knows its INOUT types).
+    Server only; PostgreSQL knows its INOUT types). ``output_values`` gives some of them a value
+    on the way in (OUTPUT parameters are input too on SQL Server; INOUT on PostgreSQL).
     """
     for key in (name, *params, *outputs):
         if not _NAME.match(key):
             raise ValueError(f"not a plain identifier: {key!r}")
     try:
         if engine.name == "mssql":
-            return _call_mssql(conn, engine, name, params, outputs)
-        return _call_postgresql(conn, engine, name, params, outputs)
+            return _call_mssql(conn, engine, name, params, outputs, output_values)
+        return _call_postgresql(conn, engine, name, {**params, **output_values}, outputs)
     except sa.exc.DBAPIError as exc:
         translated = _translate(exc.orig)
         if translated is None:
@@ -59,9 +61,11 @@ def call_procedure(
         raise translated from exc
 
 
-def _call_mssql(conn, engine, name, params, outputs) -> dict[str, Any]:
+def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str, Any]:
     lines = ["SET NOCOUNT ON;"]
-    lines += [f"DECLARE @{key} {sqltype};" for key, sqltype in outputs.items()]
+    lines += [f"DECLARE @{key} {sqltype}" + (" = ?;" if key in output_values else ";")
+              for key, sqltype in outputs.items()]
+    values = [output_values[key] for key in outputs if key in output_values] + list(params.values())
     args = [f"@{key} = ?" for key in params] + [f"@{key} = @{key} OUTPUT" for key in outputs]
     lines.append(f"EXEC {engine.job_object(name)} " + ", ".join(args) + ";")
     if outputs:
@@ -70,10 +74,12 @@ def _call_mssql(conn, engine, name, params, outputs) -> dict[str, Any]:
     # without columns, and errors raised after the first result surface only through nextset().
     cursor = conn.connection.cursor()
     try:
-        cursor.execute("\n".join(lines), tuple(params.values()))
+        cursor.execute("\n".join(lines), tuple(values))
+        # The OUTPUT values are the last result set: a procedure may return its own rows first
+        # (the operator's RunId row, a plan).
         row, columns = None, []
         while True:
-            if cursor.description is not None and row is None:
+            if cursor.description is not None:
                 columns = [d[0] for d in cursor.description]
                 row = cursor.fetchone()
             if not cursor.nextset():

@@ -16,6 +16,8 @@ from pathlib import Path
 import jinja2
 
 from . import __version__
+
+VERSION_DATE = "2026-11-22"
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo, engine_for
 from .errors import DeploymentError
 from .paths import procedures_dir, templates_dir
@@ -56,6 +58,7 @@ def jinja_environment(engine: EngineInfo) -> jinja2.Environment:
         job_schema=engine.job_schema,
         deployment_log=DEPLOYMENT_LOG,
         package_version=__version__,
+        version_date=VERSION_DATE,
         q=engine.quote,
         job=engine.job_object,
     )

@@ -18,7 +18,7 @@ def test_the_quick_start_is_exactly_two_commands(repo):
     commands = quick_start(repo)
 
     assert len(commands) == 2
-    assert "pip install -e" in commands[0] and "dbtools migrate --env local" in commands[0]
+    assert "pip install -e" in commands[0] and commands[0].endswith("dbtools demo")
 
 
 def test_ci_runs_the_readme_test_command(repo):

@@ -68,6 +68,15 @@ def test_a_procedure_that_follows_every_tsql_convention_passes():
     assert check_tsql(GOOD_TSQL) == []
 
 
+def test_a_word_inside_a_message_is_not_a_statement_and_inner_handlers_may_log_and_go_on():
+    pg = GOOD_PLPGSQL.replace(
+        "    EXECUTE format('ANALYZE %I.%I', \"Db\", 'objects');",
+        "    RAISE NOTICE '@Execute must be 1 (run) or 0 (plan only); EXECUTE later';\n"
+        "    BEGIN\n        PERFORM 1;\n    EXCEPTION WHEN others THEN\n        v_n := 0;\n    END;\n"
+        "    EXECUTE format('ANALYZE %I.%I', \"Db\", 'objects');")
+    assert check_plpgsql(pg) == []
+
+
 def test_filling_a_stored_script_placeholder_with_a_quoted_name_is_allowed():
     filled = GOOD_TSQL.replace("SET @QuotedDb = QUOTENAME(@Db);",
                                "SET @QuotedDb = QUOTENAME(@Db);\n        SET @SqlCount = REPLACE(@SqlCount, N'{Db}', @QuotedDb);")

@@ -1,0 +1,159 @@
+"""Run the delta engine and read back what a run did (library layer under ``dbtools run``).
+
+The operator procedure commits after every batch, so it is always called on an autocommit
+connection: on SQL Server, pyodbc would otherwise open an implicit transaction (and the
+procedure refuses to run inside one); on PostgreSQL, a CALL inside a transaction block may not
+COMMIT.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .engines import EngineInfo
+from .procs import call_procedure
+from .retry import DEFAULT_POLICY, RetryPolicy
+from .uuid7 import uuid7
+
+MODES = {"all-tables": "AllTables", "single-table": "SingleTable"}
+SYNC_TYPES = {"incremental": "Incremental", "full": "Full"}
+
+OPERATOR_OUTPUTS = {
+    "RunId": "uniqueidentifier",
+    "Status": "nvarchar(20)",
+    "Plan": "nvarchar(max)",
+    "Version": "nvarchar(20)",
+    "VersionDate": "date",
+}
+
+
+@dataclass(frozen=True)
+class PlannedTable:
+    table: str
+    window_start: str | None
+    window_end: str | None
+    rows: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: uuid.UUID | None
+    status: str
+    plan: list[PlannedTable] = field(default_factory=list)
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(str(value))
+
+
+def run_operator(
+    engine: sa.Engine,
+    info: EngineInfo,
+    *,
+    mode: str,
+    table: str | None = None,
+    batch_size: int = 500,
+    max_dop: int = 0,
+    business_unit: uuid.UUID | None = None,
+    sync_type: str = "Incremental",
+    execute: bool = True,
+    resume: uuid.UUID | None = None,
+    run_id: uuid.UUID | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> RunResult:
+    """Call ``usp_BlobDelta_RunOperator`` and return the RunId, status and plan.
+
+    ``mode`` and ``sync_type`` take the procedure's values (``AllTables``, ``Full``...) or the
+    CLI's spelling (``all-tables``, ``full``).
+
+    The call is idempotent under retries: a new run gets its RunId here (UUIDv7 in the engine's
+    order) and passes it in, so when a transient failure (a dropped connection, a deadlock)
+    interrupts it, the retry resumes that same run -- same windows, no second run -- instead of
+    starting another one.
+    """
+    base = {
+        "Mode": MODES.get(mode, mode),
+        "TableName": table,
+        "BatchSize": batch_size,
+        "MaxDOP": max_dop,
+        "BusinessUnitId": _bind(info, business_unit),
+        "SyncType": SYNC_TYPES.get(sync_type, sync_type),
+        "Execute": execute,
+    }
+    new_run = uuid7(info.name) if execute and resume is None else None
+    new_run = run_id or new_run
+    auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def call() -> dict[str, Any]:
+        with auto.connect() as conn:
+            params = dict(base)
+            seeded = {}
+            if resume is not None:
+                params["ResumeRunId"] = _bind(info, resume)
+            elif new_run is not None and _run_exists(conn, info, new_run):
+                params["ResumeRunId"] = _bind(info, new_run)  # a retry: continue what the first attempt began
+            else:
+                params["ResumeRunId"] = None
+                if new_run is not None:
+                    seeded["RunId"] = _bind(info, new_run)
+            return call_procedure(conn, info, "usp_BlobDelta_RunOperator", params, OPERATOR_OUTPUTS, seeded)
+
+    out = policy.call(call)
+    plan = [PlannedTable(p["table"], p["window_start"], p["window_end"], p["rows"], p["error"])
+            for p in json.loads(out["Plan"])] if out.get("Plan") else []
+    return RunResult(_uuid(out.get("RunId")), out["Status"], plan)
+
+
+def _bind(info: EngineInfo, value: uuid.UUID | None):
+    return None if value is None else (str(value) if info.name == "mssql" else value)
+
+
+def _run_exists(conn: sa.Connection, info: EngineInfo, run_id: uuid.UUID) -> bool:
+    q = info.quote
+    mark = "?" if info.name == "mssql" else "%(run)s"
+    value = (str(run_id),) if info.name == "mssql" else {"run": run_id}
+    return conn.exec_driver_sql(
+        f"SELECT 1 FROM {info.job_object('BlobDeltaRun')} WHERE {q('RunId')} = {mark}", value).first() is not None
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: uuid.UUID
+    run_type: str
+    mode: str
+    table: str | None
+    status: str
+    started_at: datetime
+    completed_at: datetime | None
+    error: str | None
+    steps: list[dict[str, Any]]
+
+
+def run_status(engine: sa.Engine, info: EngineInfo, run_id: uuid.UUID) -> RunStatus | None:
+    """The run header and its steps, in (table, step, batch) order; None for an unknown RunId."""
+    q, t = info.quote, info.job_object
+    mark = "?" if info.name == "mssql" else "%(run)s"
+    value = (str(run_id),) if info.name == "mssql" else {"run": run_id}
+    with engine.connect() as conn:
+        header = conn.exec_driver_sql(
+            f"SELECT {q('RunId')}, {q('RunType')}, {q('Mode')}, {q('TableName')}, {q('Status')}, {q('RunStartedAt')}, "
+            f"{q('RunCompletedAt')}, {q('ErrorMessage')} FROM {t('BlobDeltaRun')} WHERE {q('RunId')} = {mark}", value,
+        ).first()
+        if header is None:
+            return None
+        steps = [dict(r) for r in conn.exec_driver_sql(
+            f"SELECT {q('TableName')} AS table_name, {q('StepNumber')} AS step_number, {q('StepName')} AS step_name, "
+            f"{q('BatchNumber')} AS batch_number, {q('RowsProcessed')} AS rows_processed, "
+            f"{q('TotalRowsProcessed')} AS total_rows, {q('WindowStart')} AS window_start, {q('WindowEnd')} AS window_end, "
+            f"{q('Status')} AS status, {q('ErrorMessage')} AS error "
+            f"FROM {t('BlobDeltaRunStep')} WHERE {q('RunId')} = {mark} "
+            f"ORDER BY {q('TableName')}, {q('StepNumber')}, {q('BatchNumber')}", value,
+        ).mappings()]
+    return RunStatus(_uuid(header[0]), header[1], header[2], header[3], header[4], header[5], header[6], header[7], steps)

@@ -1,0 +1,171 @@
+"""Sample source, metadata and target tables for the seeded configuration (demo and tests).
+
+Creates, for each attachment table of revision 0003, a FileTable-shaped source
+(``Gwent_LA_FileTable``), its metadata (``AdvancedRBS_MetaData``: stream_id, ModifiedOn,
+OwningBusinessUnit), the business-unit table ``Gwent_LA_FileTable.dbo.LA_BU`` and an empty
+target (``Gwent_LA_FileTable_Delta``), on either engine, with the indexes a real installation
+needs: metadata (ModifiedOn), source and target (stream_id) and (path_locator).
+
+On PostgreSQL the path columns are text in hierarchyid's string form ('/1/3/'); on SQL Server
+they are hierarchyid. A FileTable needs FILESTREAM, which a container does not have, so the
+sample source on SQL Server is a plain table with the FileTable's columns.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from .engines import EngineInfo
+
+SOURCE_DB = "Gwent_LA_FileTable"
+TARGET_DB = "Gwent_LA_FileTable_Delta"
+METADATA_DB = "AdvancedRBS_MetaData"
+TABLES = ("ReferralAttachment", "ClientAttachment")
+BLOB_COLUMNS = ("stream_id", "name", "file_stream", "path_locator", "parent_path_locator", "is_directory",
+                "creation_time", "last_write_time")
+
+
+@dataclass(frozen=True)
+class Blob:
+    stream_id: uuid.UUID
+    name: str
+    path: str
+    parent: str | None
+    is_directory: bool
+    modified_on: datetime
+    business_unit: uuid.UUID
+    content: bytes = b""
+
+
+@dataclass
+class SampleData:
+    business_units: list[uuid.UUID]
+    blobs: dict[str, list[Blob]] = field(default_factory=dict)
+
+
+def generate(*, seed: int = 7, roots: int = 20, fanout: int = 3, depth: int = 3, business_units: int = 3,
+             start: datetime, end: datetime) -> SampleData:
+    """Deterministic trees of folders and files, ModifiedOn spread over [start, end)."""
+    rng = random.Random(seed)
+    units = [uuid.UUID(int=rng.getrandbits(128)) for _ in range(business_units)]
+    data = SampleData(units)
+    span = (end - start).total_seconds()
+    for table in TABLES:
+        blobs: list[Blob] = []
+
+        def add(path: str, parent: str | None, level: int, unit: uuid.UUID) -> None:
+            is_dir = level < depth
+            blobs.append(Blob(
+                stream_id=uuid.UUID(int=rng.getrandbits(128)),
+                name=f"{table}-{path.strip('/').replace('/', '-')}{'' if is_dir else '.bin'}",
+                path=path, parent=parent, is_directory=is_dir,
+                modified_on=(start + timedelta(seconds=rng.uniform(0, span))).replace(microsecond=0),
+                business_unit=unit,
+                content=b"" if is_dir else rng.randbytes(16),
+            ))
+            if is_dir:
+                for child in range(1, fanout + 1):
+                    add(f"{path}{child}/", path, level + 1, unit)
+
+        for root in range(1, roots + 1):
+            add(f"/{root}/", None, 1, units[(root - 1) % len(units)])
+        data.blobs[table] = blobs
+    return data
+
+
+def _ddl(engine: EngineInfo) -> list[str]:
+    q = engine.quote
+    pg = engine.name == "postgresql"
+    uuid_t = "uuid" if pg else "uniqueidentifier"
+    path_t = "text" if pg else "hierarchyid"
+    ts_t = "timestamp(3)" if pg else "datetime2(3)"
+    tz_t = "timestamptz" if pg else "datetimeoffset(7)"
+    bytes_t = "bytea" if pg else "varbinary(max)"
+    text_t = "text" if pg else "nvarchar(255)"
+    bool_t = "boolean" if pg else "bit"
+
+    def table(db: str, name: str) -> str:
+        return f"{q(db)}.{q(name)}" if pg else f"{q(db)}.[dbo].{q(name)}"
+
+    statements = []
+    if pg:
+        statements += [f"CREATE SCHEMA IF NOT EXISTS {q(db)}" for db in (SOURCE_DB, TARGET_DB, METADATA_DB)]
+    statements.append(f"CREATE TABLE {table(SOURCE_DB, 'LA_BU')} ({q('BusinessUnitId')} {uuid_t} NOT NULL PRIMARY KEY, "
+                      f"{q('Name')} {text_t} NOT NULL)")
+    blob_columns = (f"stream_id {uuid_t} NOT NULL PRIMARY KEY, name {text_t} NOT NULL, file_stream {bytes_t} NULL, "
+                    f"path_locator {path_t} NOT NULL, parent_path_locator {path_t} NULL, is_directory {bool_t} NOT NULL, "
+                    f"creation_time {tz_t} NOT NULL, last_write_time {tz_t} NOT NULL")
+    for name in TABLES:
+        for db in (SOURCE_DB, TARGET_DB):
+            statements.append(f"CREATE TABLE {table(db, name)} ({blob_columns})")
+            statements.append(f"CREATE UNIQUE INDEX {q('UX_' + name + '_path_locator')} ON {table(db, name)} (path_locator)")
+            statements.append(f"CREATE INDEX {q('IX_' + name + '_parent_path_locator')} ON {table(db, name)} (parent_path_locator)")
+        statements.append(f"CREATE TABLE {table(METADATA_DB, name)} (stream_id {uuid_t} NOT NULL PRIMARY KEY, "
+                          f"{q('ModifiedOn')} {ts_t} NOT NULL, {q('OwningBusinessUnit')} {uuid_t} NOT NULL)")
+        statements.append(f"CREATE INDEX {q('IX_' + name + '_ModifiedOn')} ON {table(METADATA_DB, name)} "
+                          f"({q('ModifiedOn')}) INCLUDE (stream_id, {q('OwningBusinessUnit')})")
+    return statements
+
+
+
+
+def _table(engine: EngineInfo, db: str, name: str) -> str:
+    q = engine.quote
+    return f"{q(db)}.{q(name)}" if engine.name == "postgresql" else f"{q(db)}.[dbo].{q(name)}"
+
+
+def _server(url: sa.URL, engine: EngineInfo, **kwargs) -> sa.Engine:
+    """Connections for three-part names on SQL Server (from master), the database itself on PostgreSQL."""
+    return sa.create_engine(url.set(database="master") if engine.name == "mssql" else url, poolclass=NullPool, **kwargs)
+
+
+def create_sample(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
+    """Create the sample databases (schemas on PostgreSQL), the business units and the blobs."""
+    q = engine.quote
+    pg = engine.name == "postgresql"
+    if not pg:
+        admin = _server(url, engine, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for db in (SOURCE_DB, TARGET_DB, METADATA_DB):
+                conn.exec_driver_sql(f"IF DB_ID(N'{db}') IS NULL CREATE DATABASE {q(db)}")
+        admin.dispose()
+    server = _server(url, engine)
+    with server.begin() as conn:
+        for statement in _ddl(engine):
+            conn.exec_driver_sql(statement)
+        mark = "%s" if pg else "?"
+        conn.exec_driver_sql(
+            f"INSERT INTO {_table(engine, SOURCE_DB, 'LA_BU')} ({q('BusinessUnitId')}, {q('Name')}) VALUES ({mark}, {mark})",
+            [(u if pg else str(u), f"BU {i + 1}") for i, u in enumerate(data.business_units)])
+    server.dispose()
+    load(url, engine, data)
+
+
+def load(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
+    """Insert the blobs of ``data`` into the sources and their metadata."""
+    q = engine.quote
+    pg = engine.name == "postgresql"
+    mark = "%s" if pg else "?"
+    path = mark if pg else f"CONVERT(hierarchyid, {mark})"
+    values = ", ".join(path if c in ("path_locator", "parent_path_locator") else mark for c in BLOB_COLUMNS)
+    ident = (lambda u: u) if pg else str
+    server = _server(url, engine)
+    with server.begin() as conn:
+        for name, blobs in data.blobs.items():
+            if not blobs:
+                continue
+            conn.exec_driver_sql(
+                f"INSERT INTO {_table(engine, SOURCE_DB, name)} ({', '.join(BLOB_COLUMNS)}) VALUES ({values})",
+                [(ident(b.stream_id), b.name, b.content, b.path, b.parent, b.is_directory, b.modified_on, b.modified_on)
+                 for b in blobs])
+            conn.exec_driver_sql(
+                f"INSERT INTO {_table(engine, METADATA_DB, name)} (stream_id, {q('ModifiedOn')}, {q('OwningBusinessUnit')}) "
+                f"VALUES ({mark}, {mark}, {mark})",
+                [(ident(b.stream_id), b.modified_on, ident(b.business_unit)) for b in blobs])
+    server.dispose()

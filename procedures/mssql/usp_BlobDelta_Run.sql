@@ -1,0 +1,781 @@
+{%- from "common/header.sql" import header -%}
+{%- from "mssql/errors.sql" import raise_collected -%}
+{%- from "mssql/uuid7.sql" import new_uuid7 -%}
+CREATE OR ALTER PROCEDURE {{ job('usp_BlobDelta_Run') }}
+    @Mode nvarchar(20) = N'AllTables',
+    @TableName nvarchar(400) = NULL,
+    @BatchSize int = 500,
+    @MaxDOP int = 0, -- honoured on PostgreSQL (max_parallel_workers_per_gather); validated and recorded here
+    @BusinessUnitId uniqueidentifier = NULL,
+    @SyncType nvarchar(20) = N'Incremental',
+    @Execute bit = 1,
+    @ResumeRunId uniqueidentifier = NULL,
+    @ExcludedStreamId uniqueidentifier = NULL,
+    @Debug tinyint = 0,
+    @RunId uniqueidentifier = NULL OUTPUT,
+    @Status nvarchar(20) = NULL OUTPUT,
+    @Plan nvarchar(max) = NULL OUTPUT
+AS
+{{ header('usp_BlobDelta_Run',
+          'The delta engine. For each table in scope: window on the metadata ModifiedOn column
+    [WindowStart, WindowEnd), a lease, the stored step scripts run in batches (each batch one
+    transaction with its BlobDeltaRunStep row), then the watermark moves to WindowEnd. A failed
+    table is logged, its lease released, and the next table runs. @Execute = 0 returns the
+    plan (JSON in @Plan, and as a result set) and changes nothing. A @RunId passed in names the
+    new run (idempotent retries); @ResumeRunId continues an interrupted one. Call it outside a
+    transaction (@@TRANCOUNT = 0): it commits after every batch, which is what makes runs
+    visible and resumable. Validation problems are reported together in one error 50010; with
+    XACT_ABORT ON, any error also rolls back a transaction the caller had open.
+    @MaxDOP is validated and recorded in BlobDeltaRun; SQL Server has no per-session MAXDOP, so
+    it is honoured only on PostgreSQL (max_parallel_workers_per_gather).') }}
+BEGIN
+    SET NOCOUNT ON;
+    SET XACT_ABORT ON;
+    -- The lease and the batch bookkeeping assume READ COMMITTED (the PostgreSQL default); the
+    -- setting reverts when the procedure returns.
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    -- The step cursor stays open across the batches' COMMITs (ANSI_DEFAULTS ON would close it).
+    SET CURSOR_CLOSE_ON_COMMIT OFF;
+
+    DECLARE @EntryTranCount int = @@TRANCOUNT;
+    DECLARE @GivenRunId uniqueidentifier = @RunId; -- in: an optional caller-chosen RunId for a new run
+    DECLARE @Errors TABLE (ErrorId int IDENTITY(1, 1) PRIMARY KEY, Message nvarchar(2000) NOT NULL);
+    DECLARE @ErrorText nvarchar(max);
+    DECLARE @Configured nvarchar(max);
+    DECLARE @Tables TABLE (Position int NOT NULL PRIMARY KEY, TableName nvarchar(400) NOT NULL);
+    DECLARE @PlanRows TABLE (
+        Position int NOT NULL PRIMARY KEY,
+        TableName nvarchar(400) NOT NULL,
+        WindowStart datetime2(3) NULL,
+        WindowEnd datetime2(3) NULL,
+        [Rows] bigint NULL,
+        Error nvarchar(max) NULL
+    );
+    DECLARE @Failures TABLE (FailureId int IDENTITY(1, 1) PRIMARY KEY, Message nvarchar(max) NOT NULL);
+
+    -- The run header of @ResumeRunId.
+    DECLARE @ResumeFound bit = 0;
+    DECLARE @ResumeStatus nvarchar(20);
+    DECLARE @ResumeMode nvarchar(20);
+    DECLARE @ResumeTableName nvarchar(400);
+    DECLARE @ResumeBusinessUnitId uniqueidentifier;
+    DECLARE @ResumeRunType nvarchar(20);
+    DECLARE @ResumeBatchSize int;
+    DECLARE @ResumeMaxDOP int;
+    DECLARE @ResumeRunStartedAt datetime2(3);
+
+    -- The run.
+    DECLARE @CurrentRunId uniqueidentifier;
+    DECLARE @RunIdText nvarchar(36);
+    DECLARE @RunKind nvarchar(10);
+    DECLARE @RunStartedAt datetime2(3);
+    DECLARE @RunStatus nvarchar(20);
+    DECLARE @TableCount int;
+    DECLARE @Uuid7Random binary(10);
+    DECLARE @Uuid7Ms bigint;
+
+    -- One table.
+    DECLARE @TablePosition int;
+    DECLARE @CurrentTable nvarchar(400);
+    DECLARE @Error nvarchar(max);
+    DECLARE @HasWindow bit;
+    DECLARE @WindowStart datetime2(3);
+    DECLARE @WindowEnd datetime2(3);
+    DECLARE @Now datetime2(3);
+    DECLARE @Rows bigint;
+    DECLARE @HolderRunId uniqueidentifier;
+    DECLARE @HolderExpiresAt datetime2(3);
+    DECLARE @WatermarkModifiedOn datetime2(3);
+    DECLARE @WatermarkLastRunId uniqueidentifier;
+
+    -- usp_BlobDelta_ResolveTableConfig's outputs.
+    DECLARE @SourceObject nvarchar(776);
+    DECLARE @TargetObject nvarchar(776);
+    DECLARE @MetadataObject nvarchar(776);
+    DECLARE @MetadataIdColumn sysname;
+    DECLARE @MetadataModifiedOnCol sysname;
+    DECLARE @MetadataBusinessUnitCol sysname;
+    DECLARE @SafetyBufferMinutes int;
+    DECLARE @ScriptSet nvarchar(50);
+    DECLARE @IsActive bit;
+    DECLARE @BusinessUnitObject nvarchar(776);
+    DECLARE @BusinessUnitIdColumn sysname;
+    DECLARE @KeyColumn sysname;
+
+    -- The rest of the table's configuration.
+    DECLARE @SourceDatabase sysname, @SourceSchema sysname, @SourceTable sysname;
+    DECLARE @TargetDatabase sysname, @TargetSchema sysname, @TargetTable sysname;
+    DECLARE @MetadataDatabase sysname, @MetadataSchema sysname, @MetadataTable sysname;
+    DECLARE @BusinessUnitDatabase sysname, @BusinessUnitSchema sysname, @BusinessUnitTable sysname;
+    DECLARE @FullSyncBaselineMonths int;
+    DECLARE @FullSyncBaselineDays int;
+    DECLARE @LeaseMinutes int;
+    DECLARE @InitialBaseline datetime2(3);
+    DECLARE @QueuePopulationScriptName nvarchar(128);
+    DECLARE @TargetObjectId int;
+    DECLARE @SourceObjectId int;
+
+    -- Quoted names for the placeholders (QUOTENAME only) and the dynamic SQL.
+    DECLARE @QuotedSource nvarchar(776);
+    DECLARE @QuotedTarget nvarchar(776);
+    DECLARE @QuotedMetadata nvarchar(776);
+    DECLARE @QuotedBusinessUnit nvarchar(776);
+    DECLARE @QuotedQueue nvarchar(776);
+    DECLARE @QuotedIdColumn nvarchar(258);
+    DECLARE @QuotedKeyColumn nvarchar(258);
+    DECLARE @QuotedModifiedColumn nvarchar(258);
+    DECLARE @QuotedBusinessUnitColumn nvarchar(258);
+    DECLARE @QuotedBusinessUnitIdColumn nvarchar(258);
+    DECLARE @QuotedColumns nvarchar(max);
+    DECLARE @QuotedSourceColumns nvarchar(max);
+    DECLARE @QuotedUpdate nvarchar(max);
+    DECLARE @SqlCount nvarchar(max);
+    DECLARE @SqlClear nvarchar(max);
+    DECLARE @SqlColumns nvarchar(max);
+    DECLARE @SqlStepScript nvarchar(max);
+    DECLARE @SqlStep nvarchar(max);
+
+    -- Steps and batches.
+    DECLARE @StepNumber smallint;
+    DECLARE @StepName nvarchar(50);
+    DECLARE @StepFailed bit;
+    DECLARE @BatchNumber int;
+    DECLARE @BatchRows int;
+    DECLARE @Total bigint;
+    DECLARE @TotalAfter bigint;
+    DECLARE @TotalAfterText nvarchar(20);
+
+    -- @Debug >= 2: the filled script, line by line (RAISERROR prints at most 2047 characters).
+    DECLARE @PrintOffset bigint;
+    DECLARE @PrintLength bigint;
+    DECLARE @PrintBreak bigint;
+    DECLARE @PrintLine nvarchar(2000);
+
+    BEGIN TRY
+        SET @Debug = ISNULL(@Debug, 0);
+
+        ----------------------------------------------------------------- check parameters
+        -- SQL Server only: PostgreSQL refuses a COMMIT inside a transaction block by itself.
+        IF @EntryTranCount > 0
+            INSERT INTO @Errors (Message)
+            VALUES (N'usp_BlobDelta_Run commits after every batch; call it outside a transaction (@@TRANCOUNT = 0).');
+
+        IF @ResumeRunId IS NOT NULL
+        BEGIN
+            SELECT
+                @ResumeFound = 1,
+                @ResumeStatus = r.Status,
+                @ResumeMode = r.Mode,
+                @ResumeTableName = r.TableName,
+                @ResumeBusinessUnitId = r.BusinessUnitId,
+                @ResumeRunType = r.RunType,
+                @ResumeBatchSize = r.BatchSize,
+                @ResumeMaxDOP = r.MaxDOP,
+                @ResumeRunStartedAt = r.RunStartedAt
+            FROM {{ job('BlobDeltaRun') }} AS r
+            WHERE r.RunId = @ResumeRunId;
+
+            IF @ResumeFound = 0
+                INSERT INTO @Errors (Message)
+                VALUES (N'@ResumeRunId ''' + LOWER(CONVERT(nvarchar(36), @ResumeRunId)) + N''' is not a run in dbo.BlobDeltaRun.');
+            ELSE IF @ResumeStatus NOT IN (N'Running', N'Failed')
+                INSERT INTO @Errors (Message)
+                VALUES (N'@ResumeRunId ''' + LOWER(CONVERT(nvarchar(36), @ResumeRunId)) + N''' has status ' + @ResumeStatus
+                        + N'; only Running or Failed runs can be resumed.');
+            ELSE
+            BEGIN
+                -- A resumed run keeps the parameters it was started with.
+                SET @Mode = @ResumeMode;
+                SET @TableName = @ResumeTableName;
+                SET @BusinessUnitId = @ResumeBusinessUnitId;
+                SET @SyncType = @ResumeRunType;
+                SET @BatchSize = @ResumeBatchSize;
+                SET @MaxDOP = @ResumeMaxDOP;
+            END;
+            IF @Execute IS NULL OR @Execute <> 1
+                INSERT INTO @Errors (Message)
+                VALUES (N'@ResumeRunId cannot be combined with @Execute = 0.');
+        END;
+        IF @GivenRunId IS NOT NULL AND @ResumeRunId IS NULL AND @Execute = 1
+           AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaRun') }} AS r WHERE r.RunId = @GivenRunId)
+            INSERT INTO @Errors (Message)
+            VALUES (N'@RunId ''' + LOWER(CONVERT(nvarchar(36), @GivenRunId)) + N''' already exists in dbo.BlobDeltaRun; '
+                    + N'continue it with @ResumeRunId.');
+
+        -- Allowed values are matched exactly (binary), as on PostgreSQL.
+        IF @Mode IS NULL OR @Mode COLLATE Latin1_General_BIN2 NOT IN (N'AllTables', N'SingleTable')
+            INSERT INTO @Errors (Message)
+            VALUES (N'@Mode ' + ISNULL(N'''' + REPLACE(@Mode, N'''', N'''''') + N'''', N'NULL')
+                    + N' is not allowed; allowed values: AllTables, SingleTable.');
+        IF @SyncType IS NULL OR @SyncType COLLATE Latin1_General_BIN2 NOT IN (N'Incremental', N'Full')
+            INSERT INTO @Errors (Message)
+            VALUES (N'@SyncType ' + ISNULL(N'''' + REPLACE(@SyncType, N'''', N'''''') + N'''', N'NULL')
+                    + N' is not allowed; allowed values: Incremental, Full.');
+        IF @Mode COLLATE Latin1_General_BIN2 = N'SingleTable' AND (@TableName IS NULL OR LTRIM(RTRIM(@TableName)) = N'')
+            INSERT INTO @Errors (Message)
+            VALUES (N'@TableName is required when @Mode = ''SingleTable''.');
+        ELSE IF @Mode COLLATE Latin1_General_BIN2 = N'AllTables' AND @TableName IS NOT NULL
+            INSERT INTO @Errors (Message)
+            VALUES (LEFT(N'@TableName must be NULL when @Mode = ''AllTables'' (got '''
+                         + REPLACE(@TableName, N'''', N'''''') + N''').', 2000));
+        ELSE IF @Mode COLLATE Latin1_General_BIN2 = N'SingleTable' AND NOT EXISTS (
+            SELECT 1 FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c.TableName = @TableName
+        )
+        BEGIN
+            SELECT @Configured = STRING_AGG(CONVERT(nvarchar(max), c.TableName), N', ')
+                WITHIN GROUP (ORDER BY c.TableName COLLATE Latin1_General_BIN2)
+            FROM {{ job('BlobDeltaTableConfig') }} AS c;
+            INSERT INTO @Errors (Message)
+            VALUES (LEFT(N'@TableName ''' + REPLACE(@TableName, N'''', N'''''')
+                         + N''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '
+                         + ISNULL(@Configured, N'(no tables configured)') + N'.', 2000));
+        END;
+        IF @BatchSize IS NULL OR @BatchSize < 1
+            INSERT INTO @Errors (Message)
+            VALUES (N'@BatchSize must be 1 or more (got ' + ISNULL(CONVERT(nvarchar(11), @BatchSize), N'NULL') + N').');
+        IF @MaxDOP IS NULL OR @MaxDOP < 0
+            INSERT INTO @Errors (Message)
+            VALUES (N'@MaxDOP must be 0 or more (got ' + ISNULL(CONVERT(nvarchar(11), @MaxDOP), N'NULL') + N').');
+        IF @Execute IS NULL
+            INSERT INTO @Errors (Message)
+            VALUES (N'@Execute must be 1 (run) or 0 (plan only).');
+
+        {{ raise_collected(50010) }}
+
+        INSERT INTO @Tables (Position, TableName)
+        SELECT ROW_NUMBER() OVER (ORDER BY c.TableName COLLATE Latin1_General_BIN2), c.TableName
+        FROM {{ job('BlobDeltaTableConfig') }} AS c
+        WHERE (@Mode = N'SingleTable' AND c.TableName = @TableName)
+           OR (@Mode = N'AllTables' AND c.IsActive = 1);
+        SET @TableCount = @@ROWCOUNT;
+
+        ----------------------------------------------------------------- run header
+        IF @Execute = 1
+        BEGIN
+            IF @ResumeRunId IS NOT NULL
+            BEGIN
+                SET @CurrentRunId = @ResumeRunId;
+                SET @RunStartedAt = @ResumeRunStartedAt;
+                SET @RunKind = N'resumed';
+                UPDATE r
+                SET Status = N'Running', RunCompletedAt = NULL, ErrorMessage = NULL
+                FROM {{ job('BlobDeltaRun') }} AS r
+                WHERE r.RunId = @CurrentRunId;
+            END
+            ELSE
+            BEGIN
+                -- A caller-supplied RunId makes the call idempotent: a retry after a dropped
+                -- connection resumes this run instead of starting a second one.
+                SET @CurrentRunId = @GivenRunId;
+                IF @CurrentRunId IS NULL
+                BEGIN
+                    {{ new_uuid7('@CurrentRunId') }}
+                END;
+                SET @RunStartedAt = SYSUTCDATETIME();
+                SET @RunKind = N'new';
+                INSERT INTO {{ job('BlobDeltaRun') }}
+                    (RunId, RunType, Mode, TableName, BusinessUnitId, BatchSize, MaxDOP, RunStartedAt, Status)
+                VALUES
+                    (@CurrentRunId, @SyncType, @Mode, @TableName, @BusinessUnitId, @BatchSize, @MaxDOP, @RunStartedAt, N'Running');
+            END;
+            SET @RunId = @CurrentRunId;
+            IF @Debug >= 1
+            BEGIN
+                SET @RunIdText = LOWER(CONVERT(nvarchar(36), @CurrentRunId));
+                RAISERROR(N'Run %s (%s): %d table(s), sync %s, batch size %d.', 0, 1,
+                          @RunIdText, @RunKind, @TableCount, @SyncType, @BatchSize) WITH NOWAIT;
+            END;
+        END
+        ELSE
+            SET @RunStartedAt = SYSUTCDATETIME();
+
+        ----------------------------------------------------------------- tables
+        SET @TablePosition = 0;
+        WHILE 1 = 1
+        BEGIN
+            SELECT TOP (1) @TablePosition = t.Position, @CurrentTable = t.TableName
+            FROM @Tables AS t
+            WHERE t.Position > @TablePosition
+            ORDER BY t.Position;
+            IF @@ROWCOUNT = 0 BREAK;
+
+            SET @Error = NULL;
+            SET @HasWindow = 0;
+            SET @WindowStart = NULL;
+            SET @WindowEnd = NULL;
+            SET @WatermarkModifiedOn = NULL;
+            SET @WatermarkLastRunId = NULL;
+
+            -- Resolve names, check the catalog and compute the window. Nothing is written here.
+            BEGIN TRY
+                EXEC {{ job('usp_BlobDelta_ResolveTableConfig') }}
+                    @TableName = @CurrentTable,
+                    @SourceObject = @SourceObject OUTPUT,
+                    @TargetObject = @TargetObject OUTPUT,
+                    @MetadataObject = @MetadataObject OUTPUT,
+                    @MetadataIdColumn = @MetadataIdColumn OUTPUT,
+                    @MetadataModifiedOnCol = @MetadataModifiedOnCol OUTPUT,
+                    @MetadataBusinessUnitCol = @MetadataBusinessUnitCol OUTPUT,
+                    @SafetyBufferMinutes = @SafetyBufferMinutes OUTPUT,
+                    @ScriptSet = @ScriptSet OUTPUT,
+                    @IsActive = @IsActive OUTPUT,
+                    @BusinessUnitObject = @BusinessUnitObject OUTPUT,
+                    @BusinessUnitIdColumn = @BusinessUnitIdColumn OUTPUT;
+
+                SELECT
+                    @SourceDatabase = c.SourceDatabase, @SourceSchema = c.SourceSchema, @SourceTable = c.SourceTable,
+                    @TargetDatabase = c.TargetDatabase, @TargetSchema = c.TargetSchema, @TargetTable = c.TargetTable,
+                    @MetadataDatabase = c.MetadataDatabase, @MetadataSchema = c.MetadataSchema, @MetadataTable = c.MetadataTable,
+                    @BusinessUnitDatabase = c.BusinessUnitDatabase, @BusinessUnitSchema = c.BusinessUnitSchema,
+                    @BusinessUnitTable = c.BusinessUnitTable,
+                    @FullSyncBaselineMonths = c.FullSyncBaselineMonths,
+                    @FullSyncBaselineDays = c.FullSyncBaselineDays,
+                    @LeaseMinutes = c.LeaseMinutes,
+                    @InitialBaseline = c.InitialBaseline,
+                    @QueuePopulationScriptName = c.QueuePopulationScriptName
+                FROM {{ job('BlobDeltaTableConfig') }} AS c
+                WHERE c.TableName = @CurrentTable;
+
+                SELECT @WatermarkModifiedOn = w.LastHighWaterModifiedOn, @WatermarkLastRunId = w.LastRunId
+                FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                WHERE w.TableName = @CurrentTable;
+
+                SET @KeyColumn = CASE @ScriptSet WHEN N'Hierarchical' THEN N'stream_id' ELSE @MetadataIdColumn END;
+
+                -- Identifiers for the placeholders and the engine's own statements, always quoted.
+                SET @QuotedSource = QUOTENAME(@SourceDatabase) + N'.' + QUOTENAME(@SourceSchema) + N'.' + QUOTENAME(@SourceTable);
+                SET @QuotedTarget = QUOTENAME(@TargetDatabase) + N'.' + QUOTENAME(@TargetSchema) + N'.' + QUOTENAME(@TargetTable);
+                SET @QuotedMetadata = QUOTENAME(@MetadataDatabase) + N'.' + QUOTENAME(@MetadataSchema) + N'.'
+                    + QUOTENAME(@MetadataTable);
+                SET @QuotedBusinessUnit = QUOTENAME(@BusinessUnitDatabase) + N'.' + QUOTENAME(ISNULL(@BusinessUnitSchema, N'dbo'))
+                    + N'.' + QUOTENAME(@BusinessUnitTable);
+                SET @QuotedQueue = QUOTENAME(DB_NAME()) + N'.{{ job("BlobDeltaMissingParentsQueue") }}';
+                SET @QuotedIdColumn = QUOTENAME(@MetadataIdColumn);
+                SET @QuotedKeyColumn = QUOTENAME(@KeyColumn);
+                SET @QuotedModifiedColumn = QUOTENAME(@MetadataModifiedOnCol);
+                SET @QuotedBusinessUnitColumn = QUOTENAME(@MetadataBusinessUnitCol);
+                SET @QuotedBusinessUnitIdColumn = QUOTENAME(@BusinessUnitIdColumn);
+
+                IF @Execute = 1 AND @ResumeRunId IS NOT NULL
+                BEGIN
+                    SELECT TOP (1) @WindowStart = s.WindowStart, @WindowEnd = s.WindowEnd
+                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0
+                      AND s.Status = N'Completed'
+                    ORDER BY s.BatchNumber DESC;
+                    IF @@ROWCOUNT > 0
+                        SET @HasWindow = 1;
+                END;
+                IF @HasWindow = 0
+                BEGIN
+                    SET @WindowEnd = DATEADD(MINUTE, -@SafetyBufferMinutes, @RunStartedAt);
+                    -- PostgreSQL's timestamp - interval: months first, then days.
+                    IF @SyncType = N'Full'
+                        SET @WindowStart = DATEADD(DAY, -@FullSyncBaselineDays, DATEADD(MONTH, -@FullSyncBaselineMonths, @RunStartedAt));
+                    ELSE IF @WatermarkModifiedOn IS NOT NULL
+                        SET @WindowStart = DATEADD(MINUTE, -@SafetyBufferMinutes, @WatermarkModifiedOn);
+                    ELSE IF @InitialBaseline IS NOT NULL
+                        SET @WindowStart = @InitialBaseline;
+                    ELSE
+                        SET @WindowStart = DATEADD(DAY, -@FullSyncBaselineDays, DATEADD(MONTH, -@FullSyncBaselineMonths, @RunStartedAt));
+                END;
+            END TRY
+            BEGIN CATCH
+                IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                SET @Error = ERROR_MESSAGE();
+            END CATCH;
+
+            ------------------------------------------------------------- plan only
+            IF @Execute = 0
+            BEGIN
+                SET @Rows = NULL;
+                IF @Error IS NULL
+                BEGIN
+                    BEGIN TRY
+                        SET @SqlCount = N'SELECT @Rows = COUNT_BIG(*) FROM ' + @QuotedSource + N' AS s'
+                            + N' JOIN ' + @QuotedMetadata + N' AS m ON m.' + @QuotedIdColumn + N' = s.' + @QuotedKeyColumn
+                            + N' JOIN ' + @QuotedBusinessUnit + N' AS bu ON bu.' + @QuotedBusinessUnitIdColumn
+                            + N' = m.' + @QuotedBusinessUnitColumn
+                            + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn
+                            + N' < @WindowEnd AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn
+                            + N' = @BusinessUnitId);';
+                        IF @SqlCount IS NULL
+                            -- A NULL name (MetadataBusinessUnitCol is nullable): PostgreSQL's format('%I') text.
+                            SET @Error = N'null values cannot be formatted as an SQL identifier';
+                        ELSE
+                            EXEC sys.sp_executesql
+                                @SqlCount,
+                                N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @Rows bigint OUTPUT',
+                                @WindowStart = @WindowStart,
+                                @WindowEnd = @WindowEnd,
+                                @BusinessUnitId = @BusinessUnitId,
+                                @Rows = @Rows OUTPUT;
+                    END TRY
+                    BEGIN CATCH
+                        IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                        SET @Error = ERROR_MESSAGE();
+                    END CATCH;
+                END;
+                INSERT INTO @PlanRows (Position, TableName, WindowStart, WindowEnd, [Rows], Error)
+                VALUES (@TablePosition, @CurrentTable, @WindowStart, @WindowEnd, @Rows, @Error);
+                CONTINUE;
+            END;
+
+            ------------------------------------------------------------- execute
+            IF @ResumeRunId IS NOT NULL AND @WatermarkLastRunId = @CurrentRunId
+                CONTINUE; -- finished by this run before it was interrupted
+
+            -- One transaction: the lease, a Full sync's clean slate and the step 0 'Window' row.
+            IF @Error IS NULL
+            BEGIN
+                BEGIN TRY
+                    SET @Now = SYSUTCDATETIME();
+                    BEGIN TRANSACTION;
+
+                    INSERT INTO {{ job('BlobDeltaHighWatermark') }} (TableName)
+                    SELECT @CurrentTable
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM {{ job('BlobDeltaHighWatermark') }} AS w WITH (UPDLOCK, HOLDLOCK)
+                        WHERE w.TableName = @CurrentTable
+                    );
+
+                    -- The lease: one atomic UPDATE. Its search takes update locks and qualifies the row on
+                    -- the latest committed data, also under RCSI: a competing run waits here, then sees
+                    -- this run's committed lease and is skipped.
+                    UPDATE w
+                    SET IsRunning = 1,
+                        RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now),
+                        LeaseRunId = @CurrentRunId
+                    FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                    WHERE w.TableName = @CurrentTable
+                      AND (w.IsRunning = 0 OR w.RunLeaseExpiresAt < @Now OR w.LeaseRunId = @CurrentRunId);
+
+                    IF @@ROWCOUNT = 0
+                    BEGIN
+                        SELECT @HolderRunId = w.LeaseRunId, @HolderExpiresAt = w.RunLeaseExpiresAt
+                        FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                        WHERE w.TableName = @CurrentTable;
+                        -- <NULL> is how PostgreSQL's RAISE shows a NULL argument.
+                        SET @Error = N'Table ''' + @CurrentTable + N''' is being processed by run '
+                            + ISNULL(LOWER(CONVERT(nvarchar(36), @HolderRunId)), N'<NULL>')
+                            + N' (lease expires ' + ISNULL(CONVERT(nvarchar(23), @HolderExpiresAt, 121), N'<NULL>')
+                            + N' UTC); skipped.';
+                    END
+                    ELSE IF @HasWindow = 0
+                    BEGIN
+                        IF @SyncType = N'Full'
+                        BEGIN
+                            -- Full sync starts from a clean slate for the scope: this table's queue and target rows.
+                            DELETE q
+                            FROM {{ job('BlobDeltaMissingParentsQueue') }} AS q
+                            WHERE q.TableName = @CurrentTable
+                              AND (@BusinessUnitId IS NULL OR q.BusinessUnit = @BusinessUnitId);
+
+                            SET @SqlClear = N'DELETE t FROM ' + @QuotedTarget + N' AS t WHERE @BusinessUnitId IS NULL OR EXISTS '
+                                + N'(SELECT 1 FROM ' + @QuotedMetadata + N' AS m WHERE m.' + @QuotedIdColumn + N' = t.'
+                                + @QuotedKeyColumn + N' AND m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId);';
+                            IF @SqlClear IS NULL
+                                SET @Error = N'null values cannot be formatted as an SQL identifier';
+                            ELSE
+                                EXEC sys.sp_executesql
+                                    @SqlClear,
+                                    N'@BusinessUnitId uniqueidentifier',
+                                    @BusinessUnitId = @BusinessUnitId;
+                        END;
+
+                        IF @Error IS NULL
+                            INSERT INTO {{ job('BlobDeltaRunStep') }}
+                                (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                                 WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status)
+                            SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, 0, 0,
+                                   @WindowStart, @WindowEnd, @Now, @Now, N'Completed'
+                            FROM {{ job('BlobDeltaRunStep') }} AS s
+                            WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
+                    END;
+
+                    IF @Error IS NULL
+                        COMMIT TRANSACTION; -- the lease and the window are visible from here on
+                    ELSE
+                        ROLLBACK TRANSACTION;
+                END TRY
+                BEGIN CATCH
+                    IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                    SET @Error = ERROR_MESSAGE();
+                END CATCH;
+            END;
+
+            IF @Error IS NOT NULL
+            BEGIN
+                SET @Now = SYSUTCDATETIME();
+                BEGIN TRANSACTION;
+                INSERT INTO {{ job('BlobDeltaRunStep') }}
+                    (RunId, TableName, StepNumber, StepName, BatchNumber, WindowStart, WindowEnd,
+                     BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, @WindowStart, @WindowEnd,
+                       @Now, @Now, N'Failed', @Error
+                FROM {{ job('BlobDeltaRunStep') }} AS s
+                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
+                UPDATE w
+                SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                COMMIT TRANSACTION;
+                INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                CONTINUE;
+            END;
+
+            -- {ColumnList}, {SourceColumnList} and {UpdateList}: the target's columns that the source
+            -- also has, in target column order. Names are matched case-insensitively (Latin1_General_100_CI_AS
+            -- on both sides, so two databases' catalog collations never conflict).
+            SET @TargetObjectId = OBJECT_ID(@TargetObject);
+            SET @SourceObjectId = OBJECT_ID(@SourceObject);
+            SET @SqlColumns = N'SELECT'
+                + N' @ColumnList = STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(tc.name)), N'', '')'
+                + N' WITHIN GROUP (ORDER BY tc.column_id),'
+                + N' @SourceColumnList = STRING_AGG(CONVERT(nvarchar(max), N''s.'' + QUOTENAME(tc.name)), N'', '')'
+                + N' WITHIN GROUP (ORDER BY tc.column_id),'
+                + N' @UpdateList = STRING_AGG(CASE WHEN tc.name <> @IdColumn'
+                + N' THEN CONVERT(nvarchar(max), N''t.'' + QUOTENAME(tc.name) + N'' = b.'' + QUOTENAME(tc.name)) END, N'', '')'
+                + N' WITHIN GROUP (ORDER BY tc.column_id)'
+                + N' FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS tc'
+                + N' WHERE tc.object_id = @TargetObjectId'
+                + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
+                + N' WHERE sc.object_id = @SourceObjectId'
+                + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);';
+            EXEC sys.sp_executesql
+                @SqlColumns,
+                N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT',
+                @TargetObjectId = @TargetObjectId,
+                @SourceObjectId = @SourceObjectId,
+                @IdColumn = @MetadataIdColumn,
+                @ColumnList = @QuotedColumns OUTPUT,
+                @SourceColumnList = @QuotedSourceColumns OUTPUT,
+                @UpdateList = @QuotedUpdate OUTPUT;
+
+            ------------------------------------------------------------- steps
+            -- STATIC: the step list is read once per table (at OPEN), like PostgreSQL's FOR loop over a
+            -- query, and a fully populated STATIC cursor survives the ROLLBACK of a failed batch.
+            SET @StepFailed = 0;
+            DECLARE StepCursor CURSOR LOCAL FORWARD_ONLY STATIC READ_ONLY FOR
+                SELECT x.StepNumber, x.StepName, x.ScriptText
+                FROM (
+                    SELECT CONVERT(smallint, 2) AS StepNumber, CONVERT(nvarchar(50), N'QueuePopulation') AS StepName,
+                           q.ScriptText, 1 AS Sub
+                    FROM {{ job('BlobDeltaQueuePopulationScript') }} AS q
+                    WHERE q.ScriptName = @QueuePopulationScriptName AND q.IsActive = 1
+                      AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaStepScript') }} AS s2
+                                  WHERE s2.ScriptSet = @ScriptSet AND s2.StepNumber = 2 AND s2.IsActive = 1)
+                    UNION ALL
+                    SELECT s.StepNumber, s.StepName, s.ScriptText, 2
+                    FROM {{ job('BlobDeltaStepScript') }} AS s
+                    WHERE s.ScriptSet = @ScriptSet AND s.IsActive = 1
+                ) AS x
+                ORDER BY x.StepNumber, x.Sub;
+            OPEN StepCursor;
+
+            WHILE @StepFailed = 0
+            BEGIN
+                -- The stored script (trusted text seeded by the migrations) is the base of @SqlStep;
+                -- only QUOTENAME'd names are put into it, values are sp_executesql parameters.
+                FETCH NEXT FROM StepCursor INTO @StepNumber, @StepName, @SqlStepScript;
+                IF @@FETCH_STATUS <> 0 BREAK;
+
+                -- A step is done when it has a completed batch that found nothing more to do;
+                -- queue population runs once (it is idempotent anyway).
+                IF EXISTS (
+                    SELECT 1 FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
+                      AND s.StepName = @StepName AND s.Status = N'Completed'
+                      AND (s.RowsProcessed = 0 OR @StepName = N'QueuePopulation')
+                )
+                    CONTINUE;
+
+                SET @SqlStep = REPLACE(@SqlStepScript, N'{SourceObject}', @QuotedSource);
+                SET @SqlStep = REPLACE(@SqlStep, N'{TargetObject}', @QuotedTarget);
+                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataObject}', @QuotedMetadata);
+                SET @SqlStep = REPLACE(@SqlStep, N'{BusinessUnitObject}', @QuotedBusinessUnit);
+                SET @SqlStep = REPLACE(@SqlStep, N'{QueueObject}', @QuotedQueue);
+                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataIdColumn}', @QuotedIdColumn);
+                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataModifiedOnCol}', @QuotedModifiedColumn);
+                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataBusinessUnitCol}', @QuotedBusinessUnitColumn);
+                SET @SqlStep = REPLACE(@SqlStep, N'{BusinessUnitIdColumn}', @QuotedBusinessUnitIdColumn);
+                SET @SqlStep = REPLACE(@SqlStep, N'{SourceColumnList}', @QuotedSourceColumns);
+                SET @SqlStep = REPLACE(@SqlStep, N'{ColumnList}', @QuotedColumns);
+                SET @SqlStep = REPLACE(@SqlStep, N'{UpdateList}', @QuotedUpdate);
+
+                IF @Debug >= 2 AND @SqlStep IS NOT NULL
+                BEGIN
+                    SET @PrintOffset = 1;
+                    SET @PrintLength = DATALENGTH(@SqlStep) / 2;
+                    WHILE @PrintOffset <= @PrintLength
+                    BEGIN
+                        SET @PrintBreak = CHARINDEX(NCHAR(10), @SqlStep, @PrintOffset);
+                        IF @PrintBreak = 0
+                            SET @PrintBreak = @PrintLength + 1;
+                        IF @PrintBreak - @PrintOffset > 2000
+                        BEGIN
+                            SET @PrintLine = SUBSTRING(@SqlStep, @PrintOffset, 2000);
+                            SET @PrintOffset = @PrintOffset + 2000;
+                        END
+                        ELSE
+                        BEGIN
+                            SET @PrintLine = REPLACE(SUBSTRING(@SqlStep, @PrintOffset, @PrintBreak - @PrintOffset), NCHAR(13), N'');
+                            SET @PrintOffset = @PrintBreak + 1;
+                        END;
+                        RAISERROR(N'%s', 0, 1, @PrintLine) WITH NOWAIT;
+                    END;
+                END;
+
+                WHILE 1 = 1
+                BEGIN
+                    SET @Now = SYSUTCDATETIME();
+                    -- Batch numbers run per step number (queue population and its batches share step 2);
+                    -- a failed batch keeps its number and the retry gets the next one.
+                    SELECT
+                        @BatchNumber = ISNULL(MAX(s.BatchNumber), 0) + 1,
+                        @Total = ISNULL(SUM(CASE WHEN s.Status = N'Completed' AND s.StepName = @StepName
+                                                 THEN CONVERT(bigint, s.RowsProcessed) END), 0)
+                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber;
+                    SET @Error = NULL;
+                    SET @BatchRows = NULL;
+
+                    IF @SqlStep IS NULL
+                        -- A placeholder's value is NULL (REPLACE returns NULL): PostgreSQL's EXECUTE text.
+                        SET @Error = N'query string argument of EXECUTE is null';
+                    ELSE
+                    BEGIN
+                        -- One batch, one transaction: the script's work, its RunStep row and the lease renewal.
+                        -- MaxDOP: SQL Server cannot cap parallelism per session; the step scripts run with the
+                        -- server's and database's MAXDOP (the value is recorded in BlobDeltaRun).
+                        BEGIN TRY
+                            BEGIN TRANSACTION;
+                            EXEC sys.sp_executesql
+                                @SqlStep,
+                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT',
+                                @BatchSize = @BatchSize,
+                                @ExcludedStreamId = @ExcludedStreamId,
+                                @WindowStart = @WindowStart,
+                                @WindowEnd = @WindowEnd,
+                                @BusinessUnitId = @BusinessUnitId,
+                                @RunId = @CurrentRunId,
+                                @TableName = @CurrentTable,
+                                @RowsProcessed = @BatchRows OUTPUT;
+                            SET @BatchRows = ISNULL(@BatchRows, 0);
+                            SET @TotalAfter = @Total + @BatchRows;
+                            INSERT INTO {{ job('BlobDeltaRunStep') }}
+                                (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                                 WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status)
+                            VALUES
+                                (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfter,
+                                 @WindowStart, @WindowEnd, @Now, SYSUTCDATETIME(), N'Completed');
+                            UPDATE w
+                            SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
+                            FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                            WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                            COMMIT TRANSACTION;
+                        END TRY
+                        BEGIN CATCH
+                            IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                            SET @Error = ERROR_MESSAGE();
+                        END CATCH;
+                    END;
+
+                    IF @Error IS NOT NULL
+                    BEGIN
+                        -- The batch was rolled back; record it, give the table up and go to the next one.
+                        BEGIN TRANSACTION;
+                        INSERT INTO {{ job('BlobDeltaRunStep') }}
+                            (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                             WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                        VALUES
+                            (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, 0, @Total,
+                             @WindowStart, @WindowEnd, @Now, SYSUTCDATETIME(), N'Failed', @Error);
+                        UPDATE w
+                        SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                        FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                        WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                        COMMIT TRANSACTION;
+                        INSERT INTO @Failures (Message)
+                        VALUES (N'Table ''' + @CurrentTable + N''', step ' + CONVERT(nvarchar(6), @StepNumber) + N' ' + @StepName
+                                + N', batch ' + CONVERT(nvarchar(11), @BatchNumber) + N': ' + @Error);
+                        SET @StepFailed = 1;
+                        BREAK;
+                    END;
+
+                    IF @Debug >= 1
+                    BEGIN
+                        SET @TotalAfterText = CONVERT(nvarchar(20), @TotalAfter); -- RAISERROR takes no bigint argument
+                        RAISERROR(N'%s step %d %s batch %d: %d row(s), %s in all.', 0, 1,
+                                  @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfterText) WITH NOWAIT;
+                    END;
+                    IF @BatchRows = 0 OR @StepName = N'QueuePopulation'
+                        BREAK;
+                END;
+            END;
+
+            CLOSE StepCursor;
+            DEALLOCATE StepCursor;
+            IF @StepFailed = 1
+                CONTINUE;
+
+            ------------------------------------------------------------- table done
+            UPDATE w
+            SET LastHighWaterModifiedOn = CASE
+                    WHEN w.LastHighWaterModifiedOn IS NULL OR w.LastHighWaterModifiedOn < @WindowEnd THEN @WindowEnd
+                    ELSE w.LastHighWaterModifiedOn
+                END,
+                LastRunId = @CurrentRunId,
+                LastRunCompletedAt = SYSUTCDATETIME(),
+                IsInitialFullLoadDone = CASE WHEN w.IsInitialFullLoadDone = 1 OR @SyncType = N'Full' THEN 1 ELSE 0 END,
+                IsRunning = 0,
+                RunLeaseExpiresAt = NULL,
+                LeaseRunId = NULL
+            FROM {{ job('BlobDeltaHighWatermark') }} AS w
+            WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+        END;
+
+        ----------------------------------------------------------------- finish
+        IF @Execute = 0
+        BEGIN
+            SET @Plan = (
+                SELECT
+                    p.TableName AS [table],
+                    CONVERT(char(23), p.WindowStart, 121) AS window_start,
+                    CONVERT(char(23), p.WindowEnd, 121) AS window_end,
+                    p.[Rows] AS [rows],
+                    p.Error AS [error]
+                FROM @PlanRows AS p
+                ORDER BY p.Position
+                FOR JSON PATH, INCLUDE_NULL_VALUES
+            );
+            SET @Plan = ISNULL(@Plan, N'[]');
+            SET @Status = N'Planned';
+            -- The same plan as a result set, for SSMS.
+            SELECT
+                p.TableName AS [table],
+                CONVERT(char(23), p.WindowStart, 121) AS window_start,
+                CONVERT(char(23), p.WindowEnd, 121) AS window_end,
+                p.[Rows] AS [rows],
+                p.Error AS [error]
+            FROM @PlanRows AS p
+            ORDER BY p.Position;
+            RETURN;
+        END;
+
+        SET @RunStatus = CASE WHEN EXISTS (SELECT 1 FROM @Failures) THEN N'Failed' ELSE N'Succeeded' END;
+        SET @Status = @RunStatus;
+        SELECT @ErrorText = STRING_AGG(f.Message, NCHAR(10)) WITHIN GROUP (ORDER BY f.FailureId)
+        FROM @Failures AS f;
+        UPDATE r
+        SET Status = @RunStatus,
+            RunCompletedAt = SYSUTCDATETIME(),
+            ErrorMessage = NULLIF(@ErrorText, N'')
+        FROM {{ job('BlobDeltaRun') }} AS r
+        WHERE r.RunId = @CurrentRunId;
+    END TRY
+    BEGIN CATCH
+        IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+        THROW;
+    END CATCH;
+END;

@@ -1,0 +1,434 @@
+"""usp_BlobDelta_Run / usp_BlobDelta_RunOperator on every available engine."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from dbtools.procs import ProcedureValidationError
+from dbtools.retry import RetryPolicy
+from dbtools.sample import Blob
+
+from .delta_bed import CLIENT, REFERRAL, TABLES, make_bed, utcnow, window_of
+
+
+def minus_one_month(moment):
+    """One calendar month earlier, clamped to the month's end, as both engines do."""
+    import calendar
+
+    year, month = (moment.year, moment.month - 1) if moment.month > 1 else (moment.year - 1, 12)
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+@pytest.fixture
+def bed(server):
+    return make_bed(server)
+
+
+def test_plan_mode_reports_each_window_and_row_count_and_changes_nothing(bed):
+    before = bed.job_state()
+
+    result = bed.run(execute=False)
+
+    assert result.run_id is None and result.status == "Planned"
+    assert [p.table for p in result.plan] == list(TABLES)
+    for p in result.plan:
+        blobs = bed.data.blobs[p.table.rsplit(".", 1)[1]]
+        assert p.error is None
+        assert p.rows == len(blobs), "every sample blob is inside the first window"
+        assert p.window_start < p.window_end
+    assert bed.job_state() == before
+
+
+def test_a_run_loads_every_blob_of_the_window_with_its_ancestors_and_never_an_orphan(bed):
+    result = bed.run(batch_size=7)
+
+    status = bed.status(result.run_id)
+    assert (result.status, status.status, status.error) == ("Succeeded", "Succeeded", None)
+    for table in TABLES:
+        start, end = window_of(status, table)
+        assert bed.target_ids(table) == bed.expected(table, start, end)
+        assert bed.orphans(table) == []
+        watermark, last_run, running, lease, full_done = bed.watermark(table)
+        assert (watermark, last_run, running, lease, full_done) == (end, result.run_id, False, None, False)
+
+
+def test_the_window_ends_a_safety_buffer_before_the_run_and_starts_a_buffer_before_the_watermark(bed):
+    watermark = utcnow() - timedelta(days=2)
+    bed.set_watermark(REFERRAL, watermark)
+    bed.configure(REFERRAL, SafetyBufferMinutes=90)
+
+    result = bed.run(mode="SingleTable", table=REFERRAL)
+
+    status = bed.status(result.run_id)
+    start, end = window_of(status, REFERRAL)
+    assert start == watermark - timedelta(minutes=90)
+    assert end == status.started_at - timedelta(minutes=90)
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+    assert bed.target_ids(CLIENT) == set(), "SingleTable touches no other table"
+
+
+def test_a_row_on_the_window_start_is_loaded_and_one_just_before_it_is_not(bed):
+    watermark = utcnow() - timedelta(hours=12)
+    bed.set_watermark(REFERRAL, watermark)
+    start = watermark - timedelta(minutes=240)
+    on_start = bed.new_root(REFERRAL, "/901/", start)
+    before_start = bed.new_root(REFERRAL, "/902/", start - timedelta(milliseconds=1))
+
+    bed.run(mode="SingleTable", table=REFERRAL)
+
+    loaded = bed.target_ids(REFERRAL)
+    assert on_start.stream_id in loaded
+    assert before_start.stream_id not in loaded
+
+
+def test_late_writes_inside_the_buffer_and_on_the_window_end_are_picked_up_by_the_next_run(bed):
+    first = bed.run(mode="SingleTable", table=REFERRAL)
+    _start, end = window_of(bed.status(first.run_id), REFERRAL)
+    # Written after the first run, stamped inside its window's last buffer or exactly on its end.
+    late = bed.new_root(REFERRAL, "/911/", end - timedelta(minutes=30))
+    on_end = bed.new_root(REFERRAL, "/912/", end)
+    too_recent = bed.new_root(REFERRAL, "/913/", utcnow() - timedelta(minutes=10))
+
+    second = bed.run(mode="SingleTable", table=REFERRAL)
+
+    start2, end2 = window_of(bed.status(second.run_id), REFERRAL)
+    loaded = bed.target_ids(REFERRAL)
+    assert start2 == end - timedelta(minutes=240) and end2 > end
+    assert {late.stream_id, on_end.stream_id} <= loaded
+    assert too_recent.stream_id not in loaded, "ModifiedOn after WindowEnd waits for a later run"
+
+
+def test_a_business_unit_run_loads_only_that_unit(bed):
+    unit = bed.data.business_units[1]
+
+    result = bed.run(mode="SingleTable", table=CLIENT, business_unit=unit)
+
+    start, end = window_of(bed.status(result.run_id), CLIENT)
+    assert bed.target_ids(CLIENT) == bed.expected(CLIENT, start, end, unit)
+    assert bed.target_ids(CLIENT) != bed.expected(CLIENT, start, end)
+
+
+def test_missing_parents_are_back_filled_before_their_children(bed):
+    # Only the files changed in this window: their folders are older than the window.
+    watermark = utcnow() - timedelta(hours=8)
+    bed.set_watermark(REFERRAL, watermark)
+    table = REFERRAL.rsplit(".", 1)[1]
+    fresh = watermark - timedelta(minutes=60)
+    files = [b for b in bed.data.blobs[table] if not b.is_directory][:5]
+    ids = ", ".join(bed.mark(f"i{i}") for i in range(len(files)))
+    bed.sql(f"UPDATE {bed.table('AdvancedRBS_MetaData', table)} SET {bed.info.quote('ModifiedOn')} = {bed.mark('m')} "
+            f"WHERE stream_id IN ({ids})", bed.params(m=fresh, **{f"i{i}": f.stream_id for i, f in enumerate(files)}))
+    for f in files:
+        object.__setattr__(f, "modified_on", fresh)
+
+    result = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+
+    status = bed.status(result.run_id)
+    start, end = window_of(status, REFERRAL)
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+    assert {f.stream_id for f in files} <= bed.target_ids(REFERRAL)
+    assert bed.orphans(REFERRAL) == []
+    queued = [s for s in status.steps if s["step_name"] == "QueuePopulation"]
+    assert queued and queued[0]["rows_processed"] > 0
+
+
+def test_a_held_lease_fails_that_table_fast_naming_the_holder_and_the_other_table_still_runs(bed):
+    holder = uuid.uuid4()
+    q = bed.info.quote
+    bed.sql(f"UPDATE {bed.info.job_object('BlobDeltaHighWatermark')} SET {q('IsRunning')} = {bed.mark('r')}, "
+            f"{q('LeaseRunId')} = {bed.mark('h')}, {q('RunLeaseExpiresAt')} = {bed.mark('e')} "
+            f"WHERE {q('TableName')} = {bed.mark('t')}",
+            bed.params(r=True, h=holder, e=utcnow() + timedelta(hours=1), t=REFERRAL))
+
+    result = bed.run()
+
+    status = bed.status(result.run_id)
+    assert result.status == "Failed"
+    assert f"is being processed by run {holder}" in status.error
+    assert bed.target_ids(REFERRAL) == set()
+    assert bed.target_ids(CLIENT) != set()
+    assert bed.watermark(REFERRAL)[3] == holder, "someone else's lease is left alone"
+
+
+def test_an_expired_lease_is_taken_over(bed):
+    q = bed.info.quote
+    bed.sql(f"UPDATE {bed.info.job_object('BlobDeltaHighWatermark')} SET {q('IsRunning')} = {bed.mark('r')}, "
+            f"{q('LeaseRunId')} = {bed.mark('h')}, {q('RunLeaseExpiresAt')} = {bed.mark('e')}",
+            bed.params(r=True, h=uuid.uuid4(), e=utcnow() - timedelta(minutes=1)))
+
+    result = bed.run()
+
+    assert result.status == "Succeeded"
+    assert all(bed.watermark(t)[1:4] == (result.run_id, False, None) for t in TABLES)
+
+
+def test_a_failing_step_fails_its_table_releases_the_lease_and_the_other_table_still_runs(bed):
+    bed.configure(CLIENT, ScriptSet="Flat")  # ClientAttachment has no ModifiedOn in its target: Flat fails there
+
+    result = bed.run()
+
+    status = bed.status(result.run_id)
+    failed = [s for s in status.steps if s["status"] == "Failed"]
+    assert result.status == "Failed"
+    assert [(s["table_name"], s["step_name"]) for s in failed] == [(CLIENT, "Upsert")]
+    assert status.error.startswith(f"Table '{CLIENT}', step 1 Upsert, batch 1: ")
+    assert bed.watermark(CLIENT)[0:4] == (None, None, False, None)
+    start, end = window_of(status, REFERRAL)
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+
+
+def test_resuming_a_failed_run_continues_with_the_same_windows_and_equals_a_clean_run(bed):
+    bed.configure(CLIENT, ScriptSet="Flat")
+    failed = bed.run(batch_size=3)
+    window_before = window_of(bed.status(failed.run_id), CLIENT)
+    bed.configure(CLIENT, ScriptSet="Hierarchical")  # the operator fixes the configuration
+
+    resumed = bed.run(resume=failed.run_id)
+
+    status = bed.status(failed.run_id)
+    assert (resumed.run_id, resumed.status, status.status) == (failed.run_id, "Succeeded", "Succeeded")
+    assert window_of(status, CLIENT) == window_before
+    assert bed.target_ids(CLIENT) == bed.expected(CLIENT, *window_before)
+    assert bed.orphans(CLIENT) == []
+    referral_batches = [s for s in status.steps if s["table_name"] == REFERRAL and s["step_number"] > 0]
+    assert all(s["status"] == "Completed" for s in referral_batches)
+    assert len({(s["step_number"], s["batch_number"]) for s in referral_batches}) == len(referral_batches), \
+        "the finished table was not run again"
+
+
+def test_a_succeeded_run_cannot_be_resumed_and_nothing_changes(bed):
+    done = bed.run()
+    before = bed.job_state()
+
+    with pytest.raises(ProcedureValidationError) as raised:
+        bed.run(resume=done.run_id)
+
+    assert str(raised.value) == (f"@ResumeRunId '{done.run_id}' has status Succeeded; "
+                                 "only Running or Failed runs can be resumed.")
+    assert bed.job_state() == before
+
+
+def test_full_sync_starts_from_the_baseline_clears_the_scope_and_marks_the_initial_load(bed):
+    bed.run()
+    table = REFERRAL.rsplit(".", 1)[1]
+    stray = Blob(uuid.uuid4(), "stray", "/950/", None, True, utcnow() - timedelta(days=400), bed.data.business_units[0])
+    bed.sql(f"INSERT INTO {bed.table('Gwent_LA_FileTable_Delta', table)} (stream_id, name, path_locator, is_directory, "
+            f"creation_time, last_write_time) VALUES ({', '.join(bed.mark(c) for c in 'abcdef')})",
+            bed.params(a=stray.stream_id, b="stray", c="/950/", d=True, e=utcnow(), f=utcnow()))
+    bed.sql(f"INSERT INTO {bed.table('AdvancedRBS_MetaData', table)} (stream_id, {bed.info.quote('ModifiedOn')}, "
+            f"{bed.info.quote('OwningBusinessUnit')}) VALUES ({bed.mark('a')}, {bed.mark('b')}, {bed.mark('c')})",
+            bed.params(a=stray.stream_id, b=stray.modified_on, c=stray.business_unit))
+
+    result = bed.run(mode="SingleTable", table=REFERRAL, sync_type="Full")
+
+    status = bed.status(result.run_id)
+    start, end = window_of(status, REFERRAL)
+    assert status.run_type == "Full" and result.status == "Succeeded"
+    assert start == minus_one_month(status.started_at) - timedelta(days=1)
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end), "the stray target row was cleared"
+    assert bed.watermark(REFERRAL)[4] is True
+
+
+@pytest.mark.parametrize("kwargs, messages", [
+    ({"mode": "Everything"}, ["@Mode 'Everything' is not allowed; allowed values: AllTables, SingleTable."]),
+    ({"mode": "SingleTable"}, ["@TableName is required when @Mode = 'SingleTable'."]),
+    ({"mode": "SingleTable", "table": "x'; DROP TABLE y;--"},
+     ["@TableName 'x''; DROP TABLE y;--' is not configured in dbo.BlobDeltaTableConfig; allowed values: "
+      f"{CLIENT}, {REFERRAL}."]),
+    ({"mode": "AllTables", "table": REFERRAL},
+     [f"@TableName must be NULL when @Mode = 'AllTables' (got '{REFERRAL}')."]),
+    ({"batch_size": 0, "max_dop": -1, "sync_type": "Sometimes"},
+     ["@SyncType 'Sometimes' is not allowed; allowed values: Incremental, Full.",
+      "@BatchSize must be 1 or more (got 0).", "@MaxDOP must be 0 or more (got -1)."]),
+])
+def test_every_bad_parameter_is_reported_together_and_nothing_changes(bed, kwargs, messages):
+    before = bed.job_state()
+
+    with pytest.raises(ProcedureValidationError) as raised:
+        bed.run(**kwargs)
+
+    assert str(raised.value).splitlines() == messages
+    assert bed.job_state() == before
+
+
+def test_a_resume_of_an_unknown_run_is_refused(bed):
+    unknown = uuid.uuid4()
+    with pytest.raises(ProcedureValidationError, match=f"@ResumeRunId '{unknown}' is not a run in dbo.BlobDeltaRun."):
+        bed.run(resume=unknown)
+
+
+def test_run_ids_sort_by_time_in_the_engines_own_order(bed):
+    from dbtools.uuid7 import sort_key, timestamp_ms
+
+    ids = [bed.run(mode="SingleTable", table=CLIENT).run_id for _ in range(3)]
+
+    assert sorted(ids, key=lambda u: sort_key(u, bed.info.name)) == ids
+    assert all(abs(timestamp_ms(u, bed.info.name) / 1000 - time.time()) < 600 for u in ids)
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def _hold_lock(bed, what: str):
+    """Open a transaction that locks a table exclusively; returns (engine, connection, transaction)."""
+    engine = bed.engine()
+    conn = engine.connect()
+    tx = conn.begin()
+    if bed.info.name == "mssql":
+        conn.exec_driver_sql(f"SELECT TOP (0) 1 FROM {what} WITH (TABLOCKX, HOLDLOCK)")
+    else:
+        conn.exec_driver_sql(f"LOCK TABLE {what} IN ACCESS EXCLUSIVE MODE")
+    return engine, conn, tx
+
+
+def _wait_until(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def _session_id(bed, conn) -> int:
+    return conn.exec_driver_sql("SELECT @@SPID" if bed.info.name == "mssql" else "SELECT pg_backend_pid()").scalar()
+
+
+def _blocked_sessions(bed, holder: int) -> list[int]:
+    """Sessions waiting on ``holder``'s locks, seen from a fresh connection (PostgreSQL snapshots
+    pg_stat_activity for the length of a transaction)."""
+    engine = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if bed.info.name == "mssql":
+            return [r[0] for r in conn.exec_driver_sql(
+                "SELECT session_id FROM sys.dm_exec_requests WHERE blocking_session_id = ?", (holder,))]
+        return [r[0] for r in conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE %(h)s = ANY(pg_blocking_pids(pid))", {"h": holder})]
+
+
+def test_two_clients_on_the_same_table_at_once_exactly_one_works_it(bed):
+    import threading
+
+    table = REFERRAL.rsplit(".", 1)[1]
+    lock_engine, lock_conn, lock_tx = _hold_lock(bed, bed.table("AdvancedRBS_MetaData", table))
+    results = {}
+    first = threading.Thread(target=lambda: results.update(a=bed.run(mode="SingleTable", table=REFERRAL)))
+    first.start()
+    try:
+        _wait_until(lambda: bed.watermark(REFERRAL)[2])  # the first client holds the lease and waits on the lock
+        holder = bed.watermark(REFERRAL)[3]
+
+        second = bed.run(mode="SingleTable", table=REFERRAL)
+    finally:
+        lock_tx.rollback()
+        lock_conn.close()
+        lock_engine.dispose()
+    first.join(timeout=120)
+
+    assert second.status == "Failed"
+    assert f"is being processed by run {holder}" in bed.status(second.run_id).error
+    assert results["a"].run_id == holder and results["a"].status == "Succeeded"
+    start, end = window_of(bed.status(holder), REFERRAL)
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+
+
+def test_a_client_killed_mid_batch_then_resumed_equals_a_clean_run(bed):
+    import threading
+
+    queue = bed.info.job_object("BlobDeltaMissingParentsQueue")
+    lock_engine, lock_conn, lock_tx = _hold_lock(bed, queue)
+    errors = []
+
+    def client():
+        try:  # no retries: this client dies with its session, as a killed process would
+            bed.run(mode="SingleTable", table=REFERRAL, batch_size=2, policy=RetryPolicy(max_attempts=1))
+        except Exception as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        # Roots are committed batch by batch; the client then blocks in step 2 and is killed there.
+        holder = _session_id(bed, lock_conn)
+        _wait_until(lambda: _blocked_sessions(bed, holder))
+        victims = _blocked_sessions(bed, holder)
+        killer = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
+        with killer.connect() as other:
+            for session in victims:
+                if bed.info.name == "mssql":
+                    other.exec_driver_sql(f"KILL {int(session)}")
+                else:
+                    other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": session})
+    finally:
+        lock_tx.rollback()
+        lock_conn.close()
+        lock_engine.dispose()
+    thread.join(timeout=120)
+    q = bed.info.quote
+    interrupted = uuid.UUID(str(bed.sql(
+        f"SELECT {q('RunId')} FROM {bed.info.job_object('BlobDeltaRun')} WHERE {q('Status')} = 'Running'")[0][0]))
+    half_done = bed.target_ids(REFERRAL)
+
+    resumed = bed.run(resume=interrupted)
+
+    status = bed.status(interrupted)
+    start, end = window_of(status, REFERRAL)
+    assert errors, "the client saw its session die"
+    assert half_done and half_done < bed.expected(REFERRAL, start, end)
+    assert (resumed.status, status.status) == ("Succeeded", "Succeeded")
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+    assert bed.orphans(REFERRAL) == []
+    completed = [(s["step_number"], s["batch_number"]) for s in status.steps
+                 if s["table_name"] == REFERRAL and s["status"] == "Completed"]
+    assert len(completed) == len(set(completed))
+    assert bed.watermark(REFERRAL)[:4] == (end, interrupted, False, None)
+
+
+def test_a_dropped_connection_mid_run_is_retried_as_a_resume_of_the_same_run(bed):
+    import threading
+
+    lock_engine, lock_conn, lock_tx = _hold_lock(bed, bed.info.job_object("BlobDeltaMissingParentsQueue"))
+    events, results = [], {}
+    policy = RetryPolicy(initial_wait=0.01, on_retry=events.append)
+    thread = threading.Thread(target=lambda: results.update(r=bed.run(
+        mode="SingleTable", table=REFERRAL, batch_size=2, policy=policy)))
+    thread.start()
+    try:
+        holder = _session_id(bed, lock_conn)
+        _wait_until(lambda: _blocked_sessions(bed, holder))
+        killer = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
+        with killer.connect() as other:
+            for session in _blocked_sessions(bed, holder):
+                other.exec_driver_sql(f"KILL {int(session)}" if bed.info.name == "mssql"
+                                      else f"SELECT pg_terminate_backend({int(session)})")
+    finally:
+        lock_tx.rollback()
+        lock_conn.close()
+        lock_engine.dispose()
+    thread.join(timeout=120)
+
+    q = bed.info.quote
+    runs = bed.sql(f"SELECT {q('RunId')}, {q('Status')} FROM {bed.info.job_object('BlobDeltaRun')}")
+    result = results["r"]
+    start, end = window_of(bed.status(result.run_id), REFERRAL)
+    assert [e.reason for e in events] in (["connection dropped"], ["PostgreSQL SQLSTATE 57P01"])
+    assert [(uuid.UUID(str(r[0])), r[1]) for r in runs] == [(result.run_id, "Succeeded")], "one run, resumed"
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+
+
+def test_a_run_id_that_already_exists_is_refused(bed):
+    done = bed.run(mode="SingleTable", table=CLIENT)
+
+    with pytest.raises(ProcedureValidationError, match=f"@RunId '{done.run_id}' already exists"):
+        from dbtools.procs import call_procedure
+        from dbtools.runner import OPERATOR_OUTPUTS
+
+        engine = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            call_procedure(conn, bed.info, "usp_BlobDelta_RunOperator",
+                           {"Mode": "AllTables"}, OPERATOR_OUTPUTS,
+                           {"RunId": str(done.run_id) if bed.info.name == "mssql" else done.run_id})

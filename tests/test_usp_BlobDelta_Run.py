@@ -432,3 +432,68 @@ def test_a_run_id_that_already_exists_is_refused(bed):
             call_procedure(conn, bed.info, "usp_BlobDelta_RunOperator",
                            {"Mode": "AllTables"}, OPERATOR_OUTPUTS,
                            {"RunId": str(done.run_id) if bed.info.name == "mssql" else done.run_id})
+
+
+# ----------------------------------------------------------------------------- Flat script set
+
+
+def _flat_table(bed):
+    """A Flat table (key, ModifiedOn, BU, payload) as source+metadata, its target, and its configuration."""
+    q = bed.info.quote
+    pg = bed.info.name == "postgresql"
+    columns = (f"{q('NoteId')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL PRIMARY KEY, "
+               f"{q('Body')} {'text' if pg else 'nvarchar(200)'} NOT NULL, "
+               f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, "
+               f"{q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
+    for db in ("Gwent_LA_FileTable", "Gwent_LA_FileTable_Delta"):
+        bed.sql(f"CREATE TABLE {bed.table(db, 'Notes')} ({columns})")
+    t = bed.info.job_object
+    names = ["TableName", "SourceDatabase", "SourceTable", "TargetDatabase", "TargetTable", "MetadataDatabase",
+             "MetadataTable", "MetadataIdColumn", "ScriptSet", "BusinessUnitDatabase", "BusinessUnitTable",
+             "MetadataBusinessUnitCol"]
+    values = ["Notes", "Gwent_LA_FileTable", "Notes", "Gwent_LA_FileTable_Delta", "Notes", "Gwent_LA_FileTable",
+              "Notes", "NoteId", "Flat", "Gwent_LA_FileTable", "LA_BU", "OwningBusinessUnit"]
+    bed.sql(f"INSERT INTO {t('BlobDeltaTableConfig')} ({', '.join(q(n) for n in names)}) "
+            f"VALUES ({', '.join(bed.mark(n) for n in names)})", bed.params(**dict(zip(names, values))))
+
+
+def _notes(bed, db):
+    q = bed.info.quote
+    return sorted((uuid.UUID(str(r[0])), r[1], r[2]) for r in bed.sql(
+        f"SELECT {q('NoteId')}, {q('Body')}, {q('ModifiedOn')} FROM {bed.table(db, 'Notes')}"))
+
+
+def _put_note(bed, db, note_id, body, modified_on, *, update=False):
+    q = bed.info.quote
+    unit = bed.data.business_units[0]
+    if update:
+        bed.sql(f"UPDATE {bed.table(db, 'Notes')} SET {q('Body')} = {bed.mark('b')}, {q('ModifiedOn')} = {bed.mark('m')} "
+                f"WHERE {q('NoteId')} = {bed.mark('i')}", bed.params(b=body, m=modified_on, i=note_id))
+    else:
+        bed.sql(f"INSERT INTO {bed.table(db, 'Notes')} ({q('NoteId')}, {q('Body')}, {q('ModifiedOn')}, "
+                f"{q('OwningBusinessUnit')}) VALUES ({bed.mark('i')}, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
+                bed.params(i=note_id, b=body, m=modified_on, u=unit))
+
+
+def test_flat_tables_upsert_and_an_older_version_never_overwrites_a_newer_one(bed):
+    _flat_table(bed)
+    base = utcnow() - timedelta(days=1)
+    a, b, c = (uuid.UUID(int=n) for n in (1, 2, 3))
+    for note, body in ((a, "a v1"), (b, "b v1"), (c, "c v1")):
+        _put_note(bed, "Gwent_LA_FileTable", note, body, base)
+    first = bed.run(mode="SingleTable", table="Notes", batch_size=2)
+    # a: a newer version at the source; b: the target already holds a newer version than the
+    # source's (e.g. written by a later delta), and the source changes b at an older time.
+    _put_note(bed, "Gwent_LA_FileTable", a, "a v2", base + timedelta(hours=2), update=True)
+    _put_note(bed, "Gwent_LA_FileTable_Delta", b, "b v3 (newer)", base + timedelta(hours=5), update=True)
+    _put_note(bed, "Gwent_LA_FileTable", b, "b v2 (older)", base + timedelta(hours=1), update=True)
+    bed.set_watermark("Notes", base + timedelta(hours=4))  # so the window covers base+1h .. now-4h
+
+    second = bed.run(mode="SingleTable", table="Notes", batch_size=2)
+
+    assert (first.status, second.status) == ("Succeeded", "Succeeded")
+    assert _notes(bed, "Gwent_LA_FileTable_Delta") == [
+        (a, "a v2", base + timedelta(hours=2)),
+        (b, "b v3 (newer)", base + timedelta(hours=5)),
+        (c, "c v1", base),
+    ]

@@ -72,9 +72,11 @@ def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str,
         lines.append("SELECT " + ", ".join(f"@{key} AS {engine.quote(key)}" for key in outputs) + ";")
     # A raw cursor: informational messages (RAISERROR ... 0, 1 WITH NOWAIT) arrive as result sets
     # without columns, and errors raised after the first result surface only through nextset().
+    sql = "\n".join(lines)
+    dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.cursor()
     try:
-        cursor.execute("\n".join(lines), tuple(values))
+        cursor.execute(sql, tuple(values))
         # The OUTPUT values are the last result set: a procedure may return its own rows first
         # (the operator's RunId row, a plan).
         row, columns = None, []
@@ -84,8 +86,19 @@ def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str,
                 row = cursor.fetchone()
             if not cursor.nextset():
                 break
+    except dbapi.Error as exc:
+        # A killed or dropped session: report it as SQLAlchemy would (connection_invalidated), so
+        # the retry policy sees a dropped connection (error 596: "session is in the kill state").
+        if conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor) or "(596)" in driver_message(exc):
+            conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(sql, tuple(values), exc, dbapi.Error,
+                                             connection_invalidated=True, dialect=conn.dialect) from exc
+        raise
     finally:
-        cursor.close()
+        try:
+            cursor.close()
+        except dbapi.Error:
+            pass
     if not outputs:
         return {}
     return dict(zip(columns, row))
@@ -110,6 +123,6 @@ def _translate(orig: BaseException | None) -> Exception | None:
     text = driver_message(orig)
     if f"({VALIDATION_ERROR_NUMBER})" in text:
         # pyodbc: "[42000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]<message> (50010) (SQLExecDirectW)"
-        match = re.search(r"\[SQL Server\](.*?) \(50010\)", text, re.S)
+        match = re.search(r".*\[SQL Server\](.*?) \(50010\)", text, re.S)
         return ProcedureValidationError(match.group(1) if match else text)
     return None

@@ -97,7 +97,10 @@ def run_operator(
             seeded = {}
             if resume is not None:
                 params["ResumeRunId"] = _bind(info, resume)
-            elif new_run is not None and _run_exists(conn, info, new_run):
+            elif new_run is not None and (state := _run_state(conn, info, new_run)) is not None:
+                if state not in ("Running", "Failed"):
+                    # The first attempt finished before its connection dropped: report it.
+                    return {"RunId": new_run, "Status": state, "Plan": None}
                 params["ResumeRunId"] = _bind(info, new_run)  # a retry: continue what the first attempt began
             else:
                 params["ResumeRunId"] = None
@@ -115,12 +118,13 @@ def _bind(info: EngineInfo, value: uuid.UUID | None):
     return None if value is None else (str(value) if info.name == "mssql" else value)
 
 
-def _run_exists(conn: sa.Connection, info: EngineInfo, run_id: uuid.UUID) -> bool:
+def _run_state(conn: sa.Connection, info: EngineInfo, run_id: uuid.UUID) -> str | None:
+    """The stored status of a run, or None when there is no such run."""
     q = info.quote
     mark = "?" if info.name == "mssql" else "%(run)s"
     value = (str(run_id),) if info.name == "mssql" else {"run": run_id}
     return conn.exec_driver_sql(
-        f"SELECT 1 FROM {info.job_object('BlobDeltaRun')} WHERE {q('RunId')} = {mark}", value).first() is not None
+        f"SELECT {q('Status')} FROM {info.job_object('BlobDeltaRun')} WHERE {q('RunId')} = {mark}", value).scalar()
 
 
 @dataclass(frozen=True)

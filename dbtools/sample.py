@@ -125,15 +125,23 @@ def _server(url: sa.URL, engine: EngineInfo, **kwargs) -> sa.Engine:
     return sa.create_engine(url.set(database="master") if engine.name == "mssql" else url, poolclass=NullPool, **kwargs)
 
 
-def create_sample(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
-    """Create the sample databases (schemas on PostgreSQL), the business units and the blobs."""
+def create_sample(url: sa.URL, engine: EngineInfo, data: SampleData) -> list[str]:
+    """Create the sample databases (schemas on PostgreSQL), the business units and the blobs.
+
+    Returns the SQL Server databases it created, for :func:`drop_databases`; it refuses to
+    reuse existing ones, since these are the names of production databases.
+    """
     q = engine.quote
     pg = engine.name == "postgresql"
+    created: list[str] = []
     if not pg:
         admin = _server(url, engine, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             for db in (SOURCE_DB, TARGET_DB, METADATA_DB):
-                conn.exec_driver_sql(f"IF DB_ID(N'{db}') IS NULL CREATE DATABASE {q(db)}")
+                if conn.exec_driver_sql("SELECT DB_ID(?)", (db,)).scalar() is not None:
+                    raise RuntimeError(f"database {db} already exists; the sample creates its own")
+                conn.exec_driver_sql(f"CREATE DATABASE {q(db)}")
+                created.append(db)
         admin.dispose()
     server = _server(url, engine)
     with server.begin() as conn:
@@ -145,6 +153,19 @@ def create_sample(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
             [(u if pg else str(u), f"BU {i + 1}") for i, u in enumerate(data.business_units)])
     server.dispose()
     load(url, engine, data)
+    return created
+
+
+def drop_databases(url: sa.URL, engine: EngineInfo, names: list[str]) -> None:
+    """Drop SQL Server databases that :func:`create_sample` created."""
+    if not names:
+        return
+    admin = _server(url, engine, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for db in names:
+            conn.exec_driver_sql(f"ALTER DATABASE {engine.quote(db)} SET SINGLE_USER WITH ROLLBACK IMMEDIATE; "
+                                 f"DROP DATABASE {engine.quote(db)};")
+    admin.dispose()
 
 
 def load(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
@@ -152,7 +173,8 @@ def load(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
     q = engine.quote
     pg = engine.name == "postgresql"
     mark = "%s" if pg else "?"
-    path = mark if pg else f"CONVERT(hierarchyid, {mark})"
+    # hierarchyid::Parse takes nvarchar(4000): the driver can describe the parameter (and a NULL)
+    path = mark if pg else f"hierarchyid::Parse({mark})"
     values = ", ".join(path if c in ("path_locator", "parent_path_locator") else mark for c in BLOB_COLUMNS)
     ident = (lambda u: u) if pg else str
     server = _server(url, engine)

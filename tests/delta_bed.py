@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -25,6 +25,10 @@ def utcnow() -> datetime:
 class DeltaBed:
     server: object  # tests.conftest.Server
     data: SampleData
+    created: list[str] = field(default_factory=list)  # SQL Server databases to drop afterwards
+
+    def close(self) -> None:
+        sample.drop_databases(self.server.url, self.server.engine, self.created)
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -118,8 +122,12 @@ class DeltaBed:
         for name in ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue",
                      "BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript"):
             state[name] = sorted(map(repr, self.sql(f"SELECT * FROM {t(name)}")))
+        # pyodbc cannot fetch hierarchyid (ODBC type -151): read its string form on SQL Server.
+        columns = "*" if self.info.name == "postgresql" else (
+            "stream_id, name, file_stream, path_locator.ToString() AS path_locator, "
+            "parent_path_locator.ToString() AS parent_path_locator, is_directory, creation_time, last_write_time")
         for name in sample.TABLES:
-            state[name] = sorted(map(repr, self.sql(f"SELECT * FROM {self.table(TARGET_DB, name)}")))
+            state[name] = sorted(map(repr, self.sql(f"SELECT {columns} FROM {self.table(TARGET_DB, name)}")))
         return state
 
     # ------------------------------------------------------------------ oracle
@@ -144,8 +152,8 @@ def make_bed(server, *, roots: int = 6, fanout: int = 2, depth: int = 3, days: i
     now = utcnow()
     data = sample.generate(roots=roots, fanout=fanout, depth=depth, business_units=3,
                            start=now - timedelta(days=days), end=now - timedelta(hours=5))
-    sample.create_sample(server.url, server.engine, data)
-    return DeltaBed(server, data)
+    created = sample.create_sample(server.url, server.engine, data)
+    return DeltaBed(server, data, created)
 
 
 def window_of(status: runner.RunStatus, table: str) -> tuple[datetime, datetime]:

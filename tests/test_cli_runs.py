@@ -17,7 +17,9 @@ pytestmark = pytest.mark.postgresql_only
 
 @pytest.fixture
 def bed(server):
-    return make_bed(server, roots=4)
+    bed = make_bed(server, roots=4)
+    yield bed
+    bed.close()
 
 
 def test_run_plan_prints_windows_and_counts_as_json_and_changes_nothing(bed):

@@ -25,7 +25,9 @@ def minus_one_month(moment):
 
 @pytest.fixture
 def bed(server):
-    return make_bed(server)
+    bed = make_bed(server)
+    yield bed
+    bed.close()
 
 
 def test_plan_mode_reports_each_window_and_row_count_and_changes_nothing(bed):
@@ -279,7 +281,12 @@ def _hold_lock(bed, what: str):
     conn = engine.connect()
     tx = conn.begin()
     if bed.info.name == "mssql":
-        conn.exec_driver_sql(f"SELECT TOP (0) 1 FROM {what} WITH (TABLOCKX, HOLDLOCK)")
+        # COUNT_BIG opens the scan (TOP (0) would be optimised to a constant scan that locks nothing).
+        conn.exec_driver_sql(f"SELECT COUNT_BIG(*) FROM {what} WITH (TABLOCKX, HOLDLOCK)").scalar()
+        held = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM sys.dm_tran_locks WHERE request_session_id = @@SPID AND resource_type = N'OBJECT' "
+            "AND request_mode = N'X' AND request_status = N'GRANT'").scalar()
+        assert held == 1, f"no exclusive table lock on {what}"
     else:
         conn.exec_driver_sql(f"LOCK TABLE {what} IN ACCESS EXCLUSIVE MODE")
     return engine, conn, tx
@@ -497,3 +504,49 @@ def test_flat_tables_upsert_and_an_older_version_never_overwrites_a_newer_one(be
         (b, "b v3 (newer)", base + timedelta(hours=5)),
         (c, "c v1", base),
     ]
+
+
+def test_run_ids_the_engine_makes_itself_are_uuid7_in_the_engines_order(bed):
+    from dbtools.procs import call_procedure
+    from dbtools.runner import OPERATOR_OUTPUTS
+    from dbtools.uuid7 import sort_key
+
+    engine = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
+    ids = []
+    for _ in range(3):
+        with engine.connect() as conn:  # no RunId passed in: the procedure makes one
+            out = call_procedure(conn, bed.info, "usp_BlobDelta_RunOperator",
+                                 {"Mode": "SingleTable", "TableName": CLIENT}, OPERATOR_OUTPUTS)
+        ids.append(uuid.UUID(str(out["RunId"])))
+        time.sleep(0.01)
+
+    assert all(u.version == 7 for u in ids)
+    assert sorted(ids, key=lambda u: sort_key(u, bed.info.name)) == ids
+
+
+def test_a_run_whose_lease_is_taken_over_mid_table_fails_that_table_and_moves_no_watermark(bed):
+    import threading
+
+    table = REFERRAL.rsplit(".", 1)[1]
+    lock_engine, lock_conn, lock_tx = _hold_lock(bed, bed.table("AdvancedRBS_MetaData", table))
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(r=bed.run(mode="SingleTable", table=REFERRAL)))
+    thread.start()
+    try:
+        _wait_until(lambda: bed.watermark(REFERRAL)[2])
+        # Another run takes the lease over (as if this one's had expired) while the batch waits.
+        q = bed.info.quote
+        bed.sql(f"UPDATE {bed.info.job_object('BlobDeltaHighWatermark')} SET {q('LeaseRunId')} = {bed.mark('h')} "
+                f"WHERE {q('TableName')} = {bed.mark('t')}", bed.params(h=uuid.uuid4(), t=REFERRAL))
+    finally:
+        lock_tx.rollback()
+        lock_conn.close()
+        lock_engine.dispose()
+    thread.join(timeout=120)
+
+    result = results["r"]
+    status = bed.status(result.run_id)
+    assert result.status == "Failed"
+    assert "The lease on this table was taken over by another run; the batch was rolled back." in status.error
+    assert bed.target_ids(REFERRAL) == set()
+    assert bed.watermark(REFERRAL)[0] is None

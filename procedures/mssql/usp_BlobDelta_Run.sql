@@ -31,6 +31,9 @@ AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    -- With IMPLICIT_TRANSACTIONS ON (an ODBC/JDBC manual-commit connection), BEGIN TRANSACTION would
+    -- nest inside a hidden outer transaction and no batch would really commit.
+    SET IMPLICIT_TRANSACTIONS OFF;
     -- The lease and the batch bookkeeping assume READ COMMITTED (the PostgreSQL default); the
     -- setting reverts when the procedure returns.
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
@@ -156,7 +159,7 @@ BEGIN
 
         ----------------------------------------------------------------- check parameters
         -- SQL Server only: PostgreSQL refuses a COMMIT inside a transaction block by itself.
-        IF @EntryTranCount > 0
+        IF @EntryTranCount > 0 AND ISNULL(@Execute, 1) = 1 -- a plan writes nothing and may run anywhere
             INSERT INTO @Errors (Message)
             VALUES (N'usp_BlobDelta_Run commits after every batch; call it outside a transaction (@@TRANCOUNT = 0).');
 
@@ -539,6 +542,7 @@ BEGIN
                 + N' WITHIN GROUP (ORDER BY tc.column_id)'
                 + N' FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS tc'
                 + N' WHERE tc.object_id = @TargetObjectId'
+                + N' AND tc.is_computed = 0 AND tc.system_type_id <> 189' -- computed and rowversion columns cannot be written
                 + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
                 + N' WHERE sc.object_id = @SourceObjectId'
                 + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);';
@@ -634,7 +638,7 @@ BEGIN
                     SELECT
                         @BatchNumber = ISNULL(MAX(s.BatchNumber), 0) + 1,
                         @Total = ISNULL(SUM(CASE WHEN s.Status = N'Completed' AND s.StepName = @StepName
-                                                 THEN CONVERT(bigint, s.RowsProcessed) END), 0)
+                                                 THEN CONVERT(bigint, s.RowsProcessed) ELSE 0 END), 0)
                     FROM {{ job('BlobDeltaRunStep') }} AS s
                     WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber;
                     SET @Error = NULL;
@@ -673,6 +677,8 @@ BEGIN
                             SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
                             FROM {{ job('BlobDeltaHighWatermark') }} AS w
                             WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                            IF @@ROWCOUNT = 0
+                                THROW 50011, N'The lease on this table was taken over by another run; the batch was rolled back.', 1;
                             COMMIT TRANSACTION;
                         END TRY
                         BEGIN CATCH
@@ -733,6 +739,9 @@ BEGIN
                 LeaseRunId = NULL
             FROM {{ job('BlobDeltaHighWatermark') }} AS w
             WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+            IF @@ROWCOUNT = 0
+                INSERT INTO @Failures (Message)
+                VALUES (N'Table ''' + @CurrentTable + N''': the lease was taken over by another run before the watermark could move.');
         END;
 
         ----------------------------------------------------------------- finish

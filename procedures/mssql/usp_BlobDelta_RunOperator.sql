@@ -26,6 +26,7 @@ AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    SET IMPLICIT_TRANSACTIONS OFF;
 
     DECLARE @RunRunId uniqueidentifier;
     DECLARE @RunStatus nvarchar(20);

@@ -344,6 +344,7 @@ BEGIN
         INTO v_q_columns, v_q_source_columns, v_q_update
         FROM pg_catalog.pg_attribute AS a
         WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.attgenerated = ''  -- generated columns cannot be written
           AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS sa
                       WHERE sa.attrelid = pg_catalog.to_regclass(v_source_object) AND sa.attname = a.attname
                         AND sa.attnum > 0 AND NOT sa.attisdropped);
@@ -415,6 +416,9 @@ BEGIN
                     UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
                     SET "RunLeaseExpiresAt" = (now() AT TIME ZONE 'UTC') + make_interval(mins => v_cfg."LeaseMinutes")
                     WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION 'The lease on this table was taken over by another run; the batch was rolled back.';
+                    END IF;
                 EXCEPTION WHEN OTHERS THEN
                     v_error := SQLERRM;
                 END;
@@ -456,6 +460,9 @@ BEGIN
             "RunLeaseExpiresAt" = NULL,
             "LeaseRunId" = NULL
         WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+        IF NOT FOUND THEN
+            v_failures := v_failures || format('Table ''%s'': the lease was taken over by another run before the watermark could move.', v_table);
+        END IF;
         COMMIT;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     END LOOP;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from datetime import timedelta
@@ -275,21 +276,52 @@ def test_run_ids_sort_by_time_in_the_engines_own_order(bed):
 # ----------------------------------------------------------------------------- concurrency
 
 
-def _hold_lock(bed, what: str):
-    """Open a transaction that locks a table exclusively; returns (engine, connection, transaction)."""
+@contextlib.contextmanager
+def _locked(bed, what: str):
+    """Hold an exclusive lock on a table for the body; yields the holding connection."""
     engine = bed.engine()
     conn = engine.connect()
     tx = conn.begin()
-    if bed.info.name == "mssql":
-        # COUNT_BIG opens the scan (TOP (0) would be optimised to a constant scan that locks nothing).
-        conn.exec_driver_sql(f"SELECT COUNT_BIG(*) FROM {what} WITH (TABLOCKX, HOLDLOCK)").scalar()
-        held = conn.exec_driver_sql(
-            "SELECT COUNT(*) FROM sys.dm_tran_locks WHERE request_session_id = @@SPID AND resource_type = N'OBJECT' "
-            "AND request_mode = N'X' AND request_status = N'GRANT'").scalar()
-        assert held == 1, f"no exclusive table lock on {what}"
-    else:
-        conn.exec_driver_sql(f"LOCK TABLE {what} IN ACCESS EXCLUSIVE MODE")
-    return engine, conn, tx
+    try:
+        if bed.info.name == "mssql":
+            # COUNT_BIG opens the scan (TOP (0) would be optimised to a constant scan that locks nothing).
+            conn.exec_driver_sql(f"SELECT COUNT_BIG(*) FROM {what} WITH (TABLOCKX, HOLDLOCK)").scalar()
+            held = conn.exec_driver_sql(
+                "SELECT COUNT(*) FROM sys.dm_tran_locks WHERE request_session_id = @@SPID AND resource_type = N'OBJECT' "
+                "AND request_mode = N'X' AND request_status = N'GRANT'").scalar()
+            assert held == 1, f"no exclusive table lock on {what}"
+        else:
+            conn.exec_driver_sql(f"LOCK TABLE {what} IN ACCESS EXCLUSIVE MODE")
+        yield conn
+    finally:
+        tx.rollback()
+        conn.close()
+        engine.dispose()
+
+
+def _in_thread(fn):
+    """Start ``fn`` in a thread; returns (thread, results) where results gets 'value' or 'error'."""
+    import threading
+
+    results = {}
+
+    def target():
+        try:
+            results["value"] = fn()
+        except Exception as exc:
+            results["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, results
+
+
+def _kill(bed, sessions) -> None:
+    killer = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
+    with killer.connect() as other:
+        for session in sessions:
+            other.exec_driver_sql(f"KILL {int(session)}" if bed.info.name == "mssql"
+                                  else f"SELECT pg_terminate_backend({int(session)})")
 
 
 def _wait_until(predicate, timeout=60.0):
@@ -318,63 +350,34 @@ def _blocked_sessions(bed, holder: int) -> list[int]:
 
 
 def test_two_clients_on_the_same_table_at_once_exactly_one_works_it(bed):
-    import threading
-
     table = REFERRAL.rsplit(".", 1)[1]
-    lock_engine, lock_conn, lock_tx = _hold_lock(bed, bed.table("AdvancedRBS_MetaData", table))
-    results = {}
-    first = threading.Thread(target=lambda: results.update(a=bed.run(mode="SingleTable", table=REFERRAL)))
-    first.start()
-    try:
+    with _locked(bed, bed.table("AdvancedRBS_MetaData", table)):
+        first, results = _in_thread(lambda: bed.run(mode="SingleTable", table=REFERRAL))
         _wait_until(lambda: bed.watermark(REFERRAL)[2])  # the first client holds the lease and waits on the lock
         holder = bed.watermark(REFERRAL)[3]
 
         second = bed.run(mode="SingleTable", table=REFERRAL)
-    finally:
-        lock_tx.rollback()
-        lock_conn.close()
-        lock_engine.dispose()
     first.join(timeout=120)
 
     assert second.status == "Failed"
     assert f"is being processed by run {holder}" in bed.status(second.run_id).error
-    assert results["a"].run_id == holder and results["a"].status == "Succeeded"
+    assert results["value"].run_id == holder and results["value"].status == "Succeeded"
     start, end = window_of(bed.status(holder), REFERRAL)
     assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
 
 
 def test_a_client_killed_mid_batch_then_resumed_equals_a_clean_run(bed):
-    import threading
-
     queue = bed.info.job_object("BlobDeltaMissingParentsQueue")
-    lock_engine, lock_conn, lock_tx = _hold_lock(bed, queue)
-    errors = []
-
-    def client():
-        try:  # no retries: this client dies with its session, as a killed process would
-            bed.run(mode="SingleTable", table=REFERRAL, batch_size=2, policy=RetryPolicy(max_attempts=1))
-        except Exception as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
+    with _locked(bed, queue) as lock:
         # Roots are committed batch by batch; the client then blocks in step 2 and is killed there.
-        holder = _session_id(bed, lock_conn)
+        # No retries: this client dies with its session, as a killed process would.
+        thread, results = _in_thread(lambda: bed.run(mode="SingleTable", table=REFERRAL, batch_size=2,
+                                                     policy=RetryPolicy(max_attempts=1)))
+        holder = _session_id(bed, lock)
         _wait_until(lambda: _blocked_sessions(bed, holder))
-        victims = _blocked_sessions(bed, holder)
-        killer = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
-        with killer.connect() as other:
-            for session in victims:
-                if bed.info.name == "mssql":
-                    other.exec_driver_sql(f"KILL {int(session)}")
-                else:
-                    other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": session})
-    finally:
-        lock_tx.rollback()
-        lock_conn.close()
-        lock_engine.dispose()
+        _kill(bed, _blocked_sessions(bed, holder))
     thread.join(timeout=120)
+    errors = [results["error"]] if "error" in results else []
     q = bed.info.quote
     interrupted = uuid.UUID(str(bed.sql(
         f"SELECT {q('RunId')} FROM {bed.info.job_object('BlobDeltaRun')} WHERE {q('Status')} = 'Running'")[0][0]))
@@ -396,31 +399,18 @@ def test_a_client_killed_mid_batch_then_resumed_equals_a_clean_run(bed):
 
 
 def test_a_dropped_connection_mid_run_is_retried_as_a_resume_of_the_same_run(bed):
-    import threading
-
-    lock_engine, lock_conn, lock_tx = _hold_lock(bed, bed.info.job_object("BlobDeltaMissingParentsQueue"))
-    events, results = [], {}
+    events = []
     policy = RetryPolicy(initial_wait=0.01, on_retry=events.append)
-    thread = threading.Thread(target=lambda: results.update(r=bed.run(
-        mode="SingleTable", table=REFERRAL, batch_size=2, policy=policy)))
-    thread.start()
-    try:
-        holder = _session_id(bed, lock_conn)
+    with _locked(bed, bed.info.job_object("BlobDeltaMissingParentsQueue")) as lock:
+        thread, results = _in_thread(lambda: bed.run(mode="SingleTable", table=REFERRAL, batch_size=2, policy=policy))
+        holder = _session_id(bed, lock)
         _wait_until(lambda: _blocked_sessions(bed, holder))
-        killer = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
-        with killer.connect() as other:
-            for session in _blocked_sessions(bed, holder):
-                other.exec_driver_sql(f"KILL {int(session)}" if bed.info.name == "mssql"
-                                      else f"SELECT pg_terminate_backend({int(session)})")
-    finally:
-        lock_tx.rollback()
-        lock_conn.close()
-        lock_engine.dispose()
+        _kill(bed, _blocked_sessions(bed, holder))
     thread.join(timeout=120)
 
     q = bed.info.quote
     runs = bed.sql(f"SELECT {q('RunId')}, {q('Status')} FROM {bed.info.job_object('BlobDeltaRun')}")
-    result = results["r"]
+    result = results["value"]
     start, end = window_of(bed.status(result.run_id), REFERRAL)
     assert [e.reason for e in events] in (["connection dropped"], ["PostgreSQL SQLSTATE 57P01"])
     assert [(uuid.UUID(str(r[0])), r[1]) for r in runs] == [(result.run_id, "Succeeded")], "one run, resumed"
@@ -525,26 +515,17 @@ def test_run_ids_the_engine_makes_itself_are_uuid7_in_the_engines_order(bed):
 
 
 def test_a_run_whose_lease_is_taken_over_mid_table_fails_that_table_and_moves_no_watermark(bed):
-    import threading
-
     table = REFERRAL.rsplit(".", 1)[1]
-    lock_engine, lock_conn, lock_tx = _hold_lock(bed, bed.table("AdvancedRBS_MetaData", table))
-    results = {}
-    thread = threading.Thread(target=lambda: results.update(r=bed.run(mode="SingleTable", table=REFERRAL)))
-    thread.start()
-    try:
+    with _locked(bed, bed.table("AdvancedRBS_MetaData", table)):
+        thread, results = _in_thread(lambda: bed.run(mode="SingleTable", table=REFERRAL))
         _wait_until(lambda: bed.watermark(REFERRAL)[2])
         # Another run takes the lease over (as if this one's had expired) while the batch waits.
         q = bed.info.quote
         bed.sql(f"UPDATE {bed.info.job_object('BlobDeltaHighWatermark')} SET {q('LeaseRunId')} = {bed.mark('h')} "
                 f"WHERE {q('TableName')} = {bed.mark('t')}", bed.params(h=uuid.uuid4(), t=REFERRAL))
-    finally:
-        lock_tx.rollback()
-        lock_conn.close()
-        lock_engine.dispose()
     thread.join(timeout=120)
 
-    result = results["r"]
+    result = results["value"]
     status = bed.status(result.run_id)
     assert result.status == "Failed"
     assert "The lease on this table was taken over by another run; the batch was rolled back." in status.error

@@ -18,8 +18,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy.pool import NullPool
 
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
-from .environments import Target, offline_target, resolve_target
-from .errors import ConfigurationError, ConnectionFailed, DeploymentError, first_line
+from .environments import Target, connect, offline_target, resolve_target
+from .errors import ConfigurationError, DeploymentError, first_line
 from .migration_env import Outcome
 from .paths import repo_root
 from .render import write_rendered
@@ -116,12 +116,7 @@ def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, li
             return target, [], None
         engine = job_engine(target)
         try:
-            try:
-                conn = engine.connect()
-            except sa.exc.DBAPIError as exc:
-                raise ConnectionFailed(
-                    f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}") from exc
-            with conn:
+            with connect(engine, target) as conn:
                 schema = target.engine.job_schema
                 inspector = sa.inspect(conn)
                 if not inspector.has_table(DEPLOYMENT_LOG, schema=schema):
@@ -147,11 +142,8 @@ def _job_database_exists(target: Target) -> bool:
     """SQL Server: whether BlobDeltaJobs exists (connecting to it before it does fails with 4060)."""
     server = sa.create_engine(target.url, poolclass=NullPool)
     try:
-        with server.connect() as conn:
+        with connect(server, target) as conn:
             return conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is not None
-    except sa.exc.DBAPIError as exc:
-        raise ConnectionFailed(
-            f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}") from exc
     finally:
         server.dispose()
 

@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .engines import EngineInfo, engine_for
-from .errors import ConfigurationError, ConnectionFailed
+from .errors import ConfigurationError, ConnectionFailed, first_line
 from .paths import repo_root
 
 EMBEDDED = "embedded-postgresql"
@@ -210,6 +211,16 @@ def _definition(env: str) -> Environment:
         allowed = ", ".join(sorted(envs)) or "(none defined)"
         raise ConfigurationError(f"--env {env!r} is not defined; allowed values: {allowed}")
     return envs[env]
+
+
+def connect(engine: sa.Engine, target: Target) -> sa.Connection:
+    """Open a connection; a refused or unreachable server becomes one masked ConnectionFailed line."""
+    try:
+        return engine.connect()
+    except sa.exc.DBAPIError as exc:
+        raise ConnectionFailed(f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}") from exc
+    except ImportError as exc:
+        raise ConnectionFailed(f"{target.label}: database driver not available: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -27,8 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from . import mssql_script
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
-from .environments import Target, offline_target, resolve_target
-from .errors import ConnectionFailed, first_line
+from .environments import Target, connect, offline_target, resolve_target
 from .repeatable import DeployResult, deploy_all, drop_all, sql_text
 
 log = logging.getLogger("dbtools.migrate")
@@ -130,7 +129,7 @@ def _run_online(context, target: Target) -> None:
     url = _bootstrap(target)
     job_engine = sa.create_engine(url, poolclass=NullPool)
     try:
-        with _connect(job_engine, target) as connection:
+        with connect(job_engine, target) as connection:
             context.configure(
                 connection=connection,
                 transactional_ddl=True,
@@ -165,31 +164,18 @@ def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exist
         log.info("%s", outcome.note)
 
 
-def _connect(engine: sa.Engine, target: Target):
-    try:
-        return engine.connect()
-    except sa.exc.DBAPIError as exc:
-        raise ConnectionFailed(_describe(exc, target)) from exc
-    except ImportError as exc:
-        raise ConnectionFailed(f"{target.label}: database driver not available: {exc}") from exc
-
-
-def _describe(exc: sa.exc.DBAPIError, target: Target) -> str:
-    return f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}"
-
-
 def _bootstrap(target: Target) -> sa.URL:
     """Create the job DB (SQL Server) or schema (PostgreSQL); return the URL to migrate on."""
     engine = target.engine
     server = sa.create_engine(target.url, poolclass=NullPool)
     try:
         if engine.name == "mssql":
-            with _connect(server.execution_options(isolation_level="AUTOCOMMIT"), target) as conn:
+            with connect(server.execution_options(isolation_level="AUTOCOMMIT"), target) as conn:
                 if conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is None:
                     log.info("creating database %s", JOB_DATABASE)
                     conn.exec_driver_sql(f"CREATE DATABASE {engine.quote(JOB_DATABASE)}")
             return target.url.set(database=JOB_DATABASE)
-        with _connect(server, target) as conn:
+        with connect(server, target) as conn:
             conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {engine.quote(JOB_DATABASE)}")
             conn.commit()
         return target.url

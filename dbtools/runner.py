@@ -118,11 +118,17 @@ def _bind(info: EngineInfo, value: uuid.UUID | None):
     return None if value is None else (str(value) if info.name == "mssql" else value)
 
 
+def _run_key(info: EngineInfo, run_id: uuid.UUID) -> tuple[str, tuple | dict]:
+    """The driver placeholder and parameter for a RunId on this engine."""
+    if info.name == "mssql":
+        return "?", (str(run_id),)
+    return "%(run)s", {"run": run_id}
+
+
 def _run_state(conn: sa.Connection, info: EngineInfo, run_id: uuid.UUID) -> str | None:
     """The stored status of a run, or None when there is no such run."""
     q = info.quote
-    mark = "?" if info.name == "mssql" else "%(run)s"
-    value = (str(run_id),) if info.name == "mssql" else {"run": run_id}
+    mark, value = _run_key(info, run_id)
     return conn.exec_driver_sql(
         f"SELECT {q('Status')} FROM {info.job_object('BlobDeltaRun')} WHERE {q('RunId')} = {mark}", value).scalar()
 
@@ -143,8 +149,7 @@ class RunStatus:
 def run_status(engine: sa.Engine, info: EngineInfo, run_id: uuid.UUID) -> RunStatus | None:
     """The run header and its steps, in (table, step, batch) order; None for an unknown RunId."""
     q, t = info.quote, info.job_object
-    mark = "?" if info.name == "mssql" else "%(run)s"
-    value = (str(run_id),) if info.name == "mssql" else {"run": run_id}
+    mark, value = _run_key(info, run_id)
     with engine.connect() as conn:
         header = conn.exec_driver_sql(
             f"SELECT {q('RunId')}, {q('RunType')}, {q('Mode')}, {q('TableName')}, {q('Status')}, {q('RunStartedAt')}, "

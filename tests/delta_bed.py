@@ -117,7 +117,7 @@ class DeltaBed:
 
     def job_state(self) -> dict:
         """Every row of every job table and of the targets: 'changes nothing' compares these."""
-        q, t = self.info.quote, self.info.job_object
+        t = self.info.job_object
         state = {}
         for name in ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue",
                      "BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript"):

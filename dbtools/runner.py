@@ -161,6 +161,7 @@ def run_status(engine: sa.Engine, info: EngineInfo, run_id: uuid.UUID) -> RunSta
             f"SELECT {q('TableName')} AS table_name, {q('StepNumber')} AS step_number, {q('StepName')} AS step_name, "
             f"{q('BatchNumber')} AS batch_number, {q('RowsProcessed')} AS rows_processed, "
             f"{q('TotalRowsProcessed')} AS total_rows, {q('WindowStart')} AS window_start, {q('WindowEnd')} AS window_end, "
+            f"{q('LastModifiedOn')} AS last_modified_on, "
             f"{q('Status')} AS status, {q('ErrorMessage')} AS error "
             f"FROM {t('BlobDeltaRunStep')} WHERE {q('RunId')} = {mark} "
             f"ORDER BY {q('TableName')}, {q('StepNumber')}, {q('BatchNumber')}", value,

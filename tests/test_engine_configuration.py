@@ -11,7 +11,45 @@ from dbtools import commands
 from .catalog import snapshot
 from .test_static_checks import unparsable
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0003_scripts"
+VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+# The revisions that froze script texts, oldest first; a later one overrides the files it has.
+SCRIPT_REVISIONS = ("0003", "0004")
+
+
+def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
+    """The text a database at revision ``upto`` must hold for script ``name``."""
+    text = None
+    for revision in SCRIPT_REVISIONS:
+        if revision > upto:
+            break
+        path = VERSIONS / f"{revision}_scripts" / engine_name / f"{name}.sql"
+        if path.exists():
+            text = path.read_text(encoding="utf-8")
+    assert text is not None, name
+    return text
+
+
+def seeded_scripts(server):
+    e = server.engine
+    q, t = e.quote, e.job_object
+    steps = rows(server, f"SELECT {q('ScriptSet')}, {q('StepNumber')}, {q('StepName')}, {q('ScriptText')} "
+                         f"FROM {t('BlobDeltaStepScript')} ORDER BY {q('ScriptSet')}, {q('StepNumber')}")
+    queue = rows(server, f"SELECT {q('ScriptName')}, {q('ScriptSet')}, {q('ScriptText')} "
+                         f"FROM {t('BlobDeltaQueuePopulationScript')} ORDER BY {q('ScriptName')}")
+    return steps, queue
+
+
+def expected_scripts(engine_name, upto=SCRIPT_REVISIONS[-1]):
+    read = lambda name: frozen_script(engine_name, name, upto)  # noqa: E731
+    return (
+        [
+            ("Flat", 1, "Upsert", read("Flat_1_Upsert")),
+            ("Hierarchical", 1, "Roots", read("Hierarchical_1_Roots")),
+            ("Hierarchical", 2, "MissingParentsBatch", read("Hierarchical_2_MissingParentsBatch")),
+            ("Hierarchical", 3, "Children", read("Hierarchical_3_Children")),
+        ],
+        [("HierarchicalMissingParents", "Hierarchical", read("Hierarchical_QueuePopulation"))],
+    )
 SEEDED_TABLES = ["Gwent_LA_FileTable.dbo.ClientAttachment", "Gwent_LA_FileTable.dbo.ReferralAttachment"]
 
 
@@ -25,23 +63,22 @@ def rows(server, sql):
 
 def test_the_script_sets_are_seeded_with_the_frozen_scripts(server):
     commands.migrate(url=server.url_string)
-    e = server.engine
-    q, t = e.quote, e.job_object
-    folder = SCRIPTS / e.name
 
-    steps = rows(server, f"SELECT {q('ScriptSet')}, {q('StepNumber')}, {q('StepName')}, {q('ScriptText')} "
-                         f"FROM {t('BlobDeltaStepScript')} ORDER BY {q('ScriptSet')}, {q('StepNumber')}")
-    queue = rows(server, f"SELECT {q('ScriptName')}, {q('ScriptSet')}, {q('ScriptText')} "
-                         f"FROM {t('BlobDeltaQueuePopulationScript')} ORDER BY {q('ScriptName')}")
+    assert seeded_scripts(server) == expected_scripts(server.engine.name)
 
-    read = lambda name: (folder / f"{name}.sql").read_text(encoding="utf-8")  # noqa: E731
-    assert steps == [
-        ("Flat", 1, "Upsert", read("Flat_1_Upsert")),
-        ("Hierarchical", 1, "Roots", read("Hierarchical_1_Roots")),
-        ("Hierarchical", 2, "MissingParentsBatch", read("Hierarchical_2_MissingParentsBatch")),
-        ("Hierarchical", 3, "Children", read("Hierarchical_3_Children")),
-    ]
-    assert queue == [("HierarchicalMissingParents", "Hierarchical", read("Hierarchical_QueuePopulation"))]
+
+def test_revision_0004_replaces_the_windowed_scripts_and_its_downgrade_restores_0003s(server):
+    commands.migrate(url=server.url_string, revision="0003")
+    at_0003 = seeded_scripts(server)
+    commands.migrate(url=server.url_string)
+    at_head = seeded_scripts(server)
+    commands.downgrade(url=server.url_string, revision="0003")
+    after_downgrade = seeded_scripts(server)
+
+    assert at_0003 == expected_scripts(server.engine.name, upto="0003")
+    assert at_head == expected_scripts(server.engine.name)
+    assert at_head != at_0003
+    assert after_downgrade == at_0003
 
 
 def test_the_two_attachment_tables_are_configured_with_watermarks_and_defaults(server):
@@ -103,14 +140,16 @@ SAMPLE_NAMES = {
 }
 
 
-@pytest.mark.parametrize("path", sorted((SCRIPTS / "mssql").glob("*.sql")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(VERSIONS.glob("*_scripts/mssql/*.sql")),
+                         ids=lambda p: f"{p.parent.parent.name[:4]}-{p.stem}")
 def test_every_seeded_sql_server_script_parses_in_sqlfluff_tsql_once_placeholders_are_filled(path):
     text = path.read_text(encoding="utf-8")
     for placeholder, value in SAMPLE_NAMES.items():
         text = text.replace(placeholder, value)
     declare = ("DECLARE @BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), "
                "@WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, "
-               "@TableName nvarchar(400), @RowsProcessed int;\n")
+               "@TableName nvarchar(400), @RowsProcessed int, @AfterModifiedOn datetime2(3), "
+               "@LastModifiedOn datetime2(3);\n")
 
     assert "{" not in text, "every placeholder has a sample value"
     assert unparsable(declare + text, "tsql") == []

@@ -434,13 +434,19 @@ def test_a_run_id_that_already_exists_is_refused(bed):
 # ----------------------------------------------------------------------------- Flat script set
 
 
-def _flat_table(bed):
-    """A Flat table (key, ModifiedOn, BU, payload) as source+metadata, its target, and its configuration."""
+def _flat_table(bed, *, microseconds=False, offsets=False):
+    """A Flat table (key, ModifiedOn, BU, payload) as source+metadata, its target, and its configuration.
+
+    ModifiedOn is kept to the millisecond, or to the microsecond (and finer) with ``microseconds``,
+    or with a time-zone offset (timestamptz / datetimeoffset) with ``offsets``."""
     q = bed.info.quote
     pg = bed.info.name == "postgresql"
+    modified_type = ("timestamp(6)" if pg else "datetime2(7)") if microseconds else ("timestamp(3)" if pg else "datetime2(3)")
+    if offsets:
+        modified_type = "timestamptz(3)" if pg else "datetimeoffset(3)"
     columns = (f"{q('NoteId')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL PRIMARY KEY, "
                f"{q('Body')} {'text' if pg else 'nvarchar(200)'} NOT NULL, "
-               f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, "
+               f"{q('ModifiedOn')} {modified_type} NOT NULL, "
                f"{q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
     for db in ("Gwent_LA_FileTable", "Gwent_LA_FileTable_Delta"):
         bed.sql(f"CREATE TABLE {bed.table(db, 'Notes')} ({columns})")
@@ -494,6 +500,105 @@ def test_flat_tables_upsert_and_an_older_version_never_overwrites_a_newer_one(be
         (b, "b v3 (newer)", base + timedelta(hours=5)),
         (c, "c v1", base),
     ]
+
+
+def _upsert_steps(bed, run_id):
+    return [(s["batch_number"], s["rows_processed"], s["last_modified_on"], s["status"])
+            for s in bed.status(run_id).steps if s["step_name"] == "Upsert"]
+
+
+def test_each_batch_starts_where_the_previous_one_ended_and_records_its_last_modified_on(bed):
+    # Keyset batches: batch k starts at batch k-1's last ModifiedOn instead of re-reading the window.
+    _flat_table(bed)
+    base = utcnow() - timedelta(days=1)
+    times = [base + timedelta(minutes=n) for n in range(5)]
+    notes = [uuid.UUID(int=n + 1) for n in range(5)]
+    for note, at in zip(notes, times):
+        _put_note(bed, "Gwent_LA_FileTable", note, f"note {note.int}", at)
+
+    result = bed.run(mode="SingleTable", table="Notes", batch_size=2)
+
+    assert result.status == "Succeeded"
+    assert _upsert_steps(bed, result.run_id) == [
+        (1, 2, times[1], "Completed"),
+        (2, 2, times[3], "Completed"),
+        (3, 1, times[4], "Completed"),
+        (4, 0, times[4], "Completed"),  # the empty closing batch keeps the position
+    ]
+    assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
+
+
+def test_rows_sharing_one_modified_on_across_batch_boundaries_are_all_loaded(bed):
+    _flat_table(bed)
+    same = utcnow() - timedelta(days=1)
+    for n in range(7):
+        _put_note(bed, "Gwent_LA_FileTable", uuid.UUID(int=n + 1), f"tied {n}", same)
+    _put_note(bed, "Gwent_LA_FileTable", uuid.UUID(int=99), "later", same + timedelta(seconds=1))
+
+    result = bed.run(mode="SingleTable", table="Notes", batch_size=2)
+
+    assert result.status == "Succeeded"
+    assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
+    assert [rows for _, rows, _, _ in _upsert_steps(bed, result.run_id)] == [2, 2, 2, 2, 0]
+
+
+def test_a_modified_on_finer_than_a_millisecond_is_never_skipped_at_a_batch_boundary(bed):
+    # Positions are stored to the millisecond: .123600 rounds up to .124, and a batch that started
+    # at >= .124 would skip .123800. The engine starts each batch 1 ms before the stored position.
+    _flat_table(bed, microseconds=True)
+    moment = (utcnow() - timedelta(days=1)).replace(microsecond=123600)
+    first, second = uuid.UUID(int=1), uuid.UUID(int=2)
+    _put_note(bed, "Gwent_LA_FileTable", first, "first", moment)
+    _put_note(bed, "Gwent_LA_FileTable", second, "second", moment + timedelta(microseconds=200))
+
+    result = bed.run(mode="SingleTable", table="Notes", batch_size=1)
+
+    assert result.status == "Succeeded"
+    assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
+    assert len(_notes(bed, "Gwent_LA_FileTable_Delta")) == 2
+
+
+def test_a_modified_on_with_a_time_zone_offset_is_windowed_and_batched_as_utc(bed):
+    # Rows stamped +02:00 across batch boundaries, and one an hour inside the window's end. On SQL
+    # Server a datetimeoffset position is kept in UTC; on PostgreSQL the engine pins TimeZone to UTC,
+    # whatever the session's own (here +05:30), so the window and the positions mean UTC instants.
+    from datetime import timezone
+
+    _flat_table(bed, offsets=True)
+    plus_two = timezone(timedelta(hours=2))
+    base = (utcnow() - timedelta(days=1)).replace(tzinfo=timezone.utc).astimezone(plus_two)
+    stamps = [base + timedelta(minutes=n) for n in range(4)]
+    stamps.append((utcnow() - timedelta(hours=5)).replace(tzinfo=timezone.utc).astimezone(plus_two))
+    for n, at in enumerate(stamps):
+        _put_note(bed, "Gwent_LA_FileTable", uuid.UUID(int=n + 1), f"note {n}", at)
+    if bed.info.name == "postgresql":
+        bed.sql("DO $$ BEGIN EXECUTE format('ALTER DATABASE %%I SET timezone = %%L', current_database(), 'Asia/Kolkata'); END $$")
+    try:
+        result = bed.run(mode="SingleTable", table="Notes", batch_size=1)
+    finally:
+        if bed.info.name == "postgresql":
+            bed.sql("DO $$ BEGIN EXECUTE format('ALTER DATABASE %%I RESET timezone', current_database()); END $$")
+
+    assert result.status == "Succeeded"
+    assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
+    assert len(_notes(bed, "Gwent_LA_FileTable_Delta")) == 5
+
+
+def test_a_hierarchy_whose_blobs_all_share_one_modified_on_loads_whole_in_batches_of_one(bed):
+    table = REFERRAL.rsplit(".", 1)[1]
+    same = utcnow() - timedelta(days=2)
+    bed.sql(f"UPDATE {bed.table('AdvancedRBS_MetaData', table)} SET {bed.info.quote('ModifiedOn')} = {bed.mark('m')}",
+            bed.params(m=same))
+    for blob in bed.data.blobs[table]:
+        object.__setattr__(blob, "modified_on", same)
+
+    result = bed.run(mode="SingleTable", table=REFERRAL, batch_size=1)
+
+    start, end = window_of(bed.status(result.run_id), REFERRAL)
+    assert result.status == "Succeeded"
+    assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
+    assert bed.target_ids(REFERRAL) == {b.stream_id for b in bed.data.blobs[table]}
+    assert bed.orphans(REFERRAL) == []
 
 
 def test_run_ids_the_engine_makes_itself_are_uuid7_in_the_engines_order(bed):

@@ -144,6 +144,9 @@ BEGIN
     DECLARE @StepFailed bit;
     DECLARE @BatchNumber int;
     DECLARE @BatchRows int;
+    DECLARE @Position datetime2(3);        -- keyset: the last ModifiedOn of the step's previous completed batch
+    DECLARE @AfterModifiedOn datetime2(3); -- what the next batch gets: @Position less 1 ms
+    DECLARE @LastModifiedOn datetime2(3);  -- what the batch reports (a script may leave it NULL)
     DECLARE @Total bigint;
     DECLARE @TotalAfter bigint;
     DECLARE @TotalAfterText nvarchar(20);
@@ -594,6 +597,13 @@ BEGIN
                 )
                     CONTINUE;
 
+                -- Keyset position: a batch starts at the last ModifiedOn of the step's previous
+                -- completed batch in this run (also after a resume), so no batch re-reads the window.
+                SELECT @Position = MAX(s.LastModifiedOn)
+                FROM {{ job('BlobDeltaRunStep') }} AS s
+                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
+                  AND s.StepName = @StepName AND s.Status = N'Completed';
+
                 SET @SqlStep = REPLACE(@SqlStepScript, N'{SourceObject}', @QuotedSource);
                 SET @SqlStep = REPLACE(@SqlStep, N'{TargetObject}', @QuotedTarget);
                 SET @SqlStep = REPLACE(@SqlStep, N'{MetadataObject}', @QuotedMetadata);
@@ -643,6 +653,10 @@ BEGIN
                     WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber;
                     SET @Error = NULL;
                     SET @BatchRows = NULL;
+                    SET @LastModifiedOn = NULL;
+                    -- Positions are kept to the millisecond; a finer ModifiedOn may have been rounded up,
+                    -- so the batch starts 1 ms early (rows already copied are skipped by the scripts).
+                    SET @AfterModifiedOn = DATEADD(MILLISECOND, -1, @Position);
 
                     IF @SqlStep IS NULL
                         -- A placeholder's value is NULL (REPLACE returns NULL): PostgreSQL's EXECUTE text.
@@ -656,7 +670,7 @@ BEGIN
                             BEGIN TRANSACTION;
                             EXEC sys.sp_executesql
                                 @SqlStep,
-                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT',
+                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT',
                                 @BatchSize = @BatchSize,
                                 @ExcludedStreamId = @ExcludedStreamId,
                                 @WindowStart = @WindowStart,
@@ -664,15 +678,18 @@ BEGIN
                                 @BusinessUnitId = @BusinessUnitId,
                                 @RunId = @CurrentRunId,
                                 @TableName = @CurrentTable,
-                                @RowsProcessed = @BatchRows OUTPUT;
+                                @RowsProcessed = @BatchRows OUTPUT,
+                                @AfterModifiedOn = @AfterModifiedOn,
+                                @LastModifiedOn = @LastModifiedOn OUTPUT;
                             SET @BatchRows = ISNULL(@BatchRows, 0);
+                            SET @LastModifiedOn = ISNULL(@LastModifiedOn, @Position);
                             SET @TotalAfter = @Total + @BatchRows;
                             INSERT INTO {{ job('BlobDeltaRunStep') }}
                                 (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
-                                 WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status)
+                                 WindowStart, WindowEnd, LastModifiedOn, BatchStartedAt, BatchCompletedAt, Status)
                             VALUES
                                 (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfter,
-                                 @WindowStart, @WindowEnd, @Now, SYSUTCDATETIME(), N'Completed');
+                                 @WindowStart, @WindowEnd, @LastModifiedOn, @Now, SYSUTCDATETIME(), N'Completed');
                             UPDATE w
                             SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
                             FROM {{ job('BlobDeltaHighWatermark') }} AS w
@@ -708,6 +725,8 @@ BEGIN
                         SET @StepFailed = 1;
                         BREAK;
                     END;
+
+                    SET @Position = @LastModifiedOn; -- committed with this batch's RunStep row
 
                     IF @Debug >= 1
                     BEGIN

@@ -28,7 +28,8 @@ AS $procedure$
     plan (JSON in "Plan") and changes nothing. A RunId passed in names the new run (idempotent
     retries); ResumeRunId continues an interrupted one. Call it outside a transaction block (autocommit):
     it commits after every batch, which is what makes runs visible and resumable. It cannot
-    have a SET clause for that reason, so it pins search_path with set_config after each commit.') }}
+    have a SET clause for that reason, so it pins search_path (and TimeZone to UTC, so that a
+    timestamptz ModifiedOn compares as UTC, as on SQL Server) with set_config after each commit.') }}
 DECLARE
     v_mode text := "Mode";
     v_table_name text := "TableName";
@@ -60,6 +61,8 @@ DECLARE
     v_window_end timestamp(3);
     v_has_window boolean;
     v_rows bigint;
+    v_position timestamp(3);
+    v_last timestamp(3);
     v_total bigint;
     v_batch_number integer;
     v_step record;
@@ -95,6 +98,7 @@ DECLARE
     v_status text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
 
     ------------------------------------------------------------------- check parameters
     IF v_resume IS NOT NULL THEN
@@ -183,6 +187,7 @@ BEGIN
         "RunId" := v_run_id;
         COMMIT;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
         IF v_debug >= 1 THEN
             RAISE NOTICE 'Run % (%): % table(s), sync %, batch size %.', v_run_id,
                 CASE WHEN v_resume IS NULL THEN 'new' ELSE 'resumed' END, cardinality(v_tables), v_sync_type, v_batch_size;
@@ -321,11 +326,13 @@ BEGIN
             WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
             COMMIT;
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
             v_failures := v_failures || format('Table ''%s'': %s', v_table, v_error);
             CONTINUE;
         END IF;
         COMMIT; -- the lease and the window are visible from here on
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
 
         -- Identifiers for the placeholders, always quoted.
         v_q_source := v_source_object;
@@ -391,6 +398,13 @@ BEGIN
                 RAISE NOTICE '%', v_sql_step;
             END IF;
 
+            -- Keyset position: a batch starts at the last ModifiedOn of the step's previous
+            -- completed batch in this run (also after a resume), so no batch re-reads the window.
+            SELECT max(s."LastModifiedOn") INTO v_position
+            FROM {{ job('BlobDeltaRunStep') }} AS s
+            WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = v_step.step_number
+              AND s."StepName" = v_step.step_name AND s."Status" = 'Completed';
+
             LOOP
                 v_now := (now() AT TIME ZONE 'UTC');
                 -- Batch numbers run per step number (queue population and its batches share step 2);
@@ -405,14 +419,21 @@ BEGIN
                     IF v_max_dop > 0 THEN
                         PERFORM pg_catalog.set_config('max_parallel_workers_per_gather', v_max_dop::text, true);
                     END IF;
-                    EXECUTE v_sql_step INTO v_rows
-                        USING v_batch_size, v_excluded, v_window_start, v_window_end, v_business_unit, v_run_id, v_table;
+                    -- A script's second result column (its last ModifiedOn) is optional: without it
+                    -- v_last stays NULL and the next batch starts where this one started. Positions
+                    -- are kept to the millisecond; a finer ModifiedOn may have been rounded up, so the
+                    -- batch starts 1 ms early (rows already copied are skipped by the scripts).
+                    v_last := NULL;
+                    EXECUTE v_sql_step INTO v_rows, v_last
+                        USING v_batch_size, v_excluded, v_window_start, v_window_end, v_business_unit, v_run_id, v_table,
+                              v_position - interval '1 millisecond';
                     v_rows := coalesce(v_rows, 0);
                     INSERT INTO {{ job('BlobDeltaRunStep') }}
                         ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
-                         "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status")
+                         "WindowStart", "WindowEnd", "LastModifiedOn", "BatchStartedAt", "BatchCompletedAt", "Status")
                     VALUES (v_run_id, v_table, v_step.step_number, v_step.step_name, v_batch_number, v_rows, v_total + v_rows,
-                            v_window_start, v_window_end, v_now, (clock_timestamp() AT TIME ZONE 'UTC'), 'Completed');
+                            v_window_start, v_window_end, coalesce(v_last, v_position), v_now,
+                            (clock_timestamp() AT TIME ZONE 'UTC'), 'Completed');
                     UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
                     SET "RunLeaseExpiresAt" = (now() AT TIME ZONE 'UTC') + make_interval(mins => v_cfg."LeaseMinutes")
                     WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
@@ -433,6 +454,7 @@ BEGIN
                     WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
                     COMMIT;
                     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                    PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
                     v_failures := v_failures || format('Table ''%s'', step %s %s, batch %s: %s',
                         v_table, v_step.step_number, v_step.step_name, v_batch_number, v_error);
                     v_step_failed := true;
@@ -440,6 +462,8 @@ BEGIN
                 END IF;
                 COMMIT;
                 PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
+                v_position := coalesce(v_last, v_position);
                 IF v_debug >= 1 THEN
                     RAISE NOTICE '% step % % batch %: % row(s), % in all.', v_table, v_step.step_number, v_step.step_name,
                         v_batch_number, v_rows, v_total + v_rows;
@@ -465,6 +489,7 @@ BEGIN
         END IF;
         COMMIT;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
     END LOOP;
 
     ------------------------------------------------------------------- finish

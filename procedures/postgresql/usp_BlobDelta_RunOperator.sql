@@ -30,6 +30,7 @@ DECLARE
     v_plan text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
     "Version" := '{{ package_version }}';
     "VersionDate" := DATE '{{ version_date }}';
     IF "Help" THEN

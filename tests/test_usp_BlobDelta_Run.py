@@ -601,6 +601,84 @@ def test_a_hierarchy_whose_blobs_all_share_one_modified_on_loads_whole_in_batche
     assert bed.orphans(REFERRAL) == []
 
 
+HOSTILE_TABLE = "Evil]\"'; DROP TABLE x;--"
+HOSTILE_KEY = "id]\"';--"
+HOSTILE_MODIFIED = "Mod'On]\""
+HOSTILE_UNIT = "BU\"]' OR 1=1"
+HOSTILE_CONFIG = "Hostile ]'\" name"
+
+
+def _hostile_flat_table(bed):
+    """A Flat table whose table and column names are hostile, configured under a hostile TableName."""
+    q = bed.info.quote
+    pg = bed.info.name == "postgresql"
+    columns = (f"{q(HOSTILE_KEY)} {'uuid' if pg else 'uniqueidentifier'} NOT NULL PRIMARY KEY, "
+               f"{q('Body')} {'text' if pg else 'nvarchar(200)'} NOT NULL, "
+               f"{q(HOSTILE_MODIFIED)} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, "
+               f"{q(HOSTILE_UNIT)} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
+    for db in ("Gwent_LA_FileTable", "Gwent_LA_FileTable_Delta"):
+        bed.sql(f"CREATE TABLE {bed.table(db, HOSTILE_TABLE)} ({columns})")
+    names = ["TableName", "SourceDatabase", "SourceTable", "TargetDatabase", "TargetTable", "MetadataDatabase",
+             "MetadataTable", "MetadataIdColumn", "MetadataModifiedOnCol", "MetadataBusinessUnitCol", "ScriptSet",
+             "BusinessUnitDatabase", "BusinessUnitTable", "IsActive"]
+    values = [HOSTILE_CONFIG, "Gwent_LA_FileTable", HOSTILE_TABLE, "Gwent_LA_FileTable_Delta", HOSTILE_TABLE,
+              "Gwent_LA_FileTable", HOSTILE_TABLE, HOSTILE_KEY, HOSTILE_MODIFIED, HOSTILE_UNIT, "Flat",
+              "Gwent_LA_FileTable", "LA_BU", False]
+    bed.sql(f"INSERT INTO {bed.info.job_object('BlobDeltaTableConfig')} ({', '.join(q(n) for n in names)}) "
+            f"VALUES ({', '.join(bed.mark(n) for n in names)})", bed.params(**dict(zip(names, values))))
+
+
+def _hostile_rows(bed, db):
+    q = bed.info.quote
+    return sorted((uuid.UUID(str(r[0])), r[1], r[2], uuid.UUID(str(r[3]))) for r in bed.sql(
+        f"SELECT {q(HOSTILE_KEY)}, {q('Body')}, {q(HOSTILE_MODIFIED)}, {q(HOSTILE_UNIT)} "
+        f"FROM {bed.table(db, HOSTILE_TABLE)}"))
+
+
+def _put_hostile(bed, note_id, body, modified_on, *, update=False):
+    q = bed.info.quote
+    t = bed.table("Gwent_LA_FileTable", HOSTILE_TABLE)
+    if update:
+        bed.sql(f"UPDATE {t} SET {q('Body')} = {bed.mark('b')}, {q(HOSTILE_MODIFIED)} = {bed.mark('m')} "
+                f"WHERE {q(HOSTILE_KEY)} = {bed.mark('i')}", bed.params(b=body, m=modified_on, i=note_id))
+    else:
+        bed.sql(f"INSERT INTO {t} ({q(HOSTILE_KEY)}, {q('Body')}, {q(HOSTILE_MODIFIED)}, {q(HOSTILE_UNIT)}) "
+                f"VALUES ({bed.mark('i')}, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
+                bed.params(i=note_id, b=body, m=modified_on, u=bed.data.business_units[note_id.int % 2]))
+
+
+def test_hostile_table_and_column_names_in_configuration_run_a_whole_delta_as_plain_names(bed):
+    # Every name from configuration is quoted: a table and columns named like injections are just
+    # names, planned, loaded, updated and watermarked like any other, and nothing else is touched.
+    _hostile_flat_table(bed)
+    base = utcnow() - timedelta(days=1)
+    notes = [uuid.UUID(int=n) for n in range(1, 6)]
+    for n, note in enumerate(notes):
+        _put_hostile(bed, note, f"v1 {n}", base + timedelta(minutes=n))
+    before = {name: rows for name, rows in bed.job_state().items() if name not in ("BlobDeltaTableConfig",)}
+
+    plan = bed.run(mode="SingleTable", table=HOSTILE_CONFIG, execute=False)
+    first = bed.run(mode="SingleTable", table=HOSTILE_CONFIG, batch_size=2)
+    _put_hostile(bed, notes[0], "v2", base + timedelta(hours=2), update=True)
+    bed.set_watermark(HOSTILE_CONFIG, base + timedelta(hours=4))
+    second = bed.run(mode="SingleTable", table=HOSTILE_CONFIG, batch_size=2)
+
+    assert [(t.table, t.rows, t.error) for t in plan.plan] == [(HOSTILE_CONFIG, 5, None)]
+    assert (first.status, second.status) == ("Succeeded", "Succeeded"), (first, second)
+    assert _hostile_rows(bed, "Gwent_LA_FileTable_Delta") == _hostile_rows(bed, "Gwent_LA_FileTable")
+    assert _hostile_rows(bed, "Gwent_LA_FileTable_Delta")[0][1:3] == ("v2", base + timedelta(hours=2))
+    assert bed.watermark(HOSTILE_CONFIG)[1] == second.run_id
+    after = bed.job_state()
+    for name in sample_tables():
+        assert after[name] == before[name], f"{name} was touched"
+
+
+def sample_tables():
+    from dbtools import sample
+
+    return sample.TABLES
+
+
 def test_run_ids_the_engine_makes_itself_are_uuid7_in_the_engines_order(bed):
     from dbtools.procs import call_procedure
     from dbtools.runner import OPERATOR_OUTPUTS

@@ -11,6 +11,7 @@ import pytest
 
 from dbtools.procs import ProcedureValidationError
 from dbtools.retry import RetryPolicy
+from dbtools import sample
 from dbtools.sample import Blob
 
 from .delta_bed import CLIENT, REFERRAL, TABLES, make_bed, utcnow, window_of
@@ -675,14 +676,8 @@ def test_hostile_table_and_column_names_in_configuration_run_a_whole_delta_as_pl
     assert _hostile_rows(bed, "Gwent_LA_FileTable_Delta")[0][1:3] == ("v2", base + timedelta(hours=2))
     assert bed.watermark(HOSTILE_CONFIG)[1] == second.run_id
     after = bed.job_state()
-    for name in sample_tables():
+    for name in sample.TABLES:
         assert after[name] == before[name], f"{name} was touched"
-
-
-def sample_tables():
-    from dbtools import sample
-
-    return sample.TABLES
 
 
 def test_run_ids_the_engine_makes_itself_are_uuid7_in_the_engines_order(bed):

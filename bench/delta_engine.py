@@ -161,6 +161,8 @@ def main() -> None:
         execute(url, SETUP_FLAT.format(t="Flat", rows=args.flat_rows))
         execute(url, SETUP_FLAT.format(t="Flat10k", rows=10_000))
         execute(url, SETUP_TREE.format(roots=args.tree_roots))
+        # Deploy again now that the tables are configured: it grants the engine its rights on them.
+        commands.migrate(url=url.render_as_string(hide_password=False))
 
         # 1. Throughput, one window each.
         bare_flat, n_flat = bare_insert(url, "Flat", "*", '"Src"."Flat"')

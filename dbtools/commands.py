@@ -263,7 +263,8 @@ DEMO_DATABASE = "dbtools_demo"
 def demo(on_step=None, *, roots: int = 40, fanout: int = 3, depth: int = 3) -> dict:
     """The main job end to end on the embedded PostgreSQL, from nothing.
 
-    Recreates the database ``dbtools_demo`` in the embedded server, migrates it (job schema,
+    Recreates the database ``dbtools_demo`` in the embedded server, creates the sample sources,
+    migrates it (job schema,
     seeded configuration, procedures), creates FileTable-shaped sample sources with metadata
     spread over several business units, and runs an all-tables incremental delta.
     """
@@ -279,12 +280,13 @@ def demo(on_step=None, *, roots: int = 40, fanout: int = 3, depth: int = 3) -> d
             conn.exec_driver_sql(f'CREATE DATABASE "{DEMO_DATABASE}"')
         admin.dispose()
         url = server_url.set(database=DEMO_DATABASE).render_as_string(hide_password=False)
-        migrated = migrate(url=url)
         now = datetime.utcnow().replace(microsecond=0)
         data = sample.generate(roots=roots, fanout=fanout, depth=depth, business_units=4,
                                start=now - timedelta(days=20), end=now - timedelta(hours=5))
         target = Target("demo", sa.make_url(url))
+        # Sources first: the deployment grants the engine its rights on the configured tables.
         sample.create_sample(target.url, target.engine, data)
+        migrated = migrate(url=url)
         result = run(url=url, mode="all-tables", on_step=on_step)
         result["source_rows"] = {name: len(blobs) for name, blobs in data.blobs.items()}
         result["migrated"] = [f"{a} -> {b}" for a, b, _up in migrated.outcome.steps]

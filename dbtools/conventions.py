@@ -14,7 +14,9 @@ PostgreSQL
     format string uses ``%I`` (and ``%%``) alone, directly or through a ``v_sql*`` variable
     assigned that way (or filled by ``replace(v_sql, '{Placeholder}', v_q_name)`` with an
     always-quoted ``v_q_*`` name); no ``||`` building of dynamic SQL; positional ``$n`` placeholders need
-    ``USING``; an outermost EXCEPTION handler ends in ``RAISE``.
+    ``USING``; an outermost EXCEPTION handler ends in ``RAISE``. A ``SECURITY DEFINER`` routine
+    has a ``SET search_path`` clause of its own (set_config would leave the routine's first
+    statements to the caller's search_path) and never COMMITs (PostgreSQL refuses it).
 
 :func:`check` returns a list of human-readable violations (empty when clean).
 """
@@ -174,6 +176,12 @@ def check_plpgsql(sql: str, name: str = "object") -> list[str]:
             or re.search(r"set_config\s*\(\s*'search_path'\s*,\s*'pg_catalog, pg_temp'", sql, re.I)):
         problems.append(f"{name}: must fix its search_path (SET search_path = ... or set_config)")
     body = _pg_strip_comments(sql)
+    header = body[: body.find("$")] if "$" in body else body
+    if re.search(r"\bSECURITY\s+DEFINER\b", header, re.I):
+        if not re.search(r"^\s*SET\s+search_path\s*(=|TO)\s*[^\n]+", header, re.I | re.M):
+            problems.append(f"{name}: a SECURITY DEFINER routine needs its own SET search_path clause")
+        if re.search(r"\b(COMMIT|ROLLBACK)\s*;", _PG_STRING.sub("''", body), re.I):
+            problems.append(f"{name}: a SECURITY DEFINER routine cannot COMMIT or ROLLBACK")
     # Variables that hold dynamic SQL: every assignment must be a safe format() call.
     safe_vars: set[str] = set()
     for m in re.finditer(r"\b(v_sql\w*)\s*:=\s*(.*?);", body, re.S | re.I):

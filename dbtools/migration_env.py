@@ -7,7 +7,8 @@
    to it; on PostgreSQL ``CREATE SCHEMA "BlobDeltaJobs"`` in the connected database. The
    version table lives in the job DB.
 3. Run the revisions in one transaction, then, still inside it, deploy or drop the
-   repeatable objects (see :mod:`dbtools.repeatable`).
+   repeatable objects (see :mod:`dbtools.repeatable`) and, after a deployment, renew the
+   engine's signatures and grants (see :mod:`dbtools.privileges`).
 
 Offline (``--sql``) the same steps are written as a script. For SQL Server it is separated by
 ``GO`` for sqlcmd/SSMS: the transaction's first batch is closed right after
@@ -28,6 +29,7 @@ from sqlalchemy.pool import NullPool
 from . import mssql_script
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
 from .environments import Target, connect, offline_target, resolve_target
+from .privileges import apply_engine_access
 from .repeatable import DeployResult, deploy_all, drop_all, sql_text
 
 log = logging.getLogger("dbtools.migrate")
@@ -156,6 +158,8 @@ def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exist
         outcome.note = "downgraded: the package's procedures belong to its head revision and were dropped"
     elif outcome.at_head and log_exists:
         deploy_all(mc, engine)
+        # Signatures and EXECUTE grants follow the procedures (dbtools.privileges).
+        apply_engine_access(mc, engine)
     else:
         outcome.note = "below head: procedures are deployed only at the package's head revision"
     for obj in outcome.objects:

@@ -162,7 +162,7 @@ def test_a_procedure_dropped_outside_dbtools_is_redeployed_by_the_next_migrate(s
         if server.engine.name == "mssql":
             conn.exec_driver_sql(f"DROP PROCEDURE dbo.{name}")
         else:
-            conn.exec_driver_sql(f'DROP PROCEDURE "BlobDeltaJobs"."{name}"')
+            conn.exec_driver_sql(f'DROP ROUTINE "BlobDeltaJobs"."{name}"')
     engine.dispose()
 
     result = commands.migrate(url=server.url_string)
@@ -170,7 +170,7 @@ def test_a_procedure_dropped_outside_dbtools_is_redeployed_by_the_next_migrate(s
     assert (name, "Deployed") in [(o.name, o.action) for o in result.outcome.objects]
     checksum = shipped(server)[name].checksum
     assert [r for r in deployment_log(server) if r[0] == name] == [
-        (name, "PROCEDURE", "Deployed", checksum, "0.1.0")
+        (name, shipped(server)[name].kind, "Deployed", checksum, "0.1.0")
     ] * 2
     assert routine_text(server, name) is not None
 

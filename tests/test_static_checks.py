@@ -6,6 +6,7 @@ import pytest
 from sqlfluff.core import FluffConfig, Linter
 
 from dbtools.conventions import check, check_plpgsql, check_tsql
+from dbtools.privileges import POSTGRESQL_ENGINE_FUNCTIONS
 from dbtools.render import render_objects
 
 MSSQL_OBJECTS = render_objects("mssql")
@@ -22,9 +23,12 @@ def unparsable(sql: str, dialect: str) -> list[str]:
     ] + [str(v) for v in parsed.violations]
 
 
-def test_both_engines_ship_the_same_procedures():
-    assert [o.name for o in MSSQL_OBJECTS] == [o.name for o in PG_OBJECTS]
-    assert [o.kind for o in MSSQL_OBJECTS] == [o.kind for o in PG_OBJECTS]
+def test_both_engines_ship_the_same_procedures_and_postgresql_only_the_declared_engine_functions():
+    pg_only = [o for o in PG_OBJECTS if o.name in POSTGRESQL_ENGINE_FUNCTIONS]
+    shared = [o for o in PG_OBJECTS if o.name not in POSTGRESQL_ENGINE_FUNCTIONS]
+
+    assert [(o.name, o.kind) for o in MSSQL_OBJECTS] == [(o.name, o.kind) for o in shared]
+    assert sorted((o.name, o.kind) for o in pg_only) == sorted((n, "FUNCTION") for n in POSTGRESQL_ENGINE_FUNCTIONS)
 
 
 @pytest.mark.parametrize("obj", MSSQL_OBJECTS, ids=lambda o: o.name)
@@ -140,9 +144,20 @@ def test_a_procedure_that_follows_every_postgresql_convention_passes():
     (("    RAISE;\n", ""), "must end in RAISE"),
     (("    EXECUTE v_sql_count INTO", "    v_sql_count := replace(v_sql_count, '{Db}', \"Db\");\n    EXECUTE v_sql_count INTO"),
      "must come from format"),
+    (("LANGUAGE plpgsql\nSET search_path = pg_catalog, pg_temp\n", "LANGUAGE plpgsql\nSECURITY DEFINER\n",
+      "BEGIN\n    v_sql_count", "BEGIN\n    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);\n    v_sql_count"),
+     "needs its own SET search_path"),
+    (("LANGUAGE plpgsql\n", "LANGUAGE plpgsql\nSECURITY DEFINER\n"), None),
+    (("LANGUAGE plpgsql\n", "LANGUAGE plpgsql\nSECURITY DEFINER\n", "    EXECUTE format('ANALYZE", "    COMMIT;\n    EXECUTE format('ANALYZE"),
+     "cannot COMMIT"),
 ])
 def test_each_postgresql_convention_violation_is_reported(mutation, problem):
-    old, new = mutation
-    assert old in GOOD_PLPGSQL
-    result = check_plpgsql(GOOD_PLPGSQL.replace(old, new))
-    assert any(problem in v for v in result), result
+    sql = GOOD_PLPGSQL
+    for old, new in zip(mutation[::2], mutation[1::2]):
+        assert old in sql
+        sql = sql.replace(old, new, 1)
+    result = check_plpgsql(sql)
+    if problem is None:  # a control: the mutation alone breaks no rule
+        assert result == []
+    else:
+        assert any(problem in v for v in result), result

@@ -459,6 +459,7 @@ def _flat_table(bed, *, microseconds=False, offsets=False):
               "Notes", "NoteId", "Flat", "Gwent_LA_FileTable", "LA_BU", "OwningBusinessUnit"]
     bed.sql(f"INSERT INTO {t('BlobDeltaTableConfig')} ({', '.join(q(n) for n in names)}) "
             f"VALUES ({', '.join(bed.mark(n) for n in names)})", bed.params(**dict(zip(names, values))))
+    bed.deploy()
 
 
 def _notes(bed, db, *, offsets=False):
@@ -633,6 +634,7 @@ def _hostile_flat_table(bed):
               "Gwent_LA_FileTable", "LA_BU", False]
     bed.sql(f"INSERT INTO {bed.info.job_object('BlobDeltaTableConfig')} ({', '.join(q(n) for n in names)}) "
             f"VALUES ({', '.join(bed.mark(n) for n in names)})", bed.params(**dict(zip(names, values))))
+    bed.deploy()
 
 
 def _hostile_rows(bed, db):

@@ -1,0 +1,112 @@
+{%- from "postgresql/engine.sql" import require_running_run, resolved_declarations, resolve -%}
+{%- from "common/header.sql" import header -%}
+CREATE OR REPLACE FUNCTION {{ job('fn_BlobDelta_TableBegin') }}(
+    IN "RunId" uuid,
+    IN "TableName" text,
+    OUT status text,
+    OUT error text
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET "TimeZone" = 'UTC'
+AS $function$
+#variable_conflict use_column
+{{ header('fn_BlobDelta_TableBegin',
+          'Internal to usp_BlobDelta_Run (PostgreSQL): starts one table of a running run. Resolves
+    and checks its configuration, computes (or, resumed, reuses) its window, takes its lease,
+    clears the scope on a Full sync and records the window (step 0). status is Ready, Done (a
+    resumed run had already finished the table) or Failed: then a Failed step 0 row holds the
+    error, the lease is released and the run header collects the message. The caller commits.') }}
+DECLARE
+    v_run_id uuid := "RunId";
+    v_table text := "TableName";
+    v_run record;
+    v_cfg record;
+    v_wm record;
+    v_holder record;
+    v_now timestamp(3);
+    v_window_start timestamp(3);
+    v_window_end timestamp(3);
+    v_has_window boolean := false;
+{{ resolved_declarations() }}
+    v_key_column text;
+    v_sql_clear text;
+BEGIN
+{{ require_running_run() }}
+    SELECT w.* INTO v_wm FROM {{ job('BlobDeltaHighWatermark') }} AS w WHERE w."TableName" = v_table;
+    IF v_wm."LastRunId" = v_run_id THEN
+        status := 'Done'; -- finished by this run before it was interrupted
+        RETURN;
+    END IF;
+
+    BEGIN
+        -- Resolve names, check the catalog and compute the window.
+        {{ resolve('v_table') }}
+        SELECT c.* INTO v_cfg FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c."TableName" = v_table;
+        v_key_column := CASE v_script_set WHEN 'Hierarchical' THEN 'stream_id' ELSE v_id_column END;
+        SELECT w.window_start, w.window_end, w.from_run INTO v_window_start, v_window_end, v_has_window
+        FROM {{ job('fn_BlobDelta_Window') }}(v_table, v_run_id, v_run."RunStartedAt", v_run."RunType") AS w;
+
+        -- The lease, taken atomically: free, expired, or already ours (a resumed run).
+        v_now := (now() AT TIME ZONE 'UTC');
+        INSERT INTO {{ job('BlobDeltaHighWatermark') }} ("TableName") VALUES (v_table)
+        ON CONFLICT ("TableName") DO NOTHING;
+        UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+        SET "IsRunning" = true,
+            "RunLeaseExpiresAt" = v_now + make_interval(mins => v_cfg."LeaseMinutes"),
+            "LeaseRunId" = v_run_id
+        WHERE w."TableName" = v_table
+          AND (NOT w."IsRunning" OR w."RunLeaseExpiresAt" < v_now OR w."LeaseRunId" = v_run_id);
+        IF NOT FOUND THEN
+            SELECT w."LeaseRunId", w."RunLeaseExpiresAt" INTO v_holder
+            FROM {{ job('BlobDeltaHighWatermark') }} AS w WHERE w."TableName" = v_table;
+            RAISE EXCEPTION 'Table ''%'' is being processed by run % (lease expires % UTC); skipped.',
+                v_table, v_holder."LeaseRunId", to_char(v_holder."RunLeaseExpiresAt", 'YYYY-MM-DD HH24:MI:SS.MS');
+        END IF;
+
+        IF NOT v_has_window THEN
+            IF v_run."RunType" = 'Full' THEN
+                -- Full sync starts from a clean slate for the scope: this table's queue and target rows.
+                DELETE FROM {{ job('BlobDeltaMissingParentsQueue') }} AS q
+                WHERE q."TableName" = v_table
+                  AND (v_run."BusinessUnitId" IS NULL OR q."BusinessUnit" = v_run."BusinessUnitId");
+                v_sql_clear := format(
+                    'DELETE FROM %I.%I AS t WHERE $1 IS NULL OR EXISTS '
+                    '(SELECT 1 FROM %I.%I AS m WHERE m.%I = t.%I AND m.%I = $1)',
+                    v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."MetadataDatabase", v_cfg."MetadataTable",
+                    v_id_column, v_key_column, v_bu_column);
+                EXECUTE v_sql_clear USING v_run."BusinessUnitId";
+            END IF;
+            INSERT INTO {{ job('BlobDeltaRunStep') }}
+                ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
+                 "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status")
+            SELECT v_run_id, v_table, 0, 'Window', coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
+                   v_window_start, v_window_end, v_now, v_now, 'Completed'
+            FROM {{ job('BlobDeltaRunStep') }} AS s
+            WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0;
+        END IF;
+        status := 'Ready';
+        RETURN;
+    EXCEPTION WHEN OTHERS THEN
+        error := SQLERRM;
+    END;
+
+    -- Failed: log it, release the lease if it is ours, and tell the run header.
+    status := 'Failed';
+    v_now := (now() AT TIME ZONE 'UTC');
+    INSERT INTO {{ job('BlobDeltaRunStep') }}
+        ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "WindowStart", "WindowEnd",
+         "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
+    SELECT v_run_id, v_table, 0, 'Window', coalesce(max(s."BatchNumber"), 0) + 1, v_window_start, v_window_end,
+           v_now, v_now, 'Failed', error
+    FROM {{ job('BlobDeltaRunStep') }} AS s
+    WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0;
+    UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+    SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
+    WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+    UPDATE {{ job('BlobDeltaRun') }} AS r
+    SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'': %s', v_table, error))
+    WHERE r."RunId" = v_run_id;
+END;
+$function$

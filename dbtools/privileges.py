@@ -29,11 +29,17 @@ PostgreSQL
 
 from __future__ import annotations
 
+import logging
+import re
+
+import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
 from .engines import EngineInfo
 from .render import jinja_environment, render_objects
 from .repeatable import sql_text
+
+log = logging.getLogger("dbtools.migrate")
 
 ROLE = "BlobDeltaOperator"
 #: PostgreSQL: the NOLOGIN role that owns the SECURITY DEFINER functions and holds the engine's rights.
@@ -98,13 +104,31 @@ def execute_batch(ctx: MigrationContext, engine: EngineInfo, sql: str) -> None:
     if engine.name != "mssql" or ctx.as_sql:
         ctx.execute(sql_text(sql))
         return
+    dbapi = ctx.connection.dialect.loaded_dbapi
     cursor = ctx.connection.connection.cursor()
     try:
         cursor.execute(sql)
+        _log_messages(cursor)
         while cursor.nextset():
-            pass
+            _log_messages(cursor)
+    except dbapi.Error as exc:
+        _log_messages(cursor)
+        # As SQLAlchemy would raise it, so the CLI shows one clean line.
+        raise sa.exc.DBAPIError.instance(sql[:200], None, exc, dbapi.Error,
+                                         dialect=ctx.connection.dialect) from exc
     finally:
+        try:
+            # A plain batch's SET options outlive it; Alembic needs row counts afterwards.
+            cursor.execute("SET NOCOUNT OFF")
+        except dbapi.Error:
+            pass
         cursor.close()
+
+
+def _log_messages(cursor) -> None:
+    """Pass the batch's PRINT output (skipped databases, warnings) to the migration log."""
+    for _kind, text in getattr(cursor, "messages", None) or []:
+        log.info("%s", re.sub(r"^(\[[^\]]*\])+", "", str(text)).strip())
 
 
 def apply_engine_access(ctx: MigrationContext, engine: EngineInfo) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlfluff.core import FluffConfig, Linter
 
@@ -161,3 +163,16 @@ def test_each_postgresql_convention_violation_is_reported(mutation, problem):
         assert result == []
     else:
         assert any(problem in v for v in result), result
+
+
+@pytest.mark.parametrize("template", ["engine_access.sql", "engine_access_drop.sql"])
+def test_the_sql_server_engine_access_batches_parse_and_are_safe_for_sqlcmd_and_pyodbc(template):
+    from dbtools.engines import engine_for
+    from dbtools.privileges import render_access_template
+
+    sql = render_access_template(engine_for("mssql"), template)
+
+    assert unparsable(sql, "tsql") == []
+    assert "$(" not in sql  # sqlcmd would substitute it
+    assert not re.search(r"^\s*GO\b", sql, re.I | re.M)
+    assert "?" not in sql  # the batch runs on a raw pyodbc cursor without parameters

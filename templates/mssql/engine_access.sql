@@ -124,10 +124,10 @@ BEGIN TRY
     -- A run in flight would lose its rights halfway when this commits (the old certificate
     -- and its users go): deploy when no lease is held. An expired lease does not count.
     SELECT TOP (1) @Message = REPLACE(N'Table ' + w.TableName + N' is being processed by run '
-        + ISNULL(CONVERT(nvarchar(36), w.LeaseRunId), N'(unknown)') + N' (lease expires '
+        + ISNULL(LOWER(CONVERT(nvarchar(36), w.LeaseRunId)), N'(unknown)') + N' (lease expires '
         + CONVERT(nvarchar(23), w.RunLeaseExpiresAt, 121)
         + N' UTC); deploy when no delta run is in flight, or resume that run first.', N'%', N'%%')
-    FROM dbo.BlobDeltaHighWatermark AS w
+    FROM dbo.BlobDeltaHighWatermark AS w WITH (TABLOCK, HOLDLOCK) -- no new lease until this commits
     WHERE w.IsRunning = 1 AND w.RunLeaseExpiresAt >= SYSUTCDATETIME()
     ORDER BY w.TableName;
     IF @@ROWCOUNT > 0

@@ -116,6 +116,27 @@ def test_a_business_unit_run_loads_only_that_unit(bed):
     assert bed.target_ids(CLIENT) != bed.expected(CLIENT, start, end)
 
 
+def test_a_business_unit_run_leaves_the_watermark_so_the_next_run_loads_the_other_units(bed):
+    # Assemble: a watermark older than every row, then one unit loaded on its own.
+    bed.set_watermark(CLIENT, utcnow() - timedelta(days=12))
+    unit = bed.data.business_units[1]
+    before = bed.watermark(CLIENT)
+    scoped = bed.run(mode="SingleTable", table=CLIENT, business_unit=unit)
+
+    # Act: the next run for every unit.
+    after_scoped = bed.watermark(CLIENT)
+    everyone = bed.run(mode="SingleTable", table=CLIENT)
+
+    # Assert: the unit's run finished the table but moved neither the watermark nor the
+    # full-load flag; the next run took every unit's rows of the same window.
+    start, end = window_of(bed.status(everyone.run_id), CLIENT)
+    assert scoped.status == everyone.status == "Succeeded"
+    assert after_scoped == (before[0], scoped.run_id, False, None, before[4])
+    assert start == window_of(bed.status(scoped.run_id), CLIENT)[0]
+    assert bed.target_ids(CLIENT) == bed.expected(CLIENT, start, end)
+    assert bed.watermark(CLIENT)[0] == end
+
+
 def test_missing_parents_are_back_filled_before_their_children(bed):
     # Only the files changed in this window: their folders are older than the window.
     watermark = utcnow() - timedelta(hours=8)

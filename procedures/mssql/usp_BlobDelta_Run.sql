@@ -745,14 +745,20 @@ BEGIN
                 CONTINUE;
 
             ------------------------------------------------------------- table done
+            -- The watermark serves every business unit: a run limited to one leaves it (and
+            -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
             UPDATE w
             SET LastHighWaterModifiedOn = CASE
+                    WHEN @BusinessUnitId IS NOT NULL THEN w.LastHighWaterModifiedOn
                     WHEN w.LastHighWaterModifiedOn IS NULL OR w.LastHighWaterModifiedOn < @WindowEnd THEN @WindowEnd
                     ELSE w.LastHighWaterModifiedOn
                 END,
                 LastRunId = @CurrentRunId,
                 LastRunCompletedAt = SYSUTCDATETIME(),
-                IsInitialFullLoadDone = CASE WHEN w.IsInitialFullLoadDone = 1 OR @SyncType = N'Full' THEN 1 ELSE 0 END,
+                IsInitialFullLoadDone = CASE
+                    WHEN w.IsInitialFullLoadDone = 1 OR (@SyncType = N'Full' AND @BusinessUnitId IS NULL) THEN 1
+                    ELSE 0
+                END,
                 IsRunning = 0,
                 RunLeaseExpiresAt = NULL,
                 LeaseRunId = NULL

@@ -13,8 +13,9 @@ AS $function$
 #variable_conflict use_column
 {{ header('fn_BlobDelta_TableEnd',
           'Internal to usp_BlobDelta_Run (PostgreSQL): finishes one table whose every step is done.
-    The watermark moves to the window end and the lease is released, both only while the run
-    still holds the lease; otherwise the run header collects the message and error says why.
+    The watermark moves to the window end (not for a run limited to one business unit: the
+    watermark serves them all) and the lease is released, both only while the run still holds
+    the lease; otherwise the run header collects the message and error says why.
     The caller commits.') }}
 DECLARE
     v_run_id uuid := "RunId";
@@ -33,11 +34,15 @@ BEGIN
     ORDER BY s."BatchNumber" DESC
     LIMIT 1;
 
+    -- The watermark serves every business unit: a run limited to one leaves it (and
+    -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
     UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
-    SET "LastHighWaterModifiedOn" = greatest(w."LastHighWaterModifiedOn", v_window_end),
+    SET "LastHighWaterModifiedOn" = CASE WHEN v_run."BusinessUnitId" IS NULL
+                                         THEN greatest(w."LastHighWaterModifiedOn", v_window_end)
+                                         ELSE w."LastHighWaterModifiedOn" END,
         "LastRunId" = v_run_id,
         "LastRunCompletedAt" = (now() AT TIME ZONE 'UTC'),
-        "IsInitialFullLoadDone" = w."IsInitialFullLoadDone" OR v_run."RunType" = 'Full',
+        "IsInitialFullLoadDone" = w."IsInitialFullLoadDone" OR (v_run."RunType" = 'Full' AND v_run."BusinessUnitId" IS NULL),
         "IsRunning" = false,
         "RunLeaseExpiresAt" = NULL,
         "LeaseRunId" = NULL

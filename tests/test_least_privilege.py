@@ -92,6 +92,14 @@ def denial(member: sa.Engine, statement: str) -> str | None:
     return None
 
 
+def begin_run(member: sa.Engine, info, mode: str, table: str | None) -> uuid.UUID:
+    """Start an incremental run through the PostgreSQL step function directly, as a member may."""
+    with member.begin() as conn:
+        return conn.exec_driver_sql(
+            f"SELECT run_id FROM {info.job_object('fn_BlobDelta_RunBegin')}(%(m)s, %(t)s, 500, 0, NULL, 'Incremental', "
+            f"true, NULL, NULL, 0::smallint)", {"m": mode, "t": table}).scalar_one()
+
+
 def test_a_member_of_the_operator_role_runs_deltas_and_reads_the_run_tables(bed):
     # Assemble
     with operator_login(bed.server) as member:
@@ -203,10 +211,7 @@ def test_the_engine_functions_a_member_may_call_cannot_move_a_watermark_past_unp
     info = bed.info
     job = info.job_object
     with operator_login(bed.server) as member:
-        with member.begin() as conn:
-            run_id = conn.exec_driver_sql(
-                f"SELECT run_id FROM {job('fn_BlobDelta_RunBegin')}('SingleTable', %(t)s, 500, 0, NULL, 'Incremental', "
-                f"true, NULL, NULL, 0::smallint)", {"t": REFERRAL}).scalar_one()
+        run_id = begin_run(member, bed.info, "SingleTable", REFERRAL)
         with member.begin() as conn:
             conn.exec_driver_sql(f"SELECT * FROM {job('fn_BlobDelta_TableBegin')}(%(r)s, %(t)s)", {"r": run_id, "t": REFERRAL})
         watermark_before = bed.watermark(REFERRAL)
@@ -231,10 +236,7 @@ def test_a_run_cannot_be_closed_before_every_table_in_its_scope_was_worked(bed):
     # Assemble: a member starts an all-tables run and works no table.
     job = bed.info.job_object
     with operator_login(bed.server) as member:
-        with member.begin() as conn:
-            run_id = conn.exec_driver_sql(
-                f"SELECT run_id FROM {job('fn_BlobDelta_RunBegin')}('AllTables', NULL, 500, 0, NULL, 'Incremental', "
-                f"true, NULL, NULL, 0::smallint)").scalar_one()
+        run_id = begin_run(member, bed.info, "AllTables", None)
 
         # Act
         with pytest.raises(sa.exc.DBAPIError) as refused:

@@ -1,4 +1,4 @@
-{%- from "postgresql/engine.sql" import require_running_run, resolved_declarations, resolve -%}
+{%- from "postgresql/engine.sql" import in_run_scope, require_running_run, resolved_declarations, resolve -%}
 {%- from "common/header.sql" import header -%}
 {%- from "postgresql/errors.sql" import raise_collected -%}
 {%- from "postgresql/uuid7.sql" import new_uuid7 -%}
@@ -117,8 +117,7 @@ BEGIN
 
     SELECT array_agg(c."TableName" ORDER BY c."TableName" COLLATE "C") INTO tables
     FROM {{ job('BlobDeltaTableConfig') }} AS c
-    WHERE (v_mode = 'SingleTable' AND c."TableName" = v_table_name)
-       OR (v_mode = 'AllTables' AND c."IsActive");
+    WHERE {{ in_run_scope('v_mode', 'v_table_name') }};
     tables := coalesce(tables, ARRAY[]::text[]);
 
     ------------------------------------------------------------------- plan only

@@ -1,3 +1,4 @@
+{%- from "postgresql/engine.sql" import in_run_scope -%}
 {%- from "common/header.sql" import header -%}
 CREATE OR REPLACE FUNCTION {{ job('fn_BlobDelta_RunEnd') }}(
     IN "RunId" uuid,
@@ -38,8 +39,7 @@ BEGIN
     INTO v_unworked, v_unfinished
     FROM {{ job('BlobDeltaTableConfig') }} AS c
     LEFT JOIN {{ job('BlobDeltaHighWatermark') }} AS w ON w."TableName" = c."TableName"
-    WHERE (v_run."Mode" = 'SingleTable' AND c."TableName" = v_run."TableName")
-       OR (v_run."Mode" = 'AllTables' AND c."IsActive");
+    WHERE {{ in_run_scope('v_run."Mode"', 'v_run."TableName"') }};
     IF v_unworked IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = left(format('Run %s has not started table(s) %s; it is not finished.', v_run_id, v_unworked), 2000);

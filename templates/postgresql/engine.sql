@@ -29,3 +29,10 @@ CALL {{ job('usp_BlobDelta_ResolveTableConfig') }}(
             {{ table_variable }}, v_source_object, v_target_object, v_metadata_object, v_id_column, v_modified_column,
             v_bu_column, v_buffer, v_script_set, v_active, v_bu_object, v_bu_id_column);
 {%- endmacro -%}
+
+{#- The tables in a run's scope, as a predicate on BlobDeltaTableConfig AS c: the one table of
+    a SingleTable run, or every active table of an AllTables run. -#}
+{%- macro in_run_scope(mode, table_name) -%}
+(({{ mode }} = 'SingleTable' AND c."TableName" = {{ table_name }})
+       OR ({{ mode }} = 'AllTables' AND c."IsActive"))
+{%- endmacro -%}

@@ -1,4 +1,4 @@
-{%- from "mssql/engine_access_cleanup.sql" import set_cleanup_sql -%}
+{%- from "mssql/engine_access_cleanup.sql" import set_cleanup_sql, cleanup_every_database -%}
 {#- Module signing for the delta engine: one batch, run in the job database after every
     procedure deployment (dbtools.privileges.apply_engine_access).
 
@@ -174,10 +174,9 @@ BEGIN TRY
     -- database on the server is touched: a database taken out of the configuration keeps an
     -- inert copy of an old certificate (nothing is signed by it any more); the README says how
     -- to remove it.
+    -- All of them are also searched by certificate name (IsConfigured = 1).
     INSERT INTO @Databases (DatabaseId, DatabaseName, IsConfigured)
-    SELECT d.database_id, d.name,
-           CASE WHEN EXISTS (SELECT 1 FROM @ConfiguredNames AS n WHERE DB_ID(n.DatabaseName) = d.database_id)
-                THEN 1 ELSE 0 END
+    SELECT d.database_id, d.name, 1
     FROM sys.databases AS d
     WHERE d.database_id NOT IN (2, 3)
       AND d.state = 0
@@ -209,20 +208,7 @@ BEGIN TRY
     PRINT N'Removing the signatures and certificate copies of the previous deployment'
         + CASE WHEN @OldThumbprint IS NULL THEN N' (no certificate ' + QUOTENAME(@CertName) + N' in the job database).'
                ELSE N'.' END;
-    SET @DatabaseId = 0;
-    WHILE 1 = 1
-    BEGIN
-        SELECT TOP (1) @DatabaseId = d.DatabaseId, @DatabaseName = d.DatabaseName, @IsConfigured = d.IsConfigured
-        FROM @Databases AS d
-        WHERE d.DatabaseId > @DatabaseId
-        ORDER BY d.DatabaseId;
-        IF @@ROWCOUNT = 0 BREAK;
-        SET @SqlProc = QUOTENAME(@DatabaseName) + N'.sys.sp_executesql';
-        SET @IsConfigured = CASE WHEN @IsConfigured = 1 OR @DatabaseId = DB_ID() THEN 1 ELSE 0 END;
-        EXEC @ReturnCode = @SqlProc @SqlCleanup,
-            N'@CertName sysname, @Thumbprint varbinary(32), @MatchName bit',
-            @CertName = @CertName, @Thumbprint = @OldThumbprint, @MatchName = @IsConfigured;
-    END;
+    {{ cleanup_every_database() }}
 
     ------------------------------------------------------------------ 2. the new certificate
     -- The password lives for this transaction only: CRYPT_GEN_RANDOM and NEWID give 105
@@ -292,7 +278,7 @@ BEGIN TRY
     BEGIN
         SELECT TOP (1) @DatabaseId = d.DatabaseId, @DatabaseName = d.DatabaseName
         FROM @Databases AS d
-        WHERE d.DatabaseId > @DatabaseId AND d.IsConfigured = 1
+        WHERE d.DatabaseId > @DatabaseId
         ORDER BY d.DatabaseId;
         IF @@ROWCOUNT = 0 BREAK;
         SET @SqlProc = QUOTENAME(@DatabaseName) + N'.sys.sp_executesql';

@@ -1,4 +1,5 @@
-{#- The clean-up both engine_access.sql and engine_access_drop.sql run in each database. -#}
+{#- The clean-up both engine_access.sql and engine_access_drop.sql run in each database of
+    @Databases (IsConfigured = 1: also match the certificate by name). -#}
 {%- macro set_cleanup_sql() -%}
 -- Run in each database (its sys.sp_executesql): removes what an earlier deployment left there.
 -- Certificates are matched on the old certificate's thumbprint and, where @MatchName = 1 (the
@@ -61,4 +62,20 @@ BEGIN
 END;
 PRINT N''  '' + QUOTENAME(DB_NAME()) + N'': removed '' + CONVERT(nvarchar(11), @Count)
     + N'' signature(s), certificate user(s) and certificate(s) of an earlier deployment.'';';
+{%- endmacro -%}
+
+{%- macro cleanup_every_database() -%}
+    SET @DatabaseId = 0;
+    WHILE 1 = 1
+    BEGIN
+        SELECT TOP (1) @DatabaseId = d.DatabaseId, @DatabaseName = d.DatabaseName, @IsConfigured = d.IsConfigured
+        FROM @Databases AS d
+        WHERE d.DatabaseId > @DatabaseId
+        ORDER BY d.DatabaseId;
+        IF @@ROWCOUNT = 0 BREAK;
+        SET @SqlProc = QUOTENAME(@DatabaseName) + N'.sys.sp_executesql';
+        EXEC @ReturnCode = @SqlProc @SqlCleanup,
+            N'@CertName sysname, @Thumbprint varbinary(32), @MatchName bit',
+            @CertName = @CertName, @Thumbprint = @OldThumbprint, @MatchName = @IsConfigured;
+    END;
 {%- endmacro -%}

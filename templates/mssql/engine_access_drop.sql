@@ -1,4 +1,4 @@
-{%- from "mssql/engine_access_cleanup.sql" import set_cleanup_sql -%}
+{%- from "mssql/engine_access_cleanup.sql" import set_cleanup_sql, cleanup_every_database -%}
 {#- Removes the delta engine's module signing: one batch, run in the job database by the
     downgrade of revision 0005 before the BlobDeltaOperator role is dropped.
 
@@ -101,19 +101,7 @@ BEGIN TRY
     PRINT N'Removing the engine signatures, certificate users and certificates'
         + CASE WHEN @OldThumbprint IS NULL THEN N' (no certificate ' + QUOTENAME(@CertName) + N' in the job database).'
                ELSE N'.' END;
-    SET @DatabaseId = 0;
-    WHILE 1 = 1
-    BEGIN
-        SELECT TOP (1) @DatabaseId = d.DatabaseId, @DatabaseName = d.DatabaseName, @IsConfigured = d.IsConfigured
-        FROM @Databases AS d
-        WHERE d.DatabaseId > @DatabaseId
-        ORDER BY d.DatabaseId;
-        IF @@ROWCOUNT = 0 BREAK;
-        SET @SqlProc = QUOTENAME(@DatabaseName) + N'.sys.sp_executesql';
-        EXEC @ReturnCode = @SqlProc @SqlCleanup,
-            N'@CertName sysname, @Thumbprint varbinary(32), @MatchName bit',
-            @CertName = @CertName, @Thumbprint = @OldThumbprint, @MatchName = @IsConfigured;
-    END;
+    {{ cleanup_every_database() }}
 
     COMMIT TRANSACTION;
     PRINT N'Engine access is removed.';

@@ -48,6 +48,8 @@ ENGINE_ROLE = "BlobDeltaEngine"
 ENGINE_READ_TABLES = ("BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript")
 ENGINE_WRITE_TABLES = ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue")
 CERTIFICATE = "BlobDeltaEngineSigning"
+#: Names of the delta engine's routines: only these are signed (SQL Server) or callable by BlobDeltaEngine.
+ENGINE_PREFIXES = ("usp_BlobDelta_", "fn_BlobDelta_")
 #: PostgreSQL-only functions: the steps of usp_BlobDelta_Run between two commits (see above).
 #: Every other object exists on both engines under the same name.
 POSTGRESQL_ENGINE_FUNCTIONS = (
@@ -78,7 +80,8 @@ EXECUTE_ROUTINES = {
 
 def render_access_template(engine: EngineInfo, template: str) -> str:
     """Render ``templates/<engine>/<template>`` with the package's object names."""
-    objects = render_objects(engine.name)
+    # The delta engine's own routines only: entity upsert procedures need none of its rights.
+    objects = [o for o in render_objects(engine.name) if o.name.startswith(ENGINE_PREFIXES)]
     procedures = [o.name for o in objects if o.kind == "PROCEDURE"]
     definer = [name for name in EXECUTE_ROUTINES["postgresql"] if name.startswith("fn_")]
     env = jinja_environment(engine)

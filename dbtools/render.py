@@ -82,11 +82,36 @@ def render_objects(engine_name: str) -> list[RenderedObject]:
         except jinja2.TemplateError as exc:
             raise DeploymentError(f"cannot render procedures/{template}: {exc}") from exc
         objects.append(_checked(engine.name, template, sql))
+    objects += render_entity_objects(engine, env)
+    return sorted(objects, key=lambda o: o.name)  # the deployment order, as the log shows it
+
+
+#: The procedures rendered for every entity spec: template stem -> EntitySpec attribute.
+ENTITY_TEMPLATES = (("upsert_one", "upsert_one"), ("upsert_many", "upsert_many"), ("reconcile", "reconcile"))
+
+
+def render_entity_objects(engine: EngineInfo, env: jinja2.Environment) -> list[RenderedObject]:
+    """The three procedures of each spec in ``entities/`` (dbtools.entities)."""
+    from .entities import current_specs
+
+    objects = []
+    for spec in current_specs():
+        for stem, attribute in ENTITY_TEMPLATES:
+            template = f"{engine.name}/entity/{stem}.sql"
+            name = getattr(spec, attribute)
+            try:
+                sql = env.get_template(template).render(
+                    e=spec, engine_info=engine,
+                    origin=f"templates/{template} for {spec.source}",
+                ).strip() + "\n"
+            except jinja2.TemplateError as exc:
+                raise DeploymentError(f"cannot render templates/{template} for {spec.source}: {exc}") from exc
+            objects.append(_checked(engine.name, template, sql, name=name))
     return objects
 
 
-def _checked(engine: str, template: str, sql: str) -> RenderedObject:
-    name = Path(template).stem
+def _checked(engine: str, template: str, sql: str, name: str | None = None) -> RenderedObject:
+    name = name or Path(template).stem
     kinds = _KIND[engine].findall(sql)
     if len(kinds) != 1:
         raise DeploymentError(

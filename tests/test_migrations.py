@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from dbtools import commands, repeatable
 from dbtools.engines import DEPLOYMENT_LOG
+from dbtools.entities import current_specs
 from dbtools.render import render_objects
 
 from .catalog import snapshot
@@ -27,6 +28,10 @@ JOB_TABLES = {
     "BlobDeltaQueuePopulationScript",
     "BlobDeltaDeletionLog",
 }
+# Each entity spec adds its target, staging, reject and lookup tables; the batch log is shared.
+JOB_TABLES |= {"UpsertBatchLog"} | {
+    name for spec in current_specs()
+    for name in (spec.table, spec.staging, spec.rejects, *(lk.table for lk in spec.lookups))}
 
 
 def shipped(server):

@@ -1,0 +1,123 @@
+"""Entity specs (dbtools.entities): parsing, freezing, and the objects a migration creates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dbtools import commands
+from dbtools.entities import current_specs, load_spec, parse_spec
+from dbtools.errors import ConfigurationError
+from dbtools.render import render_objects
+
+from .catalog import snapshot
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD = """
+entity = "Order"
+table = "Orders"
+key = "order_id"
+ordering = "updated_at"
+[[columns]]
+name = "order_id"
+type = "uuid"
+[[columns]]
+name = "updated_at"
+type = "timestamp"
+"""
+
+
+def test_every_spec_has_a_frozen_copy_in_a_revision_and_the_newest_copy_is_the_current_spec():
+    frozen: dict[str, Path] = {}
+    for path in sorted((REPO / "migrations" / "versions").glob("*_entities/*.toml")):
+        frozen[path.name] = path  # later revisions win
+
+    for path in sorted((REPO / "entities").glob("*.toml")):
+        assert path.name in frozen, f"{path.name} has no migration: add a revision that freezes it"
+        assert frozen[path.name].read_text() == path.read_text(), (
+            f"entities/{path.name} changed since {frozen[path.name].parent.name}: write a migration for the change")
+
+
+def test_a_minimal_spec_gets_the_default_object_names():
+    spec = parse_spec(GOOD)
+
+    assert spec.objects == {
+        "row_type": "OrderType", "upsert_one": "UpsertOrder", "upsert_many": "UpsertOrdersType",
+        "staging": "Orders_Staging", "rejects": "Orders_Rejects", "reconcile": "ReconcileOrdersBatch",
+    }
+    assert spec.version == "row_version"
+
+
+@pytest.mark.parametrize("change, message", [
+    ('entity = "Order; DROP TABLE x"', "entity must be a plain identifier"),
+    ('key = "missing"', "key 'missing' is not one of the columns"),
+    ('ordering = "order_id"', "ordering 'order_id' must be timestamp, int or bigint"),
+    ('version = "order_id"', "version 'order_id' is maintained by the procedures"),
+    ('colour = "red"', "unknown keys \\['colour'\\]"),
+    ('[[columns]]\nname = "note"\ntype = "text"', "type must be one of uuid, int, bigint, string, timestamp, json"),
+    ('[[columns]]\nname = "note"\ntype = "string"', "a string needs length between 1 and 4000"),
+    ('[[columns]]\nname = "RowNumber"\ntype = "int"', "reserved by the package: RowNumber"),
+    ('[[columns]]\nname = "outcome"\ntype = "int"', "reserved by the package: outcome"),
+    ('[[columns]]\nname = "order_id"\ntype = "int"', "columns named twice: order_id"),
+    ('[[columns]]\nname = "kind"\ntype = "string"\nlength = 5\nreferences = "Kinds"', "references 'Kinds', which is not under"),
+    ('[objects]\nstaging = "Orders"', "object names used twice: Orders"),
+])
+def test_a_bad_spec_is_refused_with_the_key_named(change, message):
+    top, tables = GOOD.split("[[columns]]", 1)
+    if change.startswith("["):
+        text = GOOD + "\n" + change + "\n"  # a table: appended
+    else:
+        name = change.split(" =")[0]
+        lines = [line for line in top.splitlines() if not line.startswith(name + " =")]
+        text = "\n".join(lines + [change]) + "\n[[columns]]" + tables
+    with pytest.raises(ConfigurationError, match=message):
+        parse_spec(text, "spec.toml")
+
+
+@pytest.mark.parametrize("engine", ["mssql", "postgresql"])
+def test_each_spec_renders_its_three_procedures_and_nothing_else_is_hand_written(engine):
+    names = {o.name: o for o in render_objects(engine)}
+    for spec in current_specs():
+        for name in spec.procedures:
+            assert name in names
+            assert f"for {spec.source}" in names[name].sql
+            assert names[name].source.startswith(f"{engine}/entity/")
+
+
+def _snapshot(server) -> dict:
+    engine = server.job_engine()
+    try:
+        with engine.connect() as conn:
+            return snapshot(conn, server.engine)
+    finally:
+        engine.dispose()
+
+
+def _tables(server) -> set[str]:
+    engine = server.job_engine()
+    try:
+        return set(sa.inspect(engine).get_table_names(schema=server.engine.job_schema))
+    finally:
+        engine.dispose()
+
+
+def test_the_entity_revisions_create_every_object_and_their_downgrade_removes_them_all(server):
+    commands.migrate(url=server.url_string, revision="0005")
+    before = _snapshot(server)
+    entity_tables = {name for spec in current_specs()
+                     for name in (spec.table, spec.staging, spec.rejects, *(lk.table for lk in spec.lookups))}
+
+    commands.migrate(url=server.url_string)
+    created = _tables(server)
+    commands.downgrade(url=server.url_string, revision="0005")
+    after = _snapshot(server)
+
+    assert entity_tables | {"UpsertBatchLog"} <= created
+    assert after == before
+
+
+def test_the_frozen_specs_load_like_the_current_ones():
+    for path in sorted((REPO / "migrations" / "versions").glob("*_entities/*.toml")):
+        assert load_spec(path).entity

@@ -283,3 +283,59 @@ def demo(as_json):
         out.print("Sample blobs: " + ", ".join(f"{k} {v}" for k, v in result["source_rows"].items()))
     _print_run(result, as_json)
     _exit_for(result)
+
+
+@cli.command()
+@with_target
+@click.option("--entity", required=True, metavar="NAME",
+              help="Entity spec name from entities/, e.g. CustomerActivityEvent.")
+@click.option("--path", "path", type=click.Choice(["single", "tvp", "bulk"]), required=True,
+              help="single: one procedure call per row; tvp: row-type batches; bulk: staging + reconcile.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Rows per batch (tvp default 1000, bulk default 50000; single: rows per progress step).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and rejected lines.")
+@click.argument("source", type=click.File("r", encoding="utf-8"), metavar="FILE.jsonl|-")
+def ingest(env, url, entity, path, batch_size, as_json, source):
+    """Upsert JSON Lines into an entity and print what happened to every row.
+
+    Each line is one JSON object keyed by the entity's columns (optionally ExpectedRowVersion).
+    Prints received = inserted + updated + skipped + conflicted + rejected, and the rejected
+    lines with their reasons (all of them are kept in the entity's reject table). Exits 0 when
+    every row was accounted for, including rejected ones.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from .ingest import ingest as run_ingest
+
+    size = None
+    try:
+        import os
+
+        if source.name not in ("<stdin>", "-") and os.path.isfile(source.name):
+            size = os.path.getsize(source.name)
+    except (OSError, TypeError):
+        size = None
+    show = not as_json and err.is_terminal
+    with Progress(TextColumn("ingesting"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]} rows"),
+                  console=err, transient=True, disable=not show) as progress:
+        task = progress.add_task("ingest", total=size, rows=0)
+        rows = [0]
+
+        def on_chunk(counts):
+            rows[0] += counts.received
+            progress.update(task, rows=rows[0])
+
+        result = run_ingest(env, url, entity=entity, path=path, stream=source, batch_size=batch_size,
+                            on_chunk=on_chunk, on_bytes=lambda n: progress.advance(task, n))
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+        return
+    table = Table("received", "inserted", "updated", "skipped", "conflicted", "rejected",
+                  title=f"{result.entity} via {result.path}")
+    c = result.counts
+    table.add_row(*(str(v) for v in (c.received, c.inserted, c.updated, c.skipped, c.conflicted, c.rejected)))
+    out.print(table)
+    for line, reason in result.rejects:
+        out.print(f"line {line}: {reason}", markup=False)
+    if c.rejected > len(result.rejects):
+        out.print(f"... and {c.rejected - len(result.rejects)} more rejected rows in the reject table", markup=False)

@@ -1,0 +1,414 @@
+"""Writers for entity upserts: one interface, three paths.
+
+``writer_for(path, engine, spec).upsert(rows) -> Counts`` writes any iterable of rows (mappings
+from column name to value) through one of:
+
+``single``
+    one call of the entity's single-row procedure per row, each in its own transaction;
+``tvp``
+    chunks of ``batch_size`` rows passed as one row-type parameter (a SQL Server table-valued
+    parameter; a PostgreSQL array of the composite type) to the batch procedure;
+``bulk``
+    chunks bulk-loaded into the staging table under a new batch id (PostgreSQL ``COPY``;
+    SQL Server pyodbc ``fast_executemany``), then reconciled by the reconcile procedure, in
+    one transaction per chunk.
+
+All three apply the same rules (``entities/README.md``) and return the same counts:
+received = inserted + updated + skipped + conflicted + rejected, for every chunk.
+
+Input is consumed lazily; at most one chunk is held in memory, which is also what a retry
+replays. Every unit of work (one row, one chunk) runs under the transient-fault retry policy
+(:mod:`dbtools.retry`); a chunk retried after an unknown commit outcome is recognised by its
+batch id (``UpsertBatchLog``) and reports the counts of its first application.
+
+A row may carry ``ExpectedRowVersion`` (an int; the version the caller read) and ``RowNumber``
+(where a rejected row is filed; default: its position in the input, from 1). Values that do not
+convert to the column's type are rejected by the writer itself and filed in the reject table
+with the same batch id, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import sqlalchemy as sa
+
+from .engines import EngineInfo, engine_for
+from .entities import EntitySpec
+from .errors import DbToolsError
+from .procs import call_procedure
+from .retry import DEFAULT_POLICY, RetryPolicy
+from .uuid7 import uuid7
+
+PATHS = ("single", "tvp", "bulk")
+DEFAULT_BATCH_SIZE = {"single": 1, "tvp": 1000, "bulk": 50_000}
+#: SQL Server: rows per fast_executemany call (pyodbc builds the whole parameter array in memory).
+MSSQL_EXECUTEMANY_CHUNK = 10_000
+EXPECTED = "ExpectedRowVersion"
+ROW_NUMBER = "RowNumber"
+
+
+class UpsertError(DbToolsError):
+    """The upsert could not be carried out (bad arguments, or the database refused the batch)."""
+
+
+@dataclass
+class Counts:
+    """What happened to the rows sent; ``received`` always equals the sum of the others."""
+
+    received: int = 0
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+    conflicted: int = 0
+    rejected: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    @property
+    def accounted(self) -> int:
+        return self.inserted + self.updated + self.skipped + self.conflicted + self.rejected
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def check(self) -> Counts:
+        if self.accounted != self.received:
+            raise UpsertError(f"counts do not add up: {self.as_dict()} (sum {self.accounted})")
+        return self
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row the writer could not convert; filed in the reject table."""
+
+    row_number: int
+    reason: str
+
+
+# ----------------------------------------------------------------------------- conversion
+class _Invalid(Exception):
+    pass
+
+
+def _to_uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise _Invalid("is not a UUID") from None
+    raise _Invalid("is not a UUID")
+
+
+def _to_int(bits: int) -> Callable[[Any], int]:
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid("is not an integer")
+        if not low <= value <= high:
+            raise _Invalid(f"is out of range for a {bits}-bit integer")
+        return value
+    return convert
+
+
+def _to_timestamp(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise _Invalid("is not an ISO 8601 timestamp") from None
+    if not isinstance(value, dt.datetime):
+        raise _Invalid("is not a timestamp")
+    if value.tzinfo is not None:  # stored as naive UTC
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _to_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("is not a string")
+    return value
+
+
+def _to_json(value: Any) -> str:
+    if isinstance(value, str):
+        return value  # validated by the database, so every path rejects the same texts
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    raise _Invalid("is not JSON text, an object or an array")
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "uuid": _to_uuid, "int": _to_int(32), "bigint": _to_int(64), "string": _to_text,
+    "timestamp": _to_timestamp, "json": _to_json,
+}
+
+
+@dataclass(frozen=True)
+class PreparedRow:
+    """One input row as the database receives it: RowNumber, column values, ExpectedRowVersion."""
+
+    row_number: int
+    values: tuple[Any, ...]
+    expected: int | None
+
+
+def prepare(spec: EntitySpec, row: Mapping[str, Any], default_number: int) -> PreparedRow | RowError:
+    """Convert one input row, or say why it cannot be sent."""
+    number = row.get(ROW_NUMBER, default_number)
+    if isinstance(number, bool) or not isinstance(number, int):
+        return RowError(default_number, f"{ROW_NUMBER} {number!r} is not an integer")
+    unknown = set(row) - {c.name for c in spec.columns} - {EXPECTED, ROW_NUMBER}
+    if unknown:
+        return RowError(number, f"unknown fields {', '.join(sorted(map(str, unknown)))}; allowed: "
+                                f"{', '.join(c.name for c in spec.columns)}, {EXPECTED}")
+    values = []
+    for column in spec.columns:
+        value = row.get(column.name)
+        if value is not None:
+            try:
+                value = _CONVERTERS[column.type](value)
+            except _Invalid as exc:
+                return RowError(number, f"{column.name} {_short(value)} {exc}")
+        values.append(value)
+    expected = row.get(EXPECTED)
+    if expected is not None:
+        try:
+            expected = _to_int(64)(expected)
+        except _Invalid as exc:
+            return RowError(number, f"{EXPECTED} {_short(expected)} {exc}")
+    return PreparedRow(number, tuple(values), expected)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _version_bytes(version: int | None) -> bytes | None:
+    return None if version is None else version.to_bytes(8, "big", signed=True)
+
+
+def _version_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return int.from_bytes(value, "big", signed=True)
+    return int(value)
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+# ----------------------------------------------------------------------------- writers
+@dataclass
+class Writer:
+    """Base writer: converts rows, chunks them and runs each chunk under the retry policy."""
+
+    engine: sa.Engine
+    spec: EntitySpec
+    batch_size: int | None = None  # None: the path's default (DEFAULT_BATCH_SIZE)
+    policy: RetryPolicy = DEFAULT_POLICY
+    on_chunk: Callable[[Counts], None] | None = None  # progress: the counts of each chunk
+    errors: list[RowError] = field(default_factory=list)  # rows rejected by the writer, last call
+    batch_ids: list[uuid.UUID] = field(default_factory=list)  # batches of the last call (reject table)
+    path = ""
+
+    def __post_init__(self):
+        self.info: EngineInfo = engine_for(self.engine.url)
+        if self.batch_size is None:
+            self.batch_size = DEFAULT_BATCH_SIZE[self.path]
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UpsertError(f"batch_size must be an integer of 1 or more, got {self.batch_size!r}")
+
+    def upsert(self, rows: Iterable[Mapping[str, Any] | RowError]) -> Counts:
+        """Write ``rows``; return what happened to them (every row is accounted for).
+
+        An item may also be a :class:`RowError` (a row its reader could not parse): it is filed
+        in the reject table and counted as rejected like any invalid row.
+        """
+        self.errors = []
+        self.batch_ids = []
+        total = Counts()
+        numbered = ((row, n) for n, row in enumerate(rows, start=1))
+        for chunk in chunks(numbered, self.batch_size):
+            prepared: list[PreparedRow] = []
+            rejected: list[RowError] = []
+            for row, n in chunk:
+                if isinstance(row, RowError):  # rejected by the reader (e.g. a line that is not JSON)
+                    item = row
+                elif isinstance(row, Mapping):
+                    item = prepare(self.spec, row, n)
+                else:
+                    item = RowError(n, f"row {n} is not a mapping")
+                (rejected if isinstance(item, RowError) else prepared).append(item)
+            counts = self._write_chunk(prepared, rejected)
+            counts.check()
+            if counts.received != len(chunk):
+                raise UpsertError(f"{len(chunk)} rows sent but {counts.received} accounted for: {counts.as_dict()}")
+            self.errors.extend(rejected)
+            total += counts
+            if self.on_chunk is not None:
+                self.on_chunk(counts)
+        return total
+
+    def _write_chunk(self, rows: list[PreparedRow], rejected: list[RowError]) -> Counts:
+        batch_id = uuid7(self.info.name)
+        self.batch_ids.append(batch_id)
+
+        def work(conn: sa.Connection) -> Counts:
+            counts = Counts(received=len(rejected), rejected=len(rejected))
+            if rejected:
+                self._file_rejects(conn, batch_id, rejected)
+            if rows:
+                counts += self._apply(conn, batch_id, rows)
+            return counts
+
+        return self.policy.run(self.engine, work)
+
+    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
+        raise NotImplementedError
+
+    def _file_rejects(self, conn: sa.Connection, batch_id: uuid.UUID, rejected: list[RowError]) -> None:
+        job = self.info.job_object
+        table = job(self.spec.rejects)
+        q = self.info.quote
+        sql = (f"INSERT INTO {table} ({q('BatchId')}, {q('RowNumber')}, {q('Reason')}) "
+               + ("VALUES (?, ?, ?)" if self.info.name == "mssql" else "VALUES (%s, %s, %s)"))
+        conn.exec_driver_sql(sql, [(batch_id, e.row_number, e.reason[:400]) for e in rejected])
+
+    def _counts(self, out: Mapping[str, Any]) -> Counts:
+        return Counts(*(int(out[k]) for k in ("RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped",
+                                               "RowsConflicted", "RowsRejected")))
+
+
+COUNT_OUTPUTS = {k: "bigint" for k in ("RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped",
+                                       "RowsConflicted", "RowsRejected")}
+
+
+class SingleRowWriter(Writer):
+    """One procedure call per row, each in its own transaction (retried on its own)."""
+
+    path = "single"
+
+    def _write_chunk(self, rows: list[PreparedRow], rejected: list[RowError]) -> Counts:
+        counts = Counts()
+        if rejected:
+            counts += self.policy.run(self.engine, lambda conn: self._reject_only(conn, rejected))
+        for row in rows:
+            counts += self.policy.run(self.engine, lambda conn, row=row: self.write_one(conn, row, self.batch_id))
+        return counts
+
+    def upsert(self, rows: Iterable[Mapping[str, Any] | RowError]) -> Counts:
+        self.batch_id = uuid7(self.info.name)  # where this call's rejected rows are filed
+        counts = super().upsert(rows)
+        self.batch_ids = [self.batch_id]
+        return counts
+
+    def _reject_only(self, conn: sa.Connection, rejected: list[RowError]) -> Counts:
+        self._file_rejects(conn, self.batch_id, rejected)
+        return Counts(received=len(rejected), rejected=len(rejected))
+
+    def write_one(self, conn: sa.Connection, row: PreparedRow, batch_id: uuid.UUID) -> Counts:
+        params = {c.name: v for c, v in zip(self.spec.columns, row.values)}
+        expected = _version_bytes(row.expected) if self.info.name == "mssql" else row.expected
+        params.update(ExpectedRowVersion=expected, BatchId=batch_id, RowNumber=row.row_number)
+        out = call_procedure(conn, self.info, self.spec.upsert_one, params,
+                             outputs={"Outcome": "nvarchar(10)", "Reason": "nvarchar(400)", "RowVersion": "binary(8)"})
+        outcome = out["Outcome"]
+        counts = Counts(received=1)
+        key = {"Inserted": "inserted", "Updated": "updated", "Skipped": "skipped",
+               "Conflicted": "conflicted", "Rejected": "rejected"}.get(outcome)
+        if key is None:
+            raise UpsertError(f"{self.spec.upsert_one} returned an unknown outcome {outcome!r}")
+        setattr(counts, key, 1)
+        return counts
+
+
+class TvpWriter(Writer):
+    """Chunks passed as one row-type parameter to the batch procedure."""
+
+    path = "tvp"
+
+    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
+        if self.info.name == "mssql":
+            return self._apply_mssql(conn, batch_id, rows)
+        from psycopg import sql
+        from psycopg.types.composite import CompositeInfo, register_composite
+
+        raw = conn.connection.dbapi_connection
+        if getattr(self, "_composite", None) is None:
+            self._composite = CompositeInfo.fetch(raw, sql.Identifier(self.info.job_schema, self.spec.row_type))
+            if self._composite is None:
+                raise UpsertError(f"row type {self.info.job_object(self.spec.row_type)} is missing; run dbtools migrate")
+        register_composite(self._composite, raw)
+        make = self._composite.python_type
+        payload = [make(r.row_number, *r.values, r.expected) for r in rows]
+        out = call_procedure(conn, self.info, self.spec.upsert_many, {"Rows": payload, "BatchId": batch_id},
+                             outputs=COUNT_OUTPUTS)
+        return self._counts(out)
+
+    def _apply_mssql(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
+        # pyodbc: a TVP is a list whose first two items name the type and its schema (pyodbc #595).
+        tvp = [self.spec.row_type, self.info.job_schema]
+        tvp += [(r.row_number, *r.values, _version_bytes(r.expected)) for r in rows]
+        out = call_procedure(conn, self.info, self.spec.upsert_many, {"Rows": tvp},
+                             outputs={**COUNT_OUTPUTS, "BatchId": "uniqueidentifier"},
+                             output_values={"BatchId": batch_id})
+        return self._counts(out)
+
+
+class BulkStagingWriter(Writer):
+    """Chunks bulk-loaded into the staging table, then reconciled, in one transaction."""
+
+    path = "bulk"
+
+    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
+        q = self.info.quote
+        columns = ["BatchId", "RowNumber", *(c.name for c in self.spec.columns), "ExpectedRowVersion"]
+        table = self.info.job_object(self.spec.staging)
+        if self.info.name == "mssql":
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.fast_executemany = True
+                sql = (f"INSERT INTO {table} WITH (TABLOCK) ({', '.join(q(c) for c in columns)}) "
+                       f"VALUES ({', '.join('?' for _ in columns)})")
+                for part in chunks(rows, MSSQL_EXECUTEMANY_CHUNK):
+                    cursor.executemany(sql, [(batch_id, r.row_number, *r.values, _version_bytes(r.expected))
+                                             for r in part])
+            finally:
+                cursor.close()
+        else:
+            cursor = conn.connection.dbapi_connection.cursor()
+            with cursor.copy(f"COPY {table} ({', '.join(q(c) for c in columns)}) FROM STDIN") as copy:
+                for r in rows:
+                    copy.write_row((batch_id, r.row_number, *r.values, r.expected))
+        out = call_procedure(conn, self.info, self.spec.reconcile, {"BatchId": batch_id}, outputs=COUNT_OUTPUTS)
+        return self._counts(out)
+
+
+WRITERS: dict[str, type[Writer]] = {"single": SingleRowWriter, "tvp": TvpWriter, "bulk": BulkStagingWriter}
+
+
+def writer_for(path: str, engine: sa.Engine, spec: EntitySpec, **options: Any) -> Writer:
+    """The writer for ``path`` (single, tvp or bulk)."""
+    if path not in WRITERS:
+        raise UpsertError(f"--path {path!r} is not a known path; allowed values: {', '.join(PATHS)}")
+    return WRITERS[path](engine, spec, **options)
+
+
+__all__ = ["Counts", "RowError", "Writer", "SingleRowWriter", "TvpWriter", "BulkStagingWriter",
+           "writer_for", "prepare", "PATHS", "UpsertError"]

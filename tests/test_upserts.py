@@ -1,0 +1,359 @@
+"""Entity upserts through the three paths (dbtools.upsert and the rendered procedures).
+
+Every test runs on both engines; the writers and procedures must agree row for row and count
+for count. Assemble / Act / Assert; whole tables are compared, never counts alone.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dbtools.procs import ProcedureValidationError, call_procedure
+from dbtools.upsert import PATHS, Counts, UpsertError, prepare, writer_for
+from dbtools.uuid7 import uuid7
+
+from .test_retry import recording_policy
+from .upsert_bed import ACTIVITY, CLICK, T0, Oracle, activity, expected_row, make_bed
+
+BATCH_PATHS = ("tvp", "bulk")
+
+
+@pytest.fixture
+def bed(server):
+    bed = make_bed(server)
+    yield bed
+    bed.engine.dispose()
+
+
+def keys(n):
+    return [uuid7() for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- newest wins
+@pytest.mark.parametrize("path", PATHS)
+def test_a_new_event_is_inserted_a_newer_one_updates_and_an_older_or_equal_one_is_skipped(bed, path):
+    a, b = keys(2)
+    writer = writer_for(path, bed.engine, ACTIVITY)
+    writer.upsert([activity(a, 10, customer=1), activity(b, 10, customer=2, details={"v": 1})])
+
+    counts = writer.upsert([
+        activity(a, 20, customer=11, kind="search"),  # newer: applied
+        activity(b, 5, customer=99),  # older: never overwrites newer
+    ])
+    replay = writer.upsert([activity(a, 20, customer=11, kind="search")])  # equal: idempotent
+
+    assert counts == Counts(received=2, updated=1, skipped=1)
+    assert replay == Counts(received=1, skipped=1)
+    assert bed.table(ACTIVITY) == sorted([
+        expected_row(activity(a, 20, customer=11, kind="search")),
+        expected_row(activity(b, 10, customer=2, details={"v": 1})),
+    ], key=lambda r: r[0])
+
+
+@pytest.mark.parametrize("path", BATCH_PATHS)
+def test_duplicates_in_one_batch_are_resolved_to_the_newest_before_the_target_is_touched(bed, path):
+    a, b = keys(2)
+    writer = writer_for(path, bed.engine, ACTIVITY)
+
+    counts = writer.upsert([
+        activity(a, 1, customer=1), activity(a, 3, customer=3), activity(a, 2, customer=2),
+        activity(b, 7, customer=70), activity(b, 7, customer=71),  # a tie: the first row sent stays
+    ])
+
+    assert counts == Counts(received=5, inserted=2, skipped=3)
+    assert bed.table(ACTIVITY) == sorted([expected_row(activity(a, 3, customer=3)),
+                                          expected_row(activity(b, 7, customer=70))], key=lambda r: r[0])
+    assert set(bed.versions(ACTIVITY)) == {str(a), str(b)}
+    assert bed.staged(ACTIVITY) == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_expected_row_version_guards_the_update_and_a_stale_one_is_conflicted(bed, path):
+    a, b, c = keys(3)
+    writer = writer_for(path, bed.engine, ACTIVITY)
+    writer.upsert([activity(a, 1), activity(b, 1)])
+    versions = bed.versions(ACTIVITY)
+
+    counts = writer.upsert([
+        activity(a, 2, customer=2, ExpectedRowVersion=versions[str(a)]),  # matches: updated
+        activity(b, 2, customer=2, ExpectedRowVersion=versions[str(b)] + 1000),  # stale: conflicted
+        activity(c, 2, customer=2, ExpectedRowVersion=1),  # no stored row to match: conflicted
+    ])
+
+    assert counts == Counts(received=3, updated=1, conflicted=2)
+    assert bed.table(ACTIVITY) == sorted([expected_row(activity(a, 2, customer=2)), expected_row(activity(b, 1))],
+                                         key=lambda r: r[0])
+    after = bed.versions(ACTIVITY)
+    assert after[str(a)] != versions[str(a)] and after[str(b)] == versions[str(b)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_bad_rows_are_rejected_with_their_reasons_and_nothing_is_lost(bed, path):
+    a, b, c, d, e, f, g = keys(7)
+    rows = [
+        activity(a, 1),
+        {"event_id": b, "activity_type": "login", "time_stamp_utc": T0},  # customer_id missing
+        activity(c, 1, kind="teleport"),  # not in the lookup
+        activity(d, 1, details="{not json"),
+        activity(e, 1, details='"a scalar"'),  # JSON, but not an object or array
+        activity(f, 1, kind="x" * 51),
+        activity(g, 1, customer="seven"),  # cannot be sent as an int: rejected by the writer
+        activity(a, 2, customer=2),
+    ]
+    writer = writer_for(path, bed.engine, ACTIVITY)
+
+    counts = writer.upsert(rows)
+
+    assert counts.rejected == 6 and counts.accounted == counts.received == 8
+    assert bed.rejects(ACTIVITY) == [
+        (2, "missing required field customer_id", str(b)),
+        (3, "activity_type is not in CustomerActivityTypes", str(c)),
+        (4, "details_json is not a JSON object or array", str(d)),
+        (5, "details_json is not a JSON object or array", str(e)),
+        (6, "activity_type is longer than 50 characters", str(f)),
+        (7, "customer_id 'seven' is not an integer", None),
+    ]
+    assert bed.table(ACTIVITY) == [expected_row(activity(a, 2, customer=2))]
+
+
+def test_the_second_entity_works_through_every_path_with_no_sql_of_its_own(bed):
+    ids = keys(3)
+    click = lambda k, minutes, page: {"ingestion_id": k, "click_id": f"clk_{page}", "user_id": 2**40,  # noqa: E731
+                                      "page_url": f"https://shop.example/{page}",
+                                      "clicked_at": T0.replace(minute=minutes), "attributes_json": {"p": page}}
+    results = [writer_for(path, bed.engine, CLICK).upsert([click(ids[0], 1, "a"), click(ids[1], 1, "b")])
+               for path in PATHS]
+    replayed = writer_for("bulk", bed.engine, CLICK).upsert([click(ids[0], 1, "a"), click(ids[2], 2, "c")])
+
+    assert results == [Counts(received=2, inserted=2), Counts(received=2, skipped=2), Counts(received=2, skipped=2)]
+    assert replayed == Counts(received=2, inserted=1, skipped=1)
+    assert bed.table(CLICK) == sorted([expected_row(click(k, m, p), CLICK)
+                                       for k, m, p in ((ids[0], 1, "a"), (ids[1], 1, "b"), (ids[2], 2, "c"))],
+                                      key=lambda r: r[0])
+
+
+# ----------------------------------------------------------------------------- procedures
+def call_reconcile(bed, batch_id):
+    with bed.engine.begin() as conn:
+        return call_procedure(conn, bed.server.engine, ACTIVITY.reconcile, {"BatchId": batch_id},
+                              outputs={k: "bigint" for k in ("RowsReceived", "RowsInserted", "RowsUpdated",
+                                                               "RowsSkipped", "RowsConflicted", "RowsRejected")}
+                              | {"Replayed": "bit"})
+
+
+def stage(bed, batch_id, rows):
+    q, job = bed.server.engine.quote, bed.server.engine.job_object
+    cols = ["BatchId", "RowNumber", *(c.name for c in ACTIVITY.columns)]
+    mark = "?" if bed.server.engine.name == "mssql" else "%s"
+    with bed.engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO {job(ACTIVITY.staging)} ({', '.join(q(c) for c in cols)}) "
+                             f"VALUES ({', '.join(mark for _ in cols)})",
+                             [(batch_id, n, *(r[c.name] for c in ACTIVITY.columns)) for n, r in rows])
+
+
+def test_a_batch_reconciled_twice_reports_its_first_counts_and_changes_nothing(bed):
+    a, b = keys(2)
+    batch = uuid7(bed.server.engine.name)
+    stage(bed, batch, [(1, activity(a, 1)), (2, activity(b, 1))])
+    first = call_reconcile(bed, batch)
+    table = bed.table(ACTIVITY)
+    stage(bed, batch, [(1, activity(a, 9, customer=9)), (2, activity(b, 9, customer=9))])  # a retried writer
+
+    again = call_reconcile(bed, batch)
+
+    assert (first["RowsReceived"], first["RowsInserted"], bool(first["Replayed"])) == (2, 2, False)
+    assert {k: v for k, v in again.items() if k != "Replayed"} == {k: v for k, v in first.items() if k != "Replayed"}
+    assert bool(again["Replayed"]) is True
+    assert bed.table(ACTIVITY) == table
+    assert bed.staged(ACTIVITY) == 0, "the replayed batch's staged rows are removed too"
+
+
+def test_reconcile_without_a_batch_id_or_with_a_row_number_twice_is_refused_and_changes_nothing(bed):
+    a, b = keys(2)
+    batch = uuid7(bed.server.engine.name)
+    stage(bed, batch, [(1, activity(a, 1)), (1, activity(b, 1))])
+
+    with pytest.raises(ProcedureValidationError, match="BatchId.* is required"):
+        call_reconcile(bed, None)
+    with pytest.raises(ProcedureValidationError, match="Every row needs a RowNumber, unique within the batch"):
+        call_reconcile(bed, batch)
+
+    assert bed.table(ACTIVITY) == [] and bed.rejects(ACTIVITY) == []
+    assert bed.staged(ACTIVITY) == 2
+
+
+# ----------------------------------------------------------------------------- properties
+VALID_KINDS = ("page_view", "login", "purchase")
+
+
+@st.composite
+def interleavings(draw):
+    """Versions of a few events, split into batches sent through random paths."""
+    ids = [uuid.UUID(int=i + 1) for i in range(draw(st.integers(1, 5)))]
+    rows = draw(st.lists(st.builds(
+        lambda k, minute, customer, kind: activity(ids[k], minute, customer=customer, kind=kind),
+        st.integers(0, len(ids) - 1), st.integers(0, 6), st.integers(1, 3), st.sampled_from(VALID_KINDS + ("bogus",)),
+    ), min_size=1, max_size=25))
+    cuts = sorted(draw(st.lists(st.integers(1, len(rows)), max_size=4, unique=True)))
+    batches = [rows[i:j] for i, j in zip([0, *cuts], [*cuts, len(rows)]) if rows[i:j]]
+    return [(draw(st.sampled_from(PATHS)), batch) for batch in batches]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=interleavings())
+def test_any_interleaving_of_versions_across_paths_ends_as_newest_wins_predicts(bed, plan):
+    bed.clear(ACTIVITY)
+    oracle = Oracle(valid=lambda row: row["activity_type"] in VALID_KINDS)
+
+    for path, batch in plan:
+        counts = writer_for(path, bed.engine, ACTIVITY, batch_size=len(batch) if path != "single" else 1).upsert(batch)
+        expected = Counts()
+        for part in ([r] for r in batch) if path == "single" else [batch]:
+            expected += oracle.apply(part)
+        assert counts == expected, (path, batch)
+
+    assert bed.table(ACTIVITY) == oracle.table()
+
+
+# ----------------------------------------------------------------------------- concurrency
+def _write_in_process(url: str, path: str, rows: list[dict], queue) -> None:
+    from sqlalchemy.pool import NullPool
+
+    from dbtools.retry import RetryPolicy
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        counts = writer_for(path, engine, ACTIVITY, batch_size=50,
+                            policy=RetryPolicy(initial_wait=0.05, max_attempts=10)).upsert(rows)
+        queue.put(("ok", counts.as_dict()))
+    except Exception as exc:  # reported to the test
+        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        engine.dispose()
+
+
+def test_two_processes_writing_the_same_keys_at_once_lose_no_update_and_violate_no_key(bed):
+    ids = keys(400)
+    # Each process writes every key; which one is newer alternates key by key.
+    first = [activity(k, 10 if i % 2 else 20, customer=1) for i, k in enumerate(ids)]
+    second = [activity(k, 20 if i % 2 else 10, customer=2) for i, k in enumerate(ids)]
+    second.reverse()  # the other process goes through the keys the other way round
+    url = bed.engine.url.render_as_string(hide_password=False)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_write_in_process, args=(url, path, rows, queue))
+             for path, rows in (("bulk", first), ("tvp", second))]
+
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+
+    assert [r[0] for r in results] == ["ok", "ok"], results
+    totals = [Counts(**r[1]) for r in results]
+    assert all(c.received == 400 and c.accounted == 400 and c.rejected == c.conflicted == 0 for c in totals)
+    assert sum(c.inserted for c in totals) == 400, "each key inserted exactly once"
+    winners = {str(r["event_id"]): r for r in first + second
+               if (r["customer_id"] == 1) == (ids.index(r["event_id"]) % 2 == 0)}
+    assert bed.table(ACTIVITY) == sorted((expected_row(r) for r in winners.values()), key=lambda r: r[0])
+
+
+# ----------------------------------------------------------------------------- faults
+def _kill_session(bed, conn) -> None:
+    killer = sa.create_engine(bed.engine.url, isolation_level="AUTOCOMMIT")
+    with killer.connect() as other:
+        if bed.server.engine.name == "mssql":
+            spid = conn.exec_driver_sql("SELECT @@SPID").scalar()
+            other.exec_driver_sql(f"KILL {int(spid)}")
+        else:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": pid})
+    killer.dispose()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_connection_dropped_mid_chunk_is_retried_to_the_same_result_as_a_clean_run(bed, path, monkeypatch):
+    ids = keys(30)
+    rows = [activity(k, i % 3) for i, k in enumerate(ids)] + [activity(ids[0], 9, customer=5)]
+    policy, _sleeps, events = recording_policy(initial_wait=0.01)
+    writer = writer_for(path, bed.engine, ACTIVITY, policy=policy)
+    original = type(writer).write_one if path == "single" else type(writer)._apply
+    calls = []
+
+    def flaky(self, conn, *args):
+        calls.append(1)
+        result = original(self, conn, *args)
+        if len(calls) == 1:  # the work is done but not committed when the session dies
+            _kill_session(bed, conn)
+        return result
+
+    monkeypatch.setattr(type(writer), "write_one" if path == "single" else "_apply", flaky)
+    counts = writer.upsert(rows)
+
+    assert len(events) == 1, "one transient failure, one retry"
+    oracle = Oracle()
+    expected = sum((oracle.apply([r]) for r in rows), Counts()) if path == "single" else oracle.apply(rows)
+    assert counts == expected
+    assert bed.table(ACTIVITY) == oracle.table()
+    assert bed.staged(ACTIVITY) == 0
+
+
+@pytest.mark.parametrize("path", BATCH_PATHS)
+def test_a_deadlock_victim_is_retried_and_a_non_transient_error_fails_at_once(bed, path, monkeypatch):
+    ids = keys(5)
+    policy, _sleeps, events = recording_policy(initial_wait=0.01)
+    writer = writer_for(path, bed.engine, ACTIVITY, policy=policy)
+    original = type(writer)._apply
+    raised = []
+
+    def deadlocked_once(self, conn, *args):
+        result = original(self, conn, *args)
+        if not raised:
+            raised.append(1)  # as the driver reports a deadlock victim, after the work
+            raise sa.exc.OperationalError("CALL ...", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
+        return result
+
+    monkeypatch.setattr(type(writer), "_apply", deadlocked_once)
+    counts = writer.upsert([activity(k, 1) for k in ids])
+
+    assert counts == Counts(received=5, inserted=5) and [e.reason for e in events] == ["PostgreSQL SQLSTATE 40P01"]
+    assert len(bed.table(ACTIVITY)) == 5
+
+    def broken(self, conn, *args):
+        raise sa.exc.IntegrityError("CALL ...", {}, psycopg.errors.UniqueViolation("duplicate key"))
+
+    monkeypatch.setattr(type(writer), "_apply", broken)
+    events.clear()
+    with pytest.raises(sa.exc.IntegrityError, match="duplicate key"):
+        writer.upsert([activity(uuid7(), 1)])
+    assert events == []
+
+
+# ----------------------------------------------------------------------------- arguments
+def test_a_bad_path_or_batch_size_is_refused_naming_the_allowed_values(bed):
+    with pytest.raises(UpsertError, match=r"--path 'fast' is not a known path; allowed values: single, tvp, bulk"):
+        writer_for("fast", bed.engine, ACTIVITY)
+    with pytest.raises(UpsertError, match="batch_size must be an integer of 1 or more, got 0"):
+        writer_for("tvp", bed.engine, ACTIVITY, batch_size=0)
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"event_id": "not-a-uuid"}, "event_id 'not-a-uuid' is not a UUID"),
+    ({"customer_id": 2**31}, "customer_id 2147483648 is out of range for a 32-bit integer"),
+    ({"customer_id": True}, "customer_id True is not an integer"),
+    ({"time_stamp_utc": "yesterday"}, "time_stamp_utc 'yesterday' is not an ISO 8601 timestamp"),
+    ({"details_json": 5}, "details_json 5 is not JSON text, an object or an array"),
+    ({"colour": "red"}, "unknown fields colour; allowed: event_id, customer_id, activity_type, time_stamp_utc, "
+                        "details_json, ExpectedRowVersion"),
+])
+def test_a_value_the_writer_cannot_convert_is_rejected_with_the_column_named(row, reason):
+    assert prepare(ACTIVITY, row, 7).reason == reason
+    assert prepare(ACTIVITY, row, 7).row_number == 7

@@ -1,0 +1,142 @@
+"""Shared pieces of the upsert tests: a migrated job DB, events, readers and the oracle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from dbtools import commands
+from dbtools.entities import EntitySpec, spec_named
+from dbtools.upsert import Counts
+
+T0 = dt.datetime(2026, 3, 1, 12, 0, 0)
+ACTIVITY = spec_named("CustomerActivityEvent")
+CLICK = spec_named("ClickEvent")
+
+
+@dataclass
+class Bed:
+    server: object
+    engine: sa.Engine
+
+    def table(self, spec: EntitySpec) -> list[tuple]:
+        """The whole target table (without the version column), ordered by key."""
+        q, job = self.server.engine.quote, self.server.engine.job_object
+        cols = ", ".join(q(c.name) for c in spec.columns)
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT {cols} FROM {job(spec.table)}").all()
+        return sorted((normalise(spec, r) for r in rows), key=lambda r: str(r[0]))
+
+    def versions(self, spec: EntitySpec) -> dict:
+        q, job = self.server.engine.quote, self.server.engine.job_object
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(f"SELECT {q(spec.key)}, {q(spec.version)} FROM {job(spec.table)}").all()
+        return {_key(r[0]): (int.from_bytes(r[1], "big") if isinstance(r[1], bytes) else r[1]) for r in rows}
+
+    def rejects(self, spec: EntitySpec) -> list[tuple]:
+        """(RowNumber, Reason, key) of every rejected row, ordered."""
+        q, job = self.server.engine.quote, self.server.engine.job_object
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                f"SELECT {q('RowNumber')}, {q('Reason')}, {q(spec.key)} FROM {job(spec.rejects)}").all()
+        return sorted((int(n), r, _key(k)) for n, r, k in rows)
+
+    def staged(self, spec: EntitySpec) -> int:
+        with self.engine.connect() as conn:
+            return conn.exec_driver_sql(
+                f"SELECT COUNT(*) FROM {self.server.engine.job_object(spec.staging)}").scalar_one()
+
+    def clear(self, *specs: EntitySpec) -> None:
+        job = self.server.engine.job_object
+        with self.engine.begin() as conn:
+            for spec in specs:
+                for table in (spec.table, spec.rejects, spec.staging):
+                    conn.exec_driver_sql(f"DELETE FROM {job(table)}")
+            conn.exec_driver_sql(f"DELETE FROM {job('UpsertBatchLog')}")
+
+
+def make_bed(server) -> Bed:
+    commands.migrate(url=server.url_string)
+    return Bed(server, server.job_engine())
+
+
+def _key(value):
+    return str(value).lower() if isinstance(value, (uuid.UUID, str)) else value
+
+
+def normalise(spec: EntitySpec, row: Sequence) -> tuple:
+    """A row as plain comparable values: uuid keys as text, JSON parsed, naive timestamps."""
+    out = []
+    for column, value in zip(spec.columns, row):
+        if column.type == "json" and isinstance(value, str):
+            value = json.loads(value)
+        elif column.type == "uuid" and value is not None:
+            value = str(value).lower()
+        elif column.type == "timestamp" and isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        out.append(value)
+    return tuple(out)
+
+
+def activity(key: uuid.UUID, minutes: int, customer: int = 1, kind: str = "page_view", details=None, **extra) -> dict:
+    row = {"event_id": key, "customer_id": customer, "activity_type": kind,
+           "time_stamp_utc": T0 + dt.timedelta(minutes=minutes), "details_json": details}
+    row.update(extra)
+    return row
+
+
+def expected_row(row: dict, spec: EntitySpec = ACTIVITY) -> tuple:
+    values = []
+    for c in spec.columns:
+        v = row.get(c.name)
+        if c.type == "json" and isinstance(v, str):
+            v = json.loads(v)
+        if c.type == "uuid" and v is not None:
+            v = str(v).lower()
+        values.append(v)
+    return tuple(values)
+
+
+# ----------------------------------------------------------------------------- the oracle
+class Oracle:
+    """Newest wins, per batch: what the table and the counts must be (no ExpectedRowVersion)."""
+
+    def __init__(self, spec: EntitySpec = ACTIVITY, valid=lambda row: True):
+        self.spec = spec
+        self.valid = valid
+        self.rows: dict = {}
+
+    def apply(self, batch: Iterable[dict]) -> Counts:
+        spec = self.spec
+        counts = Counts()
+        winners: dict = {}
+        for number, row in enumerate(batch, start=1):
+            counts.received += 1
+            if not self.valid(row):
+                counts.rejected += 1
+                continue
+            key = _key(row[spec.key])
+            best = winners.get(key)
+            # Newest ordering value wins; on a tie the earlier row (lower RowNumber) stays.
+            if best is None or row[spec.ordering] > best[spec.ordering]:
+                winners[key] = row
+        counts.skipped += counts.received - counts.rejected - len(winners)
+        for key, row in winners.items():
+            stored = self.rows.get(key)
+            if stored is None:
+                counts.inserted += 1
+                self.rows[key] = row
+            elif row[spec.ordering] > stored[spec.ordering]:
+                counts.updated += 1
+                self.rows[key] = row
+            else:
+                counts.skipped += 1
+        return counts
+
+    def table(self) -> list[tuple]:
+        return sorted((expected_row(r, self.spec) for r in self.rows.values()), key=lambda r: str(r[0]))

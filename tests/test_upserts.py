@@ -239,7 +239,8 @@ def _write_in_process(url: str, path: str, rows: list[dict], queue) -> None:
         engine.dispose()
 
 
-def test_two_processes_writing_the_same_keys_at_once_lose_no_update_and_violate_no_key(bed):
+@pytest.mark.parametrize("paths", [("bulk", "tvp"), ("single", "bulk")])
+def test_two_processes_writing_the_same_keys_at_once_lose_no_update_and_violate_no_key(bed, paths):
     ids = keys(400)
     # Each process writes every key; which one is newer alternates key by key.
     first = [activity(k, 10 if i % 2 else 20, customer=1) for i, k in enumerate(ids)]
@@ -249,7 +250,7 @@ def test_two_processes_writing_the_same_keys_at_once_lose_no_update_and_violate_
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_write_in_process, args=(url, path, rows, queue))
-             for path, rows in (("bulk", first), ("tvp", second))]
+             for path, rows in zip(paths, (first, second))]
 
     for p in procs:
         p.start()

@@ -40,8 +40,10 @@ RESERVED = frozenset(n.lower() for n in (
     "BatchId", "RowNumber", "ExpectedRowVersion", "Reason", "RejectId", "RejectedAt", "Outcome", "RowVersion",
     "Help", "Version", "VersionDate", "Rows", "Replayed", "RowsReceived", "RowsInserted", "RowsUpdated",
     "RowsSkipped", "RowsConflicted", "RowsRejected", "BadNumbers", "HelpText", "RejectReason",
-    "StartedTransaction", "Uuid7Ms", "Uuid7Random",
+    "StartedTransaction", "Uuid7Ms", "Uuid7Random", "dbtools_Outcome", "dbtools_Rank",
 ))
+#: SQL Server indexes at most 900 bytes per key: nvarchar keys and lookup values up to 450 characters.
+MAX_INDEXED_STRING = 450
 OBJECT_KINDS = ("row_type", "upsert_one", "upsert_many", "staging", "rejects", "reconcile")
 
 
@@ -201,6 +203,10 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
         raise _fail(source, "the key and the ordering column must be required")
     if by_name[key].type not in ("uuid", "int", "bigint", "string"):
         raise _fail(source, f"key {key!r} must be uuid, int, bigint or string")
+    for c in columns:
+        if c.type == "string" and (c.name == key or c.references) and c.length > MAX_INDEXED_STRING:
+            raise _fail(source, f"column {c.name}: a key or referencing string can be at most {MAX_INDEXED_STRING} "
+                                "characters (SQL Server indexes 900 bytes)")
     if by_name[ordering].type not in ("timestamp", "int", "bigint"):
         raise _fail(source, f"ordering {ordering!r} must be timestamp, int or bigint")
     if version in names:
@@ -284,14 +290,14 @@ def _column_list(engine: EngineInfo, cols: list[tuple[str, str, bool]]) -> str:
 
 def row_type_columns(spec: EntitySpec, engine: EngineInfo) -> str:
     """The row type: RowNumber, every column (loose types), ExpectedRowVersion."""
-    cols = [("RowNumber", "bigint", engine.name == "mssql")]
+    cols = [("RowNumber", "bigint", False)]
     cols += [(c.name, c.loose_type(engine), False) for c in spec.columns]
     cols.append(("ExpectedRowVersion", "binary(8)" if engine.name == "mssql" else "bigint", False))
     body = _column_list(engine, cols)
     if engine.name == "postgresql":
         body = body.replace(" NOT NULL", "").replace(" NULL", "")  # composite types take no constraints
-    else:
-        body += f",\n    PRIMARY KEY ({engine.quote('RowNumber')})"
+    # No key on RowNumber: a duplicate would fail while the TVP is bound, with a key-violation
+    # error instead of the procedure's own validation message (50010 / 22023).
     return body
 
 
@@ -331,6 +337,10 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
                 f"CONSTRAINT {q('FK_' + spec.table + '_' + c.name)} FOREIGN KEY ({q(c.name)}) "
                 f"REFERENCES {job(lookup.table)} ({q(lookup.column.name)})")
     _exec(ctx, f"CREATE TABLE {job(spec.table)} (\n{body},\n    " + ",\n    ".join(constraints) + "\n)")
+    if mssql:
+        # A batch holds one key lock per row until commit; escalating them to a table lock would
+        # block every other writer of the entity (about 5,000 locks trigger escalation).
+        _exec(ctx, f"ALTER TABLE {job(spec.table)} SET (LOCK_ESCALATION = DISABLE)")
 
     loose = [(c.name, c.loose_type(engine), False) for c in spec.columns]
     version_type = "binary(8)" if mssql else "bigint"
@@ -342,6 +352,7 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     if mssql:
         _exec(ctx, f"CREATE CLUSTERED INDEX {q('CX_' + spec.staging)} ON {job(spec.staging)} "
                    f"({q('BatchId')}, {q('RowNumber')})")
+        _exec(ctx, f"ALTER TABLE {job(spec.staging)} SET (LOCK_ESCALATION = DISABLE)")
     else:
         _exec(ctx, f"CREATE INDEX {q('IX_' + spec.staging + '_BatchId')} ON {job(spec.staging)} ({q('BatchId')})")
 

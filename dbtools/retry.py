@@ -42,7 +42,10 @@ MSSQL_TRANSIENT_ERRORS = frozenset({
 })
 MSSQL_TRANSIENT_SQLSTATES = frozenset({"HYT00", "HYT01", "08S01", "08001"})
 POSTGRESQL_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01"})
-_NATIVE_ERROR = re.compile(r"\((\d+)\)")
+# The native error number pyodbc appends to each message: "... text (1205) (SQLExecDirectW)", and for
+# further messages "...; [01000] ... text (3621)". Only that position counts: "The duplicate key value
+# is (1205)." is not a deadlock.
+_NATIVE_ERROR = re.compile(r"\((\d+)\)(?=\s*(?:\(SQL\w+\)|;|$))")
 
 
 def transient_reason(exc: BaseException) -> str | None:

@@ -324,7 +324,12 @@ class SingleRowWriter(Writer):
 
     def write_one(self, conn: sa.Connection, row: PreparedRow, batch_id: uuid.UUID) -> Counts:
         params = {c.name: v for c, v in zip(self.spec.columns, row.values)}
-        expected = _version_bytes(row.expected) if self.info.name == "mssql" else row.expected
+        expected = row.expected
+        if self.info.name == "mssql":
+            import pyodbc
+
+            # A typed NULL: an untyped one binds as varchar, which does not convert to binary(8).
+            expected = pyodbc.BinaryNull if row.expected is None else _version_bytes(row.expected)
         params.update(ExpectedRowVersion=expected, BatchId=batch_id, RowNumber=row.row_number)
         out = call_procedure(conn, self.info, self.spec.upsert_one, params,
                              outputs={"Outcome": "nvarchar(10)", "Reason": "nvarchar(400)", "RowVersion": "binary(8)"})
@@ -362,13 +367,86 @@ class TvpWriter(Writer):
         return self._counts(out)
 
     def _apply_mssql(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
-        # pyodbc: a TVP is a list whose first two items name the type and its schema (pyodbc #595).
-        tvp = [self.spec.row_type, self.info.job_schema]
-        tvp += [(r.row_number, *r.values, _version_bytes(r.expected)) for r in rows]
-        out = call_procedure(conn, self.info, self.spec.upsert_many, {"Rows": tvp},
-                             outputs={**COUNT_OUTPUTS, "BatchId": "uniqueidentifier"},
-                             output_values={"BatchId": batch_id})
-        return self._counts(out)
+        # pyodbc types each TVP column from the first row, and a None there (ExpectedRowVersion and
+        # optional columns are None in most rows) cannot be bound (pyodbc #862, #1452; a varchar
+        # NULL does not convert to binary). So the chunk travels as one JSON parameter and the
+        # batch fills a table variable of the row type with OPENJSON, then passes it as the TVP:
+        # the procedure, the type and the semantics are the TVP path's own.
+        names = ["RowNumber", *(c.name for c in self.spec.columns), "ExpectedRowVersion"]
+        document = json.dumps([
+            dict(zip(names, (r.row_number, *(_json_value(v) for v in r.values), r.expected))) for r in rows
+        ], separators=(",", ":"), ensure_ascii=False)
+        sql = mssql_tvp_batch(self.info, self.spec)
+        return self._counts(_run_mssql_batch(conn, sql, (document, batch_id)))
+
+
+
+def mssql_tvp_batch(info: EngineInfo, spec: EntitySpec) -> str:
+    """The SQL Server batch of the TVP path: JSON (parameter 1) -> table variable -> procedure.
+
+    Parameter 2 is the batch id; the last result set is the count outputs.
+    """
+    q, job = info.quote, info.job_object
+    names = ["RowNumber", *(c.name for c in spec.columns), "ExpectedRowVersion"]
+    types = ["bigint", *(c.loose_type(info) for c in spec.columns), "bigint"]
+    selected = [f"j.{q(n)}" for n in names[:-1]] + [f"CONVERT(binary(8), j.{q('ExpectedRowVersion')})"]
+    outputs = list(COUNT_OUTPUTS)
+    return "\n".join([
+        "SET NOCOUNT ON;",
+        f"DECLARE @Rows {job(spec.row_type)};",
+        f"INSERT INTO @Rows ({', '.join(q(n) for n in names)})",
+        f"SELECT {', '.join(selected)}",
+        "FROM OPENJSON(?) WITH (" + ", ".join(f"{q(n)} {t} '$.{n}'" for n, t in zip(names, types)) + ") AS j;",
+        "DECLARE @BatchId uniqueidentifier = ?;",
+        *(f"DECLARE @{k} bigint;" for k in outputs),
+        f"EXEC {job(spec.upsert_many)} @Rows = @Rows, @BatchId = @BatchId OUTPUT, "
+        + ", ".join(f"@{k} = @{k} OUTPUT" for k in outputs) + ";",
+        "SELECT " + ", ".join(f"@{k} AS {q(k)}" for k in outputs) + ";",
+        "SET NOCOUNT OFF;",
+    ])
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def _run_mssql_batch(conn: sa.Connection, sql: str, params: tuple) -> dict[str, Any]:
+    """Run a batch on a raw pyodbc cursor; the last result set's row, as a dict.
+
+    Errors raised after an earlier result surface only through nextset(), so every set is
+    drained; a validation error (50010) becomes ProcedureValidationError, as in dbtools.procs.
+    """
+    from .procs import _translate
+
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()
+    row, columns = None, []
+    try:
+        cursor.execute(sql, params)
+        while True:
+            if cursor.description is not None:
+                columns = [d[0] for d in cursor.description]
+                row = cursor.fetchone()
+            if not cursor.nextset():
+                break
+    except dbapi.Error as exc:
+        translated = _translate(exc)
+        if translated is not None:
+            raise translated from exc
+        raise sa.exc.DBAPIError.instance(sql[:200], None, exc, dbapi.Error,
+                                         connection_invalidated=conn.dialect.is_disconnect(exc, None, cursor),
+                                         dialect=conn.dialect) from exc
+    finally:
+        try:
+            cursor.close()
+        except dbapi.Error:
+            pass
+    if row is None:
+        raise UpsertError("the batch returned no counts")
+    return dict(zip(columns, row))
 
 
 class BulkStagingWriter(Writer):
@@ -384,7 +462,9 @@ class BulkStagingWriter(Writer):
             cursor = conn.connection.dbapi_connection.cursor()
             try:
                 cursor.fast_executemany = True
-                sql = (f"INSERT INTO {table} WITH (TABLOCK) ({', '.join(q(c) for c in columns)}) "
+                # No TABLOCK: on an INSERT target it is TABLOCKX, held to commit, and would make
+                # concurrent writers of one entity queue; a parameter array is never minimally logged.
+                sql = (f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) "
                        f"VALUES ({', '.join('?' for _ in columns)})")
                 for part in chunks(rows, MSSQL_EXECUTEMANY_CHUNK):
                     cursor.executemany(sql, [(batch_id, r.row_number, *r.values, _version_bytes(r.expected))

@@ -218,3 +218,16 @@ def test_a_deadlock_victim_is_retried_and_both_writers_finish(server, sources):
     assert failures == []
     assert [tuple(r) for r in rows] == [(1, 2), (2, 2)]
     assert [e.reason for e in events] in (["PostgreSQL SQLSTATE 40P01"], ["SQL Server error 1205"])
+
+
+def test_a_number_in_parentheses_inside_the_message_is_not_taken_for_the_error_number():
+    orig = FakePyodbcError("23000", "[23000] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Violation of "
+                                    "PRIMARY KEY constraint 'PK_T'. The duplicate key value is (1205). (2627) (SQLExecDirectW)")
+    assert transient_reason(sa.exc.IntegrityError("INSERT", (), orig)) is None
+
+
+def test_a_transient_number_in_a_further_message_still_counts():
+    orig = FakePyodbcError("40001", "[40001] [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]Statement "
+                                    "terminated. (3621) (SQLExecDirectW); [40001] [Microsoft][ODBC Driver 18 for SQL "
+                                    "Server][SQL Server]Transaction was deadlocked. (1205)")
+    assert transient_reason(sa.exc.OperationalError("EXEC", (), orig)) == "SQL Server error 1205"

@@ -9,6 +9,7 @@ from sqlfluff.core import FluffConfig, Linter
 
 from dbtools.conventions import check, check_plpgsql, check_tsql
 from dbtools.privileges import POSTGRESQL_ENGINE_FUNCTIONS
+from dbtools.entities import current_specs
 from dbtools.render import render_objects
 
 MSSQL_OBJECTS = render_objects("mssql")
@@ -176,3 +177,16 @@ def test_the_sql_server_engine_access_batches_parse_and_are_safe_for_sqlcmd_and_
     assert "$(" not in sql  # sqlcmd would substitute it
     assert not re.search(r"^\s*GO\b", sql, re.I | re.M)
     assert "?" not in sql  # the batch runs on a raw pyodbc cursor without parameters
+
+
+@pytest.mark.parametrize("spec", current_specs(), ids=lambda s: s.entity)
+def test_the_sql_server_tvp_batch_parses_and_carries_every_column_of_the_row_type(spec):
+    from dbtools.engines import engine_for
+    from dbtools.upsert import mssql_tvp_batch
+
+    sql = mssql_tvp_batch(engine_for("mssql"), spec)
+
+    assert unparsable(sql.replace("?", "NULL"), "tsql") == []
+    for column in ("RowNumber", *(c.name for c in spec.columns), "ExpectedRowVersion"):
+        assert f"[{column}] " in sql.split("OPENJSON")[1] and f"'$.{column}'" in sql
+    assert sql.count("?") == 2

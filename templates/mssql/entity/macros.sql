@@ -36,7 +36,10 @@ CASE
 {%- endfor %}
 {%- for c in e.columns if c.references %}
             WHEN {{ ref(alias, c.name) }} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{ job(c.references) }} AS lk
-                             WHERE lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }})
+                             WHERE lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }}
+{%- if c.type == 'string' %} COLLATE Latin1_General_100_BIN2
+                               AND DATALENGTH(lk.{{ q(e.lookup(c.references).column.name) }}) = DATALENGTH({{ ref(alias, c.name) }})
+{%- endif %})
                 THEN N'{{ c.name }} is not in {{ c.references }}'
 {%- endfor %}
         END
@@ -193,7 +196,8 @@ SELECT
                 END
             FROM #dbtools_UpsertWinners AS w
             LEFT OUTER JOIN {{ job(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
-                ON t.{{ q(e.key) }} = w.{{ q(e.key) }};
+                ON t.{{ q(e.key) }} = w.{{ q(e.key) }}
+            OPTION (MAXDOP 1); -- a serial plan locks keys in key order: no deadlock between two batches
 
             SELECT @RowsConflicted = COUNT_BIG(*)
             FROM #dbtools_UpsertWinners AS w
@@ -210,7 +214,8 @@ SELECT
             INNER JOIN #dbtools_UpsertWinners AS w ON w.{{ q(e.key) }} = t.{{ q(e.key) }}
             WHERE w.[dbtools_Outcome] = N'Updated'
               AND t.{{ q(e.ordering) }} < w.{{ q(e.ordering) }}
-              AND (w.[ExpectedRowVersion] IS NULL OR t.{{ q(e.version) }} = w.[ExpectedRowVersion]);
+              AND (w.[ExpectedRowVersion] IS NULL OR t.{{ q(e.version) }} = w.[ExpectedRowVersion])
+            OPTION (MAXDOP 1);
             SET @RowsUpdated = ROWCOUNT_BIG();
 
             -- New keys, in key order; their gaps are locked since the classification.
@@ -218,7 +223,8 @@ SELECT
             SELECT {{ column_list(e, 'w') }}
             FROM #dbtools_UpsertWinners AS w
             WHERE w.[dbtools_Outcome] = N'Inserted'
-            ORDER BY w.{{ q(e.key) }};
+            ORDER BY w.{{ q(e.key) }}
+            OPTION (MAXDOP 1);
             SET @RowsInserted = ROWCOUNT_BIG();
 
             SET @RowsSkipped = @RowsReceived - @RowsRejected - @RowsInserted - @RowsUpdated - @RowsConflicted;

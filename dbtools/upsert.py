@@ -165,29 +165,46 @@ class PreparedRow:
 
 def prepare(spec: EntitySpec, row: Mapping[str, Any], default_number: int) -> PreparedRow | RowError:
     """Convert one input row, or say why it cannot be sent."""
-    number = row.get(ROW_NUMBER, default_number)
-    if isinstance(number, bool) or not isinstance(number, int):
-        return RowError(default_number, f"{ROW_NUMBER} {number!r} is not an integer")
-    unknown = set(row) - {c.name for c in spec.columns} - {EXPECTED, ROW_NUMBER}
-    if unknown:
-        return RowError(number, f"unknown fields {', '.join(sorted(map(str, unknown)))}; allowed: "
-                                f"{', '.join(c.name for c in spec.columns)}, {EXPECTED}")
-    values = []
-    for column in spec.columns:
-        value = row.get(column.name)
-        if value is not None:
+    return _preparer(spec)(row, default_number)
+
+
+def _preparer(spec: EntitySpec) -> Callable[[Mapping[str, Any], int], PreparedRow | RowError]:
+    """The row converter of one spec; a writer builds it once (it runs for every row)."""
+    columns = [(c.name, _CONVERTERS[c.type], _IDENTITY.get(c.type)) for c in spec.columns]
+    allowed = frozenset(c.name for c in spec.columns) | {EXPECTED, ROW_NUMBER}
+    to_version = _to_int(64)
+
+    def convert(row: Mapping[str, Any], default_number: int) -> PreparedRow | RowError:
+        number = row.get(ROW_NUMBER, default_number)
+        if number.__class__ is not int:
+            if isinstance(number, bool) or not isinstance(number, int):
+                return RowError(default_number, f"{ROW_NUMBER} {number!r} is not an integer")
+        if not allowed.issuperset(row):
+            unknown = set(row) - allowed
+            return RowError(number, f"unknown fields {', '.join(sorted(map(str, unknown)))}; allowed: "
+                                    f"{', '.join(c.name for c in spec.columns)}, {EXPECTED}")
+        values = []
+        for name, converter, exact in columns:
+            value = row.get(name)
+            if value is not None and value.__class__ is not exact:  # the common case costs one check
+                try:
+                    value = converter(value)
+                except _Invalid as exc:
+                    return RowError(number, f"{name} {_short(value)} {exc}")
+            values.append(value)
+        expected = row.get(EXPECTED)
+        if expected is not None:
             try:
-                value = _CONVERTERS[column.type](value)
+                expected = to_version(expected)
             except _Invalid as exc:
-                return RowError(number, f"{column.name} {_short(value)} {exc}")
-        values.append(value)
-    expected = row.get(EXPECTED)
-    if expected is not None:
-        try:
-            expected = _to_int(64)(expected)
-        except _Invalid as exc:
-            return RowError(number, f"{EXPECTED} {_short(expected)} {exc}")
-    return PreparedRow(number, tuple(values), expected)
+                return RowError(number, f"{EXPECTED} {_short(expected)} {exc}")
+        return PreparedRow(number, tuple(values), expected)
+
+    return convert
+
+
+#: Values of exactly these classes need no conversion (ints still need their range check).
+_IDENTITY: dict[str, type] = {"uuid": uuid.UUID, "string": str}
 
 
 def _short(value: Any) -> str:
@@ -229,6 +246,7 @@ class Writer:
 
     def __post_init__(self):
         self.info: EngineInfo = engine_for(self.engine.url)
+        self._prepare = _preparer(self.spec)
         if self.batch_size is None:
             self.batch_size = DEFAULT_BATCH_SIZE[self.path]
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -251,7 +269,7 @@ class Writer:
                 if isinstance(row, RowError):  # rejected by the reader (e.g. a line that is not JSON)
                     item = row
                 elif isinstance(row, Mapping):
-                    item = prepare(self.spec, row, n)
+                    item = self._prepare(row, n)
                 else:
                     item = RowError(n, f"row {n} is not a mapping")
                 (rejected if isinstance(item, RowError) else prepared).append(item)

@@ -507,7 +507,11 @@ def render(report: dict) -> str:
 def record(section: str) -> None:
     text = DOC.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if pattern.search(text):
+    blocks = list(pattern.finditer(text))
+    if blocks:
+        # The first block is replaced; any further copy (e.g. a doubled merge) is dropped.
+        for block in reversed(blocks[1:]):
+            text = text[:block.start()].rstrip("\n") + "\n\n" + text[block.end():].lstrip("\n")
         text = pattern.sub(lambda _: section, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"

@@ -380,8 +380,19 @@ class TvpWriter(Writer):
         register_composite(self._composite, raw)
         make = self._composite.python_type
         payload = [make(r.row_number, *r.values, r.expected) for r in rows]
-        out = call_procedure(conn, self.info, self.spec.upsert_many, {"Rows": payload, "BatchId": batch_id},
-                             outputs=COUNT_OUTPUTS)
+        # The array goes in binary format (%(Rows)b): psycopg's text format quotes every field
+        # in Python and cost 56 ms per 1,000 rows against 4 ms (docs/benchmarks.md).
+        from .procs import _translate
+
+        sql = (f"CALL {self.info.job_object(self.spec.upsert_many)}"
+               f"({self.info.quote('Rows')} => %(Rows)b, {self.info.quote('BatchId')} => %(BatchId)s)")
+        try:
+            out = conn.exec_driver_sql(sql, {"Rows": payload, "BatchId": batch_id}).mappings().one()
+        except sa.exc.DBAPIError as exc:
+            translated = _translate(exc.orig)
+            if translated is None:
+                raise
+            raise translated from exc
         return self._counts(out)
 
     def _apply_mssql(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:

@@ -10,8 +10,9 @@ Validation errors raised by the procedures (SQL Server error 50010, PostgreSQL S
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,26 +36,36 @@ def call_procedure(
     params: Mapping[str, Any],
     outputs: Mapping[str, str] = {},
     output_values: Mapping[str, Any] = {},
+    binary: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Execute a job-DB procedure and return its OUTPUT/INOUT values.
 
     ``outputs`` maps output parameter names to their T-SQL declaration types (used on SQL
     Server only; PostgreSQL knows its INOUT types). ``output_values`` gives some of them a value
     on the way in (OUTPUT parameters are input too on SQL Server; INOUT on PostgreSQL).
+    ``binary`` names PostgreSQL parameters sent in binary format (large arrays of composites,
+    which psycopg's text format quotes field by field in Python).
     """
     for key in (name, *params, *outputs):
         if not _NAME.match(key):
             raise ValueError(f"not a plain identifier: {key!r}")
-    try:
+    with _translated(conn):
         if engine.name == "mssql":
             return _call_mssql(conn, engine, name, params, outputs, output_values)
-        return _call_postgresql(conn, engine, name, {**params, **output_values}, outputs)
+        return _call_postgresql(conn, engine, name, {**params, **output_values}, outputs, binary)
+
+
+@contextlib.contextmanager
+def _translated(conn: sa.Connection) -> Iterator[None]:
+    """Turn the procedures' validation errors into ProcedureValidationError; others pass."""
+    try:
+        yield
     except sa.exc.DBAPIError as exc:
         translated = _translate(exc.orig)
         if translated is None:
             raise
         raise translated from exc
-    except conn.dialect.loaded_dbapi.Error as exc:  # raised by the raw cursor below
+    except conn.dialect.loaded_dbapi.Error as exc:  # raised by the raw cursor of run_mssql_batch
         translated = _translate(exc)
         if translated is None:
             raise
@@ -70,15 +81,29 @@ def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str,
     lines.append(f"EXEC {engine.job_object(name)} " + ", ".join(args) + ";")
     if outputs:
         lines.append("SELECT " + ", ".join(f"@{key} AS {engine.quote(key)}" for key in outputs) + ";")
+    # The OUTPUT values are the last result set: a procedure may return its own rows first
+    # (the operator's RunId row, a plan).
+    row = _run_mssql(conn, "\n".join(lines), tuple(values))
+    return row if outputs else {}
+
+
+def run_mssql_batch(conn: sa.Connection, sql: str, values: tuple) -> dict[str, Any]:
+    """SQL Server: run a batch of our own; return its last result set's first row as a dict.
+
+    Validation errors of the procedures it calls become ProcedureValidationError, as with
+    :func:`call_procedure`.
+    """
+    with _translated(conn):
+        return _run_mssql(conn, sql, values)
+
+
+def _run_mssql(conn: sa.Connection, sql: str, values: tuple) -> dict[str, Any]:
     # A raw cursor: informational messages (RAISERROR ... 0, 1 WITH NOWAIT) arrive as result sets
     # without columns, and errors raised after the first result surface only through nextset().
-    sql = "\n".join(lines)
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(sql, tuple(values))
-        # The OUTPUT values are the last result set: a procedure may return its own rows first
-        # (the operator's RunId row, a plan).
+        cursor.execute(sql, values)
         row, columns = None, []
         while True:
             if cursor.description is not None:
@@ -91,7 +116,7 @@ def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str,
         # the retry policy sees a dropped connection (error 596: "session is in the kill state").
         if conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor) or "(596)" in driver_message(exc):
             conn.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(sql, tuple(values), exc, dbapi.Error,
+            raise sa.exc.DBAPIError.instance(sql, values, exc, dbapi.Error,
                                              connection_invalidated=True, dialect=conn.dialect) from exc
         raise
     finally:
@@ -99,13 +124,11 @@ def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str,
             cursor.close()
         except dbapi.Error:
             pass
-    if not outputs:
-        return {}
-    return dict(zip(columns, row))
+    return dict(zip(columns, row)) if row is not None else {}
 
 
-def _call_postgresql(conn, engine, name, params, outputs) -> dict[str, Any]:
-    args = [f"{engine.quote(key)} => %({key})s" for key in params]
+def _call_postgresql(conn, engine, name, params, outputs, binary=frozenset()) -> dict[str, Any]:
+    args = [f"{engine.quote(key)} => %({key}){'b' if key in binary else 's'}" for key in params]
     sql = f"CALL {engine.job_object(name)}(" + ", ".join(args) + ")"
     result = conn.exec_driver_sql(sql, dict(params))
     if not result.returns_rows:

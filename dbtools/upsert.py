@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from .engines import EngineInfo, engine_for
 from .entities import EntitySpec
 from .errors import DbToolsError
-from .procs import call_procedure
+from .procs import call_procedure, run_mssql_batch
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .uuid7 import uuid7
 
@@ -216,12 +216,9 @@ def _version_bytes(version: int | None) -> bytes | None:
     return None if version is None else version.to_bytes(8, "big", signed=True)
 
 
-def _version_int(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray)):
-        return int.from_bytes(value, "big", signed=True)
-    return int(value)
+def row_fields(spec: EntitySpec) -> list[str]:
+    """The fields of the row type, in order: RowNumber, the columns, ExpectedRowVersion (PreparedRow's order)."""
+    return [ROW_NUMBER, *(c.name for c in spec.columns), EXPECTED]
 
 
 def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -380,19 +377,10 @@ class TvpWriter(Writer):
         register_composite(self._composite, raw)
         make = self._composite.python_type
         payload = [make(r.row_number, *r.values, r.expected) for r in rows]
-        # The array goes in binary format (%(Rows)b): psycopg's text format quotes every field
-        # in Python and cost 56 ms per 1,000 rows against 4 ms (docs/benchmarks.md).
-        from .procs import _translate
-
-        sql = (f"CALL {self.info.job_object(self.spec.upsert_many)}"
-               f"({self.info.quote('Rows')} => %(Rows)b, {self.info.quote('BatchId')} => %(BatchId)s)")
-        try:
-            out = conn.exec_driver_sql(sql, {"Rows": payload, "BatchId": batch_id}).mappings().one()
-        except sa.exc.DBAPIError as exc:
-            translated = _translate(exc.orig)
-            if translated is None:
-                raise
-            raise translated from exc
+        # The array goes in binary format: psycopg's text format quotes every field in Python and
+        # cost 56 ms per 1,000 rows against 4 ms (docs/benchmarks.md).
+        out = call_procedure(conn, self.info, self.spec.upsert_many, {"Rows": payload, "BatchId": batch_id},
+                             outputs=COUNT_OUTPUTS, binary=frozenset({"Rows"}))
         return self._counts(out)
 
     def _apply_mssql(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
@@ -401,13 +389,15 @@ class TvpWriter(Writer):
         # NULL does not convert to binary). So the chunk travels as one JSON parameter and the
         # batch fills a table variable of the row type with OPENJSON, then passes it as the TVP:
         # the procedure, the type and the semantics are the TVP path's own.
-        names = ["RowNumber", *(c.name for c in self.spec.columns), "ExpectedRowVersion"]
+        names = row_fields(self.spec)
         document = json.dumps([
             dict(zip(names, (r.row_number, *(_json_value(v) for v in r.values), r.expected))) for r in rows
         ], separators=(",", ":"), ensure_ascii=False)
         sql = mssql_tvp_batch(self.info, self.spec)
-        return self._counts(_run_mssql_batch(conn, sql, (document, batch_id)))
-
+        out = run_mssql_batch(conn, sql, (document, batch_id))
+        if not out:
+            raise UpsertError("the batch returned no counts")
+        return self._counts(out)
 
 
 def mssql_tvp_batch(info: EngineInfo, spec: EntitySpec) -> str:
@@ -416,7 +406,7 @@ def mssql_tvp_batch(info: EngineInfo, spec: EntitySpec) -> str:
     Parameter 2 is the batch id; the last result set is the count outputs.
     """
     q, job = info.quote, info.job_object
-    names = ["RowNumber", *(c.name for c in spec.columns), "ExpectedRowVersion"]
+    names = row_fields(spec)
     types = ["bigint", *(c.loose_type(info) for c in spec.columns), "bigint"]
     selected = [f"j.{q(n)}" for n in names[:-1]] + [f"CONVERT(binary(8), j.{q('ExpectedRowVersion')})"]
     outputs = list(COUNT_OUTPUTS)
@@ -434,48 +424,13 @@ def mssql_tvp_batch(info: EngineInfo, spec: EntitySpec) -> str:
         "SET NOCOUNT OFF;",
     ])
 
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime):
         return value.isoformat()
     return value
-
-
-def _run_mssql_batch(conn: sa.Connection, sql: str, params: tuple) -> dict[str, Any]:
-    """Run a batch on a raw pyodbc cursor; the last result set's row, as a dict.
-
-    Errors raised after an earlier result surface only through nextset(), so every set is
-    drained; a validation error (50010) becomes ProcedureValidationError, as in dbtools.procs.
-    """
-    from .procs import _translate
-
-    dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.dbapi_connection.cursor()
-    row, columns = None, []
-    try:
-        cursor.execute(sql, params)
-        while True:
-            if cursor.description is not None:
-                columns = [d[0] for d in cursor.description]
-                row = cursor.fetchone()
-            if not cursor.nextset():
-                break
-    except dbapi.Error as exc:
-        translated = _translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise sa.exc.DBAPIError.instance(sql[:200], None, exc, dbapi.Error,
-                                         connection_invalidated=conn.dialect.is_disconnect(exc, None, cursor),
-                                         dialect=conn.dialect) from exc
-    finally:
-        try:
-            cursor.close()
-        except dbapi.Error:
-            pass
-    if row is None:
-        raise UpsertError("the batch returned no counts")
-    return dict(zip(columns, row))
 
 
 class BulkStagingWriter(Writer):
@@ -485,7 +440,7 @@ class BulkStagingWriter(Writer):
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
         q = self.info.quote
-        columns = ["BatchId", "RowNumber", *(c.name for c in self.spec.columns), "ExpectedRowVersion"]
+        columns = ["BatchId", *row_fields(self.spec)]
         table = self.info.job_object(self.spec.staging)
         if self.info.name == "mssql":
             cursor = conn.connection.dbapi_connection.cursor()

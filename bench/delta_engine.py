@@ -15,36 +15,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import tempfile
 import time
-import warnings
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from embedded import fresh_database, start_server
+
 from dbtools import commands, runner
 from dbtools.engines import engine_for
-
-
-def start_server():
-    import pgserver
-
-    data = tempfile.mkdtemp(prefix="dbtools-bench-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(data, cleanup_mode="stop")
-    return server, data, sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-
-
-def fresh_database(admin_url, name):
-    admin = sa.create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    url = admin_url.set(database=name)
-    commands.migrate(url=url.render_as_string(hide_password=False))
-    return url
 
 
 SETUP_COMMON = """

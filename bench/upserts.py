@@ -41,11 +41,9 @@ import re
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -55,9 +53,10 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.pool import NullPool
 
-from dbtools import commands, upsert
+from embedded import fresh_database, start_server
+
+from dbtools import upsert
 from dbtools.engines import engine_for
 from dbtools.entities import spec_named
 from dbtools.upsert import chunks, writer_for
@@ -176,27 +175,6 @@ class EventStream:
 
 
 # ----------------------------------------------------------------------------- the server
-def start_server():
-    import pgserver
-
-    data = tempfile.mkdtemp(prefix="dbtools-bench-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(data, cleanup_mode="stop")
-    return server, data, sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-
-
-def fresh_database(admin_url, name):
-    admin = sa.create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    url = admin_url.set(database=name)
-    commands.migrate(url=url.render_as_string(hide_password=False))
-    return url
-
-
 def scalar(engine, sql):
     with engine.connect() as conn:
         return conn.exec_driver_sql(sql).scalar()

@@ -156,6 +156,19 @@ def scratch_table(server, sources):
     return engine, name
 
 
+def kill_session(conn: sa.Connection, engine_name: str) -> None:
+    """End ``conn``'s server session from another connection, as a failover or an admin would."""
+    killer = sa.create_engine(conn.engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with killer.connect() as other:
+        if engine_name == "mssql":
+            spid = conn.exec_driver_sql("SELECT @@SPID").scalar()
+            other.exec_driver_sql(f"KILL {int(spid)}")
+        else:
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": pid})
+    killer.dispose()
+
+
 def test_a_dropped_connection_is_retried_to_success(server, sources):
     engine, table = scratch_table(server, sources)
     policy, sleeps, events = recording_policy(initial_wait=0.01)
@@ -166,15 +179,7 @@ def test_a_dropped_connection_is_retried_to_success(server, sources):
         attempts.append(1)
         conn.exec_driver_sql(f"UPDATE {table} SET {q('n')} = {q('n')} + 1 WHERE {q('id')} = 1")
         if len(attempts) == 1:  # the server drops this session mid-transaction
-            killer = sa.create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-            with killer.connect() as other:
-                if server.engine.name == "mssql":
-                    spid = conn.exec_driver_sql("SELECT @@SPID").scalar()
-                    other.exec_driver_sql(f"KILL {int(spid)}")
-                else:
-                    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-                    other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": pid})
-            killer.dispose()
+            kill_session(conn, server.engine.name)
         return conn.exec_driver_sql(f"SELECT {q('n')} FROM {table} WHERE {q('id')} = 1").scalar()
 
     result = policy.run(engine, work)

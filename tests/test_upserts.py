@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dbtools.procs import ProcedureValidationError, call_procedure
-from dbtools.upsert import PATHS, Counts, UpsertError, prepare, writer_for
+from dbtools.upsert import COUNT_OUTPUTS, PATHS, Counts, UpsertError, prepare, writer_for
 from dbtools.uuid7 import uuid7
 
-from .test_retry import recording_policy
+from .test_retry import kill_session, recording_policy
 from .upsert_bed import ACTIVITY, CLICK, T0, Oracle, activity, expected_row, make_bed
 
 BATCH_PATHS = ("tvp", "bulk")
@@ -143,9 +143,7 @@ def test_the_second_entity_works_through_every_path_with_no_sql_of_its_own(bed):
 def call_reconcile(bed, batch_id):
     with bed.engine.begin() as conn:
         return call_procedure(conn, bed.server.engine, ACTIVITY.reconcile, {"BatchId": batch_id},
-                              outputs={k: "bigint" for k in ("RowsReceived", "RowsInserted", "RowsUpdated",
-                                                               "RowsSkipped", "RowsConflicted", "RowsRejected")}
-                              | {"Replayed": "bit"})
+                              outputs={**COUNT_OUTPUTS, "Replayed": "bit"})
 
 
 def stage(bed, batch_id, rows):
@@ -268,18 +266,6 @@ def test_two_processes_writing_the_same_keys_at_once_lose_no_update_and_violate_
 
 
 # ----------------------------------------------------------------------------- faults
-def _kill_session(bed, conn) -> None:
-    killer = sa.create_engine(bed.engine.url, isolation_level="AUTOCOMMIT")
-    with killer.connect() as other:
-        if bed.server.engine.name == "mssql":
-            spid = conn.exec_driver_sql("SELECT @@SPID").scalar()
-            other.exec_driver_sql(f"KILL {int(spid)}")
-        else:
-            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-            other.exec_driver_sql("SELECT pg_terminate_backend(%(p)s)", {"p": pid})
-    killer.dispose()
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_a_connection_dropped_mid_chunk_is_retried_to_the_same_result_as_a_clean_run(bed, path, monkeypatch):
     ids = keys(30)
@@ -293,7 +279,7 @@ def test_a_connection_dropped_mid_chunk_is_retried_to_the_same_result_as_a_clean
         calls.append(1)
         result = original(self, conn, *args)
         if len(calls) == 1:  # the work is done but not committed when the session dies
-            _kill_session(bed, conn)
+            kill_session(conn, bed.server.engine.name)
         return result
 
     monkeypatch.setattr(type(writer), "write_one" if path == "single" else "_apply", flaky)

@@ -8,6 +8,7 @@ traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -309,8 +310,6 @@ def ingest(env, url, entity, path, batch_size, as_json, source):
 
     size = None
     try:
-        import os
-
         if source.name not in ("<stdin>", "-") and os.path.isfile(source.name):
             size = os.path.getsize(source.name)
     except (OSError, TypeError):

@@ -284,18 +284,25 @@ def spec_named(entity: str) -> EntitySpec:
 
 
 # ----------------------------------------------------------------------------- DDL
-def _column_list(engine: EngineInfo, cols: list[tuple[str, str, bool]]) -> str:
-    return ",\n".join(f"    {engine.quote(n)} {t} {'NOT NULL' if nn else 'NULL'}" for n, t, nn in cols)
+NULL, NOT_NULL = "NULL", "NOT NULL"
+
+
+def _column_list(engine: EngineInfo, cols: list[tuple[str, str, str]]) -> str:
+    """Column definitions from (name, type, what follows the type: NULL, NOT NULL [DEFAULT ...] or nothing)."""
+    return ",\n".join(f"    {engine.quote(n)} {t} {rest}".rstrip() for n, t, rest in cols)
+
+
+def _nullability(required: bool) -> str:
+    return NOT_NULL if required else NULL
 
 
 def row_type_columns(spec: EntitySpec, engine: EngineInfo) -> str:
     """The row type: RowNumber, every column (loose types), ExpectedRowVersion."""
-    cols = [("RowNumber", "bigint", False)]
-    cols += [(c.name, c.loose_type(engine), False) for c in spec.columns]
-    cols.append(("ExpectedRowVersion", "binary(8)" if engine.name == "mssql" else "bigint", False))
+    nullable = NULL if engine.name == "mssql" else ""  # composite types take no constraints
+    cols = [("RowNumber", "bigint", nullable)]
+    cols += [(c.name, c.loose_type(engine), nullable) for c in spec.columns]
+    cols.append(("ExpectedRowVersion", "binary(8)" if engine.name == "mssql" else "bigint", nullable))
     body = _column_list(engine, cols)
-    if engine.name == "postgresql":
-        body = body.replace(" NOT NULL", "").replace(" NULL", "")  # composite types take no constraints
     # No key on RowNumber: a duplicate would fail while the TVP is bound, with a key-violation
     # error instead of the procedure's own validation message (50010 / 22023).
     return body
@@ -316,17 +323,15 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     mssql = engine.name == "mssql"
     for lookup in spec.lookups:
         _exec(ctx, f"CREATE TABLE {job(lookup.table)} (\n"
-                   + _column_list(engine, [(lookup.column.name, lookup.column.target_type(engine), True)])
+                   + _column_list(engine, [(lookup.column.name, lookup.column.target_type(engine), NOT_NULL)])
                    + f",\n    CONSTRAINT {q('PK_' + lookup.table)} PRIMARY KEY ({q(lookup.column.name)})\n)")
         rows = ", ".join("(" + (("N" if mssql else "") + "'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(v)) + ")"
                          for v in lookup.values)
         _exec(ctx, f"INSERT INTO {job(lookup.table)} ({q(lookup.column.name)}) VALUES {rows}")
 
-    cols = [(c.name, c.target_type(engine), c.required) for c in spec.columns]
-    cols.append((spec.version, "rowversion" if mssql else "bigint", True))
+    cols = [(c.name, c.target_type(engine), _nullability(c.required)) for c in spec.columns]
+    cols.append((spec.version, "rowversion", NOT_NULL) if mssql else (spec.version, "bigint", "NOT NULL DEFAULT 1"))
     body = _column_list(engine, cols)
-    if not mssql:
-        body = body.replace(f"{q(spec.version)} bigint NOT NULL", f"{q(spec.version)} bigint NOT NULL DEFAULT 1")
     constraints = [f"CONSTRAINT {q('PK_' + spec.table)} PRIMARY KEY ({q(spec.key)})"]
     for c in spec.columns:
         if c.type == "json" and mssql:
@@ -342,10 +347,11 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
         # block every other writer of the entity (about 5,000 locks trigger escalation).
         _exec(ctx, f"ALTER TABLE {job(spec.table)} SET (LOCK_ESCALATION = DISABLE)")
 
-    loose = [(c.name, c.loose_type(engine), False) for c in spec.columns]
+    loose = [(c.name, c.loose_type(engine), NULL) for c in spec.columns]
     version_type = "binary(8)" if mssql else "bigint"
-    staging_cols = [("BatchId", "uniqueidentifier" if mssql else "uuid", True), ("RowNumber", "bigint", True),
-                    *loose, ("ExpectedRowVersion", version_type, False)]
+    uuid_type = "uniqueidentifier" if mssql else "uuid"
+    staging_cols = [("BatchId", uuid_type, NOT_NULL), ("RowNumber", "bigint", NOT_NULL),
+                    *loose, ("ExpectedRowVersion", version_type, NULL)]
     # PostgreSQL: UNLOGGED, since staged rows live only until their batch is reconciled.
     _exec(ctx, f"CREATE {'' if mssql else 'UNLOGGED '}TABLE {job(spec.staging)} (\n"
                + _column_list(engine, staging_cols) + "\n)")
@@ -356,15 +362,13 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     else:
         _exec(ctx, f"CREATE INDEX {q('IX_' + spec.staging + '_BatchId')} ON {job(spec.staging)} ({q('BatchId')})")
 
-    reject_cols = [("RejectId", "bigint IDENTITY(1, 1)" if mssql else "bigint GENERATED ALWAYS AS IDENTITY", True),
-                   ("BatchId", "uniqueidentifier" if mssql else "uuid", True), ("RowNumber", "bigint", True),
-                   ("Reason", "nvarchar(400)" if mssql else "varchar(400)", True),
-                   *loose, ("ExpectedRowVersion", version_type, False),
-                   ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone", True)]
-    body = _column_list(engine, reject_cols)
     now = "SYSUTCDATETIME()" if mssql else "(now() AT TIME ZONE 'UTC')"
-    body = body.replace(f"{q('RejectedAt')} {reject_cols[-1][1]} NOT NULL",
-                        f"{q('RejectedAt')} {reject_cols[-1][1]} NOT NULL DEFAULT {now}")
+    reject_cols = [("RejectId", "bigint IDENTITY(1, 1)" if mssql else "bigint GENERATED ALWAYS AS IDENTITY", NOT_NULL),
+                   ("BatchId", uuid_type, NOT_NULL), ("RowNumber", "bigint", NOT_NULL),
+                   ("Reason", "nvarchar(400)" if mssql else "varchar(400)", NOT_NULL),
+                   *loose, ("ExpectedRowVersion", version_type, NULL),
+                   ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone", f"NOT NULL DEFAULT {now}")]
+    body = _column_list(engine, reject_cols)
     _exec(ctx, f"CREATE TABLE {job(spec.rejects)} (\n{body},\n"
                f"    CONSTRAINT {q('PK_' + spec.rejects)} PRIMARY KEY ({q('RejectId')})\n)")
     _exec(ctx, f"CREATE INDEX {q('IX_' + spec.rejects + '_BatchId')} ON {job(spec.rejects)} "

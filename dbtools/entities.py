@@ -373,6 +373,8 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
                f"    CONSTRAINT {q('PK_' + spec.rejects)} PRIMARY KEY ({q('RejectId')})\n)")
     _exec(ctx, f"CREATE INDEX {q('IX_' + spec.rejects + '_BatchId')} ON {job(spec.rejects)} "
                f"({q('BatchId')}, {q('RowNumber')})")
+    if mssql:
+        _exec(ctx, f"ALTER TABLE {job(spec.rejects)} SET (LOCK_ESCALATION = DISABLE)")
 
     create_type(ctx, spec.row_type, mssql=row_type_columns(spec, engine),
                 postgresql=row_type_columns(spec, engine))

@@ -176,9 +176,11 @@ def _preparer(spec: EntitySpec) -> Callable[[Mapping[str, Any], int], PreparedRo
 
     def convert(row: Mapping[str, Any], default_number: int) -> PreparedRow | RowError:
         number = row.get(ROW_NUMBER, default_number)
-        if number.__class__ is not int:
-            if isinstance(number, bool) or not isinstance(number, int):
-                return RowError(default_number, f"{ROW_NUMBER} {number!r} is not an integer")
+        if number.__class__ is not int or not -(1 << 63) <= number < (1 << 63):
+            try:
+                number = to_version(number)  # a bigint, like ExpectedRowVersion
+            except _Invalid as exc:
+                return RowError(default_number, f"{ROW_NUMBER} {_short(number)} {exc}")
         if not allowed.issuperset(row):
             unknown = set(row) - allowed
             return RowError(number, f"unknown fields {', '.join(sorted(map(str, unknown)))}; allowed: "
@@ -412,6 +414,7 @@ def mssql_tvp_batch(info: EngineInfo, spec: EntitySpec) -> str:
     outputs = list(COUNT_OUTPUTS)
     return "\n".join([
         "SET NOCOUNT ON;",
+        "SET XACT_ABORT ON;",  # a failed fill of @Rows must not go on to apply an empty batch
         f"DECLARE @Rows {job(spec.row_type)};",
         f"INSERT INTO @Rows ({', '.join(q(n) for n in names)})",
         f"SELECT {', '.join(selected)}",

@@ -37,7 +37,8 @@ CASE
 {%- for c in e.columns if c.references %}
             WHEN {{ ref(alias, c.name) }} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{ job(c.references) }} AS lk
                              WHERE lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }}
-{%- if c.type == 'string' %} COLLATE Latin1_General_100_BIN2
+{%- if c.type == 'string' %}
+                               AND lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }} COLLATE Latin1_General_100_BIN2
                                AND DATALENGTH(lk.{{ q(e.lookup(c.references).column.name) }}) = DATALENGTH({{ ref(alias, c.name) }})
 {%- endif %})
                 THEN N'{{ c.name }} is not in {{ c.references }}'

@@ -7,6 +7,8 @@ for count. Assemble / Act / Assert; whole tables are compared, never counts alon
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 import uuid
 
 import psycopg
@@ -16,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dbtools.procs import ProcedureValidationError, call_procedure
-from dbtools.upsert import COUNT_OUTPUTS, PATHS, Counts, UpsertError, prepare, writer_for
+from dbtools.upsert import COUNT_OUTPUTS, PATHS, Counts, UpsertError, prefetched, prepare, writer_for
 from dbtools.uuid7 import uuid7
 
 from .test_retry import kill_session, recording_policy
@@ -322,6 +324,82 @@ def test_a_deadlock_victim_is_retried_and_a_non_transient_error_fails_at_once(be
     with pytest.raises(sa.exc.IntegrityError, match="duplicate key"):
         writer.upsert([activity(uuid7(), 1)])
     assert events == []
+
+
+# ----------------------------------------------------------------------------- reading ahead
+@pytest.mark.parametrize("path", BATCH_PATHS)
+def test_an_input_that_fails_keeps_the_chunks_before_it_and_raises_its_own_error(bed, path):
+    ids = keys(7)
+
+    def events():
+        yield from (activity(k, 1) for k in ids)
+        raise ValueError("the feed broke after 7 rows")
+
+    writer = writer_for(path, bed.engine, ACTIVITY, batch_size=3)
+    assert writer.prefetch, "the batch paths read the next chunk while the database works"
+
+    with pytest.raises(ValueError, match="the feed broke after 7 rows"):
+        writer.upsert(events())
+
+    oracle = Oracle()
+    oracle.apply([activity(k, 1) for k in ids[:3]])
+    oracle.apply([activity(k, 1) for k in ids[3:6]])
+    assert bed.table(ACTIVITY) == oracle.table(), "the two whole chunks are written, the partial one is not"
+    assert len(writer.batch_ids) == 2
+
+
+@pytest.mark.parametrize("path", BATCH_PATHS)
+def test_a_chunk_that_fails_stops_the_reading_ahead(bed, path, monkeypatch):
+    taken = []
+
+    def events():
+        for k in keys(100):
+            taken.append(k)
+            yield activity(k, 1)
+
+    def broken(self, conn, *args):
+        raise sa.exc.IntegrityError("CALL ...", {}, psycopg.errors.UniqueViolation("duplicate key"))
+
+    writer = writer_for(path, bed.engine, ACTIVITY, batch_size=2)
+    monkeypatch.setattr(type(writer), "_apply", broken)
+
+    with pytest.raises(sa.exc.IntegrityError, match="duplicate key"):
+        writer.upsert(events())
+
+    deadline = time.monotonic() + 10
+    while any(t.name == "dbtools-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "dbtools-prefetch" for t in threading.enumerate()), "the reading thread ended"
+    assert len(taken) <= 3 * 2, "at most the failed chunk, the ready one and the one being read"
+    assert bed.table(ACTIVITY) == []
+
+
+def test_reading_ahead_keeps_the_order_and_holds_at_most_two_items_beyond_the_consumer():
+    produced = []
+
+    def numbers():
+        for n in range(50):
+            produced.append(n)
+            yield n
+
+    seen = []
+    for item in prefetched(numbers()):
+        time.sleep(0.002)  # a slow consumer: the producer waits, it does not run ahead
+        assert len(produced) <= item + 3, (item, len(produced))
+        seen.append(item)
+
+    assert seen == list(range(50))
+
+
+def test_reading_ahead_with_prefetch_off_gives_the_same_table_and_counts(bed):
+    rows = [activity(k, i % 4, customer=i) for i, k in enumerate(keys(40))] * 2
+    on = writer_for("bulk", bed.engine, ACTIVITY, batch_size=7).upsert(rows)
+    table_on = bed.table(ACTIVITY)
+    bed.clear(ACTIVITY)
+
+    off = writer_for("bulk", bed.engine, ACTIVITY, batch_size=7, prefetch=False).upsert(rows)
+
+    assert (off, bed.table(ACTIVITY)) == (on, table_on)
 
 
 # ----------------------------------------------------------------------------- arguments

@@ -189,6 +189,18 @@ def test_reconcile_without_a_batch_id_or_with_a_row_number_twice_is_refused_and_
     assert bed.staged(ACTIVITY) == 2
 
 
+@pytest.mark.parametrize("numbers", [(None, 2), (1, 1)], ids=["a row number missing", "a row number twice"])
+def test_a_row_type_batch_with_a_row_number_missing_or_twice_is_refused_and_changes_nothing(bed, numbers):
+    writer = writer_for("tvp", bed.engine, ACTIVITY)
+    rows = [prepare(ACTIVITY, activity(k, 1), 1)._replace(row_number=n) for k, n in zip(keys(2), numbers)]
+
+    with pytest.raises(ProcedureValidationError, match="Every row needs a RowNumber, unique within the batch"):
+        with bed.engine.begin() as conn:
+            writer._apply(conn, uuid7(bed.server.engine.name), rows)
+
+    assert bed.table(ACTIVITY) == [] and bed.rejects(ACTIVITY) == []
+
+
 # ----------------------------------------------------------------------------- properties
 VALID_KINDS = ("page_view", "login", "purchase")
 

@@ -76,7 +76,9 @@ CASE
 
 {%- macro apply_batch(e, source) -%}
     -- Check requirements: a RowNumber on every row, none twice (they name rejected rows).
-    SELECT count(*) - count(DISTINCT s."RowNumber") INTO v_bad_numbers FROM {{ source }} AS s;
+    SELECT count(*) INTO v_bad_numbers
+    FROM (SELECT 1 FROM {{ source }} AS s GROUP BY s."RowNumber"
+          HAVING count(*) > 1 OR s."RowNumber" IS NULL LIMIT 1) AS bad;
     IF v_bad_numbers > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'Every row needs a RowNumber, unique within the batch; nothing was changed.';
@@ -94,15 +96,16 @@ CASE
         FROM checked AS c
         WHERE c."Reason" IS NOT NULL
         RETURNING 1
-    ), winners AS (
-        SELECT DISTINCT ON (c.{{ q(e.key) }}) c.*
-        FROM checked AS c
-        WHERE c."Reason" IS NULL
-        ORDER BY c.{{ q(e.key) }}, c.{{ q(e.ordering) }} DESC, c."RowNumber"
     ), upserted AS (
+        -- Straight from the DISTINCT ON (not a CTE), so its key order serves the ORDER BY: one sort.
         INSERT INTO {{ job(e.table) }} AS t ({{ column_list(e) }})
         SELECT {% for c in e.columns %}w.{{ q(c.name) }}{% if c.type == 'json' %}::json{% endif %}{{ ", " if not loop.last }}{% endfor %}
-        FROM winners AS w
+        FROM (
+            SELECT DISTINCT ON (c.{{ q(e.key) }}) c.*
+            FROM checked AS c
+            WHERE c."Reason" IS NULL
+            ORDER BY c.{{ q(e.key) }}, c.{{ q(e.ordering) }} DESC, c."RowNumber"
+        ) AS w
         WHERE w."ExpectedRowVersion" IS NULL
         ORDER BY w.{{ q(e.key) }}
         ON CONFLICT ({{ q(e.key) }}) DO UPDATE SET
@@ -114,11 +117,12 @@ CASE
            (SELECT count(*) FROM rejected),
            (SELECT count(*) FROM upserted AS u WHERE u."Inserted"),
            (SELECT count(*) FROM upserted AS u WHERE NOT u."Inserted"),
-           (SELECT count(*) FROM winners AS w WHERE w."ExpectedRowVersion" IS NOT NULL)
+           (SELECT count(*) FROM checked AS c WHERE c."Reason" IS NULL AND c."ExpectedRowVersion" IS NOT NULL)
     INTO v_received, v_rejected, v_inserted, v_updated, v_expected;
 
     -- Winners that carry ExpectedRowVersion (optimistic concurrency; usually few): each stored
-    -- row is locked before it is compared, so the outcome is exact under concurrency.
+    -- row is locked before it is compared, so the outcome is exact under concurrency. (v_expected
+    -- counts the valid rows that carry one; whether such a row is its key's winner is decided here.)
     IF v_expected > 0 THEN
         FOR v_row IN
             SELECT w.* FROM (

@@ -6,6 +6,8 @@ CREATE OR REPLACE PROCEDURE {{ job(e.reconcile) }}(
 )
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- A 50,000-row batch sorts and keeps its checked rows in memory instead of spilling to disk.
+SET work_mem = '64MB'
 AS $procedure$
 #variable_conflict use_column
 {{ header(e.reconcile,

@@ -5,7 +5,8 @@ goes, from the same pre-loaded starting state, through:
 
 * the three writers of dbtools.upsert: ``bulk`` (COPY into staging + reconcile procedure, 50,000
   rows per chunk), ``tvp`` (array of the row type, 1,000 rows per call) and ``single`` (one
-  procedure call per row; only at --single-events rows, 10,000 by default);
+  procedure call per row; only at --single-events rows, 10,000 by default); ``bulk`` also with
+  ``prefetch=False`` (no chunk read ahead while the database works), to show what that brings;
 * the hand-tuned baseline: COPY into a TEMP table with the target's columns, then ONE
   ``INSERT ... SELECT DISTINCT ON (event_id) ... ON CONFLICT (event_id) DO UPDATE ... WHERE``,
   committed per 50,000-row chunk;
@@ -236,12 +237,12 @@ class DbClock:
         return timed
 
 
-def run_writer(path: str, batch_size: int | None = None) -> Callable:
+def run_writer(path: str, batch_size: int | None = None, **options) -> Callable:
     def run(engine, rows: Iterable[dict], clock: DbClock):
         original = upsert.call_procedure  # the writers' procedure calls (reconcile / batch / single)
         upsert.call_procedure = clock.wrap(original)
         try:
-            counts = writer_for(path, engine, SPEC, batch_size=batch_size).upsert(rows)
+            counts = writer_for(path, engine, SPEC, batch_size=batch_size, **options).upsert(rows)
         finally:
             upsert.call_procedure = original
         return counts.as_dict()
@@ -546,7 +547,9 @@ def main() -> None:
         source = time_source(stream)
         mix = stream.mix
         console.log(f"stream of {n:,} events generated in {source:.2f} s: {dict(mix)}")
-        contenders = [("bulk", run_writer("bulk"), BULK_BATCH), ("baseline (COPY + one INSERT)", run_baseline, BASELINE_CHUNK),
+        contenders = [("bulk", run_writer("bulk"), BULK_BATCH),
+                      ("bulk, no read-ahead", run_writer("bulk", prefetch=False), BULK_BATCH),
+                      ("baseline (COPY + one INSERT)", run_baseline, BASELINE_CHUNK),
                       ("tvp", run_writer("tvp"), TVP_BATCH), ("SQLAlchemy peer (executemany)", run_peer, PEER_CHUNK)]
         main_results = [measure(engine, name, run, stream, batch, args.repeat, console)
                         for name, run, batch in contenders]

@@ -69,8 +69,8 @@ BEGIN, END = "<!-- upserts:begin -->", "<!-- upserts:end -->"
 SPEC = spec_named("CustomerActivityEvent")
 PG = engine_for("postgresql")
 Q, JOB = PG.quote, PG.job_object
-TARGET, STAGING, REJECTS, BATCH_LOG = (JOB(SPEC.table), JOB(SPEC.staging), JOB(SPEC.rejects),
-                                       JOB("UpsertBatchLog"))
+TARGET, STAGING, REJECTS, BATCH_LOG = (SPEC.table_object(PG, SPEC.table), SPEC.table_object(PG, SPEC.staging),
+                                       SPEC.table_object(PG, SPEC.rejects), JOB("UpsertBatchLog"))
 COLUMNS = [c.name for c in SPEC.columns]
 ACTIVITY_TYPES = ("page_view", "search", "add_to_cart", "checkout", "purchase", "login", "logout", "support_ticket")
 SOURCES = ("web", "ios", "android", "email", "partner")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from alembic.runtime.migration import MigrationContext
 
-from .engines import EngineInfo, engine_for
+from .engines import JOB_DATABASE, EngineInfo, engine_for
 from .errors import ConfigurationError
 from .paths import repo_root
 
@@ -42,6 +42,8 @@ RESERVED = frozenset(n.lower() for n in (
     "RowsSkipped", "RowsConflicted", "RowsRejected", "BadNumbers", "HelpText", "RejectReason",
     "StartedTransaction", "Uuid7Ms", "Uuid7Random", "dbtools_Outcome", "dbtools_Rank",
 ))
+#: Not a place for an entity's tables (SQL Server's system databases, PostgreSQL's system schemas).
+SYSTEM_DATABASES = frozenset({"master", "model", "msdb", "tempdb", "pg_catalog", "information_schema", "pg_toast"})
 #: SQL Server indexes at most 900 bytes per key: nvarchar keys and lookup values up to 450 characters.
 MAX_INDEXED_STRING = 450
 OBJECT_KINDS = ("row_type", "upsert_one", "upsert_many", "staging", "rejects", "reconcile")
@@ -93,6 +95,9 @@ class EntitySpec:
     lookups: tuple[Lookup, ...] = ()
     description: str = ""
     source: str = ""
+    #: The database that holds the entity's tables (target, lookups, staging, rejects); None: the
+    #: job DB. The procedures, the row type and UpsertBatchLog always live in the job DB.
+    database: str | None = None
 
     # -- derived names -------------------------------------------------------------------
     @property
@@ -137,6 +142,22 @@ class EntitySpec:
     def lookup(self, table: str) -> Lookup:
         return next(lk for lk in self.lookups if lk.table == table)
 
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The entity's tables: target, staging, rejects and lookups."""
+        return (self.table, self.staging, self.rejects, *(lk.table for lk in self.lookups))
+
+    def table_object(self, engine: EngineInfo, name: str) -> str:
+        """One of the entity's tables as the job DB (its procedures, the writers) reaches it.
+
+        In the job DB: ``[dbo].[T]`` / ``"BlobDeltaJobs"."T"``. In a configured database, as
+        configured tables are reached everywhere (dbtools.engines): ``[Db].[dbo].[T]`` /
+        ``"Db"."T"``.
+        """
+        if self.database is None:
+            return engine.job_object(name)
+        return engine.mapped_object(self.database, "dbo", name)
+
 
 def _fail(source: str, message: str) -> ConfigurationError:
     return ConfigurationError(f"entity spec {source}: {message}")
@@ -179,7 +200,8 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _fail(source, f"not valid TOML: {exc}") from exc
-    allowed = {"entity", "table", "key", "ordering", "version", "description", "objects", "columns", "lookups"}
+    allowed = {"entity", "table", "key", "ordering", "version", "description", "database", "objects", "columns",
+               "lookups"}
     unknown = set(raw) - allowed
     if unknown:
         raise _fail(source, f"unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -255,7 +277,15 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
     description = raw.get("description", "")
     if not isinstance(description, str) or "*/" in description or "'" in description:
         raise _fail(source, "description must be text without quotes or '*/'")
-    return EntitySpec(entity, table, key, ordering, version, columns, objects, tuple(lookups), description, source)
+    database = raw.get("database")
+    if database is not None:
+        database = _name(source, "database", database)
+        if database.lower() in SYSTEM_DATABASES:
+            raise _fail(source, f"database {database!r} is a system database; name a user database or schema")
+        if database.lower() == JOB_DATABASE.lower():
+            database = None  # the default, spelt out
+    return EntitySpec(entity, table, key, ordering, version, columns, objects, tuple(lookups), description, source,
+                      database)
 
 
 def entities_dir() -> Path:
@@ -314,20 +344,95 @@ def _exec(ctx: MigrationContext, sql: str) -> None:
     ctx.execute(sql_text(sql))
 
 
+class _TablePlace:
+    """Where DDL for an entity's tables runs, and how it names them there.
+
+    SQL Server: a configured database is entered through ``EXEC [Db].sys.sp_executesql``, so the
+    statement runs in that database and names its tables ``[dbo].[T]`` (a foreign key names its
+    referenced table without a database). PostgreSQL: ``"Db"."T"`` from anywhere.
+    """
+
+    def __init__(self, ctx: MigrationContext, engine: EngineInfo, spec: EntitySpec):
+        self.ctx, self.engine, self.spec = ctx, engine, spec
+        self.enter = engine.name == "mssql" and spec.database is not None
+
+    def name(self, table: str) -> str:
+        return self.engine.job_object(table) if self.enter else self.spec.table_object(self.engine, table)
+
+    def execute(self, sql: str) -> None:
+        if self.enter:
+            literal = sql.replace("'", "''")
+            sql = f"EXEC {self.engine.quote(self.spec.database)}.sys.sp_executesql N'{literal}'"
+        _exec(self.ctx, sql)
+
+    def require_database(self, collation: bool = True) -> None:
+        """Stop with a clear error unless the configured database exists and fits.
+
+        dbtools creates only the job DB. On SQL Server the database must also be open to the
+        deploying login and (with ``collation``, for creating) share the job DB's collation: the
+        procedures compare the row type's and temp tables' strings (job DB collation) with the
+        tables' (that database's). Its collation is read from inside it, which also starts a
+        database that AUTO_CLOSE has closed (DATABASEPROPERTYEX would give NULL from outside).
+        """
+        database = self.spec.database
+        if database is None:
+            return
+        where = f"entity spec {self.spec.source}: ".replace("'", "''")
+        if self.engine.name == "mssql":
+            lines = [
+                "DECLARE @Message nvarchar(2048), @Collation nvarchar(128),",
+                "    @JobCollation nvarchar(128) = CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation'));",
+                f"IF DB_ID(N'{database}') IS NULL",
+                f"    SET @Message = N'{where}database {database} does not exist; create it before migrating "
+                "(dbtools creates only the job database)';",
+                f"ELSE IF HAS_DBACCESS(N'{database}') = 0",
+                f"    SET @Message = N'{where}database {database} is not open to this login (offline, restoring, "
+                "or no user there)';",
+            ]
+            if collation:
+                lines += [
+                    "ELSE",
+                    "BEGIN",
+                    f"    EXEC {self.engine.quote(database)}.sys.sp_executesql",
+                    "        N'SET @c = CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), N''Collation''))',",
+                    "        N'@c nvarchar(128) OUTPUT', @c = @Collation OUTPUT;",
+                    "    IF @Collation IS NULL OR @JobCollation IS NULL",
+                    "            OR @Collation <> @JobCollation COLLATE Latin1_General_100_BIN2",
+                    f"        SET @Message = N'{where}database {database} has the collation '",
+                    "            + ISNULL(@Collation, N'(unknown)') + N' and the job database ' + ISNULL(@JobCollation, N'(unknown)')",
+                    "            + N'; they must match, since the procedures compare strings across the two';",
+                    "END",
+                ]
+            lines += ["IF @Message IS NOT NULL", "    THROW 50000, @Message, 1"]
+            _exec(self.ctx, "\n".join(lines))
+        else:
+            _exec(self.ctx, "DO $check$ BEGIN\n"
+                            f"    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = '{database}') THEN\n"
+                            f"        RAISE EXCEPTION USING ERRCODE = '3F000', MESSAGE = '{where}schema {database} "
+                            "does not exist; create it before migrating (dbtools creates only the job database)';\n"
+                            "    END IF;\nEND $check$")
+
+
 def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
-    """Create the lookups, target, staging and reject tables and the row type of ``spec``."""
+    """Create the lookups, target, staging and reject tables and the row type of ``spec``.
+
+    The tables go into the spec's ``database`` (which must exist) or the job DB; the row type
+    always into the job DB, beside the procedures that take it.
+    """
     from .types import create_type
 
     engine = engine_for(ctx.dialect.name)
-    q, job = engine.quote, engine.job_object
+    place = _TablePlace(ctx, engine, spec)
+    place.require_database()
+    q, job, run = engine.quote, place.name, place.execute
     mssql = engine.name == "mssql"
     for lookup in spec.lookups:
-        _exec(ctx, f"CREATE TABLE {job(lookup.table)} (\n"
+        run(f"CREATE TABLE {job(lookup.table)} (\n"
                    + _column_list(engine, [(lookup.column.name, lookup.column.target_type(engine), NOT_NULL)])
                    + f",\n    CONSTRAINT {q('PK_' + lookup.table)} PRIMARY KEY ({q(lookup.column.name)})\n)")
         rows = ", ".join("(" + (("N" if mssql else "") + "'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(v)) + ")"
                          for v in lookup.values)
-        _exec(ctx, f"INSERT INTO {job(lookup.table)} ({q(lookup.column.name)}) VALUES {rows}")
+        run(f"INSERT INTO {job(lookup.table)} ({q(lookup.column.name)}) VALUES {rows}")
 
     cols = [(c.name, c.target_type(engine), _nullability(c.required)) for c in spec.columns]
     cols.append((spec.version, "rowversion", NOT_NULL) if mssql else (spec.version, "bigint", "NOT NULL DEFAULT 1"))
@@ -341,11 +446,11 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
             constraints.append(
                 f"CONSTRAINT {q('FK_' + spec.table + '_' + c.name)} FOREIGN KEY ({q(c.name)}) "
                 f"REFERENCES {job(lookup.table)} ({q(lookup.column.name)})")
-    _exec(ctx, f"CREATE TABLE {job(spec.table)} (\n{body},\n    " + ",\n    ".join(constraints) + "\n)")
+    run(f"CREATE TABLE {job(spec.table)} (\n{body},\n    " + ",\n    ".join(constraints) + "\n)")
     if mssql:
         # A batch holds one key lock per row until commit; escalating them to a table lock would
         # block every other writer of the entity (about 5,000 locks trigger escalation).
-        _exec(ctx, f"ALTER TABLE {job(spec.table)} SET (LOCK_ESCALATION = DISABLE)")
+        run(f"ALTER TABLE {job(spec.table)} SET (LOCK_ESCALATION = DISABLE)")
 
     loose = [(c.name, c.loose_type(engine), NULL) for c in spec.columns]
     version_type = "binary(8)" if mssql else "bigint"
@@ -353,14 +458,14 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     staging_cols = [("BatchId", uuid_type, NOT_NULL), ("RowNumber", "bigint", NOT_NULL),
                     *loose, ("ExpectedRowVersion", version_type, NULL)]
     # PostgreSQL: UNLOGGED, since staged rows live only until their batch is reconciled.
-    _exec(ctx, f"CREATE {'' if mssql else 'UNLOGGED '}TABLE {job(spec.staging)} (\n"
+    run(f"CREATE {'' if mssql else 'UNLOGGED '}TABLE {job(spec.staging)} (\n"
                + _column_list(engine, staging_cols) + "\n)")
     if mssql:
-        _exec(ctx, f"CREATE CLUSTERED INDEX {q('CX_' + spec.staging)} ON {job(spec.staging)} "
+        run(f"CREATE CLUSTERED INDEX {q('CX_' + spec.staging)} ON {job(spec.staging)} "
                    f"({q('BatchId')}, {q('RowNumber')})")
-        _exec(ctx, f"ALTER TABLE {job(spec.staging)} SET (LOCK_ESCALATION = DISABLE)")
+        run(f"ALTER TABLE {job(spec.staging)} SET (LOCK_ESCALATION = DISABLE)")
     else:
-        _exec(ctx, f"CREATE INDEX {q('IX_' + spec.staging + '_BatchId')} ON {job(spec.staging)} ({q('BatchId')})")
+        run(f"CREATE INDEX {q('IX_' + spec.staging + '_BatchId')} ON {job(spec.staging)} ({q('BatchId')})")
 
     now = "SYSUTCDATETIME()" if mssql else "(now() AT TIME ZONE 'UTC')"
     reject_cols = [("RejectId", "bigint IDENTITY(1, 1)" if mssql else "bigint GENERATED ALWAYS AS IDENTITY", NOT_NULL),
@@ -369,12 +474,12 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
                    *loose, ("ExpectedRowVersion", version_type, NULL),
                    ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone", f"NOT NULL DEFAULT {now}")]
     body = _column_list(engine, reject_cols)
-    _exec(ctx, f"CREATE TABLE {job(spec.rejects)} (\n{body},\n"
+    run(f"CREATE TABLE {job(spec.rejects)} (\n{body},\n"
                f"    CONSTRAINT {q('PK_' + spec.rejects)} PRIMARY KEY ({q('RejectId')})\n)")
-    _exec(ctx, f"CREATE INDEX {q('IX_' + spec.rejects + '_BatchId')} ON {job(spec.rejects)} "
+    run(f"CREATE INDEX {q('IX_' + spec.rejects + '_BatchId')} ON {job(spec.rejects)} "
                f"({q('BatchId')}, {q('RowNumber')})")
     if mssql:
-        _exec(ctx, f"ALTER TABLE {job(spec.rejects)} SET (LOCK_ESCALATION = DISABLE)")
+        run(f"ALTER TABLE {job(spec.rejects)} SET (LOCK_ESCALATION = DISABLE)")
 
     create_type(ctx, spec.row_type, mssql=row_type_columns(spec, engine),
                 postgresql=row_type_columns(spec, engine))
@@ -387,6 +492,8 @@ def drop_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     from .repeatable import DeployResult, _record, deployed_state, drop_object, log_action
 
     engine = engine_for(ctx.dialect.name)
+    place = _TablePlace(ctx, engine, spec)
+    place.require_database(collation=False)  # before anything is dropped; a mismatch may be why
     # The procedures take the row type, so they go first (DROP TYPE fails while they exist).
     # Offline, log_action itself writes the row only when the log's latest entry is a deploy.
     state = {} if ctx.as_sql else deployed_state(ctx, engine)
@@ -397,7 +504,7 @@ def drop_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
             _record(ctx, [DeployResult(name, "PROCEDURE", "Dropped", None)])
     drop_type(ctx, spec.row_type)
     for table in (spec.rejects, spec.staging, spec.table, *(lk.table for lk in spec.lookups)):
-        _exec(ctx, f"DROP TABLE {engine.job_object(table)}")
+        place.execute(f"DROP TABLE {place.name(table)}")
 
 
 def frozen_spec(revision_file: str, name: str) -> EntitySpec:

@@ -77,7 +77,7 @@ def ingest(env: str | None = None, url: str | None = None, *, entity: str, path:
 def _rejects(engine: sa.Engine, info, spec, batch_ids) -> list[tuple[int, str]]:
     """The first rejected rows of these batches, by line, from the reject table."""
     q = info.quote
-    table = info.job_object(spec.rejects)
+    table = spec.table_object(info, spec.rejects)
     found: list[tuple[int, str]] = []
     with engine.connect() as conn:
         for part in range(0, len(batch_ids), 500):

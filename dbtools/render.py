@@ -90,18 +90,21 @@ def render_objects(engine_name: str) -> list[RenderedObject]:
 ENTITY_TEMPLATES = (("upsert_one", "upsert_one"), ("upsert_many", "upsert_many"), ("reconcile", "reconcile"))
 
 
-def render_entity_objects(engine: EngineInfo, env: jinja2.Environment) -> list[RenderedObject]:
-    """The three procedures of each spec in ``entities/`` (dbtools.entities)."""
+def render_entity_objects(engine: EngineInfo, env: jinja2.Environment, specs=None) -> list[RenderedObject]:
+    """The three procedures of each spec (default: every spec in ``entities/``; dbtools.entities).
+
+    ``tbl(name)`` in the templates names one of the entity's tables, in its database.
+    """
     from .entities import current_specs
 
     objects = []
-    for spec in current_specs():
+    for spec in current_specs() if specs is None else specs:
         for stem, attribute in ENTITY_TEMPLATES:
             template = f"{engine.name}/entity/{stem}.sql"
             name = getattr(spec, attribute)
             try:
                 sql = env.get_template(template).render(
-                    e=spec, engine_info=engine,
+                    e=spec, engine_info=engine, tbl=lambda table, spec=spec: spec.table_object(engine, table),
                     origin=f"templates/{template} for {spec.source}",
                 ).strip() + "\n"
             except jinja2.TemplateError as exc:

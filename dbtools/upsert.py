@@ -379,8 +379,7 @@ class Writer:
         raise NotImplementedError
 
     def _file_rejects(self, conn: sa.Connection, batch_id: uuid.UUID, rejected: list[RowError]) -> None:
-        job = self.info.job_object
-        table = job(self.spec.rejects)
+        table = self.spec.table_object(self.info, self.spec.rejects)
         q = self.info.quote
         sql = (f"INSERT INTO {table} ({q('BatchId')}, {q('RowNumber')}, {q('Reason')}) "
                + ("VALUES (?, ?, ?)" if self.info.name == "mssql" else "VALUES (%s, %s, %s)"))
@@ -523,7 +522,7 @@ class BulkStagingWriter(Writer):
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
         q = self.info.quote
         columns = ["BatchId", *row_fields(self.spec)]
-        table = self.info.job_object(self.spec.staging)
+        table = self.spec.table_object(self.info, self.spec.staging)
         if self.info.name == "mssql":
             cursor = conn.connection.dbapi_connection.cursor()
             try:

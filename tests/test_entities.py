@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from dbtools import commands
+from dbtools.engines import engine_for
 from dbtools.entities import current_specs, load_spec, parse_spec
 from dbtools.errors import ConfigurationError
 from dbtools.render import render_objects
@@ -48,6 +49,20 @@ def test_a_minimal_spec_gets_the_default_object_names():
         "staging": "Orders_Staging", "rejects": "Orders_Rejects", "reconcile": "ReconcileOrdersBatch",
     }
     assert spec.version == "row_version"
+    assert spec.database is None
+
+
+@pytest.mark.parametrize("engine, expected", [
+    ("mssql", ("[dbo].[Orders]", "[Sales].[dbo].[Orders]", "[dbo].[Orders]")),
+    ("postgresql", ('"BlobDeltaJobs"."Orders"', '"Sales"."Orders"', '"BlobDeltaJobs"."Orders"')),
+])
+def test_a_spec_may_put_its_tables_in_another_database_and_the_job_database_is_the_default(engine, expected):
+    info = engine_for(engine)
+    default, elsewhere, spelt_out = (parse_spec(GOOD.replace('table = "Orders"', f'table = "Orders"{extra}'))
+                                     for extra in ("", '\ndatabase = "Sales"', '\ndatabase = "BlobDeltaJobs"'))
+
+    assert (default.database, elsewhere.database, spelt_out.database) == (None, "Sales", None)
+    assert tuple(s.table_object(info, "Orders") for s in (default, elsewhere, spelt_out)) == expected
 
 
 @pytest.mark.parametrize("change, message", [
@@ -63,6 +78,9 @@ def test_a_minimal_spec_gets_the_default_object_names():
     ('[[columns]]\nname = "order_id"\ntype = "int"', "columns named twice: order_id"),
     ('[[columns]]\nname = "kind"\ntype = "string"\nlength = 5\nreferences = "Kinds"', "references 'Kinds', which is not under"),
     ('[objects]\nstaging = "Orders"', "object names used twice: Orders"),
+    ('database = "Sales]; DROP DATABASE x"', "database must be a plain identifier"),
+    ('database = 7', "database must be a plain identifier"),
+    ('database = "tempdb"', "database 'tempdb' is a system database"),
 ])
 def test_a_bad_spec_is_refused_with_the_key_named(change, message):
     top, tables = GOOD.split("[[columns]]", 1)

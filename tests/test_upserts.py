@@ -6,6 +6,7 @@ for count. Assemble / Act / Assert; whole tables are compared, never counts alon
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import threading
 import time
@@ -14,10 +15,16 @@ import uuid
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.pool import NullPool
 
+from dbtools.engines import JOB_DATABASE
+from dbtools.entities import create_entity, drop_entity
 from dbtools.procs import ProcedureValidationError, call_procedure
+from dbtools.render import jinja_environment, render_entity_objects
+from dbtools.repeatable import sql_text
 from dbtools.upsert import COUNT_OUTPUTS, PATHS, Counts, UpsertError, prefetched, prepare, writer_for
 from dbtools.uuid7 import uuid7
 
@@ -149,11 +156,11 @@ def call_reconcile(bed, batch_id):
 
 
 def stage(bed, batch_id, rows):
-    q, job = bed.server.engine.quote, bed.server.engine.job_object
+    q, t = bed.server.engine.quote, bed.place(ACTIVITY)
     cols = ["BatchId", "RowNumber", *(c.name for c in ACTIVITY.columns)]
     mark = "?" if bed.server.engine.name == "mssql" else "%s"
     with bed.engine.begin() as conn:
-        conn.exec_driver_sql(f"INSERT INTO {job(ACTIVITY.staging)} ({', '.join(q(c) for c in cols)}) "
+        conn.exec_driver_sql(f"INSERT INTO {t(ACTIVITY.staging)} ({', '.join(q(c) for c in cols)}) "
                              f"VALUES ({', '.join(mark for _ in cols)})",
                              [(batch_id, n, *(r[c.name] for c in ACTIVITY.columns)) for n, r in rows])
 
@@ -199,6 +206,119 @@ def test_a_row_type_batch_with_a_row_number_missing_or_twice_is_refused_and_chan
             writer._apply(conn, uuid7(bed.server.engine.name), rows)
 
     assert bed.table(ACTIVITY) == [] and bed.rejects(ACTIVITY) == []
+
+
+# ----------------------------------------------------------------------------- another database
+ELSEWHERE_DB = "dbtools_events_elsewhere"
+#: CustomerActivityEvent's columns and lookup under other names, its tables in another database.
+ELSEWHERE = dataclasses.replace(
+    ACTIVITY, entity="ElsewhereEvent", table="ElsewhereEvents", database=ELSEWHERE_DB, source="tests/test_upserts.py",
+    objects={"row_type": "ElsewhereEventType", "upsert_one": "UpsertElsewhereEvent",
+             "upsert_many": "UpsertElsewhereEventsType", "staging": "ElsewhereEvents_Staging",
+             "rejects": "ElsewhereEvents_Rejects", "reconcile": "ReconcileElsewhereEventsBatch"})
+
+
+def entity_database(bed, action):
+    """Drop ELSEWHERE_DB (a database on SQL Server, a schema on PostgreSQL), then create it anew unless "drop"."""
+    info, quoted = bed.server.engine, bed.server.engine.quote(ELSEWHERE_DB)
+    if info.name == "mssql":
+        admin = sa.create_engine(bed.server.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        statements = [f"IF DB_ID(N'{ELSEWHERE_DB}') IS NOT NULL BEGIN "
+                      f"ALTER DATABASE {quoted} SET SINGLE_USER WITH ROLLBACK IMMEDIATE; DROP DATABASE {quoted}; END"]
+        if action == "create":
+            statements.append(f"CREATE DATABASE {quoted}")
+    else:
+        admin = bed.engine
+        statements = [f"DROP SCHEMA IF EXISTS {quoted} CASCADE"] + ([f"CREATE SCHEMA {quoted}"] if action == "create" else [])
+    with admin.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+
+
+def tables_named(bed, names, database=None):
+    """The tables of ``names`` that exist in the job DB (or in ``database``)."""
+    info = bed.server.engine
+    with bed.engine.connect() as conn:
+        if info.name == "mssql":
+            catalog = f"{info.quote(database)}.INFORMATION_SCHEMA.TABLES" if database else "INFORMATION_SCHEMA.TABLES"
+            rows = conn.exec_driver_sql(f"SELECT TABLE_NAME FROM {catalog} WHERE TABLE_SCHEMA = 'dbo'").all()
+        else:
+            rows = conn.exec_driver_sql("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                                        (database or info.job_schema,)).all()
+    return sorted({r[0] for r in rows} & set(names))
+
+
+@pytest.fixture
+def elsewhere(bed):
+    """ELSEWHERE created in its own database, as its migration would, and its procedures deployed."""
+    entity_database(bed, "create")
+    info = bed.server.engine
+    objects = render_entity_objects(info, jinja_environment(info), [ELSEWHERE])
+    with bed.engine.begin() as conn:
+        ctx = MigrationContext.configure(conn)
+        create_entity(ctx, ELSEWHERE)
+        for obj in objects:
+            ctx.execute(sql_text(obj.sql))
+    yield ELSEWHERE
+    with bed.engine.begin() as conn:
+        drop_entity(MigrationContext.configure(conn), ELSEWHERE)
+    entity_database(bed, "drop")
+
+
+def test_an_entity_configured_in_another_database_keeps_its_tables_there_on_every_path(bed, elsewhere):
+    ids = keys(4)
+    batches = {"single": [activity(ids[0], 1), activity(ids[1], 1)],
+               "tvp": [activity(ids[1], 5, customer=2), activity(ids[2], 1), activity(ids[3], 1, kind="bogus")],
+               "bulk": [activity(ids[0], 0, customer=9), activity(ids[2], 7, customer=3), activity(ids[3], 2)]}
+    oracle = Oracle(ELSEWHERE, valid=lambda row: row["activity_type"] != "bogus")
+
+    for path, rows in batches.items():
+        counts = writer_for(path, bed.engine, elsewhere).upsert(rows)
+        expected = sum((oracle.apply([r]) for r in rows), Counts()) if path == "single" else oracle.apply(rows)
+        assert counts == expected, path
+
+    assert bed.table(elsewhere) == oracle.table()
+    assert bed.rejects(elsewhere) == [(3, "activity_type is not in CustomerActivityTypes", str(ids[3]))]
+    assert bed.staged(elsewhere) == 0
+    assert tables_named(bed, elsewhere.tables, ELSEWHERE_DB) == sorted(elsewhere.tables)
+    own = (elsewhere.table, elsewhere.staging, elsewhere.rejects)  # its lookup shares the job DB entity's name
+    assert tables_named(bed, own) == [], "nothing of it in the job DB"
+    assert bed.table(ACTIVITY) == [], "the job DB's own entity of the same columns is untouched"
+
+
+def test_an_entity_whose_database_is_missing_is_refused_and_nothing_is_created(bed):
+    entity_database(bed, "drop")
+    what = "database" if bed.server.engine.name == "mssql" else "schema"
+
+    with pytest.raises(sa.exc.DBAPIError, match=f"entity spec tests/test_upserts.py: {what} {ELSEWHERE_DB} does not "
+                                                 "exist; create it before migrating"):
+        with bed.engine.begin() as conn:
+            create_entity(MigrationContext.configure(conn), ELSEWHERE)
+
+    assert tables_named(bed, (ELSEWHERE.table, ELSEWHERE.staging, ELSEWHERE.rejects)) == []
+    with bed.engine.connect() as conn:
+        assert not sa.inspect(conn).has_type(ELSEWHERE.row_type, schema=bed.server.engine.job_schema) \
+            if bed.server.engine.name == "postgresql" else conn.exec_driver_sql(
+                "SELECT TYPE_ID(?)", (f"dbo.{ELSEWHERE.row_type}",)).scalar() is None
+
+
+@pytest.mark.mssql_only
+def test_an_entity_database_with_another_collation_than_the_job_database_is_refused(bed):
+    entity_database(bed, "drop")
+    admin = sa.create_engine(bed.server.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        job = conn.exec_driver_sql(f"SELECT CONVERT(nvarchar(128), DATABASEPROPERTYEX(N'{JOB_DATABASE}', 'Collation'))"
+                                   ).scalar()
+        other = "Latin1_General_100_BIN2" if job != "Latin1_General_100_BIN2" else "Latin1_General_CS_AS"
+        conn.exec_driver_sql(f"CREATE DATABASE [{ELSEWHERE_DB}] COLLATE {other}")
+    try:
+        with pytest.raises(sa.exc.DBAPIError, match=f"database {ELSEWHERE_DB} has the collation {other} and the job "
+                                                     f"database {job}; they must match"):
+            with bed.engine.begin() as conn:
+                create_entity(MigrationContext.configure(conn), ELSEWHERE)
+        assert tables_named(bed, ELSEWHERE.tables, ELSEWHERE_DB) == []
+    finally:
+        entity_database(bed, "drop")
 
 
 # ----------------------------------------------------------------------------- properties

@@ -26,38 +26,41 @@ class Bed:
 
     def table(self, spec: EntitySpec) -> list[tuple]:
         """The whole target table (without the version column), ordered by key."""
-        q, job = self.server.engine.quote, self.server.engine.job_object
+        q, t = self.server.engine.quote, self.place(spec)
         cols = ", ".join(q(c.name) for c in spec.columns)
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(f"SELECT {cols} FROM {job(spec.table)}").all()
+            rows = conn.exec_driver_sql(f"SELECT {cols} FROM {t(spec.table)}").all()
         return sorted((normalise(spec, r) for r in rows), key=lambda r: str(r[0]))
 
     def versions(self, spec: EntitySpec) -> dict:
-        q, job = self.server.engine.quote, self.server.engine.job_object
+        q, t = self.server.engine.quote, self.place(spec)
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(f"SELECT {q(spec.key)}, {q(spec.version)} FROM {job(spec.table)}").all()
+            rows = conn.exec_driver_sql(f"SELECT {q(spec.key)}, {q(spec.version)} FROM {t(spec.table)}").all()
         return {_key(r[0]): (int.from_bytes(r[1], "big") if isinstance(r[1], bytes) else r[1]) for r in rows}
 
     def rejects(self, spec: EntitySpec) -> list[tuple]:
         """(RowNumber, Reason, key) of every rejected row, ordered."""
-        q, job = self.server.engine.quote, self.server.engine.job_object
+        q, t = self.server.engine.quote, self.place(spec)
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
-                f"SELECT {q('RowNumber')}, {q('Reason')}, {q(spec.key)} FROM {job(spec.rejects)}").all()
+                f"SELECT {q('RowNumber')}, {q('Reason')}, {q(spec.key)} FROM {t(spec.rejects)}").all()
         return sorted((int(n), r, _key(k)) for n, r, k in rows)
 
     def staged(self, spec: EntitySpec) -> int:
         with self.engine.connect() as conn:
             return conn.exec_driver_sql(
-                f"SELECT COUNT(*) FROM {self.server.engine.job_object(spec.staging)}").scalar_one()
+                f"SELECT COUNT(*) FROM {self.place(spec)(spec.staging)}").scalar_one()
 
     def clear(self, *specs: EntitySpec) -> None:
-        job = self.server.engine.job_object
         with self.engine.begin() as conn:
             for spec in specs:
                 for table in (spec.table, spec.rejects, spec.staging):
-                    conn.exec_driver_sql(f"DELETE FROM {job(table)}")
-            conn.exec_driver_sql(f"DELETE FROM {job('UpsertBatchLog')}")
+                    conn.exec_driver_sql(f"DELETE FROM {self.place(spec)(table)}")
+            conn.exec_driver_sql(f"DELETE FROM {self.server.engine.job_object('UpsertBatchLog')}")
+
+    def place(self, spec: EntitySpec):
+        """name -> one of the spec's tables as the job DB reaches it (its database or the job DB)."""
+        return lambda table: spec.table_object(self.server.engine, table)
 
 
 def make_bed(server) -> Bed:

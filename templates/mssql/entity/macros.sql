@@ -35,7 +35,7 @@ CASE
             WHEN ISJSON({{ ref(alias, c.name) }}) = 0 THEN N'{{ c.name }} is not a JSON object or array'
 {%- endfor %}
 {%- for c in e.columns if c.references %}
-            WHEN {{ ref(alias, c.name) }} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{ job(c.references) }} AS lk
+            WHEN {{ ref(alias, c.name) }} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{ tbl(c.references) }} AS lk
                              WHERE lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }}
 {%- if c.type == 'string' %}
                                AND lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }} COLLATE Latin1_General_100_BIN2
@@ -159,7 +159,7 @@ SELECT
             END;
 
             -- Rejected rows, with the first reason each fails for.
-            INSERT INTO {{ job(e.rejects) }} ([BatchId], [RowNumber], [Reason], {{ column_list(e) }}, [ExpectedRowVersion])
+            INSERT INTO {{ tbl(e.rejects) }} ([BatchId], [RowNumber], [Reason], {{ column_list(e) }}, [ExpectedRowVersion])
             SELECT @BatchId, c.[RowNumber], c.[Reason], {{ column_list(e, 'c') }}, c.[ExpectedRowVersion]
             FROM (
                 SELECT s.[RowNumber], {{ column_list(e, 's') }}, s.[ExpectedRowVersion],
@@ -196,7 +196,7 @@ SELECT
                     ELSE N'Skipped'
                 END
             FROM #dbtools_UpsertWinners AS w
-            LEFT OUTER JOIN {{ job(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
+            LEFT OUTER JOIN {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
                 ON t.{{ q(e.key) }} = w.{{ q(e.key) }}
             OPTION (MAXDOP 1); -- a serial plan locks keys in key order: no deadlock between two batches
 
@@ -211,7 +211,7 @@ SELECT
 {%- for c in e.columns if c.name != e.key %}
                 {{ q(c.name) }} = w.{{ q(c.name) }}{{ "," if not loop.last }}
 {%- endfor %}
-            FROM {{ job(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
+            FROM {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
             INNER JOIN #dbtools_UpsertWinners AS w ON w.{{ q(e.key) }} = t.{{ q(e.key) }}
             WHERE w.[dbtools_Outcome] = N'Updated'
               AND t.{{ q(e.ordering) }} < w.{{ q(e.ordering) }}
@@ -220,7 +220,7 @@ SELECT
             SET @RowsUpdated = ROWCOUNT_BIG();
 
             -- New keys, in key order; their gaps are locked since the classification.
-            INSERT INTO {{ job(e.table) }} ({{ column_list(e) }})
+            INSERT INTO {{ tbl(e.table) }} ({{ column_list(e) }})
             SELECT {{ column_list(e, 'w') }}
             FROM #dbtools_UpsertWinners AS w
             WHERE w.[dbtools_Outcome] = N'Inserted'

@@ -41,12 +41,12 @@ BEGIN
         {{ logged_counts() }}
         IF @Replayed = 0
         BEGIN
-            {{ apply_batch(e, job(e.staging), 's.[BatchId] = @BatchId') }}
+            {{ apply_batch(e, tbl(e.staging), 's.[BatchId] = @BatchId') }}
         END;
 
         -- Also after a replay: a retried writer staged the batch a second time.
         DELETE st
-        FROM {{ job(e.staging) }} AS st
+        FROM {{ tbl(e.staging) }} AS st
         WHERE st.[BatchId] = @BatchId;
         {{ commit_transaction() }}
     END TRY

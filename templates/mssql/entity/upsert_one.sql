@@ -65,7 +65,7 @@ BEGIN
             BEGIN
                 {{ new_uuid7('@BatchId') | indent(8) }}
             END;
-            INSERT INTO {{ job(e.rejects) }} ([BatchId], [RowNumber], [Reason], {{ column_list(e) }}, [ExpectedRowVersion])
+            INSERT INTO {{ tbl(e.rejects) }} ([BatchId], [RowNumber], [Reason], {{ column_list(e) }}, [ExpectedRowVersion])
             VALUES (@BatchId, ISNULL(@RowNumber, 1), @RejectReason, {% for c in e.columns %}@{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, @ExpectedRowVersion);
             SET @Outcome = N'Rejected';
             SET @Reason = @RejectReason;
@@ -81,7 +81,7 @@ BEGIN
 {%- for c in e.columns if c.name != e.key %}
             {{ q(c.name) }} = {{ as_target(c, '@' ~ c.name) }}{{ "," if not loop.last }}
 {%- endfor %}
-        FROM {{ job(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE)
+        FROM {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE)
         WHERE t.{{ q(e.key) }} = {{ as_target(key, '@' ~ key.name) }}
           AND t.{{ q(e.ordering) }} < @{{ e.ordering }}
           AND (@ExpectedRowVersion IS NULL OR t.{{ q(e.version) }} = @ExpectedRowVersion);
@@ -91,10 +91,10 @@ BEGIN
         BEGIN
             -- A new key: SERIALIZABLE locks the gap where it goes, so no other session inserts
             -- it first (UPDATE, then INSERT ... WHERE NOT EXISTS, in one transaction).
-            INSERT INTO {{ job(e.table) }} ({{ column_list(e) }})
+            INSERT INTO {{ tbl(e.table) }} ({{ column_list(e) }})
             SELECT {% for c in e.columns %}{{ as_target(c, '@' ~ c.name) }}{{ ", " if not loop.last }}{% endfor %}
             WHERE @ExpectedRowVersion IS NULL
-              AND NOT EXISTS (SELECT 1 FROM {{ job(e.table) }} AS x WITH (UPDLOCK, SERIALIZABLE)
+              AND NOT EXISTS (SELECT 1 FROM {{ tbl(e.table) }} AS x WITH (UPDLOCK, SERIALIZABLE)
                               WHERE x.{{ q(e.key) }} = {{ as_target(key, '@' ~ key.name) }});
             IF @@ROWCOUNT = 1
                 SET @Outcome = N'Inserted';
@@ -102,7 +102,7 @@ BEGIN
 
         -- The stored row (or the gap of an absent key), locked to the end of the transaction.
         SELECT @RowVersion = t.{{ q(e.version) }}
-        FROM {{ job(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE)
+        FROM {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE)
         WHERE t.{{ q(e.key) }} = {{ as_target(key, '@' ~ key.name) }};
         IF @Outcome IS NULL
             SET @Outcome = CASE

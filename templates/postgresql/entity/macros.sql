@@ -22,7 +22,7 @@ CASE
                 THEN '{{ c.name }} is not a JSON object or array'
 {%- endfor %}
 {%- for c in e.columns if c.references %}
-            WHEN {{ ref(alias, c.name) }} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{ job(c.references) }} AS lk
+            WHEN {{ ref(alias, c.name) }} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {{ tbl(c.references) }} AS lk
                              WHERE lk.{{ q(e.lookup(c.references).column.name) }} = {{ ref(alias, c.name) }})
                 THEN '{{ c.name }} is not in {{ c.references }}'
 {%- endfor %}
@@ -91,14 +91,14 @@ CASE
             {{ reject_reason(e, 's') }} AS "Reason"
         FROM {{ source }} AS s
     ), rejected AS (
-        INSERT INTO {{ job(e.rejects) }} ("BatchId", "RowNumber", "Reason", {{ column_list(e) }}, "ExpectedRowVersion")
+        INSERT INTO {{ tbl(e.rejects) }} ("BatchId", "RowNumber", "Reason", {{ column_list(e) }}, "ExpectedRowVersion")
         SELECT v_batch_id, c."RowNumber", c."Reason", {{ column_list(e, 'c') }}, c."ExpectedRowVersion"
         FROM checked AS c
         WHERE c."Reason" IS NOT NULL
         RETURNING 1
     ), upserted AS (
         -- Straight from the DISTINCT ON (not a CTE), so its key order serves the ORDER BY: one sort.
-        INSERT INTO {{ job(e.table) }} AS t ({{ column_list(e) }})
+        INSERT INTO {{ tbl(e.table) }} AS t ({{ column_list(e) }})
         SELECT {% for c in e.columns %}w.{{ q(c.name) }}{% if c.type == 'json' %}::json{% endif %}{{ ", " if not loop.last }}{% endfor %}
         FROM (
             SELECT DISTINCT ON (c.{{ q(e.key) }}) c.*
@@ -136,13 +136,13 @@ CASE
             ORDER BY w.{{ q(e.key) }}
         LOOP
             SELECT t.{{ q(e.version) }}, t.{{ q(e.ordering) }} INTO v_current_version, v_current_ordering
-            FROM {{ job(e.table) }} AS t
+            FROM {{ tbl(e.table) }} AS t
             WHERE t.{{ q(e.key) }} = v_row.{{ q(e.key) }}
             FOR UPDATE;
             IF NOT FOUND OR v_current_version <> v_row."ExpectedRowVersion" THEN
                 v_conflicted := v_conflicted + 1;
             ELSIF v_current_ordering < v_row.{{ q(e.ordering) }} THEN
-                UPDATE {{ job(e.table) }} AS t SET
+                UPDATE {{ tbl(e.table) }} AS t SET
 {%- for c in e.columns if c.name != e.key %}
                     {{ q(c.name) }} = v_row.{{ q(c.name) }}{% if c.type == 'json' %}::json{% endif %},
 {%- endfor %}

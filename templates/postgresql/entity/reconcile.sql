@@ -33,9 +33,9 @@ BEGIN
     END IF;
 {{ logged_counts(e) }}
     IF NOT "Replayed" THEN
-{{ apply_batch(e, '(SELECT st.* FROM ' ~ job(e.staging) ~ ' AS st WHERE st."BatchId" = v_batch_id)') }}
+{{ apply_batch(e, '(SELECT st.* FROM ' ~ tbl(e.staging) ~ ' AS st WHERE st."BatchId" = v_batch_id)') }}
     END IF;
     -- Also after a replay: a retried writer staged the batch a second time.
-    DELETE FROM {{ job(e.staging) }} AS st WHERE st."BatchId" = v_batch_id;
+    DELETE FROM {{ tbl(e.staging) }} AS st WHERE st."BatchId" = v_batch_id;
 END;
 $procedure$

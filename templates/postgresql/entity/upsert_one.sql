@@ -54,7 +54,7 @@ BEGIN
         IF v_batch_id IS NULL THEN
             {{ new_uuid7('v_batch_id') | indent(4) }}
         END IF;
-        INSERT INTO {{ job(e.rejects) }} ("BatchId", "RowNumber", "Reason", {{ column_list(e) }}, "ExpectedRowVersion")
+        INSERT INTO {{ tbl(e.rejects) }} ("BatchId", "RowNumber", "Reason", {{ column_list(e) }}, "ExpectedRowVersion")
         VALUES (v_batch_id, v_row_number, v_reason, {% for c in e.columns %}c_{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, v_expected);
         "Outcome" := 'Rejected';
         "Reason" := v_reason;
@@ -63,7 +63,7 @@ BEGIN
 
     IF v_expected IS NULL THEN
         -- Atomic under concurrency: a concurrent insert of the same key turns into the update.
-        INSERT INTO {{ job(e.table) }} AS t ({{ column_list(e) }})
+        INSERT INTO {{ tbl(e.table) }} AS t ({{ column_list(e) }})
         VALUES ({% for c in e.columns %}c_{{ c.name }}{% if c.type == 'json' %}::json{% endif %}{{ ", " if not loop.last }}{% endfor %})
         ON CONFLICT ({{ q(e.key) }}) DO UPDATE SET
 {{- update_set_excluded(e) }}
@@ -74,20 +74,20 @@ BEGIN
             RETURN;
         END IF;
         -- Not newer: ON CONFLICT locked the stored row, so this reads what was compared.
-        SELECT t.{{ q(e.version) }} INTO "RowVersion" FROM {{ job(e.table) }} AS t WHERE t.{{ q(e.key) }} = c_{{ e.key }};
+        SELECT t.{{ q(e.version) }} INTO "RowVersion" FROM {{ tbl(e.table) }} AS t WHERE t.{{ q(e.key) }} = c_{{ e.key }};
         "Outcome" := 'Skipped';
         RETURN;
     END IF;
 
     SELECT t.{{ q(e.version) }}, t.{{ q(e.ordering) }} INTO v_current_version, v_current_ordering
-    FROM {{ job(e.table) }} AS t
+    FROM {{ tbl(e.table) }} AS t
     WHERE t.{{ q(e.key) }} = c_{{ e.key }}
     FOR UPDATE;
     IF NOT FOUND OR v_current_version <> v_expected THEN
         "Outcome" := 'Conflicted';
         "RowVersion" := v_current_version;
     ELSIF v_current_ordering < c_{{ e.ordering }} THEN
-        UPDATE {{ job(e.table) }} AS t SET
+        UPDATE {{ tbl(e.table) }} AS t SET
 {%- for c in e.columns if c.name != e.key %}
             {{ q(c.name) }} = c_{{ c.name }}{% if c.type == 'json' %}::json{% endif %},
 {%- endfor %}

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from .engines import EngineInfo, engine_for
-from .entities import EntitySpec
+from .entities import BATCH_LOG, EntitySpec
 from .errors import DbToolsError
 from .procs import call_procedure, run_mssql_batch
 from .retry import DEFAULT_POLICY, RetryPolicy
@@ -59,6 +59,8 @@ PREFETCH = {"single": False, "tvp": True, "bulk": True}
 #: SQL Server: rows per fast_executemany call (pyodbc builds the whole parameter array in memory).
 MSSQL_EXECUTEMANY_CHUNK = 10_000
 EXPECTED = "ExpectedRowVersion"
+#: The batch log's primary key: violated when two sessions apply one batch id at once.
+BATCH_LOG_KEY = "PK_" + BATCH_LOG
 ROW_NUMBER = "RowNumber"
 
 
@@ -367,13 +369,27 @@ class Writer:
 
         def work(conn: sa.Connection) -> Counts:
             counts = Counts(received=len(rejected), rejected=len(rejected))
-            if rejected:
+            # A retry of a batch that did commit replays it: its rejects are filed already.
+            if rejected and not (rows and self._applied(conn, batch_id)):
                 self._file_rejects(conn, batch_id, rejected)
             if rows:
                 counts += self._apply(conn, batch_id, rows)
             return counts
 
-        return self.policy.run(self.engine, work)
+        try:
+            return self.policy.run(self.engine, work)
+        except (sa.exc.IntegrityError, self.engine.dialect.loaded_dbapi.IntegrityError) as exc:
+            # The same batch id applied by another session that committed first: a retry that
+            # overtook an attempt the server was still running. Applied once more, it replays.
+            if BATCH_LOG_KEY not in str(getattr(exc, "orig", None) or exc):
+                raise
+            return self.policy.run(self.engine, work)
+
+    def _applied(self, conn: sa.Connection, batch_id: uuid.UUID) -> bool:
+        """Whether UpsertBatchLog holds this batch (committed by an earlier attempt)."""
+        q, mark = self.info.quote, "?" if self.info.name == "mssql" else "%s"
+        sql = f"SELECT COUNT(*) FROM {self.info.job_object(BATCH_LOG)} WHERE {q('BatchId')} = {mark}"
+        return conn.exec_driver_sql(sql, (batch_id,)).scalar() > 0
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Counts:
         raise NotImplementedError

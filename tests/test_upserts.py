@@ -458,6 +458,57 @@ def test_a_deadlock_victim_is_retried_and_a_non_transient_error_fails_at_once(be
     assert events == []
 
 
+@pytest.mark.parametrize("path", BATCH_PATHS)
+def test_a_batch_id_applied_by_another_session_meanwhile_is_replayed_not_failed(bed, path, monkeypatch):
+    """A retry can overtake the first attempt, which the server is still running: same batch id."""
+    ids = keys(3)
+    rows = [activity(ids[0], 1), activity(ids[1], 1, kind="bogus"), {**activity(ids[2], 1), "customer_id": "x"}]
+    batch = uuid7(bed.server.engine.name)
+    monkeypatch.setattr("dbtools.upsert.uuid7", lambda *args: batch)
+    first, retry = (writer_for(path, bed.engine, ACTIVITY) for _ in range(2))
+    prepared, rejected, _sent = next(first._prepared_chunks(rows))
+    attempts = []
+    original_applied = type(retry)._applied
+    monkeypatch.setattr(type(retry), "_applied", lambda self, *a: attempts.append(1) or original_applied(self, *a))
+    outcome = {}
+
+    with bed.engine.connect() as conn:  # the first attempt, still running (not committed)
+        transaction = conn.begin()
+        first._file_rejects(conn, batch, rejected)
+        applied = first._apply(conn, batch, prepared)
+        worker = threading.Thread(target=lambda: outcome.update(counts=retry.upsert(rows)))
+        worker.start()
+        assert wait_until_blocked(bed), "the retry waits for the first attempt's locks"
+        transaction.commit()
+    worker.join(30)
+
+    assert outcome["counts"] == applied + Counts(received=1, rejected=1)
+    if bed.server.engine.name == "postgresql":  # its read of the log does not wait: it applies, then hits the key
+        assert len(attempts) == 2, "the retry failed on the batch log's key once, then replayed"
+    else:  # a locking read of the uncommitted log row waits for the first attempt, then replays at once
+        assert len(attempts) in (1, 2)
+    oracle = Oracle(valid=lambda row: row["activity_type"] != "bogus" and row["customer_id"] != "x")
+    oracle.apply(rows)
+    assert bed.table(ACTIVITY) == oracle.table()
+    assert bed.rejects(ACTIVITY) == [(2, "activity_type is not in CustomerActivityTypes", str(ids[1])),
+                                     (3, "customer_id 'x' is not an integer", None)], "each reject filed once"
+    assert bed.staged(ACTIVITY) == 0
+
+
+def wait_until_blocked(bed, seconds=20.0) -> bool:
+    """Wait until some session of the test database waits for a lock."""
+    sql = ("SELECT COUNT(*) FROM sys.dm_exec_requests WHERE blocking_session_id <> 0"
+           if bed.server.engine.name == "mssql" else
+           "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with bed.engine.connect() as conn:
+            if conn.exec_driver_sql(sql).scalar():
+                return True
+        time.sleep(0.05)
+    return False
+
+
 # ----------------------------------------------------------------------------- reading ahead
 @pytest.mark.parametrize("path", BATCH_PATHS)
 def test_an_input_that_fails_keeps_the_chunks_before_it_and_raises_its_own_error(bed, path):

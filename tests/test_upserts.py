@@ -466,7 +466,7 @@ def test_a_batch_id_applied_by_another_session_meanwhile_is_replayed_not_failed(
     batch = uuid7(bed.server.engine.name)
     monkeypatch.setattr("dbtools.upsert.uuid7", lambda *args: batch)
     first, retry = (writer_for(path, bed.engine, ACTIVITY) for _ in range(2))
-    prepared, rejected, _sent = next(first._prepared_chunks(rows))
+    chunk = next(first._prepared_chunks(rows))
     attempts = []
     original_applied = type(retry)._applied
     monkeypatch.setattr(type(retry), "_applied", lambda self, *a: attempts.append(1) or original_applied(self, *a))
@@ -474,8 +474,8 @@ def test_a_batch_id_applied_by_another_session_meanwhile_is_replayed_not_failed(
 
     with bed.engine.connect() as conn:  # the first attempt, still running (not committed)
         transaction = conn.begin()
-        first._file_rejects(conn, batch, rejected)
-        applied = first._apply(conn, batch, prepared)
+        first._file_rejects(conn, batch, chunk.rejected)
+        applied = first._apply(conn, batch, chunk.rows, chunk.payload)
         worker = threading.Thread(target=lambda: outcome.update(counts=retry.upsert(rows)))
         worker.start()
         assert wait_until_blocked(bed), "the retry waits for the first attempt's locks"

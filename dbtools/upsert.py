@@ -45,10 +45,10 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from . import pgcopy
 from .engines import EngineInfo, engine_for
 from .entities import BATCH_LOG, EntitySpec
 from .errors import DbToolsError
-from . import pgcopy
 from .procs import call_procedure, run_mssql_batch
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .uuid7 import uuid7

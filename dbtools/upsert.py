@@ -572,13 +572,16 @@ class BulkStagingWriter(Writer):
 
     path = "bulk"
 
+    def __post_init__(self):
+        super().__post_init__()
+        self._copy_encoder = None if self.info.name == "mssql" else pgcopy.encoder(
+            ["uuid", "int8", *(_COPY_TYPES[c.type] for c in self.spec.columns), "int8"],
+            pause=self._pause, every=PAUSE_EVERY)
+
     def _encode(self, batch_id: uuid.UUID, rows: list[PreparedRow]) -> bytes | None:
         """PostgreSQL: the chunk's binary COPY body, so that the connection's thread only sends it."""
-        if self.info.name == "mssql":
+        if self._copy_encoder is None:
             return None
-        if getattr(self, "_copy_encoder", None) is None:
-            self._copy_encoder = pgcopy.encoder(["uuid", "int8", *(_COPY_TYPES[c.type] for c in self.spec.columns),
-                                                 "int8"], pause=self._pause, every=PAUSE_EVERY)
         return self._copy_encoder((batch_id, r.row_number, *r.values, r.expected) for r in rows)
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow], payload: Any = None

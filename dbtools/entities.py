@@ -385,7 +385,7 @@ class _TablePlace:
                 f"IF DB_ID(N'{database}') IS NULL",
                 f"    SET @Message = N'{where}database {database} does not exist; create it before migrating "
                 "(dbtools creates only the job database)';",
-                f"ELSE IF HAS_DBACCESS(N'{database}') = 0",
+                f"ELSE IF ISNULL(HAS_DBACCESS(N'{database}'), 0) = 0",  # NULL: dropped meanwhile
                 f"    SET @Message = N'{where}database {database} is not open to this login (offline, restoring, "
                 "or no user there)';",
             ]

@@ -160,7 +160,10 @@ def _to_json(value: Any) -> str:
     if isinstance(value, str):
         return value  # validated by the database, so every path rejects the same texts
     if isinstance(value, (dict, list)):
-        return _encode_json(value)
+        try:
+            return _encode_json(value)
+        except (TypeError, ValueError) as exc:  # a value JSON has no form for; a circular reference
+            raise _Invalid(f"cannot be written as JSON: {exc}") from None
     raise _Invalid("is not JSON text, an object or an array")
 
 

@@ -7,6 +7,7 @@ for count. Assemble / Act / Assert; whole tables are compared, never counts alon
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import multiprocessing
 import threading
 import time
@@ -599,6 +600,8 @@ def test_a_bad_path_or_batch_size_is_refused_naming_the_allowed_values(bed):
     ({"customer_id": True}, "customer_id True is not an integer"),
     ({"time_stamp_utc": "yesterday"}, "time_stamp_utc 'yesterday' is not an ISO 8601 timestamp"),
     ({"details_json": 5}, "details_json 5 is not JSON text, an object or an array"),
+    ({"details_json": {"at": dt.date(2026, 12, 3)}},
+     "details_json {'at': datetime.date(2026, 12, 3)} cannot be written as JSON: Object of type date is not JSON serializable"),
     ({"RowNumber": 2**63}, "RowNumber 9223372036854775808 is out of range for a 64-bit integer"),
     ({"RowNumber": "3"}, "RowNumber '3' is not an integer"),
     ({"colour": "red"}, "unknown fields colour; allowed: event_id, customer_id, activity_type, time_stamp_utc, "

@@ -1,13 +1,19 @@
 """PostgreSQL's binary COPY format, written without a connection.
 
-The bulk writer encodes each chunk here, in the thread that reads ahead, so that the thread
-holding the connection only sends bytes (``Copy.write``) instead of formatting every row while
+The bulk writer encodes each chunk here, row by row as the thread that reads ahead converts
+them, so that the thread holding the connection only sends bytes (``Copy.write``) instead of formatting every row while
 holding the GIL. The format is PostgreSQL's documented ``COPY ... (FORMAT BINARY)`` layout: a
 signature and two zero words, then per row a field count and per field a length (-1 for NULL)
 and the value in the type's binary send format, then a -1 trailer.
 
 Supported types are the staging tables' (dbtools.entities ``loose_type``): ``uuid``, ``int4``,
 ``int8``, ``text`` and ``timestamp`` (without time zone, naive datetimes).
+
+Rows are formatted by psycopg's own row formatter when psycopg runs its C implementation
+(``psycopg[binary]`` or ``psycopg[c]``): about 0.8 us a row against 4.3 us for the Python one
+here. That formatter lives in a private psycopg module; when it is missing or psycopg runs its
+pure-Python implementation, the Python encoder below is used. Both write the same bytes
+(tests/test_pgcopy.py compares them).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import datetime as dt
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 TRAILER = struct.pack("!h", -1)
@@ -52,33 +58,95 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
 }
 
 
-def encoder(types: Sequence[str], pause: Callable[[], None] | None = None,
-            every: int = 256) -> Callable[[Iterable[Sequence[Any]]], bytes]:
-    """A function turning rows (sequences of values in ``types`` order) into one COPY body.
+def native_formatter() -> Callable[[Sequence[Any], Any, bytearray], None] | None:
+    """psycopg's C row formatter (``format_row_binary(row, transformer, out)``), or None."""
+    try:
+        import psycopg
+        from psycopg import _copy_base
+    except ImportError:
+        return None
+    if psycopg.pq.__impl__ == "python":
+        return None  # its formatter is pure Python too, and slower than ours
+    return getattr(_copy_base, "format_row_binary", None)
 
-    The body is complete: signature, rows, trailer. Values must already have the column's
-    Python type (int, str, uuid.UUID, naive datetime) or be None; ints must fit the type.
-    ``pause`` is called every ``every`` rows (a thread working beside another: dbtools.upsert).
+
+class Body(NamedTuple):
+    """One COPY body in the making: ``add(row)`` for every row, then ``finish()`` once for the bytes."""
+
+    add: Callable[[Sequence[Any]], None]
+    finish: Callable[[], bytes | bytearray]
+
+
+def body_factory(types: Sequence[str], native: bool | None = None) -> Callable[[], Body]:
+    """A function making empty COPY bodies for rows of ``types``: build one row by row.
+
+    Values must already have the column's Python type (int, str, uuid.UUID, naive datetime) or
+    be None; ints must fit the type. A finished body is complete: signature, rows, trailer.
+    ``native``: use psycopg's C row formatter (None: when available; False: the Python encoder).
     """
     unknown = [t for t in types if t not in ENCODERS]
     if unknown:
         raise ValueError(f"no binary COPY encoder for {', '.join(unknown)}; supported: {', '.join(ENCODERS)}")
+    format_row = native_formatter() if native is not False else None
+    if native and format_row is None:
+        raise ValueError("psycopg's C row formatter is not available (psycopg runs its Python implementation)")
+    width = len(types)
+
+    def wrong_width(row: Sequence[Any]) -> ValueError:
+        return ValueError(f"a row of {len(row)} values for {width} columns: {row!r}")
+
+    if format_row is not None:
+        from psycopg.adapt import Transformer
+        from psycopg.postgres import types as pg_types
+        from psycopg.pq import Format
+
+        oids = [pg_types[t].oid for t in types]
+
+        def native_body() -> Body:
+            transformer = Transformer()  # no connection: UTF-8 text, the global adapters
+            transformer.set_dumper_types(oids, Format.BINARY)
+            out = bytearray(SIGNATURE)
+
+            def add(row: Sequence[Any]) -> None:
+                if len(row) != width:
+                    raise wrong_width(row)
+                format_row(row, transformer, out)
+
+            def finish() -> bytearray:
+                out.extend(TRAILER)
+                return out
+            return Body(add, finish)
+        return native_body
+
     fields = tuple(ENCODERS[t] for t in types)
-    width = len(fields)
     count = struct.pack("!h", width)
 
-    def encode(rows: Iterable[Sequence[Any]]) -> bytes:
+    def python_body() -> Body:
         parts = [SIGNATURE]
         append = parts.append
-        for number, row in enumerate(rows, start=1):
-            if pause is not None and number % every == 0:
-                pause()
+
+        def add(row: Sequence[Any]) -> None:
             if len(row) != width:
-                raise ValueError(f"a row of {len(row)} values for {width} columns: {row!r}")
+                raise wrong_width(row)
             append(count)
             for value, field in zip(row, fields):
                 append(NULL if value is None else field(value))
-        append(TRAILER)
-        return b"".join(parts)
+
+        def finish() -> bytes:
+            append(TRAILER)
+            return b"".join(parts)
+        return Body(add, finish)
+    return python_body
+
+
+def encoder(types: Sequence[str], native: bool | None = None) -> Callable[[Iterable[Sequence[Any]]], bytes | bytearray]:
+    """A function turning rows (sequences of values in ``types`` order) into one COPY body (see body_factory)."""
+    new_body = body_factory(types, native)
+
+    def encode(rows: Iterable[Sequence[Any]]) -> bytes | bytearray:
+        body = new_body()
+        for row in rows:
+            body.add(row)
+        return body.finish()
 
     return encode

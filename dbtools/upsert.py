@@ -316,11 +316,19 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
 class Chunk:
     """One chunk of the input, ready to write: made by the reading (ahead) side."""
 
-    rows: list[PreparedRow]
+    rows: list[PreparedRow] | None  # the valid rows (None: the path sends only its payload)
+    valid: int  # how many valid rows
     rejected: list[RowError]  # rows the writer (or the reader) rejected
     sent: int  # rows taken from the input
     batch_id: uuid.UUID
-    payload: Any = None  # the path's encoding of rows (bulk on PostgreSQL: the COPY body)
+    payload: Any = None  # the path's encoding of the valid rows (bulk on PostgreSQL: the COPY body)
+
+
+class ChunkBuilder(NamedTuple):
+    """How a path collects a chunk's valid rows: ``add(row)`` each, then ``finish() -> (rows, payload)``."""
+
+    add: Callable[[PreparedRow], None]
+    finish: Callable[[], tuple[list[PreparedRow] | None, Any]]
 
 
 @dataclass
@@ -377,13 +385,19 @@ class Writer:
         return total
 
     def _prepared_chunks(self, rows: Iterable[Mapping[str, Any] | RowError]) -> Iterator[Chunk]:
-        """The input read, converted and (where the path does) encoded, chunk by chunk."""
-        numbered = ((row, n) for n, row in enumerate(rows, start=1))
-        prepare, pause = self._prepare, self._pause
-        for chunk in chunks(numbered, self.batch_size):
-            prepared: list[PreparedRow] = []
+        """The input read, converted and (where the path does) encoded, chunk by chunk.
+
+        Rows are streamed into the path's builder: an input row is not kept once converted.
+        """
+        numbered = enumerate(rows, start=1)
+        prepare, pause, size = self._prepare, self._pause, self.batch_size
+        while True:
+            batch_id = uuid7(self.info.name)
+            add, finish = self._chunk_builder(batch_id)
             rejected: list[RowError] = []
-            for row, n in chunk:
+            sent = valid = 0
+            for n, row in itertools.islice(numbered, size):
+                sent += 1
                 if pause is not None and n % PAUSE_EVERY == 0:
                     pause()
                 if isinstance(row, RowError):  # rejected by the reader (e.g. a line that is not JSON)
@@ -392,25 +406,32 @@ class Writer:
                     item = prepare(row, n)
                 else:
                     item = RowError(n, f"row {n} is not a mapping")
-                (rejected if item.__class__ is RowError else prepared).append(item)
-            batch_id = uuid7(self.info.name)
-            yield Chunk(prepared, rejected, len(chunk), batch_id, self._encode(batch_id, prepared) if prepared else None)
+                if item.__class__ is RowError:
+                    rejected.append(item)
+                else:
+                    add(item)
+                    valid += 1
+            if not sent:
+                return
+            prepared, payload = finish()
+            yield Chunk(prepared, valid, rejected, sent, batch_id, payload if valid else None)
 
-    def _encode(self, batch_id: uuid.UUID, rows: list[PreparedRow]) -> Any:
-        """What the path sends for these rows, made while reading ahead (None: nothing to make)."""
-        return None
+    def _chunk_builder(self, batch_id: uuid.UUID) -> ChunkBuilder:
+        """Collect the valid rows of one chunk (the default: a list of them, no payload)."""
+        prepared: list[PreparedRow] = []
+        return ChunkBuilder(prepared.append, lambda: (prepared, None))
 
     def _write_chunk(self, chunk: Chunk) -> Counts:
-        rows, rejected, batch_id = chunk.rows, chunk.rejected, chunk.batch_id
+        rejected, batch_id = chunk.rejected, chunk.batch_id
         self.batch_ids.append(batch_id)
 
         def work(conn: sa.Connection) -> Counts:
             counts = Counts(received=len(rejected), rejected=len(rejected))
             # A retry of a batch that did commit replays it: its rejects are filed already.
-            if rejected and not (rows and self._applied(conn, batch_id)):
+            if rejected and not (chunk.valid and self._applied(conn, batch_id)):
                 self._file_rejects(conn, batch_id, rejected)
-            if rows:
-                counts += self._apply(conn, batch_id, rows, chunk.payload)
+            if chunk.valid:
+                counts += self._apply(conn, batch_id, chunk.rows, chunk.payload)
             return counts
 
         try:
@@ -428,9 +449,9 @@ class Writer:
         sql = f"SELECT COUNT(*) FROM {self.info.job_object(BATCH_LOG)} WHERE {q('BatchId')} = {mark}"
         return conn.exec_driver_sql(sql, (batch_id,)).scalar() > 0
 
-    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow], payload: Any = None
+    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:
-        """Send ``rows`` (``payload``: what :meth:`_encode` made of them, if anything) and apply them."""
+        """Send one chunk's valid rows (as the chunk builder left them: ``rows``, ``payload``) and apply them."""
         raise NotImplementedError
 
     def _file_rejects(self, conn: sa.Connection, batch_id: uuid.UUID, rejected: list[RowError]) -> None:
@@ -498,7 +519,7 @@ class TvpWriter(Writer):
 
     path = "tvp"
 
-    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow], payload: Any = None
+    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:
         if self.info.name == "mssql":
             return self._apply_mssql(conn, batch_id, rows)
@@ -577,17 +598,21 @@ class BulkStagingWriter(Writer):
 
     def __post_init__(self):
         super().__post_init__()
-        self._copy_encoder = None if self.info.name == "mssql" else pgcopy.encoder(
-            ["uuid", "int8", *(_COPY_TYPES[c.type] for c in self.spec.columns), "int8"],
-            pause=self._pause, every=PAUSE_EVERY)
+        self._new_copy_body = None if self.info.name == "mssql" else pgcopy.body_factory(
+            ["uuid", "int8", *(_COPY_TYPES[c.type] for c in self.spec.columns), "int8"])
 
-    def _encode(self, batch_id: uuid.UUID, rows: list[PreparedRow]) -> bytes | None:
-        """PostgreSQL: the chunk's binary COPY body, so that the connection's thread only sends it."""
-        if self._copy_encoder is None:
-            return None
-        return self._copy_encoder((batch_id, r.row_number, *r.values, r.expected) for r in rows)
+    def _chunk_builder(self, batch_id: uuid.UUID) -> ChunkBuilder:
+        """PostgreSQL: the chunk's binary COPY body, written as rows are read (none is kept), so
+        that the connection's thread only sends bytes. SQL Server: the rows."""
+        if self._new_copy_body is None:
+            return super()._chunk_builder(batch_id)
+        add_row, finish = self._new_copy_body()
 
-    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow], payload: Any = None
+        def add(row: PreparedRow) -> None:
+            add_row((batch_id, row.row_number, *row.values, row.expected))
+        return ChunkBuilder(add, lambda: (None, finish()))
+
+    def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:
         q = self.info.quote
         columns = ["BatchId", *row_fields(self.spec)]
@@ -608,10 +633,9 @@ class BulkStagingWriter(Writer):
         else:
             # Binary format, encoded ahead (dbtools.pgcopy): formatting rows here, with psycopg's
             # dumpers, held the GIL against the reading thread for a third of the chunk's time.
-            body = payload if payload is not None else self._encode(batch_id, rows)
             cursor = conn.connection.dbapi_connection.cursor()
             with cursor.copy(f"COPY {table} ({', '.join(q(c) for c in columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(body)
+                copy.write(payload)
         out = call_procedure(conn, self.info, self.spec.reconcile, {"BatchId": batch_id}, outputs=COUNT_OUTPUTS)
         return self._counts(out)
 

@@ -16,6 +16,9 @@ from dbtools import pgcopy
 pytestmark = pytest.mark.postgresql_only
 
 TYPES = ["uuid", "int4", "int8", "text", "timestamp"]
+#: The Python encoder always; psycopg's C formatter where psycopg runs its C implementation.
+IMPLEMENTATIONS = [False, pytest.param(True, marks=pytest.mark.skipif(
+    pgcopy.native_formatter() is None, reason="psycopg runs its Python implementation: no C row formatter"))]
 COLUMNS = '"u" uuid, "i" integer, "b" bigint, "t" text, "ts" timestamp(6) without time zone'
 
 
@@ -29,9 +32,9 @@ def conn(server):
     engine.dispose()
 
 
-def copied_back(raw, rows):
+def copied_back(raw, rows, native):
     raw.execute("TRUNCATE copied")
-    body = pgcopy.encoder(["int4", *TYPES])([(n, *row) for n, row in enumerate(rows)])
+    body = pgcopy.encoder(["int4", *TYPES], native=native)([(n, *row) for n, row in enumerate(rows)])
     with raw.cursor() as cur:
         with cur.copy('COPY copied (n, "u", "i", "b", "t", "ts") FROM STDIN (FORMAT BINARY)') as copy:
             copy.write(body)
@@ -39,31 +42,59 @@ def copied_back(raw, rows):
         return [tuple(r) for r in cur.fetchall()]
 
 
-def test_every_type_and_null_round_trips_through_a_binary_copy(conn):
-    rows = [
+EDGES = [
         (uuid.UUID("01234567-89ab-7def-8123-456789abcdef"), -(2**31), 2**63 - 1, "plain", dt.datetime(2026, 12, 3, 8, 9, 10, 123456)),
         (uuid.UUID(int=0), 2**31 - 1, -(2**63), "", dt.datetime(1999, 12, 31, 23, 59, 59, 999999)),
         (uuid.UUID(int=2**128 - 1), 0, 0, "naïve 😀 'quoted' \\ tab\t", dt.datetime(1, 1, 1)),
         (None, None, None, None, None),
-    ]
-
-    assert copied_back(conn, rows) == rows
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(
+]
+ROWS = st.lists(st.tuples(
     st.none() | st.uuids(),
     st.none() | st.integers(-(2**31), 2**31 - 1),
     st.none() | st.integers(-(2**63), 2**63 - 1),
     st.none() | st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
     st.none() | st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)),
-), max_size=20))
-def test_any_rows_round_trip_unchanged(conn, rows):
-    assert copied_back(conn, rows) == rows
+), max_size=20)
 
 
-def test_an_unknown_type_or_a_row_of_the_wrong_width_is_refused():
+@pytest.mark.parametrize("native", IMPLEMENTATIONS, ids=["python", "psycopg-c"])
+def test_every_type_and_null_round_trips_through_a_binary_copy(conn, native):
+    assert copied_back(conn, EDGES, native) == EDGES
+
+
+@pytest.mark.parametrize("native", IMPLEMENTATIONS, ids=["python", "psycopg-c"])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=ROWS)
+def test_any_rows_round_trip_unchanged(conn, native, rows):
+    assert copied_back(conn, rows, native) == rows
+
+
+@pytest.mark.skipif(pgcopy.native_formatter() is None, reason="psycopg runs its Python implementation: no C row formatter")
+@settings(max_examples=200, deadline=None)
+@given(rows=ROWS)
+def test_psycopgs_formatter_writes_the_same_bytes_as_the_python_encoder(rows):
+    rows = [(n, *row) for n, row in enumerate(EDGES + rows)]
+    types = ["int4", *TYPES]
+
+    assert bytes(pgcopy.encoder(types, native=True)(rows)) == pgcopy.encoder(types, native=False)(rows)
+
+
+@pytest.mark.parametrize("native", IMPLEMENTATIONS, ids=["python", "psycopg-c"])
+def test_an_unknown_type_or_a_row_of_the_wrong_width_is_refused(native):
     with pytest.raises(ValueError, match="no binary COPY encoder for jsonb; supported: uuid, int4, int8, text, timestamp"):
-        pgcopy.encoder(["int4", "jsonb"])
+        pgcopy.encoder(["int4", "jsonb"], native=native)
     with pytest.raises(ValueError, match="a row of 1 values for 2 columns"):
-        pgcopy.encoder(["int4", "int8"])([(1,)])
+        pgcopy.encoder(["int4", "int8"], native=native)([(1,)])
+
+
+@pytest.mark.parametrize("native", IMPLEMENTATIONS, ids=["python", "psycopg-c"])
+def test_bodies_built_side_by_side_hold_only_their_own_rows(native):
+    new_body = pgcopy.body_factory(["int4", *TYPES], native=native)
+    first, second = new_body(), new_body()
+    for n, row in enumerate(EDGES):
+        (first if n % 2 == 0 else second).add((n, *row))
+
+    bodies = [first.finish(), second.finish()]
+
+    assert [bodies[0], bodies[1]] == [pgcopy.encoder(["int4", *TYPES], native=native)(
+        [(n, *row) for n, row in enumerate(EDGES) if n % 2 == part]) for part in (0, 1)]

@@ -26,7 +26,11 @@ Goals (issue text): bulk >= 0.9 of the baseline's rate and >= 2x the peer's; tvp
 at 10k rows; peak Python memory (tracemalloc) of the bulk and tvp writers flat from 1/10 of the
 stream to all of it (ratio <= 1.5). Also UUIDv7 against UUIDv4 keys for the bulk path.
 
-Usage: python bench/upserts.py [--events 1000000] [--single-events 10000] [--quick] [--record]
+Every timed contender runs --repeat times (default 3), the contenders taking turns, and its
+median run is reported: the shared machine's speed changes during a run, and taking turns puts
+such a change on every contender alike.
+
+Usage: python bench/upserts.py [--events 1000000] [--single-events 10000] [--repeat 3] [--quick] [--record]
 Prints the tables; with --record also rewrites the "Event upserts" section of docs/benchmarks.md.
 """
 
@@ -353,22 +357,33 @@ class Result:
         return self.events / self.seconds
 
 
-def measure(engine, name: str, run: Callable, stream: EventStream, batch: int, repeat: int,
-            console: Console) -> Result:
-    results = []
+def measure(engine, entries: list[tuple[str, Callable, EventStream, int]], repeat: int,
+            console: Console) -> list[Result]:
+    """Time each (name, run, stream, batch) entry ``repeat`` times; keep each one's median run.
+
+    The entries take turns (round robin), so a change of the shared machine's speed during the
+    benchmark falls on all of them alike instead of on whichever ran at that moment.
+    """
+    runs: list[list[Result]] = [[] for _ in entries]
     for _ in range(repeat):
-        prepare_state(engine, stream)
-        clock = DbClock()
-        start = time.perf_counter()
-        detail = run(engine, stream.rows(), clock)
-        seconds = time.perf_counter() - start
-        results.append(Result(name, stream.events, batch, seconds, clock.seconds, detail, state_of(engine),
-                              stream.keys))
-    result = sorted(results, key=lambda r: r.seconds)[len(results) // 2]  # the median run
-    console.log(f"{name} ({stream.keys}, {stream.events:,} events): {result.seconds:.2f} s "
-                f"({result.rate:,.0f} rows/s), {result.detail}; "
-                + ", ".join(f"{r.seconds:.2f}" for r in results))
-    return result
+        for (name, run, stream, batch), results in zip(entries, runs):
+            prepare_state(engine, stream)
+            clock = DbClock()
+            start = time.perf_counter()
+            detail = run(engine, stream.rows(), clock)
+            seconds = time.perf_counter() - start
+            results.append(Result(name, stream.events, batch, seconds, clock.seconds, detail, state_of(engine),
+                                  stream.keys))
+            console.log(f"{name} ({stream.keys}, {stream.events:,} events): {seconds:.2f} s "
+                        f"({stream.events / seconds:,.0f} rows/s), {detail}")
+    medians = []
+    for results in runs:
+        result = sorted(results, key=lambda r: r.seconds)[len(results) // 2]
+        if len(results) > 1:
+            console.log(f"{result.name} ({result.keys}): median {result.seconds:.2f} s of "
+                        + ", ".join(f"{r.seconds:.2f}" for r in results))
+        medians.append(result)
+    return medians
 
 
 def measure_memory(engine, path: str, stream: EventStream, console: Console) -> float:
@@ -447,7 +462,10 @@ def render(report: dict) -> str:
              "starting table, and every contender left the same target table (digest of all columns but "
              f"`row_version`: `{r['digest'][:12]}`, {r['rows']:,} rows; at {r['single_events']:,} events: "
              f"`{r['digest_small'][:12]}`). Generating the stream alone takes {r['source']:.2f} s "
-             "(included in every time below). Keys are UUIDv7 unless stated.", "",
+             "(included in every time below). Keys are UUIDv7 unless stated. "
+             + (f"Every time is the median of {r['repeat']} runs, the contenders taking turns (round robin), "
+                "so that a change of the machine's speed falls on all of them alike." if r["repeat"] > 1
+                else "Every time is a single run."), "",
              "| contender | events | batch | time (s) | rows/s | in database calls (s) |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for res in r["results"]:
@@ -529,7 +547,8 @@ def main() -> None:
     parser.add_argument("--single-events", type=int, default=10_000,
                         help="events for the single-row path and its tvp comparison")
     parser.add_argument("--quick", action="store_true", help="100,000 events (unless --events): a fast check")
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs per contender (the median is kept)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="timed runs per contender, taking turns (the median is kept; default 3)")
     parser.add_argument("--record", action="store_true", help="rewrite the Event upserts section of docs/benchmarks.md")
     args = parser.parse_args()
     n = args.events or (100_000 if args.quick else 1_000_000)
@@ -547,24 +566,24 @@ def main() -> None:
         source = time_source(stream)
         mix = stream.mix
         console.log(f"stream of {n:,} events generated in {source:.2f} s: {dict(mix)}")
-        contenders = [("bulk", run_writer("bulk"), BULK_BATCH),
-                      ("bulk, no read-ahead", run_writer("bulk", prefetch=False), BULK_BATCH),
-                      ("baseline (COPY + one INSERT)", run_baseline, BASELINE_CHUNK),
-                      ("tvp", run_writer("tvp"), TVP_BATCH), ("SQLAlchemy peer (executemany)", run_peer, PEER_CHUNK)]
-        main_results = [measure(engine, name, run, stream, batch, args.repeat, console)
-                        for name, run, batch in contenders]
+        v4_stream = EventStream(n, keys="v4")
+        contenders = [("bulk", run_writer("bulk"), stream, BULK_BATCH),
+                      ("bulk, no read-ahead", run_writer("bulk", prefetch=False), stream, BULK_BATCH),
+                      ("baseline (COPY + one INSERT)", run_baseline, stream, BASELINE_CHUNK),
+                      ("tvp", run_writer("tvp"), stream, TVP_BATCH),
+                      ("SQLAlchemy peer (executemany)", run_peer, stream, PEER_CHUNK),
+                      ("bulk", run_writer("bulk"), v4_stream, BULK_BATCH)]
+        *main_results, v4 = measure(engine, contenders, args.repeat, console)
         verify(f"{n:,} events", main_results, console)
         expected_rows = stream.existing + mix["new"]
         if main_results[0].state.rows != expected_rows:
             raise SystemExit(f"FAILED: {main_results[0].state.rows:,} rows in the target, {expected_rows:,} expected")
 
         small = EventStream(args.single_events)
-        small_results = [measure(engine, name, run, small, batch, args.repeat, console)
-                         for name, run, batch in (("tvp", run_writer("tvp"), TVP_BATCH),
-                                                  ("single", run_writer("single"), 1))]
+        small_results = measure(engine, [("tvp", run_writer("tvp"), small, TVP_BATCH),
+                                         ("single", run_writer("single"), small, 1)], args.repeat, console)
         verify(f"{small.events:,} events", small_results, console)
 
-        v4 = measure(engine, "bulk", run_writer("bulk"), EventStream(n, keys="v4"), BULK_BATCH, args.repeat, console)
         v7 = main_results[0]
         if (v4.state.rows, v4.state.updated_rows, v4.state.versions) != (v7.state.rows, v7.state.updated_rows,
                                                                            v7.state.versions):
@@ -596,7 +615,7 @@ def main() -> None:
     report = {
         "events": n, "existing": stream.existing, "mix": mix, "single_events": small.events,
         "results": [*main_results, *small_results], "keys": (v7, v4), "goals": goals,
-        "memory_sizes": sizes, "memory": memory, "source": source, "peer_check": peer_check,
+        "memory_sizes": sizes, "memory": memory, "repeat": args.repeat, "source": source, "peer_check": peer_check,
         "digest": main_results[0].state.digest, "rows": main_results[0].state.rows,
         "digest_small": small_results[0].state.digest,
         "machine": machine(version), "date": dt.date.today().isoformat(),

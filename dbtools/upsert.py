@@ -427,8 +427,10 @@ class Writer:
 
         def work(conn: sa.Connection) -> Counts:
             counts = Counts(received=len(rejected), rejected=len(rejected))
-            # A retry of a batch that did commit replays it: its rejects are filed already.
-            if rejected and not (chunk.valid and self._applied(conn, batch_id)):
+            # A retry of a chunk that did commit replays it: its rejects are filed already. The
+            # batch log knows a chunk with valid rows; the reject table, one of rejects only.
+            filed = self._applied if chunk.valid else self._rejects_filed
+            if rejected and not filed(conn, batch_id):
                 self._file_rejects(conn, batch_id, rejected)
             if chunk.valid:
                 counts += self._apply(conn, batch_id, chunk.rows, chunk.payload)
@@ -445,8 +447,15 @@ class Writer:
 
     def _applied(self, conn: sa.Connection, batch_id: uuid.UUID) -> bool:
         """Whether UpsertBatchLog holds this batch (committed by an earlier attempt)."""
+        return self._holds_batch(conn, self.info.job_object(BATCH_LOG), batch_id)
+
+    def _rejects_filed(self, conn: sa.Connection, batch_id: uuid.UUID) -> bool:
+        """Whether the reject table holds rows of this batch (committed by an earlier attempt)."""
+        return self._holds_batch(conn, self.spec.table_object(self.info, self.spec.rejects), batch_id)
+
+    def _holds_batch(self, conn: sa.Connection, table: str, batch_id: uuid.UUID) -> bool:
         q, mark = self.info.quote, "?" if self.info.name == "mssql" else "%s"
-        sql = f"SELECT COUNT(*) FROM {self.info.job_object(BATCH_LOG)} WHERE {q('BatchId')} = {mark}"
+        sql = f"SELECT COUNT(*) FROM {table} WHERE {q('BatchId')} = {mark}"
         return conn.exec_driver_sql(sql, (batch_id,)).scalar() > 0
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None

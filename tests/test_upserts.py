@@ -25,6 +25,7 @@ from dbtools.engines import JOB_DATABASE
 from dbtools.entities import create_entity, drop_entity
 from dbtools.procs import ProcedureValidationError, call_procedure
 from dbtools.render import jinja_environment, render_entity_objects
+from dbtools.retry import RetryPolicy
 from dbtools.repeatable import sql_text
 from dbtools.upsert import COUNT_OUTPUTS, PATHS, Counts, UpsertError, prefetched, prepare, writer_for
 from dbtools.uuid7 import uuid7
@@ -493,6 +494,48 @@ def test_a_batch_id_applied_by_another_session_meanwhile_is_replayed_not_failed(
     assert bed.table(ACTIVITY) == oracle.table()
     assert bed.rejects(ACTIVITY) == [(2, "activity_type is not in CustomerActivityTypes", str(ids[1])),
                                      (3, "customer_id 'x' is not an integer", None)], "each reject filed once"
+    assert bed.staged(ACTIVITY) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CommitThenDrop(RetryPolicy):
+    """Commits the first attempt, then reports the connection lost: an outcome the client cannot know."""
+
+    dropped: list = dataclasses.field(default_factory=list)
+
+    def run(self, engine, work):
+        def attempt():
+            with engine.begin() as conn:
+                result = work(conn)
+            if not self.dropped:
+                self.dropped.append(1)
+                raise sa.exc.OperationalError("COMMIT", None, ConnectionError("connection lost"),
+                                              connection_invalidated=True)
+            return result
+        return self.call(attempt)
+
+
+@pytest.mark.parametrize("path", BATCH_PATHS)
+@pytest.mark.parametrize("with_valid_rows", [True, False], ids=["valid and rejected rows", "rejected rows only"])
+def test_a_chunk_committed_before_its_connection_dropped_is_replayed_and_files_its_rejects_once(bed, path,
+                                                                                             with_valid_rows):
+    ids = keys(3)
+    rows = [{**activity(ids[1], 1), "customer_id": "x"}, {**activity(ids[2], 1), "time_stamp_utc": "later"}]
+    if with_valid_rows:
+        rows.insert(0, activity(ids[0], 1))
+    events = []
+    writer = writer_for(path, bed.engine, ACTIVITY,
+                        policy=CommitThenDrop(initial_wait=0.01, sleep=lambda _: None, on_retry=events.append))
+
+    counts = writer.upsert(rows)
+
+    assert len(events) == 1, "the dropped connection was retried once"
+    oracle = Oracle(valid=lambda row: row["customer_id"] != "x" and row["time_stamp_utc"] != "later")
+    assert counts == oracle.apply(rows)
+    assert bed.table(ACTIVITY) == oracle.table()
+    first = 2 if with_valid_rows else 1
+    assert bed.rejects(ACTIVITY) == [(first, "customer_id 'x' is not an integer", None),
+                                     (first + 1, "time_stamp_utc 'later' is not an ISO 8601 timestamp", None)]
     assert bed.staged(ACTIVITY) == 0
 
 

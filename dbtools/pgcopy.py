@@ -11,14 +11,20 @@ Supported types are the staging tables' (dbtools.entities ``loose_type``): ``uui
 
 Rows are formatted by psycopg's own row formatter when psycopg runs its C implementation
 (``psycopg[binary]`` or ``psycopg[c]``): about 0.8 us a row against 4.3 us for the Python one
-here. That formatter lives in a private psycopg module; when it is missing or psycopg runs its
-pure-Python implementation, the Python encoder below is used. Both write the same bytes
-(tests/test_pgcopy.py compares them).
+here. That formatter lives in a private psycopg module; when it is missing, fails a self-check
+(native_formatter) or psycopg runs its pure-Python implementation, the Python encoder below is
+used. Both write the same bytes for the values the writers send (tests/test_pgcopy.py compares
+them); the C formatter does not range-check ints, which the writers check before.
+
+Text is written in UTF-8: the bulk writer makes its connection's client encoding UTF8 for the
+COPY when it is not.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import importlib
 import struct
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -58,16 +64,50 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
 }
 
 
+@functools.cache
 def native_formatter() -> Callable[[Sequence[Any], Any, bytearray], None] | None:
-    """psycopg's C row formatter (``format_row_binary(row, transformer, out)``), or None."""
+    """psycopg's C row formatter (``format_row_binary(row, transformer, out)``), or None.
+
+    A private psycopg function (``psycopg._copy_base`` since 3.2, ``psycopg.copy`` before), so it
+    is only used after it wrote a sample row of every supported type and NULL exactly as the
+    Python encoder does: a future psycopg that changes it falls back instead of corrupting data.
+    """
     try:
         import psycopg
-        from psycopg import _copy_base
     except ImportError:
         return None
     if psycopg.pq.__impl__ == "python":
         return None  # its formatter is pure Python too, and slower than ours
-    return getattr(_copy_base, "format_row_binary", None)
+    for module in ("psycopg._copy_base", "psycopg.copy"):
+        try:
+            format_row = getattr(importlib.import_module(module), "format_row_binary", None)
+        except ImportError:
+            continue
+        if format_row is not None and _formats_like_python(format_row):
+            return format_row
+    return None
+
+
+_SAMPLE_TYPES = ("uuid", "int4", "int8", "text", "timestamp", "text")
+_SAMPLE_ROW = (uuid.UUID("01234567-89ab-7def-8123-456789abcdef"), -(2**31), 2**63 - 1, "naïve 😀",
+               dt.datetime(2026, 12, 3, 8, 9, 10, 123456), None)
+
+
+def _formats_like_python(format_row: Callable[[Sequence[Any], Any, bytearray], None]) -> bool:
+    try:
+        from psycopg.adapt import Transformer
+        from psycopg.postgres import types as pg_types
+        from psycopg.pq import Format
+
+        transformer = Transformer()
+        transformer.set_dumper_types([pg_types[t].oid for t in _SAMPLE_TYPES], Format.BINARY)
+        out = bytearray()
+        format_row(_SAMPLE_ROW, transformer, out)
+    except Exception:  # a changed signature or module: not usable
+        return False
+    expected = b"".join([struct.pack("!h", len(_SAMPLE_TYPES))] + [
+        NULL if v is None else ENCODERS[t](v) for t, v in zip(_SAMPLE_TYPES, _SAMPLE_ROW)])
+    return bytes(out) == expected
 
 
 class Body(NamedTuple):
@@ -108,7 +148,7 @@ def body_factory(types: Sequence[str], native: bool | None = None) -> Callable[[
             out = bytearray(SIGNATURE)
 
             def add(row: Sequence[Any]) -> None:
-                if len(row) != width:
+                if len(row) != width:  # some psycopg versions index their dumpers unchecked
                     raise wrong_width(row)
                 format_row(row, transformer, out)
 

@@ -211,6 +211,10 @@ def _preparer(spec: EntitySpec) -> Callable[[Mapping[str, Any], int], PreparedRo
                     value = converter(value)
                 except _Invalid as exc:
                     return RowError(number, f"{name} {_short(value)} {exc}")
+            if value.__class__ is str and not (value.isascii() and "\x00" not in value):
+                problem = _text_problem(value)
+                if problem is not None:
+                    return RowError(number, f"{name} {_short(value)} {problem}")
             values.append(value)
         expected = row.get(EXPECTED)
         if expected is not None:
@@ -221,6 +225,21 @@ def _preparer(spec: EntitySpec) -> Callable[[Mapping[str, Any], int], PreparedRo
         return PreparedRow(number, tuple(values), expected)
 
     return convert
+
+
+def _text_problem(value: str) -> str | None:
+    """Why a text cannot be stored the same on both engines, if it cannot (else None).
+
+    PostgreSQL's text cannot hold NUL, and a lone surrogate (e.g. from ``json.loads('"\\ud800"')``)
+    is not Unicode at all: either would otherwise fail the whole chunk, not this row.
+    """
+    if "\x00" in value:
+        return "contains a NUL character, which PostgreSQL text cannot hold"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate, which is not Unicode text"
+    return None
 
 
 #: Values of exactly these classes need no conversion (ints still need their range check).
@@ -427,11 +446,11 @@ class Writer:
 
         def work(conn: sa.Connection) -> Counts:
             counts = Counts(received=len(rejected), rejected=len(rejected))
-            # A retry of a chunk that did commit replays it: its rejects are filed already. The
-            # batch log knows a chunk with valid rows; the reject table, one of rejects only.
-            filed = self._applied if chunk.valid else self._rejects_filed
-            if rejected and not filed(conn, batch_id):
+            # A retry of a chunk that did commit replays it: its rejects are filed already.
+            if rejected and not self._applied(conn, batch_id):
                 self._file_rejects(conn, batch_id, rejected)
+                if not chunk.valid:  # no procedure logs this batch: the writer does, under the same key
+                    self._log_rejects_only(conn, batch_id, len(rejected))
             if chunk.valid:
                 counts += self._apply(conn, batch_id, chunk.rows, chunk.payload)
             return counts
@@ -447,16 +466,23 @@ class Writer:
 
     def _applied(self, conn: sa.Connection, batch_id: uuid.UUID) -> bool:
         """Whether UpsertBatchLog holds this batch (committed by an earlier attempt)."""
-        return self._holds_batch(conn, self.info.job_object(BATCH_LOG), batch_id)
-
-    def _rejects_filed(self, conn: sa.Connection, batch_id: uuid.UUID) -> bool:
-        """Whether the reject table holds rows of this batch (committed by an earlier attempt)."""
-        return self._holds_batch(conn, self.spec.table_object(self.info, self.spec.rejects), batch_id)
-
-    def _holds_batch(self, conn: sa.Connection, table: str, batch_id: uuid.UUID) -> bool:
         q, mark = self.info.quote, "?" if self.info.name == "mssql" else "%s"
-        sql = f"SELECT COUNT(*) FROM {table} WHERE {q('BatchId')} = {mark}"
-        return conn.exec_driver_sql(sql, (batch_id,)).scalar() > 0
+        sql = (f"SELECT CASE WHEN EXISTS (SELECT 1 FROM {self.info.job_object(BATCH_LOG)} "
+               f"WHERE {q('BatchId')} = {mark}) THEN 1 ELSE 0 END")
+        return conn.exec_driver_sql(sql, (batch_id,)).scalar() == 1
+
+    def _log_rejects_only(self, conn: sa.Connection, batch_id: uuid.UUID, rejected: int) -> None:
+        """Log a chunk the writer rejected whole, so that a retry knows it by its batch id.
+
+        Its primary key also stops a retry that overtook a still-running first attempt (the
+        replay in :meth:`_write_chunk`), whatever the isolation level.
+        """
+        q, mark = self.info.quote, "?" if self.info.name == "mssql" else "%s"
+        columns = ["BatchId", "EntityName", "RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped",
+                   "RowsConflicted", "RowsRejected"]
+        sql = (f"INSERT INTO {self.info.job_object(BATCH_LOG)} ({', '.join(q(c) for c in columns)}) "
+               f"VALUES ({', '.join(mark for _ in columns)})")
+        conn.exec_driver_sql(sql, (batch_id, self.spec.entity, rejected, 0, 0, 0, 0, rejected))
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:
@@ -642,7 +668,10 @@ class BulkStagingWriter(Writer):
         else:
             # Binary format, encoded ahead (dbtools.pgcopy): formatting rows here, with psycopg's
             # dumpers, held the GIL against the reading thread for a third of the chunk's time.
-            cursor = conn.connection.dbapi_connection.cursor()
+            raw = conn.connection.dbapi_connection
+            if raw.info.encoding != "utf-8":  # the body's text is UTF-8; back to the session's at commit
+                raw.execute("SET LOCAL client_encoding TO 'UTF8'")
+            cursor = raw.cursor()
             with cursor.copy(f"COPY {table} ({', '.join(q(c) for c in columns)}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.write(payload)
         out = call_procedure(conn, self.info, self.spec.reconcile, {"BatchId": batch_id}, outputs=COUNT_OUTPUTS)

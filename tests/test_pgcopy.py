@@ -98,3 +98,10 @@ def test_bodies_built_side_by_side_hold_only_their_own_rows(native):
 
     assert [bodies[0], bodies[1]] == [pgcopy.encoder(["int4", *TYPES], native=native)(
         [(n, *row) for n, row in enumerate(EDGES) if n % 2 == part]) for part in (0, 1)]
+
+
+def test_a_native_formatter_that_writes_other_bytes_than_the_python_encoder_is_not_used():
+    assert not pgcopy._formats_like_python(lambda row, transformer, out: out.extend(b"\x00\x06"))
+    assert not pgcopy._formats_like_python(lambda row: None)  # another signature
+    if pgcopy.native_formatter() is not None:
+        assert pgcopy._formats_like_python(pgcopy.native_formatter())

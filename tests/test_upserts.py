@@ -107,7 +107,7 @@ def test_expected_row_version_guards_the_update_and_a_stale_one_is_conflicted(be
 
 @pytest.mark.parametrize("path", PATHS)
 def test_bad_rows_are_rejected_with_their_reasons_and_nothing_is_lost(bed, path):
-    a, b, c, d, e, f, g = keys(7)
+    a, b, c, d, e, f, g, h, i = keys(9)
     rows = [
         activity(a, 1),
         {"event_id": b, "activity_type": "login", "time_stamp_utc": T0},  # customer_id missing
@@ -116,13 +116,15 @@ def test_bad_rows_are_rejected_with_their_reasons_and_nothing_is_lost(bed, path)
         activity(e, 1, details='"a scalar"'),  # JSON, but not an object or array
         activity(f, 1, kind="x" * 51),
         activity(g, 1, customer="seven"),  # cannot be sent as an int: rejected by the writer
+        activity(h, 1, kind="log\x00in"),  # would fail the whole chunk on PostgreSQL
+        activity(i, 1, details={"note": "\ud800"}),  # not Unicode: cannot be encoded at all
         activity(a, 2, customer=2),
     ]
     writer = writer_for(path, bed.engine, ACTIVITY)
 
     counts = writer.upsert(rows)
 
-    assert counts.rejected == 6 and counts.accounted == counts.received == 8
+    assert counts.rejected == 8 and counts.accounted == counts.received == 10
     assert bed.rejects(ACTIVITY) == [
         (2, "missing required field customer_id", str(b)),
         (3, "activity_type is not in CustomerActivityTypes", str(c)),
@@ -130,8 +132,27 @@ def test_bad_rows_are_rejected_with_their_reasons_and_nothing_is_lost(bed, path)
         (5, "details_json is not a JSON object or array", str(e)),
         (6, "activity_type is longer than 50 characters", str(f)),
         (7, "customer_id 'seven' is not an integer", None),
+        (8, "activity_type 'log\\x00in' contains a NUL character, which PostgreSQL text cannot hold", None),
+        (9, "details_json '{\"note\":\"\\ud800\"}' contains a lone surrogate, which is not Unicode text", None),
     ]
     assert bed.table(ACTIVITY) == [expected_row(activity(a, 2, customer=2))]
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("path", PATHS)
+def test_text_arrives_unchanged_from_a_session_whose_client_encoding_is_not_utf8(bed, path):
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(bed.server.url, poolclass=NullPool, connect_args={"client_encoding": "LATIN1"})
+    key = keys(1)[0]
+    row = activity(key, 1, details={"note": "café crème, naïve"})
+    try:
+        counts = writer_for(path, engine, ACTIVITY).upsert([row])
+    finally:
+        engine.dispose()
+
+    assert counts == Counts(received=1, inserted=1)
+    assert bed.table(ACTIVITY) == [expected_row(row)]
 
 
 def test_the_second_entity_works_through_every_path_with_no_sql_of_its_own(bed):
@@ -537,6 +558,13 @@ def test_a_chunk_committed_before_its_connection_dropped_is_replayed_and_files_i
     assert bed.rejects(ACTIVITY) == [(first, "customer_id 'x' is not an integer", None),
                                      (first + 1, "time_stamp_utc 'later' is not an ISO 8601 timestamp", None)]
     assert bed.staged(ACTIVITY) == 0
+    q, log = bed.server.engine.quote, bed.server.engine.job_object("UpsertBatchLog")
+    with bed.engine.connect() as conn:
+        logged = conn.exec_driver_sql(f"SELECT {q('BatchId')}, {q('RowsReceived')}, {q('RowsRejected')} "
+                                      f"FROM {log}").all()
+    # One log row for the chunk: the reconcile's (valid rows only), or the writer's for a chunk of rejects.
+    assert [(str(b).lower(), int(n), int(r)) for b, n, r in logged] == [
+        (str(writer.batch_ids[0]), 1, 0) if with_valid_rows else (str(writer.batch_ids[0]), 2, 2)]
 
 
 def wait_until_blocked(bed, seconds=20.0) -> bool:
@@ -645,6 +673,11 @@ def test_a_bad_path_or_batch_size_is_refused_naming_the_allowed_values(bed):
     ({"details_json": 5}, "details_json 5 is not JSON text, an object or an array"),
     ({"details_json": {"at": dt.date(2026, 12, 3)}},
      "details_json {'at': datetime.date(2026, 12, 3)} cannot be written as JSON: Object of type date is not JSON serializable"),
+    ({"activity_type": "log\x00in"}, "activity_type 'log\\x00in' contains a NUL character, which PostgreSQL text "
+                                      "cannot hold"),
+    ({"activity_type": "\ud800"}, "activity_type '\\ud800' contains a lone surrogate, which is not Unicode text"),
+    ({"details_json": {"note": "caf\u00e9 \ud800"}},
+     "details_json '{\"note\":\"café \\ud800\"}' contains a lone surrogate, which is not Unicode text"),
     ({"RowNumber": 2**63}, "RowNumber 9223372036854775808 is out of range for a 64-bit integer"),
     ({"RowNumber": "3"}, "RowNumber '3' is not an integer"),
     ({"colour": "red"}, "unknown fields colour; allowed: event_id, customer_id, activity_type, time_stamp_utc, "

@@ -1,8 +1,8 @@
 """PostgreSQL's binary COPY format, written without a connection.
 
 The bulk writer encodes each chunk here, row by row as the thread that reads ahead converts
-them, so that the thread holding the connection only sends bytes (``Copy.write``) instead of formatting every row while
-holding the GIL. The format is PostgreSQL's documented ``COPY ... (FORMAT BINARY)`` layout: a
+them, so that the thread holding the connection only sends bytes (``Copy.write``) instead of
+formatting every row while holding the GIL. The format is PostgreSQL's documented ``COPY ... (FORMAT BINARY)`` layout: a
 signature and two zero words, then per row a field count and per field a length (-1 for NULL)
 and the value in the type's binary send format, then a -1 trailer.
 
@@ -95,19 +95,23 @@ _SAMPLE_ROW = (uuid.UUID("01234567-89ab-7def-8123-456789abcdef"), -(2**31), 2**6
 
 def _formats_like_python(format_row: Callable[[Sequence[Any], Any, bytearray], None]) -> bool:
     try:
-        from psycopg.adapt import Transformer
-        from psycopg.postgres import types as pg_types
-        from psycopg.pq import Format
-
-        transformer = Transformer()
-        transformer.set_dumper_types([pg_types[t].oid for t in _SAMPLE_TYPES], Format.BINARY)
         out = bytearray()
-        format_row(_SAMPLE_ROW, transformer, out)
+        format_row(_SAMPLE_ROW, _binary_transformer(_SAMPLE_TYPES), out)
     except Exception:  # a changed signature or module: not usable
         return False
-    expected = b"".join([struct.pack("!h", len(_SAMPLE_TYPES))] + [
-        NULL if v is None else ENCODERS[t](v) for t, v in zip(_SAMPLE_TYPES, _SAMPLE_ROW)])
-    return bytes(out) == expected
+    body = encoder(_SAMPLE_TYPES, native=False)([_SAMPLE_ROW])
+    return bytes(out) == body[len(SIGNATURE):-len(TRAILER)]
+
+
+def _binary_transformer(types: Sequence[str]) -> Any:
+    """A connection-less psycopg Transformer dumping ``types`` in binary (UTF-8 text, the global adapters)."""
+    from psycopg.adapt import Transformer
+    from psycopg.postgres import types as pg_types
+    from psycopg.pq import Format
+
+    transformer = Transformer()
+    transformer.set_dumper_types([pg_types[t].oid for t in types], Format.BINARY)
+    return transformer
 
 
 class Body(NamedTuple):
@@ -136,15 +140,8 @@ def body_factory(types: Sequence[str], native: bool | None = None) -> Callable[[
         return ValueError(f"a row of {len(row)} values for {width} columns: {row!r}")
 
     if format_row is not None:
-        from psycopg.adapt import Transformer
-        from psycopg.postgres import types as pg_types
-        from psycopg.pq import Format
-
-        oids = [pg_types[t].oid for t in types]
-
         def native_body() -> Body:
-            transformer = Transformer()  # no connection: UTF-8 text, the global adapters
-            transformer.set_dumper_types(oids, Format.BINARY)
+            transformer = _binary_transformer(types)
             out = bytearray(SIGNATURE)
 
             def add(row: Sequence[Any]) -> None:

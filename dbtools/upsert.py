@@ -368,6 +368,7 @@ class Writer:
 
     def __post_init__(self):
         self.info: EngineInfo = engine_for(self.engine.url)
+        self._mark = "?" if self.info.name == "mssql" else "%s"  # the driver's parameter marker
         self._prepare = _preparer(self.spec)
         if self.batch_size is None:
             self.batch_size = DEFAULT_BATCH_SIZE[self.path]
@@ -466,7 +467,7 @@ class Writer:
 
     def _applied(self, conn: sa.Connection, batch_id: uuid.UUID) -> bool:
         """Whether UpsertBatchLog holds this batch (committed by an earlier attempt)."""
-        q, mark = self.info.quote, "?" if self.info.name == "mssql" else "%s"
+        q, mark = self.info.quote, self._mark
         sql = (f"SELECT CASE WHEN EXISTS (SELECT 1 FROM {self.info.job_object(BATCH_LOG)} "
                f"WHERE {q('BatchId')} = {mark}) THEN 1 ELSE 0 END")
         return conn.exec_driver_sql(sql, (batch_id,)).scalar() == 1
@@ -477,7 +478,7 @@ class Writer:
         Its primary key also stops a retry that overtook a still-running first attempt (the
         replay in :meth:`_write_chunk`), whatever the isolation level.
         """
-        q, mark = self.info.quote, "?" if self.info.name == "mssql" else "%s"
+        q, mark = self.info.quote, self._mark
         columns = ["BatchId", "EntityName", "RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped",
                    "RowsConflicted", "RowsRejected"]
         sql = (f"INSERT INTO {self.info.job_object(BATCH_LOG)} ({', '.join(q(c) for c in columns)}) "
@@ -493,7 +494,7 @@ class Writer:
         table = self.spec.table_object(self.info, self.spec.rejects)
         q = self.info.quote
         sql = (f"INSERT INTO {table} ({q('BatchId')}, {q('RowNumber')}, {q('Reason')}) "
-               + ("VALUES (?, ?, ?)" if self.info.name == "mssql" else "VALUES (%s, %s, %s)"))
+               f"VALUES ({', '.join(self._mark for _ in range(3))})")
         conn.exec_driver_sql(sql, [(batch_id, e.row_number, e.reason[:400]) for e in rejected])
 
     def _counts(self, out: Mapping[str, Any]) -> Counts:

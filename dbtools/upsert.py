@@ -411,12 +411,12 @@ class Writer:
         """
         numbered = enumerate(rows, start=1)
         prepare, pause, size = self._prepare, self._pause, self.batch_size
-        while True:
+        for first in numbered:  # a chunk (and its batch id and builder) only once a row is there for it
             batch_id = uuid7(self.info.name)
             add, finish = self._chunk_builder(batch_id)
             rejected: list[RowError] = []
             sent = valid = 0
-            for n, row in itertools.islice(numbered, size):
+            for n, row in itertools.chain((first,), itertools.islice(numbered, size - 1)):
                 sent += 1
                 if pause is not None and n % PAUSE_EVERY == 0:
                     pause()
@@ -431,8 +431,6 @@ class Writer:
                 else:
                     add(item)
                     valid += 1
-            if not sent:
-                return
             prepared, payload = finish()
             yield Chunk(prepared, valid, rejected, sent, batch_id, payload if valid else None)
 

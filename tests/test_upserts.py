@@ -646,6 +646,24 @@ def test_reading_ahead_keeps_the_order_and_holds_at_most_two_items_beyond_the_co
     assert seen == list(range(50))
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n", [0, 1, 4, 5])
+def test_the_input_is_cut_into_whole_chunks_and_no_empty_chunk_is_built_at_its_end(path, n):
+    engine = sa.create_engine("postgresql+psycopg://dbtools@localhost/none")  # never connected
+    writer = writer_for(path, engine, ACTIVITY, batch_size=2)
+    built = []
+    builder = writer._chunk_builder
+    writer._chunk_builder = lambda batch_id: (built.append(batch_id), builder(batch_id))[1]
+    rows = [activity(k, 1) for k in keys(n)]
+
+    chunks = list(writer._prepared_chunks(rows))
+
+    assert [(c.sent, c.valid, [r.row_number for r in c.rows] if c.rows is not None else None) for c in chunks] == [
+        (len(part), len(part), [i + 1 for i in part] if path != "bulk" else None)
+        for part in [range(n)[i:i + 2] for i in range(0, n, 2)]]
+    assert built == [c.batch_id for c in chunks], "one builder per chunk sent, none for the end of the input"
+
+
 def test_reading_ahead_with_prefetch_off_gives_the_same_table_and_counts(bed):
     rows = [activity(k, i % 4, customer=i) for i, k in enumerate(keys(40))] * 2
     on = writer_for("bulk", bed.engine, ACTIVITY, batch_size=7).upsert(rows)

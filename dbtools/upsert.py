@@ -201,7 +201,7 @@ def _preparer(spec: EntitySpec) -> Callable[[Mapping[str, Any], int], PreparedRo
                 return RowError(default_number, f"{ROW_NUMBER} {_short(number)} {exc}")
         if not allowed.issuperset(row):
             unknown = set(row) - allowed
-            return RowError(number, f"unknown fields {', '.join(sorted(map(str, unknown)))}; allowed: "
+            return RowError(number, f"unknown fields {', '.join(sorted(map(_escaped_text, unknown)))}; allowed: "
                                     f"{', '.join(c.name for c in spec.columns)}, {EXPECTED}")
         values = []
         for name, converter, exact in columns:
@@ -244,6 +244,25 @@ def _text_problem(value: str) -> str | None:
 
 #: Values of exactly these classes need no conversion (ints still need their range check).
 _IDENTITY: dict[str, type] = {"uuid": uuid.UUID, "string": str}
+
+
+def _stored_reason(reason: str) -> str:
+    """``reason`` as the reject table's Reason column holds it on both engines: NUL characters and
+    lone surrogates escaped (a reason a reader made may hold them), then cut to 400 UTF-16 code
+    units (SQL Server's nvarchar(400) counts those, PostgreSQL's varchar(400) characters)."""
+    reason = _escaped_text(reason)
+    if len(reason) <= 200 or len(reason.encode("utf-16-le", "surrogatepass")) <= 800:
+        return reason
+    return reason.encode("utf-16-le", "surrogatepass")[:800].decode("utf-16-le", "ignore")
+
+
+def _escaped_text(name: Any) -> str:
+    """A text as a reason shows it: NUL and lone surrogates escaped, as no engine stores them."""
+    text = str(name)
+    if _text_problem(text) is None:
+        return text
+    return "".join(f"\\x{ord(c):02x}" if c == "\x00" else f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c
+                   for c in text)
 
 
 def _short(value: Any) -> str:
@@ -493,7 +512,7 @@ class Writer:
         q = self.info.quote
         sql = (f"INSERT INTO {table} ({q('BatchId')}, {q('RowNumber')}, {q('Reason')}) "
                f"VALUES ({', '.join(self._mark for _ in range(3))})")
-        conn.exec_driver_sql(sql, [(batch_id, e.row_number, e.reason[:400]) for e in rejected])
+        conn.exec_driver_sql(sql, [(batch_id, e.row_number, _stored_reason(e.reason)) for e in rejected])
 
     def _counts(self, out: Mapping[str, Any]) -> Counts:
         return Counts(*(int(out[k]) for k in ("RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped",
@@ -524,7 +543,27 @@ class SingleRowWriter(Writer):
         return counts
 
     def _reject_only(self, conn: sa.Connection, rejected: list[RowError]) -> Counts:
-        self._file_rejects(conn, self.batch_id, rejected)
+        """File rows the writer rejected, each once: this path logs no batch, so a retry after an
+        unknown commit outcome skips a reject an earlier attempt filed (same BatchId, RowNumber and
+        reason), as the single-row procedure does."""
+        table = self.spec.table_object(self.info, self.spec.rejects)
+        q, mark = self.info.quote, self._mark
+        cols = f"{q('BatchId')}, {q('RowNumber')}, {q('Reason')}"
+        same_reason = f"r.{q('Reason')} = v.{q('Reason')}"
+        hints = ""
+        if self.info.name == "mssql":
+            # Seek the (BatchId, RowNumber) index, read without range locks at any isolation
+            # level, and compare reasons (which quote values) binary, as PostgreSQL does.
+            hints = " WITH (FORCESEEK, READCOMMITTED)"
+            same_reason = (f"r.{q('Reason')} COLLATE Latin1_General_100_BIN2 = v.{q('Reason')} "
+                           f"AND DATALENGTH(r.{q('Reason')}) = DATALENGTH(v.{q('Reason')})")
+        sql = (f"INSERT INTO {table} ({cols}) "
+               f"SELECT v.{q('BatchId')}, v.{q('RowNumber')}, v.{q('Reason')} "
+               f"FROM (VALUES ({mark}, {mark}, {mark})) AS v ({cols}) "
+               f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS r{hints} "
+               f"WHERE r.{q('BatchId')} = v.{q('BatchId')} AND r.{q('RowNumber')} = v.{q('RowNumber')} "
+               f"AND {same_reason})")
+        conn.exec_driver_sql(sql, [(self.batch_id, e.row_number, _stored_reason(e.reason)) for e in rejected])
         return Counts(received=len(rejected), rejected=len(rejected))
 
     def write_one(self, conn: sa.Connection, row: PreparedRow, batch_id: uuid.UUID) -> Counts:

@@ -2,6 +2,10 @@
 {%- from "mssql/uuid7.sql" import new_uuid7 -%}
 {%- from "mssql/entity/macros.sql" import ref, as_target, reject_reason, column_list, begin_transaction, commit_transaction, catch_block with context -%}
 {%- set key = e.key_column -%}
+{#- A value as INTERSECT compares it: strings binary and with their length (trailing spaces count). -#}
+{%- macro same_value(expr, c) -%}
+{%- if c.type in ("string", "json") -%}{{ expr }} COLLATE Latin1_General_100_BIN2, DATALENGTH({{ expr }}){%- else -%}{{ expr }}{%- endif -%}
+{%- endmacro -%}
 CREATE OR ALTER PROCEDURE {{ job(e.upsert_one) }}
 {%- for c in e.columns %}
     @{{ c.name }} {{ c.loose_type(engine_info) }} = NULL,
@@ -65,8 +69,24 @@ BEGIN
             BEGIN
                 {{ new_uuid7('@BatchId') | indent(8) }}
             END;
+            -- A replay (the same reject of the same row version under the same @BatchId and
+            -- @RowNumber, e.g. a call retried after an unknown commit outcome) reports the row
+            -- rejected again and files nothing more. Any other reject is filed, also under a
+            -- @BatchId and @RowNumber used before. The check seeks the (BatchId, RowNumber) index
+            -- and reads committed rows without a range lock, whatever the caller's isolation level,
+            -- so it never waits on a gap. With READ_COMMITTED_SNAPSHOT off it waits for a
+            -- concurrent attempt's uncommitted reject of the same (BatchId, RowNumber); with it on
+            -- (as on PostgreSQL) that attempt's reject may be filed twice. Strings compare binary,
+            -- as on PostgreSQL.
             INSERT INTO {{ tbl(e.rejects) }} ([BatchId], [RowNumber], [Reason], {{ column_list(e) }}, [ExpectedRowVersion])
-            VALUES (@BatchId, ISNULL(@RowNumber, 1), @RejectReason, {% for c in e.columns %}@{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, @ExpectedRowVersion);
+            SELECT @BatchId, ISNULL(@RowNumber, 1), @RejectReason, {% for c in e.columns %}@{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, @ExpectedRowVersion
+            WHERE NOT EXISTS (SELECT 1 FROM {{ tbl(e.rejects) }} AS r WITH (FORCESEEK, READCOMMITTED)
+                              WHERE r.[BatchId] = @BatchId AND r.[RowNumber] = ISNULL(@RowNumber, 1)
+                                AND r.[Reason] COLLATE Latin1_General_100_BIN2 = @RejectReason
+                                AND DATALENGTH(r.[Reason]) = DATALENGTH(@RejectReason)
+                                AND EXISTS (SELECT {% for c in [e.key_column, e.ordering_column] %}{{ same_value('r.' ~ q(c.name), c) }}, {% endfor %}r.[ExpectedRowVersion]
+                                            INTERSECT
+                                            SELECT {% for c in [e.key_column, e.ordering_column] %}{{ same_value('@' ~ c.name, c) }}, {% endfor %}@ExpectedRowVersion));
             SET @Outcome = N'Rejected';
             SET @Reason = @RejectReason;
             RETURN;

@@ -54,8 +54,16 @@ BEGIN
         IF v_batch_id IS NULL THEN
             {{ new_uuid7('v_batch_id') | indent(4) }}
         END IF;
+        -- A replay (the same reject of the same row version under the same BatchId and RowNumber,
+        -- e.g. a call retried after an unknown commit outcome) reports the row rejected again and
+        -- files nothing more. Any other reject is filed, also under a BatchId and RowNumber used
+        -- before. An attempt overlapping a still-running first one may file it twice.
         INSERT INTO {{ tbl(e.rejects) }} ("BatchId", "RowNumber", "Reason", {{ column_list(e) }}, "ExpectedRowVersion")
-        VALUES (v_batch_id, v_row_number, v_reason, {% for c in e.columns %}c_{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, v_expected);
+        SELECT v_batch_id, v_row_number, v_reason, {% for c in e.columns %}c_{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, v_expected
+        WHERE NOT EXISTS (SELECT 1 FROM {{ tbl(e.rejects) }} AS r
+                          WHERE r."BatchId" = v_batch_id AND r."RowNumber" = v_row_number AND r."Reason" = v_reason
+                            AND (r.{{ q(e.key) }}, r.{{ q(e.ordering) }}, r."ExpectedRowVersion")
+                                IS NOT DISTINCT FROM (c_{{ e.key }}, c_{{ e.ordering }}, v_expected));
         "Outcome" := 'Rejected';
         "Reason" := v_reason;
         RETURN;

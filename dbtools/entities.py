@@ -42,6 +42,9 @@ RESERVED = frozenset(n.lower() for n in (
     "RowsSkipped", "RowsConflicted", "RowsRejected", "BadNumbers", "HelpText", "RejectReason",
     "StartedTransaction", "Uuid7Ms", "Uuid7Random", "dbtools_Outcome", "dbtools_Rank",
 ))
+#: PL/pgSQL variables of the PostgreSQL procedures (v_received, c_<column>, ...): under
+#: ``#variable_conflict use_column`` a column of the same name would be read instead.
+RESERVED_PREFIXES = ("c_", "v_")
 #: Not a place for an entity's tables (SQL Server's system databases, PostgreSQL's system schemas).
 SYSTEM_DATABASES = frozenset({"master", "model", "msdb", "tempdb", "pg_catalog", "information_schema", "pg_toast"})
 #: SQL Server indexes at most 900 bytes per key: nvarchar keys and lookup values up to 450 characters.
@@ -236,6 +239,11 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
     clash = sorted(n for n in {*names, version} if n.lower() in RESERVED)
     if clash:
         raise _fail(source, f"column names reserved by the package: {', '.join(clash)}")
+    prefixed = sorted(n for n in {*names, version} if n.lower().startswith(RESERVED_PREFIXES))
+    if prefixed:
+        raise _fail(source, f"column names must not start with {' or '.join(RESERVED_PREFIXES)} (the names of "
+                            f"the PostgreSQL procedures' variables, which a column of that name would hide): "
+                            f"{', '.join(prefixed)}")
 
     raw_objects = raw.get("objects") or {}
     unknown = set(raw_objects) - set(OBJECT_KINDS)

@@ -75,6 +75,8 @@ def test_a_spec_may_put_its_tables_in_another_database_and_the_job_database_is_t
     ('[[columns]]\nname = "note"\ntype = "string"', "a string needs length between 1 and 4000"),
     ('[[columns]]\nname = "RowNumber"\ntype = "int"', "reserved by the package: RowNumber"),
     ('[[columns]]\nname = "outcome"\ntype = "int"', "reserved by the package: outcome"),
+    ('[[columns]]\nname = "v_reason"\ntype = "int"', "must not start with c_ or v_ .*: v_reason"),
+    ('[[columns]]\nname = "C_event_id"\ntype = "int"', "must not start with c_ or v_ .*: C_event_id"),
     ('[[columns]]\nname = "order_id"\ntype = "int"', "columns named twice: order_id"),
     ('[[columns]]\nname = "kind"\ntype = "string"\nlength = 5\nreferences = "Kinds"', "references 'Kinds', which is not under"),
     ('[objects]\nstaging = "Orders"', "object names used twice: Orders"),

@@ -190,3 +190,49 @@ def test_the_sql_server_tvp_batch_parses_and_carries_every_column_of_the_row_typ
     for column in ("RowNumber", *(c.name for c in spec.columns), "ExpectedRowVersion"):
         assert f"[{column}] " in sql.split("OPENJSON")[1] and f"'$.{column}'" in sql
     assert sql.count("?") == 2
+
+
+class RecordingConnection:
+    """Stands in for a connection: keeps each statement a writer issues, and its parameters."""
+
+    def __init__(self, scalar=None):
+        self.statements: list[tuple[str, object]] = []
+        self._scalar = scalar
+
+    def exec_driver_sql(self, sql, params=None):
+        self.statements.append((sql, params))
+        scalar = self._scalar
+        return type("Result", (), {"scalar": staticmethod(lambda: scalar)})()
+
+
+@pytest.mark.parametrize("path", ["single", "tvp", "bulk"])
+@pytest.mark.parametrize("spec", current_specs(), ids=lambda s: s.entity)
+def test_the_sql_server_statements_the_writers_issue_themselves_parse_with_one_marker_per_value(spec, path):
+    # The writers' own statements (batch-log check and entry, reject filing) only run on a SQL
+    # Server in hosted CI; here they are parsed. pyodbc cannot load without an ODBC driver
+    # manager, so the writer gets a stand-in engine: it needs only the URL before connecting.
+    import uuid
+
+    import sqlalchemy as sa
+
+    from dbtools.upsert import RowError, writer_for
+
+    engine = type("Engine", (), {"url": sa.make_url("mssql+pyodbc://u:p@server/db?driver=ODBC+Driver+18")})()
+    writer = writer_for(path, engine, spec)
+    conn, batch = RecordingConnection(scalar=0), uuid.uuid4()
+    rejected = [RowError(1, "a reason"), RowError(2, "another")]
+
+    if path == "single":
+        writer.batch_id = batch
+        writer._reject_only(conn, rejected)
+    else:
+        writer._applied(conn, batch)
+        writer._file_rejects(conn, batch, rejected)
+        writer._log_rejects_only(conn, batch, len(rejected))
+
+    assert conn.statements
+    for sql, params in conn.statements:
+        assert unparsable(sql.replace("?", "NULL"), "tsql") == [], sql
+        rows = params if isinstance(params, list) else [params]
+        assert all(sql.count("?") == len(row) for row in rows), (sql, params)
+        assert "%s" not in sql

@@ -1,0 +1,180 @@
+"""Where a Flat batch's time goes, and what a set-based engine could reach (PostgreSQL only).
+
+Reproduces the two tables under "Where a Flat batch's time goes" in docs/benchmarks.md, on a
+private pgserver with the delta benchmark's 1M-row Flat table (bench/delta_engine.py):
+
+1. One 50,000-row batch at the middle of the window (half the rows already in the target),
+   run by the deployed Flat script and by variants of it with parts removed, each rolled back;
+   the variants take turns and the medians are printed beside a bare insert of 50,000 rows.
+2. One statement over the whole window into an empty target: the bare insert, the smallest
+   ON CONFLICT upsert, and a plain insert of the rows NOT EXISTS in the target as a hash
+   anti-join (nested loops disabled; left alone, the planner picks a nested loop over the
+   target's heap, which does not finish in minutes).
+
+Usage: python bench/delta_flat_parts.py [--rows 1000000] [--batch-size 50000] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+
+import psycopg
+import sqlalchemy as sa
+
+from delta_engine import SETUP_COMMON, SETUP_FLAT, execute
+from embedded import fresh_database, start_server
+
+COLUMNS = ['"Id"', '"Body"', '"ModifiedOn"', '"OwningBusinessUnit"']
+PLACEHOLDERS = {
+    "{SourceObject}": '"Src"."Flat"', "{TargetObject}": '"Dst"."Flat"', "{MetadataObject}": '"Src"."Flat"',
+    "{BusinessUnitObject}": '"Src"."LA_BU"', "{MetadataIdColumn}": '"Id"', "{MetadataModifiedOnCol}": '"ModifiedOn"',
+    "{MetadataBusinessUnitCol}": '"OwningBusinessUnit"', "{BusinessUnitIdColumn}": '"BusinessUnitId"',
+    "{SourceColumnList}": ", ".join("s." + c for c in COLUMNS), "{ColumnList}": ", ".join(COLUMNS),
+    "{UpdateList}": ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != '"Id"'),
+}
+SOURCE_PROBE = ("    CROSS JOIN LATERAL (SELECT * FROM {SourceObject} AS s "
+                "WHERE s.{MetadataIdColumn} = m.{MetadataIdColumn} OFFSET 0) AS s\n")
+TARGET_PROBE = ("    LEFT JOIN LATERAL (SELECT true AS present, t.{MetadataModifiedOnCol} AS modified_on FROM {TargetObject} AS t\n"
+                "                       WHERE t.{MetadataIdColumn} = m.{MetadataIdColumn} LIMIT 1) AS t ON true\n")
+COUNT = '\nSELECT count(*)::integer, max("dbtools$ModifiedOn") FROM batch'
+PARAMS = "p(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp)"
+USES_EVERY_PARAMETER = "($2 IS NULL OR $5 IS NULL OR $6 IS NULL OR $7 IS NOT NULL)"
+
+
+def replaced(text: str, old: str, new: str) -> str:
+    """``text`` with ``old`` replaced; the stored script must still contain it (or this is stale)."""
+    if old not in text:
+        raise SystemExit(f"the deployed Flat script no longer contains {old!r}: update this benchmark")
+    return text.replace(old, new)
+
+
+def variants(script: str) -> dict[str, str]:
+    read = script.split("), updated AS (")[0] + ")" + COUNT
+    return {
+        "the deployed Flat script": script,
+        "its read alone (metadata walk and every probe, no insert)": read,
+        "the read without the target probe": replaced(
+            read, TARGET_PROBE, "    CROSS JOIN (SELECT NULL::boolean AS present, NULL::timestamp AS modified_on) AS t\n"),
+        "the read without the source probe": replaced(read, SOURCE_PROBE, "    CROSS JOIN LATERAL (SELECT m.*) AS s\n"),
+        "metadata walk and insert, with no probe at all": (
+            'INSERT INTO {TargetObject} ({ColumnList}) SELECT {SourceColumnList} FROM {MetadataObject} AS s '
+            'WHERE s."ModifiedOn" >= greatest($3, $8) AND s."ModifiedOn" < $4 AND ' + USES_EVERY_PARAMETER +
+            ' ORDER BY s."ModifiedOn" LIMIT $1'),
+        "the script with the source probe dropped (metadata = source)": replaced(
+            replaced(script, SOURCE_PROBE, ""), "FROM {MetadataObject} AS m", "FROM {MetadataObject} AS m, LATERAL (SELECT m.*) AS s"),
+    }
+
+
+def substituted(sql: str) -> str:
+    for key, value in PLACEHOLDERS.items():
+        sql = sql.replace(key, value)
+    return sql
+
+
+def batch_parts(conn, script: str, batch_size: int, repeat: int) -> list[tuple[str, float]]:
+    lo, hi = conn.execute('SELECT min("ModifiedOn"), max("ModifiedOn") + interval \'1 s\' FROM "Src"."Flat"').fetchone()
+    total = conn.execute('SELECT count(*) FROM "Src"."Flat"').fetchone()[0]
+    middle = conn.execute('SELECT "ModifiedOn" FROM "Src"."Flat" ORDER BY "ModifiedOn" OFFSET %s LIMIT 1',
+                          (total // 2,)).fetchone()[0]
+    conn.execute('TRUNCATE "Dst"."Flat"')
+    conn.execute('INSERT INTO "Dst"."Flat" SELECT * FROM "Src"."Flat" WHERE "ModifiedOn" < %s', (middle,))
+    conn.execute('VACUUM ANALYZE "Dst"."Flat"')
+    statements = {name: substituted(sql) for name, sql in variants(script).items()}
+    # The bare insert: batch_size rows not yet in the target, read by a plain scan in heap order
+    # (OFFSET 0 keeps the filter out of the scan, so no index is used).
+    statements["bare INSERT ... SELECT"] = (
+        'INSERT INTO "Dst"."Flat" SELECT s.* FROM (SELECT * FROM "Src"."Flat" OFFSET 0) AS s '
+        f'WHERE s."ModifiedOn" >= $8 AND $3 < $4 AND {USES_EVERY_PARAMETER} LIMIT $1')
+    times: dict[str, list[float]] = {name: [] for name in statements}
+    rows: dict[str, int] = {}
+    cursor = psycopg.ClientCursor(conn)
+    for _ in range(repeat):
+        for name, sql in statements.items():  # round robin: a change of the machine's speed hits all alike
+            with conn.transaction(force_rollback=True):
+                cursor.execute(f"PREPARE {PARAMS} AS {sql}")
+                start = time.perf_counter()
+                cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s)",
+                               (batch_size, None, lo, hi, None, None, "Flat", middle))
+                times[name].append(time.perf_counter() - start)
+                rows[name] = cursor.fetchone()[0] if cursor.description else cursor.rowcount
+            cursor.execute("DEALLOCATE p")
+    wrong = {name: n for name, n in rows.items() if n != batch_size}
+    if wrong:
+        raise SystemExit(f"every statement should have handled {batch_size} rows: {wrong}")
+    return [(name, statistics.median(t)) for name, t in times.items()]
+
+
+WHOLE_WINDOW = {
+    "bare INSERT ... SELECT": ('INSERT INTO "Dst"."Flat" SELECT * FROM "Src"."Flat"', True),
+    "INSERT ... ON CONFLICT DO UPDATE WHERE older (no metadata join, no batches)": (
+        'INSERT INTO "Dst"."Flat" AS t SELECT s.* FROM "Src"."Flat" AS s '
+        'WHERE s."OwningBusinessUnit" IN (SELECT "BusinessUnitId" FROM "Src"."LA_BU") '
+        'ON CONFLICT ("Id") DO UPDATE SET "Body" = EXCLUDED."Body", "ModifiedOn" = EXCLUDED."ModifiedOn", '
+        '"OwningBusinessUnit" = EXCLUDED."OwningBusinessUnit" WHERE t."ModifiedOn" < EXCLUDED."ModifiedOn"', True),
+    "plain insert of the rows NOT EXISTS in the target, hash anti-join (nested loops disabled)": (
+        'INSERT INTO "Dst"."Flat" SELECT s.* FROM "Src"."Flat" AS s '
+        'WHERE s."OwningBusinessUnit" IN (SELECT "BusinessUnitId" FROM "Src"."LA_BU") '
+        'AND NOT EXISTS (SELECT 1 FROM "Dst"."Flat" AS d WHERE d."Id" = s."Id")', False),
+}
+
+
+def whole_window(conn, repeat: int) -> list[tuple[str, float]]:
+    times: dict[str, list[float]] = {name: [] for name in WHOLE_WINDOW}
+    for _ in range(repeat):
+        for name, (sql, nested_loops) in WHOLE_WINDOW.items():
+            conn.execute('TRUNCATE "Dst"."Flat"')
+            conn.execute('VACUUM ANALYZE "Dst"."Flat"')
+            conn.execute("CHECKPOINT")
+            with conn.transaction():
+                if not nested_loops:
+                    conn.execute("SET LOCAL enable_nestloop = off")
+                start = time.perf_counter()
+                conn.execute(sql)
+            times[name].append(time.perf_counter() - start)  # commit included, as for the bare insert
+    return [(name, statistics.median(t)) for name, t in times.items()]
+
+
+def table(title: str, unit: str, results: list[tuple[str, float]], bare: str) -> None:
+    base = dict(results)[bare]
+    print(f"| {title} | {unit} | bare / this |")
+    print("| --- | ---: | ---: |")
+    for name, seconds in results:
+        print(f"| {name} | {seconds:.3f} | {base / seconds:.2f} |")
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=7, help="runs of each batch variant (whole-window: 2)")
+    args = parser.parse_args()
+
+    server, data_dir, admin_url = start_server()
+    try:
+        url = fresh_database(admin_url, "bench_parts")
+        execute(url, SETUP_COMMON)
+        execute(url, SETUP_FLAT.format(t="Flat", rows=args.rows))
+        params = url.translate_connect_args(username="user", database="dbname")
+        params.update(url.query)
+        with psycopg.connect(autocommit=True, **params) as conn:
+            conn.execute('VACUUM ANALYZE "Src"."Flat"')  # a table in steady state: autovacuum has run
+            script = conn.execute('SELECT "ScriptText" FROM "BlobDeltaJobs"."BlobDeltaStepScript" '
+                                  'WHERE "ScriptSet" = \'Flat\' AND "StepNumber" = 1').fetchone()[0]
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            parts = batch_parts(conn, script, args.batch_size, args.repeat)
+            window = whole_window(conn, 2)
+    finally:
+        server.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    table(f"one {args.batch_size:,}-row batch, median of {args.repeat}", "time (s)", parts, "bare INSERT ... SELECT")
+    table(f"one statement, {args.rows:,} rows, median of 2", "time (s)", window, "bare INSERT ... SELECT")
+    print(f"PostgreSQL {version} (pgserver)")
+
+
+if __name__ == "__main__":
+    main()

@@ -36,6 +36,7 @@ import datetime as dt
 import itertools
 import json
 import queue
+import re
 import threading
 import time
 import uuid
@@ -47,7 +48,7 @@ import sqlalchemy as sa
 
 from . import pgcopy
 from .engines import EngineInfo, engine_for
-from .entities import BATCH_LOG, EntitySpec
+from .entities import BATCH_LOG, Column, EntitySpec
 from .errors import DbToolsError
 from .procs import call_procedure, run_mssql_batch
 from .retry import DEFAULT_POLICY, RetryPolicy
@@ -672,7 +673,7 @@ class BulkStagingWriter(Writer):
     def __post_init__(self):
         super().__post_init__()
         self._new_copy_body = None if self.info.name == "mssql" else pgcopy.body_factory(
-            ["uuid", "int8", *(_COPY_TYPES[c.type] for c in self.spec.columns), "int8"])
+            ["uuid", "int8", *(_copy_type(c, self.info) for c in self.spec.columns), "int8"])
 
     def _chunk_builder(self, batch_id: uuid.UUID) -> ChunkBuilder:
         """PostgreSQL: the chunk's binary COPY body, written as rows are read (none is kept), so
@@ -716,9 +717,11 @@ class BulkStagingWriter(Writer):
         return self._counts(out)
 
 
-#: PostgreSQL staging column types by spec type (Column.loose_type), for the binary COPY.
-_COPY_TYPES = {"uuid": "uuid", "int": "int4", "bigint": "int8", "string": "text", "timestamp": "timestamp",
-               "json": "text"}
+def _copy_type(column: Column, info: EngineInfo) -> str:
+    """psycopg's name of the column's PostgreSQL staging type (Column.loose_type), for the binary COPY."""
+    from psycopg.postgres import types
+
+    return types[re.sub(r"\(\d+\)", "", column.loose_type(info))].name  # timestamp(6) ... -> timestamp
 
 WRITERS: dict[str, type[Writer]] = {"single": SingleRowWriter, "tvp": TvpWriter, "bulk": BulkStagingWriter}
 

@@ -2,9 +2,10 @@
 
 The bulk writer encodes each chunk here, row by row as the thread that reads ahead converts
 them, so that the thread holding the connection only sends bytes (``Copy.write``) instead of
-formatting every row while holding the GIL. The format is PostgreSQL's documented ``COPY ... (FORMAT BINARY)`` layout: a
-signature and two zero words, then per row a field count and per field a length (-1 for NULL)
-and the value in the type's binary send format, then a -1 trailer.
+formatting every row while holding the GIL. The format is PostgreSQL's documented
+``COPY ... (FORMAT BINARY)`` layout: a signature and two zero words, then per row a field count
+and per field a length (-1 for NULL) and the value in the type's binary send format, then a -1
+trailer.
 
 Supported types are the staging tables' (dbtools.entities ``loose_type``): ``uuid``, ``int4``,
 ``int8``, ``text`` and ``timestamp`` (without time zone, naive datetimes).

@@ -508,11 +508,34 @@ class Writer:
         """Send one chunk's valid rows (as the chunk builder left them: ``rows``, ``payload``) and apply them."""
         raise NotImplementedError
 
-    def _file_rejects(self, conn: sa.Connection, batch_id: uuid.UUID, rejected: list[RowError]) -> None:
+    def _file_rejects(self, conn: sa.Connection, batch_id: uuid.UUID, rejected: list[RowError],
+                      skip_filed: bool = False) -> None:
+        """File rows the writer rejected (reason, no values) under ``batch_id``.
+
+        ``skip_filed``: skip a reject already filed under the same BatchId, RowNumber and reason,
+        for a path that logs no batch (single rows): a retry after an unknown commit outcome then
+        files nothing twice, as the single-row procedure does.
+        """
         table = self.spec.table_object(self.info, self.spec.rejects)
-        q = self.info.quote
-        sql = (f"INSERT INTO {table} ({q('BatchId')}, {q('RowNumber')}, {q('Reason')}) "
-               f"VALUES ({', '.join(self._mark for _ in range(3))})")
+        q, mark = self.info.quote, self._mark
+        cols = f"{q('BatchId')}, {q('RowNumber')}, {q('Reason')}"
+        if not skip_filed:
+            sql = f"INSERT INTO {table} ({cols}) VALUES ({mark}, {mark}, {mark})"
+        else:
+            same_reason = f"r.{q('Reason')} = v.{q('Reason')}"
+            hints = ""
+            if self.info.name == "mssql":
+                # Seek the (BatchId, RowNumber) index, read without range locks at any isolation
+                # level, and compare reasons (which quote values) binary, as PostgreSQL does.
+                hints = " WITH (FORCESEEK, READCOMMITTED)"
+                same_reason = (f"r.{q('Reason')} COLLATE Latin1_General_100_BIN2 = v.{q('Reason')} "
+                               f"AND DATALENGTH(r.{q('Reason')}) = DATALENGTH(v.{q('Reason')})")
+            sql = (f"INSERT INTO {table} ({cols}) "
+                   f"SELECT v.{q('BatchId')}, v.{q('RowNumber')}, v.{q('Reason')} "
+                   f"FROM (VALUES ({mark}, {mark}, {mark})) AS v ({cols}) "
+                   f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS r{hints} "
+                   f"WHERE r.{q('BatchId')} = v.{q('BatchId')} AND r.{q('RowNumber')} = v.{q('RowNumber')} "
+                   f"AND {same_reason})")
         conn.exec_driver_sql(sql, [(batch_id, e.row_number, _stored_reason(e.reason)) for e in rejected])
 
     def _counts(self, out: Mapping[str, Any]) -> Counts:
@@ -522,6 +545,8 @@ class Writer:
 
 COUNT_OUTPUTS = {k: "bigint" for k in ("RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped",
                                        "RowsConflicted", "RowsRejected")}
+#: The single-row procedure's OUTPUT parameters (their T-SQL types).
+ONE_OUTPUTS = {"Outcome": "nvarchar(10)", "Reason": "nvarchar(400)", "RowVersion": "binary(8)"}
 
 
 class SingleRowWriter(Writer):
@@ -544,27 +569,7 @@ class SingleRowWriter(Writer):
         return counts
 
     def _reject_only(self, conn: sa.Connection, rejected: list[RowError]) -> Counts:
-        """File rows the writer rejected, each once: this path logs no batch, so a retry after an
-        unknown commit outcome skips a reject an earlier attempt filed (same BatchId, RowNumber and
-        reason), as the single-row procedure does."""
-        table = self.spec.table_object(self.info, self.spec.rejects)
-        q, mark = self.info.quote, self._mark
-        cols = f"{q('BatchId')}, {q('RowNumber')}, {q('Reason')}"
-        same_reason = f"r.{q('Reason')} = v.{q('Reason')}"
-        hints = ""
-        if self.info.name == "mssql":
-            # Seek the (BatchId, RowNumber) index, read without range locks at any isolation
-            # level, and compare reasons (which quote values) binary, as PostgreSQL does.
-            hints = " WITH (FORCESEEK, READCOMMITTED)"
-            same_reason = (f"r.{q('Reason')} COLLATE Latin1_General_100_BIN2 = v.{q('Reason')} "
-                           f"AND DATALENGTH(r.{q('Reason')}) = DATALENGTH(v.{q('Reason')})")
-        sql = (f"INSERT INTO {table} ({cols}) "
-               f"SELECT v.{q('BatchId')}, v.{q('RowNumber')}, v.{q('Reason')} "
-               f"FROM (VALUES ({mark}, {mark}, {mark})) AS v ({cols}) "
-               f"WHERE NOT EXISTS (SELECT 1 FROM {table} AS r{hints} "
-               f"WHERE r.{q('BatchId')} = v.{q('BatchId')} AND r.{q('RowNumber')} = v.{q('RowNumber')} "
-               f"AND {same_reason})")
-        conn.exec_driver_sql(sql, [(self.batch_id, e.row_number, _stored_reason(e.reason)) for e in rejected])
+        self._file_rejects(conn, self.batch_id, rejected, skip_filed=True)  # this path logs no batch
         return Counts(received=len(rejected), rejected=len(rejected))
 
     def write_one(self, conn: sa.Connection, row: PreparedRow, batch_id: uuid.UUID) -> Counts:
@@ -576,8 +581,7 @@ class SingleRowWriter(Writer):
             # A typed NULL: an untyped one binds as varchar, which does not convert to binary(8).
             expected = pyodbc.BinaryNull if row.expected is None else _version_bytes(row.expected)
         params.update(ExpectedRowVersion=expected, BatchId=batch_id, RowNumber=row.row_number)
-        out = call_procedure(conn, self.info, self.spec.upsert_one, params,
-                             outputs={"Outcome": "nvarchar(10)", "Reason": "nvarchar(400)", "RowVersion": "binary(8)"})
+        out = call_procedure(conn, self.info, self.spec.upsert_one, params, outputs=ONE_OUTPUTS)
         outcome = out["Outcome"]
         counts = Counts(received=1)
         key = {"Inserted": "inserted", "Updated": "updated", "Skipped": "skipped",
@@ -722,6 +726,7 @@ def _copy_type(column: Column, info: EngineInfo) -> str:
     from psycopg.postgres import types
 
     return types[re.sub(r"\(\d+\)", "", column.loose_type(info))].name  # timestamp(6) ... -> timestamp
+
 
 WRITERS: dict[str, type[Writer]] = {"single": SingleRowWriter, "tvp": TvpWriter, "bulk": BulkStagingWriter}
 

@@ -27,7 +27,8 @@ from dbtools.procs import ProcedureValidationError, call_procedure
 from dbtools.render import jinja_environment, render_entity_objects
 from dbtools.retry import RetryPolicy
 from dbtools.repeatable import sql_text
-from dbtools.upsert import COUNT_OUTPUTS, PATHS, Counts, UpsertError, _stored_reason, prefetched, prepare, writer_for
+from dbtools.upsert import (COUNT_OUTPUTS, ONE_OUTPUTS, PATHS, Counts, UpsertError, _stored_reason, prefetched, prepare,
+                            writer_for)
 from dbtools.uuid7 import uuid7
 
 from .test_retry import kill_session, recording_policy
@@ -568,7 +569,7 @@ def test_a_chunk_committed_before_its_connection_dropped_is_replayed_and_files_i
 
 
 SINGLE_REPLAYS = {
-    # first row -> (its reject as filed, or None; the counts a replay reports)
+    # first row -> (the row, its reject as filed (RowNumber, Reason, key), or None for a valid row)
     "a row the writer rejects": (lambda key: {**activity(key, 1), "customer_id": "x"},
                                  lambda key: (1, "customer_id 'x' is not an integer", None)),
     "a row the procedure rejects": (lambda key: {**activity(key, 1), "activity_type": "bogus"},
@@ -634,13 +635,11 @@ def test_a_reason_longer_than_the_reject_table_holds_is_filed_cut_to_400_utf16_u
     assert bed.table(ACTIVITY) == [expected_row(activity(ids[1], 1))]
 
 
-def call_upsert_one(bed, row, batch_id, row_number=None):
-    params = {**row, "ExpectedRowVersion": None, "BatchId": batch_id}
-    if row_number is not None:
-        params["RowNumber"] = row_number
+def call_upsert_one(bed, row, batch_id):
+    # No ExpectedRowVersion: its default NULL (an untyped NULL does not convert to binary(8) on SQL Server).
     with bed.engine.begin() as conn:
-        return call_procedure(conn, bed.server.engine, ACTIVITY.upsert_one, params,
-                              outputs={"Outcome": "nvarchar(10)", "Reason": "nvarchar(400)", "RowVersion": "binary(8)"})
+        return call_procedure(conn, bed.server.engine, ACTIVITY.upsert_one, {**row, "BatchId": batch_id},
+                              outputs=ONE_OUTPUTS)
 
 
 def test_the_single_row_procedure_files_a_repeated_reject_once_and_every_other_reject(bed):

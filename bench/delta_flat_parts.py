@@ -4,8 +4,9 @@ Reproduces the two tables under "Where a Flat batch's time goes" in docs/benchma
 private pgserver with the delta benchmark's 1M-row Flat table (bench/delta_engine.py):
 
 1. One 50,000-row batch at the middle of the window (half the rows already in the target),
-   run by the deployed Flat script and by variants of it with parts removed, each rolled back;
-   the variants take turns and the medians are printed beside a bare insert of 50,000 rows.
+   run by the revision 0004 Flat script, by variants of it with parts removed, and by the
+   deployed (0008) script as a first load and as any other load, each rolled back; the
+   variants take turns and the medians are printed beside a bare insert of 50,000 rows.
 2. One statement over the whole window into an empty target: the bare insert, the smallest
    ON CONFLICT upsert, and a plain insert of the rows NOT EXISTS in the target as a hash
    anti-join (nested loops disabled; left alone, the planner picks a nested loop over the
@@ -17,6 +18,7 @@ Usage: python bench/delta_flat_parts.py [--rows 1000000] [--batch-size 50000] [-
 from __future__ import annotations
 
 import argparse
+import pathlib
 import shutil
 import statistics
 import time
@@ -40,7 +42,11 @@ SOURCE_PROBE = ("    CROSS JOIN LATERAL (SELECT * FROM {SourceObject} AS s "
 TARGET_PROBE = ("    LEFT JOIN LATERAL (SELECT true AS present, t.{MetadataModifiedOnCol} AS modified_on FROM {TargetObject} AS t\n"
                 "                       WHERE t.{MetadataIdColumn} = m.{MetadataIdColumn} LIMIT 1) AS t ON true\n")
 COUNT = '\nSELECT count(*)::integer, max("dbtools$ModifiedOn") FROM batch'
-PARAMS = "p(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp)"
+PARAMS = "p(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean)"
+SCRIPT_0004 = (pathlib.Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0004_scripts"
+               / "postgresql" / "Flat_1_Upsert.sql")
+# {SourceRow} as the engine fills it for a Flat table that is its own metadata table.
+SELF_ROW = "CROSS JOIN LATERAL (SELECT m.*) AS s"
 USES_EVERY_PARAMETER = "($2 IS NULL OR $5 IS NULL OR $6 IS NULL OR $7 IS NOT NULL)"
 
 
@@ -51,10 +57,12 @@ def replaced(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def variants(script: str) -> dict[str, str]:
+def variants(script: str, deployed: str) -> dict[str, tuple[str, bool]]:
+    """name -> (statement, first-load flag $9)."""
     read = script.split("), updated AS (")[0] + ")" + COUNT
-    return {
-        "the deployed Flat script": script,
+    deployed = replaced(deployed, "{SourceRow}", SELF_ROW)
+    return {name: (sql, False) for name, sql in {
+        "the 0004 Flat script": script,
         "its read alone (metadata walk and every probe, no insert)": read,
         "the read without the target probe": replaced(
             read, TARGET_PROBE, "    CROSS JOIN (SELECT NULL::boolean AS present, NULL::timestamp AS modified_on) AS t\n"),
@@ -65,7 +73,8 @@ def variants(script: str) -> dict[str, str]:
             ' ORDER BY s."ModifiedOn" LIMIT $1'),
         "the script with the source probe dropped (metadata = source)": replaced(
             replaced(script, SOURCE_PROBE, ""), "FROM {MetadataObject} AS m", "FROM {MetadataObject} AS m, LATERAL (SELECT m.*) AS s"),
-    }
+        "the deployed (0008) script, not a first load": deployed,
+    }.items()} | {"the deployed (0008) script, first load": (deployed, True)}
 
 
 def substituted(sql: str) -> str:
@@ -74,7 +83,7 @@ def substituted(sql: str) -> str:
     return sql
 
 
-def batch_parts(conn, script: str, batch_size: int, repeat: int) -> list[tuple[str, float]]:
+def batch_parts(conn, script: str, deployed: str, batch_size: int, repeat: int) -> list[tuple[str, float]]:
     lo, hi = conn.execute('SELECT min("ModifiedOn"), max("ModifiedOn") + interval \'1 s\' FROM "Src"."Flat"').fetchone()
     total = conn.execute('SELECT count(*) FROM "Src"."Flat"').fetchone()[0]
     middle = conn.execute('SELECT "ModifiedOn" FROM "Src"."Flat" ORDER BY "ModifiedOn" OFFSET %s LIMIT 1',
@@ -82,22 +91,22 @@ def batch_parts(conn, script: str, batch_size: int, repeat: int) -> list[tuple[s
     conn.execute('TRUNCATE "Dst"."Flat"')
     conn.execute('INSERT INTO "Dst"."Flat" SELECT * FROM "Src"."Flat" WHERE "ModifiedOn" < %s', (middle,))
     conn.execute('VACUUM ANALYZE "Dst"."Flat"')
-    statements = {name: substituted(sql) for name, sql in variants(script).items()}
+    statements = {name: (substituted(sql), flag) for name, (sql, flag) in variants(script, deployed).items()}
     # The bare insert: batch_size rows not yet in the target, read by a plain scan in heap order
     # (OFFSET 0 keeps the filter out of the scan, so no index is used).
     statements["bare INSERT ... SELECT"] = (
         'INSERT INTO "Dst"."Flat" SELECT s.* FROM (SELECT * FROM "Src"."Flat" OFFSET 0) AS s '
-        f'WHERE s."ModifiedOn" >= $8 AND $3 < $4 AND {USES_EVERY_PARAMETER} LIMIT $1')
+        f'WHERE s."ModifiedOn" >= $8 AND $3 < $4 AND {USES_EVERY_PARAMETER} AND $9 IS NOT NULL LIMIT $1', False)
     times: dict[str, list[float]] = {name: [] for name in statements}
     rows: dict[str, int] = {}
     cursor = psycopg.ClientCursor(conn)
     for _ in range(repeat):
-        for name, sql in statements.items():  # round robin: a change of the machine's speed hits all alike
+        for name, (sql, first_load) in statements.items():  # round robin: a change of the machine's speed hits all alike
             with conn.transaction(force_rollback=True):
                 cursor.execute(f"PREPARE {PARAMS} AS {sql}")
                 start = time.perf_counter()
-                cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s)",
-                               (batch_size, None, lo, hi, None, None, "Flat", middle))
+                cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s, %s)",
+                               (batch_size, None, lo, hi, None, None, "Flat", middle, first_load))
                 times[name].append(time.perf_counter() - start)
                 rows[name] = cursor.fetchone()[0] if cursor.description else cursor.rowcount
             cursor.execute("DEALLOCATE p")
@@ -162,10 +171,11 @@ def main() -> None:
         params.update(url.query)
         with psycopg.connect(autocommit=True, **params) as conn:
             conn.execute('VACUUM ANALYZE "Src"."Flat"')  # a table in steady state: autovacuum has run
-            script = conn.execute('SELECT "ScriptText" FROM "BlobDeltaJobs"."BlobDeltaStepScript" '
-                                  'WHERE "ScriptSet" = \'Flat\' AND "StepNumber" = 1').fetchone()[0]
+            deployed = conn.execute('SELECT "ScriptText" FROM "BlobDeltaJobs"."BlobDeltaStepScript" '
+                                    'WHERE "ScriptSet" = \'Flat\' AND "StepNumber" = 1').fetchone()[0]
+            script = SCRIPT_0004.read_text(encoding="utf-8")
             version = conn.execute("SHOW server_version").fetchone()[0]
-            parts = batch_parts(conn, script, args.batch_size, args.repeat)
+            parts = batch_parts(conn, script, deployed, args.batch_size, args.repeat)
             window = whole_window(conn, 2)
     finally:
         server.cleanup()

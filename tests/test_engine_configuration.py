@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from dbtools import commands
 
@@ -13,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004")
+SCRIPT_REVISIONS = ("0003", "0004", "0008")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -81,6 +82,34 @@ def test_revision_0004_replaces_the_windowed_scripts_and_its_downgrade_restores_
     assert after_downgrade == at_0003
 
 
+def test_revision_0008_replaces_the_flat_script_adds_the_first_load_flag_and_its_downgrade_restores_0004s(server):
+    e = server.engine
+    commands.migrate(url=server.url_string, revision="0007")
+    at_0007 = seeded_scripts(server)
+    commands.migrate(url=server.url_string)
+    at_head = seeded_scripts(server)
+    head_columns = run_step_columns_of(server)
+    commands.downgrade(url=server.url_string, revision="0007")
+    after_downgrade = seeded_scripts(server)
+    downgraded_columns = run_step_columns_of(server)
+
+    assert at_0007 == expected_scripts(e.name, upto="0007")
+    assert at_head == expected_scripts(e.name)
+    changed = [a[:3] for a, b in zip(at_0007[0], at_head[0]) if a != b]
+    assert changed == [("Flat", 1, "Upsert")] and at_0007[1] == at_head[1]
+    assert after_downgrade == at_0007
+    assert head_columns - downgraded_columns == {"TargetWasEmpty"}
+    assert downgraded_columns - head_columns == set()
+
+
+def run_step_columns_of(server) -> set[str]:
+    engine = server.job_engine()
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns("BlobDeltaRunStep", schema=server.engine.job_schema)}
+    finally:
+        engine.dispose()
+
+
 def test_the_two_attachment_tables_are_configured_with_watermarks_and_defaults(server):
     commands.migrate(url=server.url_string)
     e = server.engine
@@ -140,16 +169,24 @@ SAMPLE_NAMES = {
 }
 
 
+# {SourceRow} as usp_BlobDelta_Run fills it: a join on the key, or the metadata row itself.
+SOURCE_ROWS = {
+    "joined": "JOIN [Gwent_LA_FileTable].[dbo].[ReferralAttachment] AS s ON s.[stream_id] = m.[stream_id]",
+    "self": "CROSS APPLY (SELECT m.[stream_id], m.[ModifiedOn], m.[OwningBusinessUnit], m.[Payload]) AS s",
+}
+
+
+@pytest.mark.parametrize("source_row", sorted(SOURCE_ROWS))
 @pytest.mark.parametrize("path", sorted(VERSIONS.glob("*_scripts/mssql/*.sql")),
                          ids=lambda p: f"{p.parent.parent.name[:4]}-{p.stem}")
-def test_every_seeded_sql_server_script_parses_in_sqlfluff_tsql_once_placeholders_are_filled(path):
+def test_every_seeded_sql_server_script_parses_in_sqlfluff_tsql_once_placeholders_are_filled(path, source_row):
     text = path.read_text(encoding="utf-8")
-    for placeholder, value in SAMPLE_NAMES.items():
+    for placeholder, value in {**SAMPLE_NAMES, "{SourceRow}": SOURCE_ROWS[source_row]}.items():
         text = text.replace(placeholder, value)
     declare = ("DECLARE @BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), "
                "@WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, "
                "@TableName nvarchar(400), @RowsProcessed int, @AfterModifiedOn datetime2(3), "
-               "@LastModifiedOn datetime2(3);\n")
+               "@LastModifiedOn datetime2(3), @TargetWasEmpty bit;\n")
 
     assert "{" not in text, "every placeholder has a sample value"
     assert unparsable(declare + text, "tsql") == []

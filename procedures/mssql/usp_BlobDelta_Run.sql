@@ -117,6 +117,9 @@ BEGIN
     DECLARE @QueuePopulationScriptName nvarchar(128);
     DECLARE @TargetObjectId int;
     DECLARE @SourceObjectId int;
+    DECLARE @TargetWasEmpty bit;           -- a first load: the target held no row when the run opened the table
+    DECLARE @BatchTargetWasEmpty bit;      -- what the batch gets: 0 when its first-load attempt hit a key
+    DECLARE @TargetHasUniqueKey bit;       -- the target has a unique index on exactly the id column
 
     -- Quoted names for the placeholders (QUOTENAME only) and the dynamic SQL.
     DECLARE @QuotedSource nvarchar(776);
@@ -132,8 +135,11 @@ BEGIN
     DECLARE @QuotedColumns nvarchar(max);
     DECLARE @QuotedSourceColumns nvarchar(max);
     DECLARE @QuotedUpdate nvarchar(max);
+    DECLARE @QuotedSelfColumns nvarchar(max);
+    DECLARE @QuotedSourceRow nvarchar(max);
     DECLARE @SqlCount nvarchar(max);
     DECLARE @SqlClear nvarchar(max);
+    DECLARE @SqlEmpty nvarchar(max);
     DECLARE @SqlColumns nvarchar(max);
     DECLARE @SqlStepScript nvarchar(max);
     DECLARE @SqlStep nvarchar(max);
@@ -150,6 +156,8 @@ BEGIN
     DECLARE @Total bigint;
     DECLARE @TotalAfter bigint;
     DECLARE @TotalAfterText nvarchar(20);
+    DECLARE @ErrorNumber int;
+    DECLARE @ScriptDone bit;               -- the batch's script finished (a later error is the engine's own)
 
     -- @Debug >= 2: the filled script, line by line (RAISERROR prints at most 2047 characters).
     DECLARE @PrintOffset bigint;
@@ -489,15 +497,48 @@ BEGIN
                                     @BusinessUnitId = @BusinessUnitId;
                         END;
 
+                        -- A first load: the target holds no row (after a Full sync's clean slate), so every
+                        -- row it will hold was written by this run's batches (the lease keeps other runs out).
+                        SET @TargetWasEmpty = NULL;
+                        IF @Error IS NULL AND @SyncType = N'Full' AND @BusinessUnitId IS NULL
+                            SET @TargetWasEmpty = 1; -- just emptied by the clean slate above
+                        ELSE IF @Error IS NULL
+                        BEGIN
+                            -- No shared row locks: the flag only decides whether batches try the shortcut, the
+                            -- target's key keeps it right, and a lock wait here (holding the lease) could deadlock
+                            -- with a batch of the run whose expired lease this one took over.
+                            SET @SqlEmpty = N'SET @TargetWasEmpty = CASE WHEN EXISTS (SELECT 1 FROM ' + @QuotedTarget
+                                + N' WITH (READUNCOMMITTED)) THEN 0 ELSE 1 END;';
+                            IF @SqlEmpty IS NULL
+                                SET @Error = N'null values cannot be formatted as an SQL identifier';
+                            ELSE
+                                EXEC sys.sp_executesql
+                                    @SqlEmpty,
+                                    N'@TargetWasEmpty bit OUTPUT',
+                                    @TargetWasEmpty = @TargetWasEmpty OUTPUT;
+                        END;
+
                         IF @Error IS NULL
                             INSERT INTO {{ job('BlobDeltaRunStep') }}
                                 (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
-                                 WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status)
+                                 WindowStart, WindowEnd, TargetWasEmpty, BatchStartedAt, BatchCompletedAt, Status)
                             SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, 0, 0,
-                                   @WindowStart, @WindowEnd, @Now, @Now, N'Completed'
+                                   @WindowStart, @WindowEnd, @TargetWasEmpty, @Now, @Now, N'Completed'
                             FROM {{ job('BlobDeltaRunStep') }} AS s
                             WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
-                    END;
+                    END
+                    ELSE IF @Error IS NULL
+                        -- A resumed first load stays one only if no other run has worked the table since
+                        -- (opened it, or resumed and ran a batch): it may have written rows past this run's
+                        -- positions.
+                        UPDATE s
+                        SET TargetWasEmpty = 0
+                        FROM {{ job('BlobDeltaRunStep') }} AS s
+                        WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0
+                          AND s.Status = N'Completed' AND s.TargetWasEmpty = 1
+                          AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaRunStep') }} AS o WITH (READUNCOMMITTED)
+                                      WHERE o.TableName = @CurrentTable AND o.RunStepId > s.RunStepId
+                                        AND o.RunId <> @CurrentRunId AND o.Status = N'Completed');
 
                     IF @Error IS NULL
                         COMMIT TRANSACTION; -- the lease and the window are visible from here on
@@ -530,6 +571,13 @@ BEGIN
                 CONTINUE;
             END;
 
+            -- A first load (recorded on the window row; a resume may have cleared it above).
+            SET @TargetWasEmpty = 0;
+            SELECT TOP (1) @TargetWasEmpty = ISNULL(s.TargetWasEmpty, 0)
+            FROM {{ job('BlobDeltaRunStep') }} AS s
+            WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0 AND s.Status = N'Completed'
+            ORDER BY s.BatchNumber DESC;
+
             -- {ColumnList}, {SourceColumnList} and {UpdateList}: the target's columns that the source
             -- also has, in target column order. Names are matched case-insensitively (Latin1_General_100_CI_AS
             -- on both sides, so two databases' catalog collations never conflict).
@@ -548,16 +596,58 @@ BEGIN
                 + N' AND tc.is_computed = 0 AND tc.system_type_id <> 189' -- computed and rowversion columns cannot be written
                 + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
                 + N' WHERE sc.object_id = @SourceObjectId'
-                + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);';
+                + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);'
+                -- Every source column (but a graph table's internal ones), read from the metadata row when
+                -- the metadata table is the source.
+                + N' SELECT @SelfColumnList = STRING_AGG(CONVERT(nvarchar(max), N''m.'' + QUOTENAME(sc.name)), N'', '')'
+                + N' WITHIN GROUP (ORDER BY sc.column_id)'
+                + N' FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
+                + N' WHERE sc.object_id = @SourceObjectId AND sc.graph_type IS NULL;';
+            -- Appended to the nvarchar(max) variable: one expression of nvarchar(n) parts would be cut at 4000.
+            SET @SqlColumns = @SqlColumns
+                -- A unique index or constraint whose only key column is the id column (not filtered, not
+                -- disabled, not IGNORE_DUP_KEY), and no INSTEAD OF INSERT trigger that could swallow a row:
+                -- what lets a first load insert without looking (a copy it missed makes the insert fail).
+                -- Checked when the table opens: change no target's keys or triggers during a run.
+                + N' SET @HasUniqueKey = CASE WHEN EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS i'
+                + N' WHERE i.object_id = @TargetObjectId AND i.is_unique = 1 AND i.has_filter = 0'
+                + N' AND i.is_disabled = 0 AND i.is_hypothetical = 0 AND i.ignore_dup_key = 0'
+                + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.index_columns AS ic'
+                + N' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.key_ordinal > 0)'
+                + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.index_columns AS ic'
+                + N' JOIN ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS c'
+                + N' ON c.object_id = ic.object_id AND c.column_id = ic.column_id'
+                + N' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.key_ordinal > 0'
+                + N' AND c.name <> @IdColumn))'
+                + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.triggers AS tr'
+                + N' JOIN ' + QUOTENAME(@TargetDatabase) + N'.sys.trigger_events AS te ON te.object_id = tr.object_id'
+                + N' WHERE tr.parent_id = @TargetObjectId AND tr.is_instead_of_trigger = 1 AND tr.is_disabled = 0'
+                + N' AND te.type_desc = N''INSERT'')'
+                -- Nor any IGNORE_DUP_KEY index: it could discard the row before the id's key sees it.
+                + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS x'
+                + N' WHERE x.object_id = @TargetObjectId AND x.ignore_dup_key = 1) THEN 1 ELSE 0 END;';
+            SET @TargetHasUniqueKey = NULL;
             EXEC sys.sp_executesql
                 @SqlColumns,
-                N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT',
+                N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT',
                 @TargetObjectId = @TargetObjectId,
                 @SourceObjectId = @SourceObjectId,
                 @IdColumn = @MetadataIdColumn,
                 @ColumnList = @QuotedColumns OUTPUT,
                 @SourceColumnList = @QuotedSourceColumns OUTPUT,
-                @UpdateList = @QuotedUpdate OUTPUT;
+                @UpdateList = @QuotedUpdate OUTPUT,
+                @SelfColumnList = @QuotedSelfColumns OUTPUT,
+                @HasUniqueKey = @TargetHasUniqueKey OUTPUT;
+            -- Without such a key a plain insert could duplicate a row: every batch looks rows up.
+            IF ISNULL(@TargetHasUniqueKey, 0) = 0
+                SET @TargetWasEmpty = 0;
+
+            -- {SourceRow}: the source row s for the metadata row m, joined on the key, or the metadata
+            -- row itself (its columns under the source's names) when the metadata table is the source table.
+            IF DB_ID(@MetadataDatabase) = DB_ID(@SourceDatabase) AND OBJECT_ID(@MetadataObject) = @SourceObjectId
+                SET @QuotedSourceRow = N'CROSS APPLY (SELECT ' + @QuotedSelfColumns + N') AS s';
+            ELSE
+                SET @QuotedSourceRow = N'JOIN ' + @QuotedSource + N' AS s ON s.' + @QuotedIdColumn + N' = m.' + @QuotedIdColumn;
 
             ------------------------------------------------------------- steps
             -- STATIC: the step list is read once per table (at OPEN), like PostgreSQL's FOR loop over a
@@ -616,6 +706,7 @@ BEGIN
                 SET @SqlStep = REPLACE(@SqlStep, N'{SourceColumnList}', @QuotedSourceColumns);
                 SET @SqlStep = REPLACE(@SqlStep, N'{ColumnList}', @QuotedColumns);
                 SET @SqlStep = REPLACE(@SqlStep, N'{UpdateList}', @QuotedUpdate);
+                SET @SqlStep = REPLACE(@SqlStep, N'{SourceRow}', @QuotedSourceRow);
 
                 IF @Debug >= 2 AND @SqlStep IS NOT NULL
                 BEGIN
@@ -658,19 +749,23 @@ BEGIN
                     -- so the batch starts 1 ms early (rows already copied are skipped by the scripts).
                     SET @AfterModifiedOn = DATEADD(MILLISECOND, -1, @Position);
 
+                    SET @BatchTargetWasEmpty = @TargetWasEmpty;
+                    SET @ErrorNumber = NULL;
                     IF @SqlStep IS NULL
                         -- A placeholder's value is NULL (REPLACE returns NULL): PostgreSQL's EXECUTE text.
                         SET @Error = N'query string argument of EXECUTE is null';
                     ELSE
+                    WHILE 1 = 1
                     BEGIN
                         -- One batch, one transaction: the script's work, its RunStep row and the lease renewal.
                         -- MaxDOP: SQL Server cannot cap parallelism per session; the step scripts run with the
                         -- server's and database's MAXDOP (the value is recorded in BlobDeltaRun).
                         BEGIN TRY
                             BEGIN TRANSACTION;
+                            SET @ScriptDone = 0;
                             EXEC sys.sp_executesql
                                 @SqlStep,
-                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT',
+                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT, @TargetWasEmpty bit',
                                 @BatchSize = @BatchSize,
                                 @ExcludedStreamId = @ExcludedStreamId,
                                 @WindowStart = @WindowStart,
@@ -680,7 +775,9 @@ BEGIN
                                 @TableName = @CurrentTable,
                                 @RowsProcessed = @BatchRows OUTPUT,
                                 @AfterModifiedOn = @AfterModifiedOn,
-                                @LastModifiedOn = @LastModifiedOn OUTPUT;
+                                @LastModifiedOn = @LastModifiedOn OUTPUT,
+                                @TargetWasEmpty = @BatchTargetWasEmpty;
+                            SET @ScriptDone = 1;
                             SET @BatchRows = ISNULL(@BatchRows, 0);
                             SET @LastModifiedOn = ISNULL(@LastModifiedOn, @Position);
                             SET @TotalAfter = @Total + @BatchRows;
@@ -701,7 +798,24 @@ BEGIN
                         BEGIN CATCH
                             IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
                             SET @Error = ERROR_MESSAGE();
+                            SET @ErrorNumber = ERROR_NUMBER();
                         END CATCH;
+                        -- A first load's batch inserted a row the target already held (Msg 2627/2601): a row
+                        -- this run copied whose ModifiedOn moved past the position since (a late write). Run the
+                        -- batch again with every target lookup (a script that ignores the flag fails the same way).
+                        IF @Error IS NOT NULL AND @BatchTargetWasEmpty = 1 AND @ScriptDone = 0 AND @ErrorNumber IN (2601, 2627)
+                        BEGIN
+                            IF @Debug >= 1
+                                RAISERROR(N'%s step %d %s batch %d: a copied row came back; the batch runs again with target lookups.',
+                                          0, 1, @CurrentTable, @StepNumber, @StepName, @BatchNumber) WITH NOWAIT;
+                            SET @BatchTargetWasEmpty = 0;
+                            SET @Error = NULL;
+                            SET @ErrorNumber = NULL;
+                            SET @BatchRows = NULL;
+                            SET @LastModifiedOn = NULL;
+                            CONTINUE;
+                        END;
+                        BREAK;
                     END;
 
                     IF @Error IS NOT NULL

@@ -55,10 +55,13 @@ DECLARE
     v_q_columns text;
     v_q_source_columns text;
     v_q_update text;
+    v_q_source_row text;
     v_sql_step text;
+    v_first_load boolean;
 BEGIN
 {{ require_running_run() }}
-    SELECT s."WindowStart", s."WindowEnd" INTO v_window_start, v_window_end
+    SELECT s."WindowStart", s."WindowEnd", coalesce(s."TargetWasEmpty", false)
+    INTO v_window_start, v_window_end, v_first_load
     FROM {{ job('BlobDeltaRunStep') }} AS s
     WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0 AND s."Status" = 'Completed'
     ORDER BY s."BatchNumber" DESC
@@ -119,6 +122,14 @@ BEGIN
                       WHERE sa.attrelid = pg_catalog.to_regclass(v_source_object) AND sa.attname = a.attname
                         AND sa.attnum > 0 AND NOT sa.attisdropped);
 
+        -- {SourceRow}: the source row s for the metadata row m, looked up by key, or the metadata
+        -- row itself when the metadata table is the source table.
+        v_q_source_row := CASE
+            WHEN pg_catalog.to_regclass(v_metadata_object) = pg_catalog.to_regclass(v_source_object)
+            THEN 'CROSS JOIN LATERAL (SELECT m.*) AS s'
+            ELSE 'CROSS JOIN LATERAL (SELECT * FROM ' || v_q_source || ' AS s WHERE s.' || v_q_id || ' = m.' || v_q_id
+                 || ' OFFSET 0) AS s' END;
+
         v_sql_step := v_step.script_text;
         v_sql_step := replace(v_sql_step, '{SourceObject}', v_q_source);
         v_sql_step := replace(v_sql_step, '{TargetObject}', v_q_target);
@@ -132,6 +143,7 @@ BEGIN
         v_sql_step := replace(v_sql_step, '{SourceColumnList}', v_q_source_columns);
         v_sql_step := replace(v_sql_step, '{ColumnList}', v_q_columns);
         v_sql_step := replace(v_sql_step, '{UpdateList}', v_q_update);
+        v_sql_step := replace(v_sql_step, '{SourceRow}', v_q_source_row);
         IF v_debug >= 2 THEN
             RAISE NOTICE '%', v_sql_step;
         END IF;
@@ -144,9 +156,26 @@ BEGIN
         -- are kept to the millisecond; a finer ModifiedOn may have been rounded up, so the
         -- batch starts 1 ms early (rows already copied are skipped by the scripts).
         v_last := NULL;
-        EXECUTE v_sql_step INTO v_rows, v_last
-            USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id, v_table,
-                  v_position - interval '1 millisecond';
+        BEGIN
+            EXECUTE v_sql_step INTO v_rows, v_last
+                USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id, v_table,
+                      v_position - interval '1 millisecond', v_first_load;
+        EXCEPTION WHEN unique_violation THEN
+            -- A first load's batch inserted a row the target already held: a row this run copied
+            -- whose ModifiedOn moved past the position since (a late write). Run the batch again
+            -- with every target lookup (a script that ignores $9 fails the same way again).
+            IF NOT v_first_load THEN
+                RAISE;
+            END IF;
+            IF v_debug >= 1 THEN
+                RAISE NOTICE '% step % % batch %: a copied row came back; the batch runs again with target lookups.',
+                    v_table, v_step.step_number, v_step.step_name, batch_number;
+            END IF;
+            v_last := NULL;
+            EXECUTE v_sql_step INTO v_rows, v_last
+                USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id, v_table,
+                      v_position - interval '1 millisecond', false;
+        END;
         v_rows := coalesce(v_rows, 0);
         INSERT INTO {{ job('BlobDeltaRunStep') }}
             ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",

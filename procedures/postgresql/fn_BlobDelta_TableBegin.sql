@@ -15,7 +15,8 @@ AS $function$
 {{ header('fn_BlobDelta_TableBegin',
           'Internal to usp_BlobDelta_Run (PostgreSQL): starts one table of a running run. Resolves
     and checks its configuration, computes (or, resumed, reuses) its window, takes its lease,
-    clears the scope on a Full sync and records the window (step 0). status is Ready, Done (a
+    clears the scope on a Full sync and records the window (step 0), with whether the
+    target held no row (a first load). status is Ready, Done (a
     resumed run had already finished the table) or Failed: then a Failed step 0 row holds the
     error, the lease is released and the run header collects the message. The caller commits.') }}
 DECLARE
@@ -32,6 +33,7 @@ DECLARE
 {{ resolved_declarations() }}
     v_key_column text;
     v_sql_clear text;
+    v_target_empty boolean;
 BEGIN
 {{ require_running_run() }}
     SELECT w.* INTO v_wm FROM {{ job('BlobDeltaHighWatermark') }} AS w WHERE w."TableName" = v_table;
@@ -78,13 +80,31 @@ BEGIN
                     v_id_column, v_key_column, v_bu_column);
                 EXECUTE v_sql_clear USING v_run."BusinessUnitId";
             END IF;
+            -- A first load: the target holds no row (after a Full sync's clean slate), so every row
+            -- it will hold was written by this run's batches (the lease keeps other runs out).
+            IF v_run."RunType" = 'Full' AND v_run."BusinessUnitId" IS NULL THEN
+                v_target_empty := true; -- just emptied by the clean slate above
+            ELSE
+                EXECUTE format('SELECT NOT EXISTS (SELECT 1 FROM %I.%I)', v_cfg."TargetDatabase", v_cfg."TargetTable")
+                INTO v_target_empty;
+            END IF;
             INSERT INTO {{ job('BlobDeltaRunStep') }}
                 ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
-                 "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status")
+                 "WindowStart", "WindowEnd", "TargetWasEmpty", "BatchStartedAt", "BatchCompletedAt", "Status")
             SELECT v_run_id, v_table, 0, 'Window', coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
-                   v_window_start, v_window_end, v_now, v_now, 'Completed'
+                   v_window_start, v_window_end, v_target_empty, v_now, v_now, 'Completed'
             FROM {{ job('BlobDeltaRunStep') }} AS s
             WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0;
+        ELSE
+            -- A resumed first load stays one only if no other run has worked the table since (opened
+            -- it, or resumed and ran a batch): it may have written rows past this run's positions.
+            UPDATE {{ job('BlobDeltaRunStep') }} AS s
+            SET "TargetWasEmpty" = false
+            WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0 AND s."Status" = 'Completed'
+              AND s."TargetWasEmpty"
+              AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaRunStep') }} AS o
+                          WHERE o."TableName" = v_table AND o."RunStepId" > s."RunStepId"
+                            AND o."RunId" <> v_run_id AND o."Status" = 'Completed');
         END IF;
         status := 'Ready';
         RETURN;

@@ -61,12 +61,12 @@ def variants(script: str, deployed: str) -> dict[str, tuple[str, bool]]:
     """name -> (statement, first-load flag $9)."""
     read = script.split("), updated AS (")[0] + ")" + COUNT
     deployed = replaced(deployed, "{SourceRow}", SELF_ROW)
-    return {name: (sql, False) for name, sql in {
+    statements = {
         "the 0004 Flat script": script,
         "its read alone (metadata walk and every probe, no insert)": read,
         "the read without the target probe": replaced(
             read, TARGET_PROBE, "    CROSS JOIN (SELECT NULL::boolean AS present, NULL::timestamp AS modified_on) AS t\n"),
-        "the read without the source probe": replaced(read, SOURCE_PROBE, "    CROSS JOIN LATERAL (SELECT m.*) AS s\n"),
+        "the read without the source probe": replaced(read, SOURCE_PROBE, f"    {SELF_ROW}\n"),
         "metadata walk and insert, with no probe at all": (
             'INSERT INTO {TargetObject} ({ColumnList}) SELECT {SourceColumnList} FROM {MetadataObject} AS s '
             'WHERE s."ModifiedOn" >= greatest($3, $8) AND s."ModifiedOn" < $4 AND ' + USES_EVERY_PARAMETER +
@@ -74,7 +74,10 @@ def variants(script: str, deployed: str) -> dict[str, tuple[str, bool]]:
         "the script with the source probe dropped (metadata = source)": replaced(
             replaced(script, SOURCE_PROBE, ""), "FROM {MetadataObject} AS m", "FROM {MetadataObject} AS m, LATERAL (SELECT m.*) AS s"),
         "the deployed (0008) script, not a first load": deployed,
-    }.items()} | {"the deployed (0008) script, first load": (deployed, True)}
+    }
+    flagged = {name: (sql, False) for name, sql in statements.items()}
+    flagged["the deployed (0008) script, first load"] = (deployed, True)
+    return flagged
 
 
 def substituted(sql: str) -> str:

@@ -787,6 +787,16 @@ def _poisoned_notes(bed, count=6, *, target_key=True):
     return base, notes
 
 
+def _cure_poison(bed, base, notes):
+    """Make the poisoned fourth note writable, keeping its ModifiedOn."""
+    _put_note(bed, "Gwent_LA_FileTable", notes[3], "cured", base + timedelta(minutes=3), update=True)
+
+
+def _write_late(bed, base, notes):
+    """A newer version of the first note, stamped past the failed load's position."""
+    _put_note(bed, "Gwent_LA_FileTable", notes[0], "late version", base + timedelta(minutes=10), update=True)
+
+
 def test_the_window_row_records_a_first_load_only_when_the_target_holds_no_row(bed):
     # A first load, then an incremental run into the filled target, then a Full sync (its clean
     # slate empties the target first), then a Full sync of one business unit (others' rows stay).
@@ -845,8 +855,8 @@ def test_a_late_write_to_a_row_a_first_load_already_copied_is_applied_when_the_l
     _count_insert_attempts(bed)
     failed = bed.run(mode="SingleTable", table="Notes", batch_size=2)
     copied = _notes(bed, "Gwent_LA_FileTable_Delta")
-    _put_note(bed, "Gwent_LA_FileTable", notes[3], "cured", base + timedelta(minutes=3), update=True)
-    _put_note(bed, "Gwent_LA_FileTable", notes[0], "late version", base + timedelta(minutes=10), update=True)
+    _cure_poison(bed, base, notes)
+    _write_late(bed, base, notes)
     given_before, _ = _insert_attempts(bed)
 
     resumed = bed.run(resume=failed.run_id)
@@ -870,7 +880,7 @@ def test_a_resumed_first_load_looks_rows_up_again_once_another_run_has_opened_th
     # not take the target for its own any more.
     base, notes = _poisoned_notes(bed)
     failed = bed.run(mode="SingleTable", table="Notes", batch_size=2)
-    _put_note(bed, "Gwent_LA_FileTable", notes[3], "cured", base + timedelta(minutes=3), update=True)
+    _cure_poison(bed, base, notes)
     other = bed.run(mode="SingleTable", table="Notes", batch_size=2)
     _put_note(bed, "Gwent_LA_FileTable", notes[5], "newer", base + timedelta(minutes=30), update=True)
 
@@ -929,8 +939,8 @@ def test_a_first_load_into_a_target_without_a_unique_key_looks_every_row_up(bed)
     # PostgreSQL's Flat script needs the key anyway (ON CONFLICT) and says so.
     base, notes = _poisoned_notes(bed, target_key=False)
     failed = bed.run(mode="SingleTable", table="Notes", batch_size=2)
-    _put_note(bed, "Gwent_LA_FileTable", notes[3], "cured", base + timedelta(minutes=3), update=True)
-    _put_note(bed, "Gwent_LA_FileTable", notes[0], "late version", base + timedelta(minutes=10), update=True)
+    _cure_poison(bed, base, notes)
+    _write_late(bed, base, notes)
 
     resumed = bed.run(resume=failed.run_id)
 
@@ -958,8 +968,8 @@ def test_a_first_load_into_a_target_with_an_instead_of_insert_trigger_looks_ever
             "SELECT i.NoteId, i.Body, i.ModifiedOn, i.OwningBusinessUnit FROM inserted AS i "
             "WHERE NOT EXISTS (SELECT 1 FROM dbo.Notes AS n WHERE n.NoteId = i.NoteId); END'")
     failed = bed.run(mode="SingleTable", table="Notes", batch_size=2)
-    _put_note(bed, "Gwent_LA_FileTable", notes[3], "cured", base + timedelta(minutes=3), update=True)
-    _put_note(bed, "Gwent_LA_FileTable", notes[0], "late version", base + timedelta(minutes=10), update=True)
+    _cure_poison(bed, base, notes)
+    _write_late(bed, base, notes)
 
     resumed = bed.run(resume=failed.run_id)
 

@@ -155,27 +155,27 @@ BEGIN
         -- v_last stays NULL and the next batch starts where this one started. Positions
         -- are kept to the millisecond; a finer ModifiedOn may have been rounded up, so the
         -- batch starts 1 ms early (rows already copied are skipped by the scripts).
-        v_last := NULL;
-        BEGIN
-            EXECUTE v_sql_step INTO v_rows, v_last
-                USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id, v_table,
-                      v_position - interval '1 millisecond', v_first_load;
-        EXCEPTION WHEN unique_violation THEN
-            -- A first load's batch inserted a row the target already held: a row this run copied
-            -- whose ModifiedOn moved past the position since (a late write). Run the batch again
-            -- with every target lookup (a script that ignores $9 fails the same way again).
-            IF NOT v_first_load THEN
-                RAISE;
-            END IF;
-            IF v_debug >= 1 THEN
-                RAISE NOTICE '% step % % batch %: a copied row came back; the batch runs again with target lookups.',
-                    v_table, v_step.step_number, v_step.step_name, batch_number;
-            END IF;
+        LOOP
             v_last := NULL;
-            EXECUTE v_sql_step INTO v_rows, v_last
-                USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id, v_table,
-                      v_position - interval '1 millisecond', false;
-        END;
+            BEGIN
+                EXECUTE v_sql_step INTO v_rows, v_last
+                    USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id,
+                          v_table, v_position - interval '1 millisecond', v_first_load;
+                EXIT;
+            EXCEPTION WHEN unique_violation THEN
+                -- A first load's batch inserted a row the target already held: a row this run copied
+                -- whose ModifiedOn moved past the position since (a late write). Run the batch again
+                -- with every target lookup (a script that ignores $9 fails the same way again).
+                IF NOT v_first_load THEN
+                    RAISE;
+                END IF;
+                IF v_debug >= 1 THEN
+                    RAISE NOTICE '% step % % batch %: a copied row came back; the batch runs again with target lookups.',
+                        v_table, v_step.step_number, v_step.step_name, batch_number;
+                END IF;
+                v_first_load := false;
+            END;
+        END LOOP;
         v_rows := coalesce(v_rows, 0);
         INSERT INTO {{ job('BlobDeltaRunStep') }}
             ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",

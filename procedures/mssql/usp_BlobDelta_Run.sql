@@ -793,7 +793,16 @@ BEGIN
                             WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                             IF @@ROWCOUNT = 0
                                 THROW 50011, N'The lease on this table was taken over by another run; the batch was rolled back.', 1;
+                            IF @BatchTargetWasEmpty = 0 AND @TargetWasEmpty = 1
+                                -- This batch ran again after a copied row came back (below). Others may follow:
+                                -- the rest of this load (and a resume) looks every row up.
+                                UPDATE s
+                                SET TargetWasEmpty = 0
+                                FROM {{ job('BlobDeltaRunStep') }} AS s
+                                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0
+                                  AND s.Status = N'Completed' AND s.TargetWasEmpty = 1;
                             COMMIT TRANSACTION;
+                            SET @TargetWasEmpty = @BatchTargetWasEmpty;
                         END TRY
                         BEGIN CATCH
                             IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;

@@ -174,6 +174,12 @@ BEGIN
                         v_table, v_step.step_number, v_step.step_name, batch_number;
                 END IF;
                 v_first_load := false;
+                -- Where one copied row came back others may follow: the rest of this load (and a
+                -- resume) looks every row up. Kept only if the batch commits.
+                UPDATE {{ job('BlobDeltaRunStep') }} AS s
+                SET "TargetWasEmpty" = false
+                WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0
+                  AND s."Status" = 'Completed' AND s."TargetWasEmpty";
             END;
         END LOOP;
         v_rows := coalesce(v_rows, 0);

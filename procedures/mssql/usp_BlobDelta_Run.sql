@@ -117,7 +117,7 @@ BEGIN
     DECLARE @QueuePopulationScriptName nvarchar(128);
     DECLARE @TargetObjectId int;
     DECLARE @SourceObjectId int;
-    DECLARE @TargetWasEmpty bit;           -- a first load: the target held no row when the run opened the table
+    DECLARE @TargetWasEmpty bit;           -- a first load (the target held no row when the run opened the table) whose shortcut still holds
     DECLARE @BatchTargetWasEmpty bit;      -- what the batch gets: 0 when its first-load attempt hit a key
     DECLARE @TargetHasUniqueKey bit;       -- the target has a unique index on exactly the id column
 

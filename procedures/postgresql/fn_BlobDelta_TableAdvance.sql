@@ -58,6 +58,7 @@ DECLARE
     v_q_source_row text;
     v_sql_step text;
     v_first_load boolean;
+    v_reran boolean := false;
 BEGIN
 {{ require_running_run() }}
     SELECT s."WindowStart", s."WindowEnd", coalesce(s."TargetWasEmpty", false)
@@ -174,12 +175,7 @@ BEGIN
                         v_table, v_step.step_number, v_step.step_name, batch_number;
                 END IF;
                 v_first_load := false;
-                -- Where one copied row came back others may follow: the rest of this load (and a
-                -- resume) looks every row up. Kept only if the batch commits.
-                UPDATE {{ job('BlobDeltaRunStep') }} AS s
-                SET "TargetWasEmpty" = false
-                WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0
-                  AND s."Status" = 'Completed' AND s."TargetWasEmpty";
+                v_reran := true;
             END;
         END LOOP;
         v_rows := coalesce(v_rows, 0);
@@ -194,6 +190,15 @@ BEGIN
         WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'The lease on this table was taken over by another run; the batch was rolled back.';
+        END IF;
+        IF v_reran THEN
+            -- Where one copied row came back others may follow: the rest of this load (and a
+            -- resume) looks every row up. Kept only if the batch commits; the lease row is locked
+            -- first, as everywhere else.
+            UPDATE {{ job('BlobDeltaRunStep') }} AS s
+            SET "TargetWasEmpty" = false
+            WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0
+              AND s."Status" = 'Completed' AND s."TargetWasEmpty";
         END IF;
         status := 'Batch';
         rows_processed := v_rows;

@@ -98,12 +98,13 @@ STEPS_1_AND_2 = 'INSERT INTO "Dst"."Tree" SELECT * FROM "Src"."Tree" WHERE is_di
 
 
 CHECKSUM = 'SELECT md5(string_agg(stream_id::text, \',\' ORDER BY stream_id)) FROM "Dst"."Tree"'
-GUARDS = """m."ModifiedOn" >= $3 AND m."ModifiedOn" < $4
-  AND ($5 IS NULL OR m."OwningBusinessUnit" = $5) AND ($2 IS NULL OR s.stream_id <> $2)
-  AND NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.stream_id = s.stream_id)"""
 WINDOW_ROWS = """FROM "Src"."TreeMeta" AS m JOIN "Src"."Tree" AS s ON s.stream_id = m.stream_id
 JOIN "Src"."LA_BU" AS bu ON bu."BusinessUnitId" = m."OwningBusinessUnit"
 """
+WINDOW_FILTER = """m."ModifiedOn" >= $3 AND m."ModifiedOn" < $4
+  AND ($5 IS NULL OR m."OwningBusinessUnit" = $5) AND ($2 IS NULL OR s.stream_id <> $2)"""
+GUARDS = f"""{WINDOW_FILTER}
+  AND NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.stream_id = s.stream_id)"""
 # Step 3 with no batches: every child of the window not yet in the target whose parent is.
 SET_BASED_CHILDREN = f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
 SELECT s.* {WINDOW_ROWS}
@@ -131,39 +132,46 @@ ORDER BY length(s.path_locator) - length(replace(s.path_locator, '/', ''))""",
 ]
 
 
-def first_load_without_checks(parents: str) -> str:
-    """A first load with no target checks, one statement: the window's rows, then the ancestors of
-    ``parents`` (parent paths, read from the window's rows ``w``) that are not window rows. No
-    probe of the empty target and no order (one commit, so no reader sees a child before its
-    parent). No batches, no queue, nothing for a resumed run to find again."""
-    return f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
-WITH window_rows AS (
-    SELECT s.* {WINDOW_ROWS}
-    WHERE m."ModifiedOn" >= $3 AND m."ModifiedOn" < $4
-      AND ($5 IS NULL OR m."OwningBusinessUnit" = $5) AND ($2 IS NULL OR s.stream_id <> $2)
-), parents AS (
-    SELECT DISTINCT w.parent_path_locator FROM window_rows AS w WHERE w.parent_path_locator IS NOT NULL{parents}
-), ancestor_paths AS (
+# First loads with no target checks, one statement each: the window's rows, then the ancestors they
+# need that are not window rows. No probe of the empty target and no order (one commit, so no
+# reader sees a child before its parent). No batches, no queue, nothing for a resumed run to find.
+ANCESTORS = """ancestor_paths AS (
     SELECT DISTINCT left(c.parent_path_locator, g.i) AS path_locator
     FROM parents AS c CROSS JOIN LATERAL generate_series(2, length(c.parent_path_locator)) AS g (i)
     WHERE substr(c.parent_path_locator, g.i, 1) = '/'
-)
+)"""
+# Whole window rows held in a CTE; ancestors walked above every parent path, as queue population does.
+UNCHECKED_FIRST_LOAD = f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
+WITH window_rows AS (
+    SELECT s.* {WINDOW_ROWS}
+    WHERE {WINDOW_FILTER}
+), parents AS (
+    SELECT DISTINCT w.parent_path_locator FROM window_rows AS w WHERE w.parent_path_locator IS NOT NULL
+), {ANCESTORS}
 SELECT w.* FROM window_rows AS w
 UNION ALL
 SELECT a.* FROM ancestor_paths AS p JOIN "Src"."Tree" AS a ON a.path_locator = p.path_locator
 WHERE NOT EXISTS (SELECT 1 FROM window_rows AS w WHERE w.stream_id = a.stream_id)"""
-
-
-# Ancestors found from every parent path of the window, as queue population finds them.
-UNCHECKED_FIRST_LOAD = first_load_without_checks("")
-# Ancestors found only above the parents that no window row is (a hash anti-join).
-PARENTS_FIRST_LOAD = first_load_without_checks(
-    "\n      AND NOT EXISTS (SELECT 1 FROM window_rows AS x WHERE x.path_locator = w.parent_path_locator)")
+# Only the window's keys held (its rows are read again to write them); ancestors walked only above
+# the parent paths that no window row has (a hash anti-join).
+SLIM_FIRST_LOAD = f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
+WITH window_keys AS (
+    SELECT s.stream_id, s.path_locator, s.parent_path_locator {WINDOW_ROWS}
+    WHERE {WINDOW_FILTER}
+), parents AS (
+    SELECT DISTINCT w.parent_path_locator FROM window_keys AS w
+    WHERE w.parent_path_locator IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM window_keys AS x WHERE x.path_locator = w.parent_path_locator)
+), {ANCESTORS}
+SELECT s.* {WINDOW_ROWS}
+WHERE {WINDOW_FILTER}
+UNION ALL
+SELECT a.* FROM ancestor_paths AS p JOIN "Src"."Tree" AS a ON a.path_locator = p.path_locator
+WHERE NOT EXISTS (SELECT 1 FROM window_keys AS w WHERE w.stream_id = a.stream_id)"""
 # Only the window's rows: the same rows here, where every ancestor is in the window.
 WINDOW_ONLY = f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
 SELECT s.* {WINDOW_ROWS}
-WHERE m."ModifiedOn" >= $3 AND m."ModifiedOn" < $4
-  AND ($5 IS NULL OR m."OwningBusinessUnit" = $5) AND ($2 IS NULL OR s.stream_id <> $2)"""
+WHERE {WINDOW_FILTER}"""
 
 
 def whole_tree(conn, repeat: int) -> tuple[dict, dict]:
@@ -174,8 +182,8 @@ def whole_tree(conn, repeat: int) -> tuple[dict, dict]:
         "the same, in ModifiedOn order (step 3's order)": (
             f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source} ORDER BY m."ModifiedOn"'),
         "set-based first load: roots, missing ancestors, children; no batches, no queue": SET_BASED_FIRST_LOAD,
-        "first load without target checks: window rows, then ancestors outside it; one statement": UNCHECKED_FIRST_LOAD,
-        "the same, ancestors found only above parents outside the window": PARENTS_FIRST_LOAD,
+        "first load without target checks: window rows held, ancestors above every parent": UNCHECKED_FIRST_LOAD,
+        "the same, only keys held, ancestors above parents outside the window": SLIM_FIRST_LOAD,
         "window rows only, scope filters kept (the same rows here)": WINDOW_ONLY,
     }
     return round_robin(conn, contenders, (1, None, lo, hi, None, None, "Tree", None, True), repeat, seeded())

@@ -11,8 +11,8 @@ and checksum of the ids) is refused:
    metadata ``ModifiedOn`` order (step 3's keyset order); a set-based version of the three steps
    (each one statement with the stored scripts' guards, no batches, no queue); a first load
    without target checks (the window's rows, then their ancestors outside it, in one statement),
-   once with the ancestors found from every parent path and once only above the parents outside
-   the window; and the window's rows alone.
+   once holding the window's rows and walking above every parent path, once holding only its
+   keys and walking only above the parents outside the window; and the window's rows alone.
 2. One Children batch (step 3) in the middle of a first load (roots and folders copied by steps
    1 and 2, the first batch of files too): the deployed script, its row selection alone, and a
    bare insert of the rows the script takes, in its order and in path order.

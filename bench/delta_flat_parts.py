@@ -27,7 +27,7 @@ import psycopg
 import sqlalchemy as sa
 
 from delta_engine import SETUP_COMMON, SETUP_FLAT, execute
-from embedded import fresh_database, start_server
+from embedded import connect, fresh_database, run_prepared, start_server
 
 COLUMNS = ['"Id"', '"Body"', '"ModifiedOn"', '"OwningBusinessUnit"']
 PLACEHOLDERS = {
@@ -42,7 +42,6 @@ SOURCE_PROBE = ("    CROSS JOIN LATERAL (SELECT * FROM {SourceObject} AS s "
 TARGET_PROBE = ("    LEFT JOIN LATERAL (SELECT true AS present, t.{MetadataModifiedOnCol} AS modified_on FROM {TargetObject} AS t\n"
                 "                       WHERE t.{MetadataIdColumn} = m.{MetadataIdColumn} LIMIT 1) AS t ON true\n")
 COUNT = '\nSELECT count(*)::integer, max("dbtools$ModifiedOn") FROM batch'
-PARAMS = "p(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean)"
 SCRIPT_0004 = (pathlib.Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0004_scripts"
                / "postgresql" / "Flat_1_Upsert.sql")
 # {SourceRow} as the engine fills it for a Flat table that is its own metadata table.
@@ -106,13 +105,8 @@ def batch_parts(conn, script: str, deployed: str, batch_size: int, repeat: int) 
     for _ in range(repeat):
         for name, (sql, first_load) in statements.items():  # round robin: a change of the machine's speed hits all alike
             with conn.transaction(force_rollback=True):
-                cursor.execute(f"PREPARE {PARAMS} AS {sql}")
-                start = time.perf_counter()
-                cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s, %s)",
-                               (batch_size, None, lo, hi, None, None, "Flat", middle, first_load))
-                times[name].append(time.perf_counter() - start)
-                rows[name] = cursor.fetchone()[0] if cursor.description else cursor.rowcount
-            cursor.execute("DEALLOCATE p")
+                elapsed, rows[name] = run_prepared(cursor, sql, (batch_size, None, lo, hi, None, None, "Flat", middle, first_load))
+            times[name].append(elapsed)
     wrong = {name: n for name, n in rows.items() if n != batch_size}
     if wrong:
         raise SystemExit(f"every statement should have handled {batch_size} rows: {wrong}")
@@ -170,9 +164,7 @@ def main() -> None:
         url = fresh_database(admin_url, "bench_parts")
         execute(url, SETUP_COMMON)
         execute(url, SETUP_FLAT.format(t="Flat", rows=args.rows))
-        params = url.translate_connect_args(username="user", database="dbname")
-        params.update(url.query)
-        with psycopg.connect(autocommit=True, **params) as conn:
+        with connect(url) as conn:
             conn.execute('VACUUM ANALYZE "Src"."Flat"')  # a table in steady state: autovacuum has run
             deployed = conn.execute('SELECT "ScriptText" FROM "BlobDeltaJobs"."BlobDeltaStepScript" '
                                     'WHERE "ScriptSet" = \'Flat\' AND "StepNumber" = 1').fetchone()[0]

@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import time
 
 import psycopg
 
 from delta_engine import SETUP_COMMON, SETUP_TREE, execute
-from embedded import fresh_database, start_server
+from embedded import connect, fresh_database, run_prepared, start_server
 
 COLUMNS = "stream_id, name, file_stream, path_locator, parent_path_locator, is_directory, creation_time, last_write_time"
 PLACEHOLDERS = {
@@ -40,7 +39,6 @@ PLACEHOLDERS = {
     "{BusinessUnitObject}": '"Src"."LA_BU"', "{MetadataIdColumn}": "stream_id", "{MetadataModifiedOnCol}": '"ModifiedOn"',
     "{MetadataBusinessUnitCol}": '"OwningBusinessUnit"', "{BusinessUnitIdColumn}": '"BusinessUnitId"',
 }
-PARAMS = "p(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean)"
 BATCH_END = "), inserted AS ("
 SELECTION = "its row selection alone (writes nothing)"
 
@@ -72,12 +70,9 @@ def round_robin(conn, contenders: dict[str, str | list[str]], args: tuple, repea
             elapsed = 0.0
             with conn.transaction(force_rollback=True):
                 for sql in [statements] if isinstance(statements, str) else statements:
-                    cursor.execute(f"PREPARE {PARAMS} AS {sql}")
-                    start = time.perf_counter()
-                    cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s, %s)", args)
-                    elapsed += time.perf_counter() - start
-                    written += cursor.fetchone()[0] if cursor.description else cursor.rowcount
-                    cursor.execute("DEALLOCATE p")
+                    seconds, count = run_prepared(cursor, sql, args)
+                    elapsed += seconds
+                    written += count
                 sums[name].add(cursor.execute(CHECKSUM).fetchone()[0])
             times[name].append(elapsed)
             rows[name].add(written)
@@ -174,8 +169,7 @@ SELECT s.* {WINDOW_ROWS}
 WHERE {WINDOW_FILTER}"""
 
 
-def whole_tree(conn, repeat: int) -> tuple[dict, dict]:
-    lo, hi = conn.execute('SELECT min("ModifiedOn"), max("ModifiedOn") + interval \'1 s\' FROM "Src"."TreeMeta"').fetchone()
+def whole_tree(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
     source = '"Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
     contenders = {
         "bare INSERT ... SELECT (the goal's reference)": f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source}',
@@ -186,11 +180,10 @@ def whole_tree(conn, repeat: int) -> tuple[dict, dict]:
         "the same, only keys held, ancestors above parents outside the window": SLIM_FIRST_LOAD,
         "window rows only, scope filters kept (the same rows here)": WINDOW_ONLY,
     }
-    return round_robin(conn, contenders, (1, None, lo, hi, None, None, "Tree", None, True), repeat, seeded())
+    return round_robin(conn, contenders, (1, None, *window, None, None, "Tree", None, True), repeat, seeded())
 
 
-def children_batch(conn, script: str, batch_size: int, repeat: int) -> tuple[dict, dict]:
-    lo, hi = conn.execute('SELECT min("ModifiedOn"), max("ModifiedOn") + interval \'1 s\' FROM "Src"."TreeMeta"').fetchone()
+def children_batch(conn, window: tuple, script: str, batch_size: int, repeat: int) -> tuple[dict, dict]:
     first_batch = ('INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id) '
                    f'WHERE NOT t.is_directory ORDER BY m."ModifiedOn", t.stream_id LIMIT {int(batch_size)}')
     reset = seeded(STEPS_1_AND_2, first_batch)
@@ -200,15 +193,13 @@ def children_batch(conn, script: str, batch_size: int, repeat: int) -> tuple[dic
                             'JOIN "Src"."TreeMeta" AS m USING (stream_id) WHERE NOT t.is_directory').fetchone()[0]
     if BATCH_END not in script:
         raise SystemExit("the deployed Children script has no batch CTE any more: update this benchmark")
-    args = (batch_size, None, lo, hi, None, None, "Tree", position, True)
+    args = (batch_size, None, *window, None, None, "Tree", position, True)
     # The rows the script's batch takes, in its order, for the bare inserts (the checksums check
     # that the script takes the same rows again when it is timed).
     conn.execute('CREATE TABLE "Src"."NextBatch" (n serial PRIMARY KEY, stream_id uuid NOT NULL)')
     cursor = psycopg.ClientCursor(conn)
     batch_rows = script[:script.index(BATCH_END)] + ")\nSELECT b.stream_id FROM batch AS b ORDER BY b.modified_on"
-    cursor.execute(f'PREPARE {PARAMS} AS INSERT INTO "Src"."NextBatch" (stream_id) {substituted(batch_rows)}')
-    cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s, %s)", args)
-    cursor.execute("DEALLOCATE p")
+    run_prepared(cursor, f'INSERT INTO "Src"."NextBatch" (stream_id) {substituted(batch_rows)}', args)
     conn.execute('ANALYZE "Src"."NextBatch"')
     selection = script[:script.index(BATCH_END)] + ")\nSELECT count(*)::integer FROM batch"
     same_rows = 'INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."NextBatch" AS b JOIN "Src"."Tree" AS t USING (stream_id)'
@@ -223,15 +214,14 @@ def children_batch(conn, script: str, batch_size: int, repeat: int) -> tuple[dic
     return result
 
 
-def whole_step(conn, repeat: int) -> tuple[dict, dict]:
-    lo, hi = conn.execute('SELECT min("ModifiedOn"), max("ModifiedOn") + interval \'1 s\' FROM "Src"."TreeMeta"').fetchone()
+def whole_step(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
     statements = {
         # joined to the metadata as the goal's reference is
         "bare insert of the same rows": ('INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m '
                                          'USING (stream_id) WHERE NOT t.is_directory'),
         "every file in one set-based statement with the step's guards": SET_BASED_CHILDREN,
     }
-    return round_robin(conn, statements, (1, None, lo, hi, None, None, "Tree", None, True), repeat, seeded(STEPS_1_AND_2))
+    return round_robin(conn, statements, (1, None, *window, None, None, "Tree", None, True), repeat, seeded(STEPS_1_AND_2))
 
 
 def table(title: str, results: tuple[dict, dict], base: str) -> None:
@@ -263,17 +253,17 @@ def main() -> None:
         url = fresh_database(admin_url, "bench_tree_parts")
         execute(url, SETUP_COMMON)
         execute(url, SETUP_TREE.format(roots=args.roots))
-        params = url.translate_connect_args(username="user", database="dbname")
-        params.update(url.query)
-        with psycopg.connect(autocommit=True, **params) as conn:
+        with connect(url) as conn:
             conn.execute('VACUUM ANALYZE "Src"."Tree"')
             conn.execute('VACUUM ANALYZE "Src"."TreeMeta"')
             script = conn.execute('SELECT "ScriptText" FROM "BlobDeltaJobs"."BlobDeltaStepScript" '
                                   'WHERE "ScriptSet" = \'Hierarchical\' AND "StepName" = \'Children\'').fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
-            tree = whole_tree(conn, args.repeat)
-            batch = children_batch(conn, script, args.batch_size, args.repeat)
-            step = whole_step(conn, args.repeat)
+            # The window every contender is given: the whole tree.
+            window = conn.execute('SELECT min("ModifiedOn"), max("ModifiedOn") + interval \'1 s\' FROM "Src"."TreeMeta"').fetchone()
+            tree = whole_tree(conn, window, args.repeat)
+            batch = children_batch(conn, window, script, args.batch_size, args.repeat)
+            step = whole_step(conn, window, args.repeat)
     finally:
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)

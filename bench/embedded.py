@@ -1,4 +1,5 @@
-"""The benchmarks' private PostgreSQL: a pgserver in a temporary directory, fresh databases in it.
+"""The benchmarks' private PostgreSQL: a pgserver in a temporary directory, fresh databases in it,
+and the way the scripts run a stored step script's statement with the engine's parameters.
 
 Imported by the scripts beside it (``python bench/<script>.py`` puts this folder on sys.path).
 """
@@ -6,7 +7,10 @@ Imported by the scripts beside it (``python bench/<script>.py`` puts this folder
 from __future__ import annotations
 
 import tempfile
+import time
 import warnings
+
+import psycopg
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -35,3 +39,26 @@ def fresh_database(admin_url, name):
     url = admin_url.set(database=name)
     commands.migrate(url=url.render_as_string(hide_password=False))
     return url
+
+
+def connect(url) -> psycopg.Connection:
+    """An autocommit psycopg connection to the SQLAlchemy ``url`` (a ``with`` block closes it)."""
+    params = url.translate_connect_args(username="user", database="dbname")
+    params.update(url.query)
+    return psycopg.connect(autocommit=True, **params)
+
+
+# The parameters the engine passes to a step script ($1 to $9), as PostgreSQL's EXECUTE ... USING does.
+ENGINE_PARAMETERS = "p(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean)"
+
+
+def run_prepared(cursor: psycopg.ClientCursor, sql: str, args: tuple) -> tuple[float, int]:
+    """Run ``sql`` prepared with the engine's parameters ``args``: (seconds the EXECUTE took, its
+    first result value, or the rows it wrote when it returns none)."""
+    cursor.execute(f"PREPARE {ENGINE_PARAMETERS} AS {sql}")
+    start = time.perf_counter()
+    cursor.execute("EXECUTE p(%s, %s::uuid, %s, %s, %s::uuid, %s::uuid, %s, %s, %s)", args)
+    elapsed = time.perf_counter() - start
+    value = cursor.fetchone()[0] if cursor.description else cursor.rowcount
+    cursor.execute("DEALLOCATE p")
+    return elapsed, value

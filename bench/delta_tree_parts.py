@@ -18,6 +18,11 @@ and checksum of the ids) is refused:
    bare insert of the rows the script takes, in its order and in path order.
 3. Step 3 with no batches: every file in one set-based statement with the step's guards, after
    steps 1 and 2, against a bare insert of the same rows.
+4. A batched first load without target checks, in path order (a parent's path sorts before its
+   children's, so batches can commit in turn and no reader sees a child without its parent): each
+   batch takes the next window rows in path order and back-fills the ancestors they need that
+   are neither in the target nor in the batch; in one batch, and in batches of --batch-size and
+   twice that, against the goal's bare insert.
 
 Usage: python bench/delta_tree_parts.py [--roots 2000] [--batch-size 50000] [--repeat 15]
 """
@@ -169,6 +174,30 @@ SELECT s.* {WINDOW_ROWS}
 WHERE {WINDOW_FILTER}"""
 
 
+# A first-load batch in path order: the next $1 window rows after the target's highest path (the
+# engine would keep that position in its progress row; in an empty target being filled in path
+# order it is the same), and the ancestors they need that neither the target nor the batch holds,
+# walked above those parents only. One statement, so a batch lands with its ancestors.
+PATH_ORDER_BATCH = f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
+WITH batch AS (
+    SELECT s.* {WINDOW_ROWS}
+    WHERE {WINDOW_FILTER}
+      AND s.path_locator > coalesce((SELECT max(t.path_locator) FROM "Dst"."Tree" AS t), '')
+    ORDER BY s.path_locator
+    LIMIT $1
+), parents AS (
+    SELECT DISTINCT b.parent_path_locator AS parent_path_locator FROM batch AS b
+    WHERE b.parent_path_locator IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM batch AS x WHERE x.path_locator = b.parent_path_locator)
+      AND NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.path_locator = b.parent_path_locator)
+), {ANCESTORS}
+SELECT b.* FROM batch AS b
+UNION ALL
+SELECT a.* FROM ancestor_paths AS p JOIN "Src"."Tree" AS a ON a.path_locator = p.path_locator
+WHERE NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.path_locator = a.path_locator)
+  AND NOT EXISTS (SELECT 1 FROM batch AS x WHERE x.path_locator = a.path_locator)"""
+
+
 def whole_tree(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
     source = '"Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
     contenders = {
@@ -224,6 +253,48 @@ def whole_step(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
     return round_robin(conn, statements, (1, None, *window, None, None, "Tree", None, True), repeat, seeded(STEPS_1_AND_2))
 
 
+def path_order_batches(conn, window: tuple, batch_size: int, repeat: int) -> tuple[dict, dict]:
+    """The whole tree into an empty target as batched first loads in path order. Every batch of a
+    contender runs in the one rolled-back transaction: no commit and no progress row is counted,
+    so these figures are the most an engine built this way could reach."""
+    size = conn.execute('SELECT count(*) FROM "Src"."TreeMeta"').fetchone()[0]
+    statements = {
+        "bare INSERT ... SELECT (the goal's reference)": (
+            'INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'),
+    }
+    for label, rows in (("one batch", size), (f"batches of {batch_size:,}", batch_size),
+                        (f"batches of {2 * batch_size:,}", 2 * batch_size)):
+        statements[f"path order, {label}"] = [PATH_ORDER_BATCH.replace("$1", str(int(rows)))] * -(-size // rows)
+    return round_robin(conn, statements, (1, None, *window, None, None, "Tree", None, True), repeat, seeded())
+
+
+ORPHANS = ('SELECT count(*) FROM "Dst"."Tree" AS c WHERE c.parent_path_locator IS NOT NULL AND NOT EXISTS '
+           '(SELECT 1 FROM "Dst"."Tree" AS p WHERE p.path_locator = c.parent_path_locator)')
+
+
+def ancestor_branch(conn, window: tuple, batch_size: int) -> int:
+    """The first loads without target checks for one business unit, whose rows need ancestors of
+    the other units (the whole tree's window needs none): every contender must write the same
+    rows, and no child may be without its parent. Not timed. Returns the ancestors back-filled."""
+    unit = conn.execute('SELECT "BusinessUnitId" FROM "Src"."LA_BU" ORDER BY "BusinessUnitId" LIMIT 1').fetchone()[0]
+    in_unit = conn.execute('SELECT count(*) FROM "Src"."TreeMeta" WHERE "OwningBusinessUnit" = %s', (unit,)).fetchone()[0]
+    batches = [PATH_ORDER_BATCH.replace("$1", str(int(batch_size)))] * (in_unit // batch_size + 1)
+    contenders = {"window rows held": UNCHECKED_FIRST_LOAD, "only keys held": SLIM_FIRST_LOAD, "path order, batches": batches}
+    args = (1, None, *window, unit, None, "Tree", None, True)
+    _, (rows, sums) = round_robin(conn, contenders, args, 1, seeded())
+    if len({r for values in rows.values() for r in values}) != 1 or len({d for values in sums.values() for d in values}) != 1:
+        raise SystemExit(f"ancestor branch: the first loads wrote different rows: {rows} {sums}")
+    cursor = psycopg.ClientCursor(conn)
+    with conn.transaction(force_rollback=True):
+        conn.execute('TRUNCATE "Dst"."Tree"')
+        for sql in batches:
+            run_prepared(cursor, sql, args)
+        if conn.execute(ORPHANS).fetchone()[0]:
+            raise SystemExit("ancestor branch: a child landed without its parent")
+        written = conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0]
+    return written - in_unit
+
+
 def table(title: str, results: tuple[dict, dict], base: str) -> None:
     times, (rows, sums) = results
     if any(len(r) != 1 for r in rows.values()) or len({r for values in rows.values() for r in values}) != 1:
@@ -264,6 +335,8 @@ def main() -> None:
             tree = whole_tree(conn, window, args.repeat)
             batch = children_batch(conn, window, script, args.batch_size, args.repeat)
             step = whole_step(conn, window, args.repeat)
+            batched = path_order_batches(conn, window, args.batch_size, args.repeat)
+            ancestors = ancestor_branch(conn, window, args.batch_size)
     finally:
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -271,6 +344,9 @@ def main() -> None:
     table(f"whole tree into an empty target, median of {args.repeat}", tree, "bare INSERT ... SELECT (the goal's reference)")
     table(f"one Children batch, median of {args.repeat}", batch, "bare insert of the same rows, same order")
     table(f"step 3 in one statement, median of {args.repeat}", step, "bare insert of the same rows")
+    table(f"batched first load in path order, median of {args.repeat}", batched, "bare INSERT ... SELECT (the goal's reference)")
+    print(f"One business unit's first load (not timed): every first load without target checks wrote the same rows, "
+          f"{ancestors:,} of them ancestors from other units, and no child without its parent.")
     print(f"PostgreSQL {version} (pgserver)")
 
 

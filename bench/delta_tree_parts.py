@@ -1,10 +1,11 @@
 """Candidates for a set-based hierarchical first load against the goal's bare insert (PostgreSQL only).
 
-Reproduces the tables under "Where a set-based hierarchical first load could land" in
-docs/benchmarks.md, on a private pgserver with the delta benchmark's tree (bench/delta_engine.py:
-2,000 roots, 20,000 folders, 180,000 files). The contenders take turns, the order alternating by
-round, each in a transaction that is rolled back after the target's starting state has been
-rebuilt from scratch; a table whose contenders did not write the same rows in every round (count
+Reproduces the tables under "Where a set-based hierarchical first load could land" and "A batched
+first load in path order" in docs/benchmarks.md, on a private pgserver with the delta benchmark's
+tree (bench/delta_engine.py: 2,000 roots, 20,000 folders, 180,000 files). The contenders take
+turns, the order alternating by round, after the target's starting state has been rebuilt from
+scratch; in tables 1 to 3 each runs in a transaction that is rolled back, in table 4 each commits
+as the engine does. A table whose contenders did not write the same rows in every round (count
 and checksum of the ids) is refused:
 
 1. The whole tree into an empty target: the goal's bare ``INSERT ... SELECT``; the same in the
@@ -18,11 +19,15 @@ and checksum of the ids) is refused:
    bare insert of the rows the script takes, in its order and in path order.
 3. Step 3 with no batches: every file in one set-based statement with the step's guards, after
    steps 1 and 2, against a bare insert of the same rows.
-4. A batched first load without target checks, in path order (a parent's path sorts before its
-   children's, so batches can commit in turn and no reader sees a child without its parent): each
-   batch takes the next window rows in path order and back-fills the ancestors they need that
-   are neither in the target nor in the batch; in one batch, and in batches of --batch-size and
-   twice that, against the goal's bare insert.
+4. A batched first load in path order (a parent's path sorts before its children's, so batches
+   can commit in turn and no reader sees a child without its parent), run as the engine runs a
+   step: each batch in its own transaction with a progress row, until a batch finds nothing. Each
+   batch takes the next window rows after the target's highest path and back-fills the ancestors
+   they need that neither the target nor the batch holds. Once with a batch as large as the
+   window, and in batches of --batch-size and twice that, against the goal's bare insert
+   (committed too); with every round's ratio. Then, not timed, one business unit's first load in
+   small batches, whose rows need ancestors of the other units: the same rows as the unbatched
+   first loads without target checks, and no child without its parent after any batch.
 
 Usage: python bench/delta_tree_parts.py [--roots 2000] [--batch-size 50000] [--repeat 15]
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import time
 
 import psycopg
 
@@ -45,6 +51,7 @@ PLACEHOLDERS = {
     "{MetadataBusinessUnitCol}": '"OwningBusinessUnit"', "{BusinessUnitIdColumn}": '"BusinessUnitId"',
 }
 BATCH_END = "), inserted AS ("
+BARE_NAME = "bare INSERT ... SELECT (the goal's reference)"
 SELECTION = "its row selection alone (writes nothing)"
 
 
@@ -175,11 +182,12 @@ WHERE {WINDOW_FILTER}"""
 
 
 # A first-load batch in path order: the next $1 window rows after the target's highest path (the
-# engine would keep that position in its progress row; in an empty target being filled in path
-# order it is the same), and the ancestors they need that neither the target nor the batch holds,
-# walked above those parents only. One statement, so a batch lands with its ancestors.
-PATH_ORDER_BATCH = f"""INSERT INTO "Dst"."Tree" ({COLUMNS})
-WITH batch AS (
+# engine would keep that position in its progress row; in an empty target filled in path order it
+# is the same: back-filled ancestors sort before the batch's rows), and the ancestors they need
+# that neither the target nor the batch holds, walked above those parents only. One statement, so a
+# batch lands with its ancestors. It reads the target three times (the highest path and two
+# anti-joins by path) and returns the window rows it took: 0 ends the loop, as in the engine.
+PATH_ORDER_BATCH = f"""WITH batch AS (
     SELECT s.* {WINDOW_ROWS}
     WHERE {WINDOW_FILTER}
       AND s.path_locator > coalesce((SELECT max(t.path_locator) FROM "Dst"."Tree" AS t), '')
@@ -190,18 +198,23 @@ WITH batch AS (
     WHERE b.parent_path_locator IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM batch AS x WHERE x.path_locator = b.parent_path_locator)
       AND NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.path_locator = b.parent_path_locator)
-), {ANCESTORS}
-SELECT b.* FROM batch AS b
-UNION ALL
-SELECT a.* FROM ancestor_paths AS p JOIN "Src"."Tree" AS a ON a.path_locator = p.path_locator
-WHERE NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.path_locator = a.path_locator)
-  AND NOT EXISTS (SELECT 1 FROM batch AS x WHERE x.path_locator = a.path_locator)"""
+), {ANCESTORS}, inserted AS (
+    INSERT INTO "Dst"."Tree" ({COLUMNS})
+    SELECT b.* FROM batch AS b
+    UNION ALL
+    SELECT a.* FROM ancestor_paths AS p JOIN "Src"."Tree" AS a ON a.path_locator = p.path_locator
+    WHERE NOT EXISTS (SELECT 1 FROM "Dst"."Tree" AS t WHERE t.path_locator = a.path_locator)
+      AND NOT EXISTS (SELECT 1 FROM batch AS x WHERE x.path_locator = a.path_locator)
+    RETURNING 1
+)
+SELECT count(*)::integer FROM batch"""
+PROGRESS = 'INSERT INTO "Src"."Progress" (batch_rows) VALUES (%s)'
 
 
 def whole_tree(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
     source = '"Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
     contenders = {
-        "bare INSERT ... SELECT (the goal's reference)": f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source}',
+        BARE_NAME: f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source}',
         "the same, in ModifiedOn order (step 3's order)": (
             f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source} ORDER BY m."ModifiedOn"'),
         "set-based first load: roots, missing ancestors, children; no batches, no queue": SET_BASED_FIRST_LOAD,
@@ -253,46 +266,98 @@ def whole_step(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
     return round_robin(conn, statements, (1, None, *window, None, None, "Tree", None, True), repeat, seeded(STEPS_1_AND_2))
 
 
-def path_order_batches(conn, window: tuple, batch_size: int, repeat: int) -> tuple[dict, dict]:
-    """The whole tree into an empty target as batched first loads in path order. Every batch of a
-    contender runs in the one rolled-back transaction: no commit and no progress row is counted,
-    so these figures are the most an engine built this way could reach."""
+def batch_loop(conn, cursor, batch_size: int, args: tuple, after_batch=None) -> int:
+    """Path-order batches of ``batch_size`` until one finds nothing, each committed with a progress
+    row, as the engine runs a step. Returns the batches run (the empty last one included)."""
+    sql = PATH_ORDER_BATCH.replace("$1", str(int(batch_size)))
+    batches = 0
+    while True:
+        with conn.transaction():
+            _, taken = run_prepared(cursor, sql, args)
+            cursor.execute(PROGRESS, (taken,))
+        batches += 1
+        if after_batch:
+            after_batch()
+        if taken == 0:
+            return batches
+
+
+def path_order_batches(conn, window: tuple, batch_size: int, repeat: int):
+    """The whole tree into an empty target, committed: the goal's bare insert against batched first
+    loads in path order. The turn order alternates by round; before each contender the target is
+    rebuilt (TRUNCATE, VACUUM ANALYZE) and a CHECKPOINT flushes it. Returns the median times,
+    (rows, checksums) as round_robin does, every round's time and the batches each ran."""
     size = conn.execute('SELECT count(*) FROM "Src"."TreeMeta"').fetchone()[0]
-    statements = {
-        "bare INSERT ... SELECT (the goal's reference)": (
-            'INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'),
-    }
-    for label, rows in (("one batch", size), (f"batches of {batch_size:,}", batch_size),
-                        (f"batches of {2 * batch_size:,}", 2 * batch_size)):
-        statements[f"path order, {label}"] = [PATH_ORDER_BATCH.replace("$1", str(int(rows)))] * -(-size // rows)
-    return round_robin(conn, statements, (1, None, *window, None, None, "Tree", None, True), repeat, seeded())
+    bare = 'INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
+    sizes = {"one batch as large as the window": size, f"batches of {batch_size:,}": batch_size,
+             f"batches of {2 * batch_size:,}": 2 * batch_size}
+    names = [BARE_NAME] + [f"path order, {label}" for label in sizes]
+    args = (1, None, *window, None, None, "Tree", None, True)
+    conn.execute('CREATE TABLE "Src"."Progress" (n serial PRIMARY KEY, batch_rows integer NOT NULL, '
+                 'at timestamp NOT NULL DEFAULT clock_timestamp())')
+    cursor = psycopg.ClientCursor(conn)
+    times = {name: [] for name in names}
+    rows = {name: set() for name in names}
+    sums = {name: set() for name in names}
+    batches = {}
+    reset = seeded()
+    for round_number in range(repeat):
+        for name in names if round_number % 2 == 0 else reversed(names):
+            reset(conn)
+            conn.execute("CHECKPOINT")
+            start = time.perf_counter()
+            if name == BARE_NAME:
+                conn.execute(bare)
+            else:
+                batches[name] = batch_loop(conn, cursor, sizes[name.removeprefix("path order, ")], args)
+            times[name].append(time.perf_counter() - start)
+            rows[name].add(conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0])
+            sums[name].add(conn.execute(CHECKSUM).fetchone()[0])
+    conn.execute('DROP TABLE "Src"."Progress"')
+    conn.execute('TRUNCATE "Dst"."Tree"')
+    return {name: statistics.median(t) for name, t in times.items()}, (rows, sums), times, batches
 
 
 ORPHANS = ('SELECT count(*) FROM "Dst"."Tree" AS c WHERE c.parent_path_locator IS NOT NULL AND NOT EXISTS '
            '(SELECT 1 FROM "Dst"."Tree" AS p WHERE p.path_locator = c.parent_path_locator)')
 
 
-def ancestor_branch(conn, window: tuple, batch_size: int) -> int:
-    """The first loads without target checks for one business unit, whose rows need ancestors of
-    the other units (the whole tree's window needs none): every contender must write the same
-    rows, and no child may be without its parent. Not timed. Returns the ancestors back-filled."""
+def ancestor_branch(conn, window: tuple) -> tuple[int, int]:
+    """One business unit's first load, whose rows need ancestors of the other units (the whole
+    tree's window needs none), in path-order batches of a tenth of its rows: after every batch no
+    child is without its parent and the position has moved on; at the end the rows are those of
+    both unbatched first loads without target checks. Not timed. Returns (batches, ancestors)."""
     unit = conn.execute('SELECT "BusinessUnitId" FROM "Src"."LA_BU" ORDER BY "BusinessUnitId" LIMIT 1').fetchone()[0]
     in_unit = conn.execute('SELECT count(*) FROM "Src"."TreeMeta" WHERE "OwningBusinessUnit" = %s', (unit,)).fetchone()[0]
-    batches = [PATH_ORDER_BATCH.replace("$1", str(int(batch_size)))] * (in_unit // batch_size + 1)
-    contenders = {"window rows held": UNCHECKED_FIRST_LOAD, "only keys held": SLIM_FIRST_LOAD, "path order, batches": batches}
     args = (1, None, *window, unit, None, "Tree", None, True)
-    _, (rows, sums) = round_robin(conn, contenders, args, 1, seeded())
-    if len({r for values in rows.values() for r in values}) != 1 or len({d for values in sums.values() for d in values}) != 1:
-        raise SystemExit(f"ancestor branch: the first loads wrote different rows: {rows} {sums}")
-    cursor = psycopg.ClientCursor(conn)
-    with conn.transaction(force_rollback=True):
-        conn.execute('TRUNCATE "Dst"."Tree"')
-        for sql in batches:
-            run_prepared(cursor, sql, args)
+    _, (rows, sums) = round_robin(conn, {"window rows held": UNCHECKED_FIRST_LOAD, "only keys held": SLIM_FIRST_LOAD},
+                                  args, 1, seeded())
+    conn.execute('CREATE TABLE "Src"."Progress" (n serial PRIMARY KEY, batch_rows integer NOT NULL, '
+                 'at timestamp NOT NULL DEFAULT clock_timestamp())')
+    seeded()(conn)
+    positions = [""]
+
+    def check() -> None:
         if conn.execute(ORPHANS).fetchone()[0]:
-            raise SystemExit("ancestor branch: a child landed without its parent")
-        written = conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0]
-    return written - in_unit
+            raise SystemExit(f"ancestor branch: after batch {len(positions)} a child is without its parent")
+        taken = conn.execute('SELECT batch_rows FROM "Src"."Progress" ORDER BY n DESC LIMIT 1').fetchone()[0]
+        position = conn.execute('SELECT coalesce(max(path_locator), \'\') FROM "Dst"."Tree"').fetchone()[0]
+        if (position > positions[-1]) != (taken > 0):
+            raise SystemExit(f"ancestor branch: batch {len(positions)} took {taken} rows and moved the position "
+                             f"from {positions[-1]!r} to {position!r}")
+        positions.append(position)
+
+    batches = batch_loop(conn, psycopg.ClientCursor(conn), max(1, in_unit // 10), args, check)
+    written = conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0]
+    digest = conn.execute(CHECKSUM).fetchone()[0]
+    conn.execute('DROP TABLE "Src"."Progress"')
+    conn.execute('TRUNCATE "Dst"."Tree"')
+    if batches < 3:
+        raise SystemExit(f"ancestor branch: {batches} batches do not carry a position from batch to batch")
+    if {written} != {r for values in rows.values() for r in values} or {digest} != {d for v in sums.values() for d in v}:
+        raise SystemExit(f"ancestor branch: the path-order batches wrote {written} rows ({digest}), "
+                         f"the unbatched first loads {rows} ({sums})")
+    return batches, written - in_unit
 
 
 def table(title: str, results: tuple[dict, dict], base: str) -> None:
@@ -336,17 +401,24 @@ def main() -> None:
             batch = children_batch(conn, window, script, args.batch_size, args.repeat)
             step = whole_step(conn, window, args.repeat)
             batched = path_order_batches(conn, window, args.batch_size, args.repeat)
-            ancestors = ancestor_branch(conn, window, args.batch_size)
+            branch_batches, ancestors = ancestor_branch(conn, window)
     finally:
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    table(f"whole tree into an empty target, median of {args.repeat}", tree, "bare INSERT ... SELECT (the goal's reference)")
+    table(f"whole tree into an empty target, median of {args.repeat}", tree, BARE_NAME)
     table(f"one Children batch, median of {args.repeat}", batch, "bare insert of the same rows, same order")
     table(f"step 3 in one statement, median of {args.repeat}", step, "bare insert of the same rows")
-    table(f"batched first load in path order, median of {args.repeat}", batched, "bare INSERT ... SELECT (the goal's reference)")
-    print(f"One business unit's first load (not timed): every first load without target checks wrote the same rows, "
-          f"{ancestors:,} of them ancestors from other units, and no child without its parent.")
+    medians, written, rounds, batch_counts = batched
+    table(f"batched first load in path order, committed, median of {args.repeat}", (medians, written), BARE_NAME)
+    for name, seconds in rounds.items():
+        if name != BARE_NAME:
+            ratios = [b / t for b, t in zip(rounds[BARE_NAME], seconds)]
+            print(f"* {name}: {batch_counts[name]} batches (the last finds nothing); bare / this per round "
+                  f"{min(ratios):.2f} to {max(ratios):.2f}: " + " / ".join(f"{r:.2f}" for r in ratios))
+    print(f"\nOne business unit's first load in {branch_batches} path-order batches (not timed): the same rows as "
+          f"both unbatched first loads without target checks, {ancestors:,} of them ancestors from other units, "
+          "no child without its parent after any batch.")
     print(f"PostgreSQL {version} (pgserver)")
 
 

@@ -61,33 +61,44 @@ def substituted(sql: str) -> str:
     return sql
 
 
-def round_robin(conn, contenders: dict[str, str | list[str]], args: tuple, repeat: int, reset) -> tuple[dict, dict]:
-    """Median time, rows written and target checksum of each contender, run ``repeat`` times in turns.
-
-    A contender is one statement or several run in order in one transaction, rolled back; before
-    each, ``reset(conn)`` rebuilds the target's starting state (a fresh table and indexes) and a
-    CHECKPOINT flushes it. The turn order alternates by round. Rows and checksums are kept from
-    every round, so a contender that wrote other rows in one round is caught.
-    """
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    rows: dict[str, set] = {name: set() for name in contenders}
-    sums: dict[str, set] = {name: set() for name in contenders}
-    cursor = psycopg.ClientCursor(conn)
+def in_turns(conn, names: list[str], repeat: int, reset, run) -> tuple[dict, dict, dict]:
+    """Run every contender ``repeat`` times in turns, the order alternating by round. Before each,
+    ``reset(conn)`` rebuilds the target's starting state (a fresh table and indexes) and a
+    CHECKPOINT flushes it; ``run(name)`` returns (seconds, rows written, target checksum). Returns
+    every round's times, and the rows and checksums each contender gave (sets, so a contender that
+    wrote other rows in one round is caught)."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    rows: dict[str, set] = {name: set() for name in names}
+    sums: dict[str, set] = {name: set() for name in names}
     for round_number in range(repeat):
-        order = list(contenders.items())
-        for name, statements in order if round_number % 2 == 0 else reversed(order):
+        for name in names if round_number % 2 == 0 else reversed(names):
             reset(conn)
             conn.execute("CHECKPOINT")
-            written = 0
-            elapsed = 0.0
-            with conn.transaction(force_rollback=True):
-                for sql in [statements] if isinstance(statements, str) else statements:
-                    seconds, count = run_prepared(cursor, sql, args)
-                    elapsed += seconds
-                    written += count
-                sums[name].add(cursor.execute(CHECKSUM).fetchone()[0])
-            times[name].append(elapsed)
+            seconds, written, digest = run(name)
+            times[name].append(seconds)
             rows[name].add(written)
+            sums[name].add(digest)
+    return times, rows, sums
+
+
+def round_robin(conn, contenders: dict[str, str | list[str]], args: tuple, repeat: int, reset) -> tuple[dict, dict]:
+    """Median time, rows written and target checksum of each contender, run ``repeat`` times in turns
+    (``in_turns``). A contender is one statement or several run in order in one transaction, rolled
+    back; its time is that of its EXECUTEs."""
+    cursor = psycopg.ClientCursor(conn)
+
+    def run(name: str) -> tuple[float, int, str]:
+        statements = contenders[name]
+        written = 0
+        elapsed = 0.0
+        with conn.transaction(force_rollback=True):
+            for sql in [statements] if isinstance(statements, str) else statements:
+                seconds, count = run_prepared(cursor, sql, args)
+                elapsed += seconds
+                written += count
+            return elapsed, written, cursor.execute(CHECKSUM).fetchone()[0]
+
+    times, rows, sums = in_turns(conn, list(contenders), repeat, reset, run)
     return {name: statistics.median(t) for name, t in times.items()}, (rows, sums)
 
 
@@ -208,15 +219,18 @@ PATH_ORDER_BATCH = f"""WITH batch AS (
     RETURNING 1
 )
 SELECT count(*)::integer FROM batch"""
+# The goal's reference: the whole tree, joined to its metadata as the engine's window is.
+BARE_INSERT = 'INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
+# The progress row each path-order batch writes with its commit, as the engine's steps do.
+PROGRESS_TABLE = ('CREATE TABLE "Src"."Progress" (n serial PRIMARY KEY, batch_rows integer NOT NULL, '
+                  'at timestamp NOT NULL DEFAULT clock_timestamp())')
 PROGRESS = 'INSERT INTO "Src"."Progress" (batch_rows) VALUES (%s)'
 
 
 def whole_tree(conn, window: tuple, repeat: int) -> tuple[dict, dict]:
-    source = '"Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
     contenders = {
-        BARE_NAME: f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source}',
-        "the same, in ModifiedOn order (step 3's order)": (
-            f'INSERT INTO "Dst"."Tree" SELECT t.* FROM {source} ORDER BY m."ModifiedOn"'),
+        BARE_NAME: BARE_INSERT,
+        "the same, in ModifiedOn order (step 3's order)": f'{BARE_INSERT} ORDER BY m."ModifiedOn"',
         "set-based first load: roots, missing ancestors, children; no batches, no queue": SET_BASED_FIRST_LOAD,
         "first load without target checks: window rows held, ancestors above every parent": UNCHECKED_FIRST_LOAD,
         "the same, only keys held, ancestors above parents outside the window": SLIM_FIRST_LOAD,
@@ -283,38 +297,28 @@ def batch_loop(conn, cursor, batch_size: int, args: tuple, after_batch=None) -> 
 
 
 def path_order_batches(conn, window: tuple, batch_size: int, repeat: int):
-    """The whole tree into an empty target, committed: the goal's bare insert against batched first
-    loads in path order. The turn order alternates by round; before each contender the target is
-    rebuilt (TRUNCATE, VACUUM ANALYZE) and a CHECKPOINT flushes it. Returns the median times,
-    (rows, checksums) as round_robin does, every round's time and the batches each ran."""
+    """The whole tree into an empty target, committed and timed from the client: the goal's bare
+    insert against batched first loads in path order, in turns (``in_turns``). Returns the median
+    times, (rows, checksums) as round_robin does, every round's time and the batches each ran."""
     size = conn.execute('SELECT count(*) FROM "Src"."TreeMeta"').fetchone()[0]
-    bare = 'INSERT INTO "Dst"."Tree" SELECT t.* FROM "Src"."Tree" AS t JOIN "Src"."TreeMeta" AS m USING (stream_id)'
-    sizes = {"one batch as large as the window": size, f"batches of {batch_size:,}": batch_size,
-             f"batches of {2 * batch_size:,}": 2 * batch_size}
-    names = [BARE_NAME] + [f"path order, {label}" for label in sizes]
+    # Each contender's batch size; the bare insert has none.
+    contenders = {BARE_NAME: None, "path order, one batch as large as the window": size,
+                  f"path order, batches of {batch_size:,}": batch_size,
+                  f"path order, batches of {2 * batch_size:,}": 2 * batch_size}
     args = (1, None, *window, None, None, "Tree", None, True)
-    conn.execute('CREATE TABLE "Src"."Progress" (n serial PRIMARY KEY, batch_rows integer NOT NULL, '
-                 'at timestamp NOT NULL DEFAULT clock_timestamp())')
     cursor = psycopg.ClientCursor(conn)
-    times = {name: [] for name in names}
-    rows = {name: set() for name in names}
-    sums = {name: set() for name in names}
     batches = {}
-    reset = seeded()
-    for round_number in range(repeat):
-        for name in names if round_number % 2 == 0 else reversed(names):
-            reset(conn)
-            conn.execute("CHECKPOINT")
-            start = time.perf_counter()
-            if name == BARE_NAME:
-                conn.execute(bare)
-            else:
-                batches[name] = batch_loop(conn, cursor, sizes[name.removeprefix("path order, ")], args)
-            times[name].append(time.perf_counter() - start)
-            rows[name].add(conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0])
-            sums[name].add(conn.execute(CHECKSUM).fetchone()[0])
-    conn.execute('DROP TABLE "Src"."Progress"')
-    conn.execute('TRUNCATE "Dst"."Tree"')
+
+    def run(name: str) -> tuple[float, int, str]:
+        start = time.perf_counter()
+        if contenders[name] is None:
+            conn.execute(BARE_INSERT)
+        else:
+            batches[name] = batch_loop(conn, cursor, contenders[name], args)
+        seconds = time.perf_counter() - start
+        return seconds, conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0], conn.execute(CHECKSUM).fetchone()[0]
+
+    times, rows, sums = in_turns(conn, list(contenders), repeat, seeded(), run)
     return {name: statistics.median(t) for name, t in times.items()}, (rows, sums), times, batches
 
 
@@ -332,8 +336,6 @@ def ancestor_branch(conn, window: tuple) -> tuple[int, int]:
     args = (1, None, *window, unit, None, "Tree", None, True)
     _, (rows, sums) = round_robin(conn, {"window rows held": UNCHECKED_FIRST_LOAD, "only keys held": SLIM_FIRST_LOAD},
                                   args, 1, seeded())
-    conn.execute('CREATE TABLE "Src"."Progress" (n serial PRIMARY KEY, batch_rows integer NOT NULL, '
-                 'at timestamp NOT NULL DEFAULT clock_timestamp())')
     seeded()(conn)
     positions = [""]
 
@@ -352,8 +354,6 @@ def ancestor_branch(conn, window: tuple) -> tuple[int, int]:
     batches = batch_loop(conn, psycopg.ClientCursor(conn), max(1, in_unit // 10), args, check)
     written = conn.execute('SELECT count(*) FROM "Dst"."Tree"').fetchone()[0]
     digest = conn.execute(CHECKSUM).fetchone()[0]
-    conn.execute('DROP TABLE "Src"."Progress"')
-    conn.execute('TRUNCATE "Dst"."Tree"')
     if batches < 3:
         raise SystemExit(f"ancestor branch: {batches} batches do not carry a position from batch to batch")
     if {written} != {r for values in rows.values() for r in values} or {digest} != {d for v in sums.values() for d in v}:
@@ -394,6 +394,7 @@ def main() -> None:
         with connect(url) as conn:
             conn.execute('VACUUM ANALYZE "Src"."Tree"')
             conn.execute('VACUUM ANALYZE "Src"."TreeMeta"')
+            conn.execute(PROGRESS_TABLE)
             script = conn.execute('SELECT "ScriptText" FROM "BlobDeltaJobs"."BlobDeltaStepScript" '
                                   'WHERE "ScriptSet" = \'Hierarchical\' AND "StepName" = \'Children\'').fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]

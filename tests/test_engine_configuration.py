@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -68,13 +68,18 @@ def test_the_script_sets_are_seeded_with_the_frozen_scripts(server):
     assert seeded_scripts(server) == expected_scripts(server.engine.name)
 
 
-def test_revision_0004_replaces_the_windowed_scripts_and_its_downgrade_restores_0003s(server):
-    commands.migrate(url=server.url_string, revision="0003")
-    at_0003 = seeded_scripts(server)
+def scripts_up_and_down(server, base: str):
+    """The seeded scripts at revision ``base``, at head, and after downgrading back to ``base``."""
+    commands.migrate(url=server.url_string, revision=base)
+    at_base = seeded_scripts(server)
     commands.migrate(url=server.url_string)
     at_head = seeded_scripts(server)
-    commands.downgrade(url=server.url_string, revision="0003")
-    after_downgrade = seeded_scripts(server)
+    commands.downgrade(url=server.url_string, revision=base)
+    return at_base, at_head, seeded_scripts(server)
+
+
+def test_revision_0004_replaces_the_windowed_scripts_and_its_downgrade_restores_0003s(server):
+    at_0003, at_head, after_downgrade = scripts_up_and_down(server, "0003")
 
     assert at_0003 == expected_scripts(server.engine.name, upto="0003")
     assert at_head == expected_scripts(server.engine.name)
@@ -86,20 +91,32 @@ def test_revision_0008_replaces_the_flat_script_adds_the_first_load_flag_and_its
     e = server.engine
     commands.migrate(url=server.url_string, revision="0007")
     at_0007 = seeded_scripts(server)
-    commands.migrate(url=server.url_string)
-    at_head = seeded_scripts(server)
-    head_columns = run_step_columns_of(server)
+    commands.migrate(url=server.url_string, revision="0008")
+    at_0008 = seeded_scripts(server)
+    columns_0008 = run_step_columns_of(server)
     commands.downgrade(url=server.url_string, revision="0007")
     after_downgrade = seeded_scripts(server)
     downgraded_columns = run_step_columns_of(server)
 
     assert at_0007 == expected_scripts(e.name, upto="0007")
-    assert at_head == expected_scripts(e.name)
-    changed = [a[:3] for a, b in zip(at_0007[0], at_head[0]) if a != b]
-    assert changed == [("Flat", 1, "Upsert")] and at_0007[1] == at_head[1]
+    assert at_0008 == expected_scripts(e.name, upto="0008")
+    changed = [a[:3] for a, b in zip(at_0007[0], at_0008[0]) if a != b]
+    assert changed == [("Flat", 1, "Upsert")] and at_0007[1] == at_0008[1]
     assert after_downgrade == at_0007
-    assert head_columns - downgraded_columns == {"TargetWasEmpty"}
-    assert downgraded_columns - head_columns == set()
+    assert columns_0008 - downgraded_columns == {"TargetWasEmpty"}
+    assert downgraded_columns - columns_0008 == set()
+
+
+def test_revision_0009_replaces_postgresqls_children_script_and_its_downgrade_restores_0004s(server):
+    e = server.engine
+    at_0008, at_head, after_downgrade = scripts_up_and_down(server, "0008")
+
+    assert at_0008 == expected_scripts(e.name, upto="0008")
+    assert at_head == expected_scripts(e.name)
+    changed = [a[:3] for a, b in zip(at_0008[0], at_head[0]) if a != b]
+    assert changed == ([("Hierarchical", 3, "Children")] if e.name == "postgresql" else [])
+    assert at_0008[1] == at_head[1]
+    assert after_downgrade == at_0008
 
 
 def run_step_columns_of(server) -> set[str]:

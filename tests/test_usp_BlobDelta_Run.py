@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from dbtools.procs import ProcedureValidationError
@@ -1004,3 +1005,85 @@ def test_a_first_load_into_a_target_with_an_instead_of_insert_trigger_looks_ever
 
     assert (failed.status, resumed.status) == ("Failed", "Succeeded")
     assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
+
+
+# ----------------------------------------------------------------------------- probing batches (revision 0009)
+
+
+def _scans_outside_a_probe(plan: dict, relations: set[tuple[str, str]], parent: str = "") -> list[tuple[str, str, str]]:
+    """(schema, node type, parent node type) of every scan of ``relations`` ((schema, table) pairs)
+    in an EXPLAIN (FORMAT JSON, VERBOSE) plan that is not a per-row probe: a probe is the child of
+    a Limit (a LATERAL ... LIMIT 1 lookup) or a SubPlan run for each row (not a hashed one)."""
+    found = []
+    probe = parent == "Limit" or (plan.get("Parent Relationship") == "SubPlan"
+                                  and not plan.get("Subplan Name", "").startswith("hashed"))
+    if (plan.get("Schema"), plan.get("Relation Name")) in relations and plan["Node Type"] != "ModifyTable" and not probe:
+        found.append((plan["Schema"], plan["Node Type"], parent))
+    for child in plan.get("Plans", []):
+        found += _scans_outside_a_probe(child, relations, plan["Node Type"])
+    return found
+
+
+def _scanned(plan: dict) -> set[tuple[str, str]]:
+    """(schema, table) of every relation an EXPLAIN (FORMAT JSON, VERBOSE) plan reads (not writes)."""
+    found = {(plan["Schema"], plan["Relation Name"])} if "Relation Name" in plan and plan["Node Type"] != "ModifyTable" else set()
+    for child in plan.get("Plans", []):
+        found |= _scanned(child)
+    return found
+
+
+def _node_types(plan: dict) -> set[str]:
+    found = {plan["Node Type"]}
+    for child in plan.get("Plans", []):
+        found |= _node_types(child)
+    return found
+
+
+def _target_subplans(plan: dict, target: tuple[str, str]) -> int:
+    """How many SubPlans run for each row and read ``target`` ((schema, table))."""
+    own = int(plan.get("Parent Relationship") == "SubPlan" and not plan.get("Subplan Name", "").startswith("hashed")
+              and target in _scanned(plan))
+    return own + sum(_target_subplans(child, target) for child in plan.get("Plans", []))
+
+
+def test_postgresqls_children_batch_probes_the_source_and_target_per_row_whatever_the_targets_statistics(bed):
+    # Revision 0009: as plain joins, a Children batch was planned as hash joins over the whole
+    # source and target once the target's statistics showed it filling up. It now probes both per
+    # metadata row (LATERAL ... LIMIT 1, [NOT] EXISTS ... OFFSET 0), which no statistics can undo.
+    if bed.info.name != "postgresql":
+        pytest.skip("PostgreSQL only: revision 0009 changed PostgreSQL's Children script; SQL Server's is 0004's")
+    q, t = bed.info.quote, bed.info.job_object
+    assert bed.run().status == "Succeeded"
+    name = REFERRAL.rsplit(".", 1)[1]
+    bed.sql(f"ANALYZE {bed.table(sample.TARGET_DB, name)}")  # a full target, and statistics that say so
+    placeholders = {
+        "{SourceObject}": bed.table(sample.SOURCE_DB, name), "{TargetObject}": bed.table(sample.TARGET_DB, name),
+        "{MetadataObject}": bed.table(sample.METADATA_DB, name), "{BusinessUnitObject}": bed.table(sample.SOURCE_DB, "LA_BU"),
+        "{MetadataIdColumn}": q("stream_id"), "{MetadataModifiedOnCol}": q("ModifiedOn"),
+        "{MetadataBusinessUnitCol}": q("OwningBusinessUnit"), "{BusinessUnitIdColumn}": q("BusinessUnitId"),
+    }
+    [(script,)] = bed.sql(f"SELECT {q('ScriptText')} FROM {t('BlobDeltaStepScript')} "
+                          f"WHERE {q('ScriptSet')} = 'Hierarchical' AND {q('StepName')} = 'Children'")
+    for key, value in placeholders.items():
+        script = script.replace(key, value)
+    moments = sorted(b.modified_on for b in bed.data.blobs[name])
+    # The last batch of a first load: the window's start, its end, and a position near the end.
+    values = (500, None, moments[0], moments[-1] + timedelta(seconds=1), None, None, REFERRAL, moments[-3], True)
+
+    engine = bed.engine()
+    try:
+        with engine.connect() as conn:
+            # EXPLAIN takes no server-side parameters: the values are bound by the client.
+            cursor = psycopg.ClientCursor(conn.connection.driver_connection)
+            cursor.execute(f"PREPARE batch (integer, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean) AS {script}")
+            cursor.execute("EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE batch (%s, %s, %s, %s, %s, %s, %s, %s, %s)", values)
+            plan = cursor.fetchone()[0][0]["Plan"]
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+    relations = {(sample.SOURCE_DB, name), (sample.TARGET_DB, name)}
+    assert relations <= _scanned(plan)
+    assert _scans_outside_a_probe(plan, relations) == []
+    assert _node_types(plan) & {"Hash Join", "Merge Join", "Hash"} == set()
+    assert _target_subplans(plan, (sample.TARGET_DB, name)) == 2  # the row itself, and its parent

@@ -22,7 +22,6 @@ Usage: python bench/delta_children.py [--roots 2000] [--batch-sizes 500,5000,500
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ import psycopg
 
 from delta_engine import SETUP_COMMON, SETUP_TREE, bare_insert, count, execute, reset_target, run_table, timed
 from delta_tree_parts import CHECKSUM, STEPS_1_AND_2, in_turns, seeded, substituted
-from embedded import ENGINE_PARAMETERS, connect, fresh_database, start_server
+from embedded import ENGINE_PARAMETERS, connect, fresh_database, private_server
 
 from dbtools import commands
 
@@ -120,9 +119,8 @@ def main() -> None:
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     scripts = {OLD: (VERSIONS / "0004_scripts" / "postgresql" / "Hierarchical_3_Children.sql").read_text(encoding="utf-8")}
 
-    server, data_dir, admin_url = start_server()
     lines, step_lines = [], []
-    try:
+    with private_server() as admin_url:
         url = fresh_database(admin_url, "bench_children")
         execute(url, SETUP_COMMON)
         execute(url, SETUP_TREE.format(roots=args.roots))
@@ -152,9 +150,6 @@ def main() -> None:
                                for step in ("Roots", "QueuePopulation", "MissingParentsBatch", "Children")}
                     step_lines.append(f"| {size:,} | {name} | " + " | ".join(f"{v:.2f}" for v in medians.values()) + " |")
             conn.execute(SET_CHILDREN, (scripts[NEW],))
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
     print(f"| contenders, median of {args.rounds} rounds | batch size | bare (s) | {OLD} (s) | bare / it, paired "
           f"(each round) | {NEW} (s) | bare / it, paired (each round) |")

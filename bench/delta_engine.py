@@ -16,14 +16,13 @@ Prints a table; paste it into docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from embedded import fresh_database, start_server
+from embedded import fresh_database, private_server
 
 from dbtools import commands, runner
 from dbtools.engines import engine_for
@@ -143,9 +142,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (contenders take turns)")
     args = parser.parse_args()
 
-    server, data_dir, admin_url = start_server()
     rows_out = []
-    try:
+    with private_server() as admin_url:
         url = fresh_database(admin_url, "bench")
         version = count(url, "SHOW server_version")
         execute(url, SETUP_COMMON)
@@ -180,9 +178,6 @@ def main() -> None:
         for table, size in (("Flat10k", 10_000), ("Flat", args.flat_rows)):
             times = [timed(lambda: run_table(url, table, args.batch_size))[0] for _ in range(args.repeat)]
             empty[size] = statistics.median(times)
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
     print(f"| case | rows | bare INSERT ... SELECT, median (s) | engine, median (s) | engine / bare rate | each round | goal |")
     print("| --- | ---: | ---: | ---: | ---: | --- | --- |")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import shutil
 import statistics
 import time
 
@@ -27,7 +26,7 @@ import psycopg
 import sqlalchemy as sa
 
 from delta_engine import SETUP_COMMON, SETUP_FLAT, execute
-from embedded import connect, fresh_database, run_prepared, start_server
+from embedded import connect, fresh_database, run_prepared, private_server
 
 COLUMNS = ['"Id"', '"Body"', '"ModifiedOn"', '"OwningBusinessUnit"']
 PLACEHOLDERS = {
@@ -159,8 +158,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="runs of each batch variant (whole-window: 2)")
     args = parser.parse_args()
 
-    server, data_dir, admin_url = start_server()
-    try:
+    with private_server() as admin_url:
         url = fresh_database(admin_url, "bench_parts")
         execute(url, SETUP_COMMON)
         execute(url, SETUP_FLAT.format(t="Flat", rows=args.rows))
@@ -172,9 +170,6 @@ def main() -> None:
             version = conn.execute("SHOW server_version").fetchone()[0]
             parts = batch_parts(conn, script, deployed, args.batch_size, args.repeat)
             window = whole_window(conn, 2)
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
     table(f"one {args.batch_size:,}-row batch, median of {args.repeat}", "time (s)", parts, "bare INSERT ... SELECT")
     table(f"one statement, {args.rows:,} rows, median of 2", "time (s)", window, "bare INSERT ... SELECT")

@@ -35,14 +35,13 @@ Usage: python bench/delta_tree_parts.py [--roots 2000] [--batch-size 50000] [--r
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
 
 import psycopg
 
 from delta_engine import SETUP_COMMON, SETUP_TREE, execute
-from embedded import connect, fresh_database, run_prepared, start_server
+from embedded import connect, fresh_database, run_prepared, private_server
 
 COLUMNS = "stream_id, name, file_stream, path_locator, parent_path_locator, is_directory, creation_time, last_write_time"
 PLACEHOLDERS = {
@@ -386,8 +385,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15, help="rounds; 5 cannot separate the contenders on a noisy machine")
     args = parser.parse_args()
 
-    server, data_dir, admin_url = start_server()
-    try:
+    with private_server() as admin_url:
         url = fresh_database(admin_url, "bench_tree_parts")
         execute(url, SETUP_COMMON)
         execute(url, SETUP_TREE.format(roots=args.roots))
@@ -405,9 +403,6 @@ def main() -> None:
             step = whole_step(conn, window, args.repeat)
             batched = path_order_batches(conn, window, args.batch_size, args.repeat)
             branch_batches, ancestors = ancestor_branch(conn, window)
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
     table(f"whole tree into an empty target, median of {args.repeat}", tree, BARE_NAME)
     table(f"one Children batch, median of {args.repeat}", batch, "bare insert of the same rows, same order")

@@ -6,9 +6,11 @@ Imported by the scripts beside it (``python bench/<script>.py`` puts this folder
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 
 import psycopg
 
@@ -18,15 +20,22 @@ from sqlalchemy.pool import NullPool
 from dbtools import commands
 
 
-def start_server():
-    """(server, data directory, admin URL) of a new pgserver; stop it with server.cleanup()."""
+@contextmanager
+def private_server():
+    """The admin URL of a new pgserver in a temporary directory, stopped and removed on leaving."""
     import pgserver
 
     data = tempfile.mkdtemp(prefix="dbtools-bench-")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(data, cleanup_mode="stop")
-    return server, data, sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(data, cleanup_mode="stop")
+        try:
+            yield sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def fresh_database(admin_url, name):

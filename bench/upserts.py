@@ -43,7 +43,6 @@ import os
 import platform
 import random
 import re
-import shutil
 import statistics
 import sys
 import time
@@ -59,7 +58,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.dialects import postgresql
 
-from embedded import fresh_database, start_server
+from embedded import fresh_database, private_server
 
 from dbtools import upsert
 from dbtools.engines import engine_for
@@ -554,8 +553,7 @@ def main() -> None:
     n = args.events or (100_000 if args.quick else 1_000_000)
     console = Console(stderr=True)
 
-    server, data_dir, admin_url = start_server()
-    try:
+    with private_server() as admin_url:
         url = fresh_database(admin_url, "bench")
         engine = sa.create_engine(url)  # pooled: the writers take a connection per chunk (or row)
         version = scalar(engine, "SHOW server_version")
@@ -594,9 +592,6 @@ def main() -> None:
         memory = {path: [measure_memory(engine, path, EventStream(size), console) for size in sizes]
                   for path in ("bulk", "tvp")}
         engine.dispose()
-    finally:
-        server.cleanup()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
     by = {r.name: r for r in main_results}
     bulk, baseline, peer = by["bulk"], by["baseline (COPY + one INSERT)"], by["SQLAlchemy peer (executemany)"]

@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 from delta_engine import SETUP_COMMON, SETUP_TREE, bare_insert, count, execute, reset_target, run_table, timed
-from delta_tree_parts import CHECKSUM, STEPS_1_AND_2, in_turns, seeded, substituted
+from delta_tree_parts import CHECKSUM, STEPS_1_AND_2, agree, in_turns, seeded, substituted
 from embedded import ENGINE_PARAMETERS, connect, fresh_database, private_server
 
 from dbtools import commands
@@ -98,8 +98,7 @@ def engine_runs(url, conn, scripts: dict[str, str], batch_size: int, rounds: int
 
 
 def same_rows(title: str, rows: dict, sums: dict) -> None:
-    if len({frozenset(v) for v in rows.values()}) != 1 or any(len(v) != 1 for v in rows.values()) \
-            or len({frozenset(v) for v in sums.values()}) != 1 or any(len(v) != 1 for v in sums.values()):
+    if not (agree(rows.values()) and agree(sums.values())):
         raise SystemExit(f"{title}: the contenders did not leave the same rows in every round: {rows} {sums}")
 
 

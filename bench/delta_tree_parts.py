@@ -361,15 +361,20 @@ def ancestor_branch(conn, window: tuple) -> tuple[int, int]:
     return batches, written - in_unit
 
 
+def agree(values_by_round) -> bool:
+    """Whether every contender gave one and the same value in every round (the sets of
+    ``in_turns``: row counts or checksums)."""
+    return len({value for values in values_by_round for value in values}) == 1
+
+
 def table(title: str, results: tuple[dict, dict], base: str) -> None:
     times, (rows, sums) = results
-    if any(len(r) != 1 for r in rows.values()) or len({r for values in rows.values() for r in values}) != 1:
+    if not agree(rows.values()):
         raise SystemExit(f"{title}: every contender should have written the same rows in every round, not {rows}")
     if 0 in next(iter(rows.values())):
         raise SystemExit(f"{title}: no rows to write; the tree needs more files than two batches: "
                          "raise --roots or lower --batch-size")
-    written = {digest for name, values in sums.items() if name != SELECTION for digest in values}
-    if len(written) != 1:
+    if not agree(values for name, values in sums.items() if name != SELECTION):
         raise SystemExit(f"{title}: every contender should have written the same ids in every round, not {sums}")
     print(f"| {title} | rows | time (s) | {base.split(' (')[0]} / this |")
     print("| --- | ---: | ---: | ---: |")

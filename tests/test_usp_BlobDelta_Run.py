@@ -1010,40 +1010,32 @@ def test_a_first_load_into_a_target_with_an_instead_of_insert_trigger_looks_ever
 # ----------------------------------------------------------------------------- probing batches (revision 0009)
 
 
-def _scans_outside_a_probe(plan: dict, relations: set[tuple[str, str]], parent: str = "") -> list[tuple[str, str, str]]:
-    """(schema, node type, parent node type) of every scan of ``relations`` ((schema, table) pairs)
-    in an EXPLAIN (FORMAT JSON, VERBOSE) plan that is not a per-row probe: a probe is the child of
-    a Limit (a LATERAL ... LIMIT 1 lookup) or a SubPlan run for each row (not a hashed one)."""
-    found = []
-    probe = parent == "Limit" or (plan.get("Parent Relationship") == "SubPlan"
-                                  and not plan.get("Subplan Name", "").startswith("hashed"))
-    if (plan.get("Schema"), plan.get("Relation Name")) in relations and plan["Node Type"] != "ModifyTable" and not probe:
-        found.append((plan["Schema"], plan["Node Type"], parent))
+def _nodes(plan: dict, parent: str = ""):
+    """Every node of an EXPLAIN (FORMAT JSON, VERBOSE) plan, with its parent's node type."""
+    yield plan, parent
     for child in plan.get("Plans", []):
-        found += _scans_outside_a_probe(child, relations, plan["Node Type"])
-    return found
+        yield from _nodes(child, plan["Node Type"])
+
+
+def _read(node: dict) -> tuple[str, str] | None:
+    """(schema, table) the node reads, if it scans a table (writing one is not reading it)."""
+    return (node["Schema"], node["Relation Name"]) if "Relation Name" in node and node["Node Type"] != "ModifyTable" else None
+
+
+def _per_row_subplan(node: dict) -> bool:
+    return node.get("Parent Relationship") == "SubPlan" and not node.get("Subplan Name", "").startswith("hashed")
 
 
 def _scanned(plan: dict) -> set[tuple[str, str]]:
-    """(schema, table) of every relation an EXPLAIN (FORMAT JSON, VERBOSE) plan reads (not writes)."""
-    found = {(plan["Schema"], plan["Relation Name"])} if "Relation Name" in plan and plan["Node Type"] != "ModifyTable" else set()
-    for child in plan.get("Plans", []):
-        found |= _scanned(child)
-    return found
+    return {_read(node) for node, _ in _nodes(plan)} - {None}
 
 
-def _node_types(plan: dict) -> set[str]:
-    found = {plan["Node Type"]}
-    for child in plan.get("Plans", []):
-        found |= _node_types(child)
-    return found
-
-
-def _target_subplans(plan: dict, target: tuple[str, str]) -> int:
-    """How many SubPlans run for each row and read ``target`` ((schema, table))."""
-    own = int(plan.get("Parent Relationship") == "SubPlan" and not plan.get("Subplan Name", "").startswith("hashed")
-              and target in _scanned(plan))
-    return own + sum(_target_subplans(child, target) for child in plan.get("Plans", []))
+def _scans_outside_a_probe(plan: dict, relations: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(schema, node type, parent node type) of every scan of ``relations`` that is not a per-row
+    probe: a probe is the child of a Limit (a LATERAL ... LIMIT 1 lookup) or a SubPlan run for
+    each row (not a hashed one)."""
+    return [(node["Schema"], node["Node Type"], parent) for node, parent in _nodes(plan)
+            if _read(node) in relations and not (parent == "Limit" or _per_row_subplan(node))]
 
 
 def test_postgresqls_children_batch_probes_the_source_and_target_per_row_whatever_the_targets_statistics(bed):
@@ -1085,5 +1077,6 @@ def test_postgresqls_children_batch_probes_the_source_and_target_per_row_whateve
     relations = {(sample.SOURCE_DB, name), (sample.TARGET_DB, name)}
     assert relations <= _scanned(plan)
     assert _scans_outside_a_probe(plan, relations) == []
-    assert _node_types(plan) & {"Hash Join", "Merge Join", "Hash"} == set()
-    assert _target_subplans(plan, (sample.TARGET_DB, name)) == 2  # the row itself, and its parent
+    assert {node["Node Type"] for node, _ in _nodes(plan)} & {"Hash Join", "Merge Join", "Hash"} == set()
+    # the row itself, and its parent
+    assert sum(_per_row_subplan(node) and (sample.TARGET_DB, name) in _scanned(node) for node, _ in _nodes(plan)) == 2

@@ -4,16 +4,17 @@ SQL Server
     ``SET NOCOUNT ON`` and ``SET XACT_ABORT ON``; a TRY/CATCH whose outermost CATCH ends in
     ``THROW``; dynamic SQL only through ``EXEC sys.sp_executesql`` on an ``@Sql*`` variable;
     an ``@Sql*`` (or ``@Quoted*``) variable is built only from string literals, ``QUOTENAME(...)``,
-    ``NCHAR``/``CHAR`` constants, ``REPLACE`` of a stored script's placeholder and other
-    ``@Sql*``/``@Quoted*`` variables, so identifiers
-    enter dynamic SQL only through QUOTENAME and values only as sp_executesql parameters.
+    ``NCHAR``/``CHAR`` constants, ``REPLACE`` of a stored script's placeholder, ``ISNULL`` and other
+    ``@Sql*``/``@Quoted*`` variables (or a stored script's ``ScriptText``, or its ``Filled`` copy), so
+    identifiers enter dynamic SQL only through QUOTENAME and values only as sp_executesql parameters.
 
 PostgreSQL
     ``LANGUAGE plpgsql`` with a fixed ``search_path`` (a ``SET`` clause, or ``set_config`` in
     procedures that COMMIT and so cannot have one); ``EXECUTE`` only on ``format(...)`` whose
     format string uses ``%I`` (and ``%%``) alone, directly or through a ``v_sql*`` variable
     assigned that way (or filled by ``replace(v_sql, '{Placeholder}', v_q_name)`` with an
-    always-quoted ``v_q_*`` name); no ``||`` building of dynamic SQL; positional ``$n`` placeholders need
+    always-quoted ``v_q_*`` name, or a stored script filled by ``fn_BlobDelta_FillScript``, which puts
+    only always-quoted names into it); no ``||`` building of dynamic SQL; positional ``$n`` placeholders need
     ``USING``; an outermost EXCEPTION handler ends in ``RAISE``. A ``SECURITY DEFINER`` routine
     has a ``SET search_path`` clause of its own (set_config would leave the routine's first
     statements to the caller's search_path) and never COMMITs (PostgreSQL refuses it).
@@ -83,8 +84,8 @@ def _dynamic_sql_violations(expr, target: str) -> list[str]:
         if kind == "string" or text in ("+", ",", ")"):
             i += 1
             continue
-        if kind == "word" and up == "REPLACE" and i + 1 < len(expr) and expr[i + 1][1] == "(":
-            i += 2  # REPLACE(@Sql, N'{Placeholder}', @Quoted): its operands are checked like any other
+        if kind == "word" and up in ("REPLACE", "ISNULL") and i + 1 < len(expr) and expr[i + 1][1] == "(":
+            i += 2  # REPLACE(@Sql, N'{Placeholder}', @Quoted), ISNULL(@Quoted, NCHAR(2)): operands checked like any other
             continue
         if kind == "word" and up in ("QUOTENAME", "NCHAR", "CHAR") and i + 1 < len(expr) and expr[i + 1][1] == "(":
             depth, j = 0, i + 1
@@ -101,7 +102,7 @@ def _dynamic_sql_violations(expr, target: str) -> list[str]:
                 problems.append(f"{target}: {up}() in dynamic SQL takes only a constant")
             i = j + 1
             continue
-        if kind == "word" and re.match(r"@(Sql|Quoted)\w*$", text, re.I):
+        if kind == "word" and (re.match(r"@(Sql|Quoted)\w*$", text, re.I) or up == "NULL"):
             i += 1
             continue
         problems.append(
@@ -138,6 +139,11 @@ def check_tsql(sql: str, name: str = "object") -> list[str]:
             nxt = tokens[i + 1][1] if i + 1 < len(tokens) else ""
             if prev in ("SET", "SELECT", ",") and nxt in ("=", "+="):
                 expr, _end = _expression(tokens, i + 2)
+                if (len(expr) >= 3 and expr[0][0] == "word" and [t.upper() for _k, t in expr[1:3]] in (
+                        [".", "SCRIPTTEXT"], [".", "FILLED"]) and (len(expr) == 3 or expr[3][1].upper() == "FROM")):
+                    # a stored script (BlobDelta*Script.ScriptText, maintained by DBAs) before it is filled, or
+                    # after (the engine's @Scripts.Filled, written only from its checked @Sql* variables)
+                    continue
                 problems += _dynamic_sql_violations(expr, f"{name}: {text}")
         # Ways of executing strings.
         if up in ("EXEC", "EXECUTE"):
@@ -206,7 +212,7 @@ def check_plpgsql(sql: str, name: str = "object") -> list[str]:
         # Only the handler of the outermost block must re-raise; inner blocks that catch a
         # batch's error to log it and go on are the point of them. The last handler is the
         # outermost one when no other block ends between it and the body's final END.
-        last = blanked.upper().rfind("EXCEPTION")
+        last = [m.start() for m in re.finditer(r"\bEXCEPTION\s+WHEN\b", blanked, re.I)][-1]  # not RAISE EXCEPTION
         handler = body[last:]
         end = re.search(r"\bEND\s*;?\s*\$\w*\$", handler)
         handler = handler[: end.start()] if end else handler
@@ -228,12 +234,15 @@ def _format_literal(expr: str, body: str) -> str:
 
 _PG_STORED_SCRIPT = re.compile(r"^\w+\.script_text$", re.I)
 _PG_REPLACE = re.compile(r"^replace\s*\(\s*(v_sql\w*)\s*,\s*'\{\w+\}'\s*,\s*(v_q_\w+)\s*\)$", re.I | re.S)
+_PG_FILLED = re.compile(r'^"BlobDeltaJobs"\."fn_BlobDelta_FillScript"\s*\(', re.I)
 
 
 def _pg_format_violations(expr: str, where: str) -> list[str]:
     expr = expr.strip()
     if _PG_REPLACE.match(expr):
         return []  # a placeholder of a stored script filled with an always-quoted identifier
+    if _PG_FILLED.match(expr):
+        return []  # a stored script whose placeholders fn_BlobDelta_FillScript filled with always-quoted names
     if _PG_STORED_SCRIPT.match(expr):
         return []  # the stored script itself (BlobDeltaStepScript, maintained by DBAs), before its placeholders are filled
     if "||" in _PG_STRING.sub("''", expr):

@@ -45,14 +45,17 @@ ROLE = "BlobDeltaOperator"
 #: PostgreSQL: the NOLOGIN role that owns the SECURITY DEFINER functions and holds the engine's rights.
 ENGINE_ROLE = "BlobDeltaEngine"
 #: PostgreSQL: job tables the engine reads, and those it writes.
-ENGINE_READ_TABLES = ("BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript")
-ENGINE_WRITE_TABLES = ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue")
+ENGINE_READ_TABLES = ("BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript",
+                      "BlobDeltaPlanScript")
+ENGINE_WRITE_TABLES = ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue",
+                       "BlobDeltaTargetVersion", "BlobDeltaDeletionLog")
 CERTIFICATE = "BlobDeltaEngineSigning"
 #: Names of the delta engine's routines: only these are signed (SQL Server) or callable by BlobDeltaEngine.
 ENGINE_PREFIXES = ("usp_BlobDelta_", "fn_BlobDelta_")
 #: PostgreSQL-only functions: the steps of usp_BlobDelta_Run between two commits (see above).
 #: Every other object exists on both engines under the same name.
 POSTGRESQL_ENGINE_FUNCTIONS = (
+    "fn_BlobDelta_FillScript",
     "fn_BlobDelta_NextStep",
     "fn_BlobDelta_RunBegin",
     "fn_BlobDelta_RunEnd",

@@ -6,9 +6,16 @@ OwningBusinessUnit), the business-unit table ``Gwent_LA_FileTable.dbo.LA_BU`` an
 target (``Gwent_LA_FileTable_Delta``), on either engine, with the indexes a real installation
 needs: metadata (ModifiedOn), source and target (stream_id) and (path_locator).
 
-On PostgreSQL the path columns are text in hierarchyid's string form ('/1/3/'); on SQL Server
-they are hierarchyid. A FileTable needs FILESTREAM, which a container does not have, so the
-sample source on SQL Server is a plain table with the FileTable's columns.
+A FileTable needs FILESTREAM, which no container has, so the sample source and target are
+plain tables shaped and constrained as a FileTable is, on both engines: ``path_locator`` is the
+primary key, ``stream_id`` is unique, ``parent_path_locator`` is computed from ``path_locator``
+(so it cannot be written), a parent must exist (a foreign key), names are unique within a
+directory and a directory holds no ``file_stream``. The engine must therefore write these tables
+as it would write a FileTable: a statement that leaves an orphan, names the computed column or
+duplicates a name fails here as it does there.
+
+On PostgreSQL the path columns are ``text COLLATE "C"`` in hierarchyid's string form ('/1/3/'),
+so that a subtree is a range of the unique index; on SQL Server they are hierarchyid.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ SOURCE_DB = "Gwent_LA_FileTable"
 TARGET_DB = "Gwent_LA_FileTable_Delta"
 METADATA_DB = "AdvancedRBS_MetaData"
 TABLES = ("ReferralAttachment", "ClientAttachment")
-BLOB_COLUMNS = ("stream_id", "name", "file_stream", "path_locator", "parent_path_locator", "is_directory",
-                "creation_time", "last_write_time")
+#: The columns a load writes; parent_path_locator is computed from path_locator, as in a FileTable.
+BLOB_COLUMNS = ("stream_id", "name", "file_stream", "path_locator", "is_directory", "creation_time", "last_write_time")
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Blob:
     is_directory: bool
     modified_on: datetime
     business_unit: uuid.UUID
-    content: bytes = b""
+    content: bytes | None = None
 
 
 @dataclass
@@ -67,7 +74,7 @@ def generate(*, seed: int = 7, roots: int = 20, fanout: int = 3, depth: int = 3,
                 path=path, parent=parent, is_directory=is_dir,
                 modified_on=(start + timedelta(seconds=rng.uniform(0, span))).replace(microsecond=0),
                 business_unit=unit,
-                content=b"" if is_dir else rng.randbytes(16),
+                content=None if is_dir else rng.randbytes(16),  # a directory has no file_stream
             ))
             if is_dir:
                 for child in range(1, fanout + 1):
@@ -83,12 +90,8 @@ def _ddl(engine: EngineInfo) -> list[str]:
     q = engine.quote
     pg = engine.name == "postgresql"
     uuid_t = "uuid" if pg else "uniqueidentifier"
-    path_t = "text" if pg else "hierarchyid"
     ts_t = "timestamp(3)" if pg else "datetime2(3)"
-    tz_t = "timestamptz" if pg else "datetimeoffset(7)"
-    bytes_t = "bytea" if pg else "varbinary(max)"
     text_t = "text" if pg else "nvarchar(255)"
-    bool_t = "boolean" if pg else "bit"
 
     def table(db: str, name: str) -> str:
         return f"{q(db)}.{q(name)}" if pg else f"{q(db)}.[dbo].{q(name)}"
@@ -98,14 +101,9 @@ def _ddl(engine: EngineInfo) -> list[str]:
         statements += [f"CREATE SCHEMA IF NOT EXISTS {q(db)}" for db in (SOURCE_DB, TARGET_DB, METADATA_DB)]
     statements.append(f"CREATE TABLE {table(SOURCE_DB, 'LA_BU')} ({q('BusinessUnitId')} {uuid_t} NOT NULL PRIMARY KEY, "
                       f"{q('Name')} {text_t} NOT NULL)")
-    blob_columns = (f"stream_id {uuid_t} NOT NULL PRIMARY KEY, name {text_t} NOT NULL, file_stream {bytes_t} NULL, "
-                    f"path_locator {path_t} NOT NULL, parent_path_locator {path_t} NULL, is_directory {bool_t} NOT NULL, "
-                    f"creation_time {tz_t} NOT NULL, last_write_time {tz_t} NOT NULL")
     for name in TABLES:
         for db in (SOURCE_DB, TARGET_DB):
-            statements.append(f"CREATE TABLE {table(db, name)} ({blob_columns})")
-            statements.append(f"CREATE UNIQUE INDEX {q('UX_' + name + '_path_locator')} ON {table(db, name)} (path_locator)")
-            statements.append(f"CREATE INDEX {q('IX_' + name + '_parent_path_locator')} ON {table(db, name)} (parent_path_locator)")
+            statements.append(blob_table_ddl(engine, table(db, name), name))
         statements.append(f"CREATE TABLE {table(METADATA_DB, name)} (stream_id {uuid_t} NOT NULL PRIMARY KEY, "
                           f"{q('ModifiedOn')} {ts_t} NOT NULL, {q('OwningBusinessUnit')} {uuid_t} NOT NULL)")
         statements.append(f"CREATE INDEX {q('IX_' + name + '_ModifiedOn')} ON {table(METADATA_DB, name)} "
@@ -113,6 +111,43 @@ def _ddl(engine: EngineInfo) -> list[str]:
     return statements
 
 
+def blob_table_ddl(engine: EngineInfo, qualified: str, name: str) -> str:
+    """CREATE TABLE for a FileTable-shaped table (see the module docstring), named ``qualified``.
+
+    Constraint names are derived from ``name``, which must be unique per schema on PostgreSQL.
+    """
+    q = engine.quote
+    if engine.name == "postgresql":
+        return (
+            f"CREATE TABLE {qualified} ("
+            "stream_id uuid NOT NULL, file_stream bytea NULL, name text NOT NULL, "
+            'path_locator text COLLATE "C" NOT NULL, '
+            # A FileTable computes the parent from the path; a top-level item has none.
+            'parent_path_locator text COLLATE "C" GENERATED ALWAYS AS '
+            "(CASE WHEN path_locator ~ '^/[^/]+/$' THEN NULL ELSE substring(path_locator FROM '^(.*/)[^/]+/$') END) STORED, "
+            "is_directory boolean NOT NULL, creation_time timestamptz NOT NULL, last_write_time timestamptz NOT NULL, "
+            f"CONSTRAINT {q('PK_' + name)} PRIMARY KEY (path_locator), "
+            f"CONSTRAINT {q('UQ_' + name + '_stream_id')} UNIQUE (stream_id), "
+            # SQL Server checks a unique index once per statement: deferrable (initially immediate) is that here.
+            f"CONSTRAINT {q('UQ_' + name + '_name')} UNIQUE NULLS NOT DISTINCT (parent_path_locator, name) "
+            "DEFERRABLE INITIALLY IMMEDIATE, "
+            f"CONSTRAINT {q('FK_' + name + '_parent')} FOREIGN KEY (parent_path_locator) REFERENCES {qualified} (path_locator), "
+            f"CONSTRAINT {q('CK_' + name + '_path')} CHECK (path_locator ~ '^(/[0-9]+([.][0-9]+)*)+/$'), "
+            f"CONSTRAINT {q('CK_' + name + '_directory')} CHECK (NOT is_directory OR file_stream IS NULL))"
+        )
+    return (
+        f"CREATE TABLE {qualified} ("
+        "stream_id uniqueidentifier NOT NULL, file_stream varbinary(max) NULL, name nvarchar(255) NOT NULL, "
+        "path_locator hierarchyid NOT NULL, "
+        # A FileTable's own definition of the column.
+        "parent_path_locator AS (CASE WHEN path_locator.GetLevel() = 1 THEN NULL ELSE path_locator.GetAncestor(1) END) PERSISTED, "
+        "is_directory bit NOT NULL, creation_time datetimeoffset(7) NOT NULL, last_write_time datetimeoffset(7) NOT NULL, "
+        f"CONSTRAINT {q('PK_' + name)} PRIMARY KEY NONCLUSTERED (path_locator), "
+        f"CONSTRAINT {q('UQ_' + name + '_stream_id')} UNIQUE (stream_id), "
+        f"CONSTRAINT {q('UQ_' + name + '_name')} UNIQUE (parent_path_locator, name), "
+        f"CONSTRAINT {q('FK_' + name + '_parent')} FOREIGN KEY (parent_path_locator) REFERENCES {qualified} (path_locator), "
+        f"CONSTRAINT {q('CK_' + name + '_directory')} CHECK (is_directory = 0 OR file_stream IS NULL))"
+    )
 
 
 def _table(engine: EngineInfo, db: str, name: str) -> str:
@@ -175,7 +210,7 @@ def load(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
     mark = "%s" if pg else "?"
     # hierarchyid::Parse takes nvarchar(4000): the driver can describe the parameter (and a NULL)
     path = mark if pg else f"hierarchyid::Parse({mark})"
-    values = ", ".join(path if c in ("path_locator", "parent_path_locator") else mark for c in BLOB_COLUMNS)
+    values = ", ".join(path if c == "path_locator" else mark for c in BLOB_COLUMNS)
     ident = (lambda u: u) if pg else str
     server = _server(url, engine)
     with server.begin() as conn:
@@ -184,8 +219,9 @@ def load(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
                 continue
             conn.exec_driver_sql(
                 f"INSERT INTO {_table(engine, SOURCE_DB, name)} ({', '.join(BLOB_COLUMNS)}) VALUES ({values})",
-                [(ident(b.stream_id), b.name, b.content, b.path, b.parent, b.is_directory, b.modified_on, b.modified_on)
-                 for b in blobs])
+                # Parents first, as a FileTable requires (the foreign key is checked per statement).
+                [(ident(b.stream_id), b.name, b.content, b.path, b.is_directory, b.modified_on, b.modified_on)
+                 for b in sorted(blobs, key=lambda b: b.path.count("/"))])
             conn.exec_driver_sql(
                 f"INSERT INTO {_table(engine, METADATA_DB, name)} (stream_id, {q('ModifiedOn')}, {q('OwningBusinessUnit')}) "
                 f"VALUES ({mark}, {mark}, {mark})",

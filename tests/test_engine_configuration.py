@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -48,7 +48,7 @@ def expected_scripts(engine_name, upto=SCRIPT_REVISIONS[-1]):
             ("Hierarchical", 1, "Roots", read("Hierarchical_1_Roots")),
             ("Hierarchical", 2, "MissingParentsBatch", read("Hierarchical_2_MissingParentsBatch")),
             ("Hierarchical", 3, "Children", read("Hierarchical_3_Children")),
-        ],
+        ] + ([("Hierarchical", 4, "Deletions", read("Hierarchical_4_Deletions"))] if upto >= "0010" else []),
         [("HierarchicalMissingParents", "Hierarchical", read("Hierarchical_QueuePopulation"))],
     )
 SEEDED_TABLES = ["Gwent_LA_FileTable.dbo.ClientAttachment", "Gwent_LA_FileTable.dbo.ReferralAttachment"]
@@ -68,14 +68,14 @@ def test_the_script_sets_are_seeded_with_the_frozen_scripts(server):
     assert seeded_scripts(server) == expected_scripts(server.engine.name)
 
 
-def scripts_up_and_down(server, base: str):
-    """The seeded scripts at revision ``base``, at head, and after downgrading back to ``base``."""
+def scripts_up_and_down(server, base: str, upto: str = "head"):
+    """The seeded scripts at revision ``base``, at ``upto``, and after downgrading back to ``base``."""
     commands.migrate(url=server.url_string, revision=base)
     at_base = seeded_scripts(server)
-    commands.migrate(url=server.url_string)
-    at_head = seeded_scripts(server)
+    commands.migrate(url=server.url_string, revision=upto)
+    at_upto = seeded_scripts(server)
     commands.downgrade(url=server.url_string, revision=base)
-    return at_base, at_head, seeded_scripts(server)
+    return at_base, at_upto, seeded_scripts(server)
 
 
 def test_revision_0004_replaces_the_windowed_scripts_and_its_downgrade_restores_0003s(server):
@@ -109,14 +109,42 @@ def test_revision_0008_replaces_the_flat_script_adds_the_first_load_flag_and_its
 
 def test_revision_0009_replaces_postgresqls_children_script_and_its_downgrade_restores_0004s(server):
     e = server.engine
-    at_0008, at_head, after_downgrade = scripts_up_and_down(server, "0008")
+    at_0008, at_0009, after_downgrade = scripts_up_and_down(server, "0008", "0009")
 
     assert at_0008 == expected_scripts(e.name, upto="0008")
-    assert at_head == expected_scripts(e.name)
-    changed = [a[:3] for a, b in zip(at_0008[0], at_head[0]) if a != b]
+    assert at_0009 == expected_scripts(e.name, upto="0009")
+    changed = [a[:3] for a, b in zip(at_0008[0], at_0009[0]) if a != b]
     assert changed == ([("Hierarchical", 3, "Children")] if e.name == "postgresql" else [])
-    assert at_0008[1] == at_head[1]
+    assert at_0008[1] == at_0009[1]
     assert after_downgrade == at_0008
+
+
+def plan_scripts(server):
+    e = server.engine
+    q, t = e.quote, e.job_object
+    return rows(server, f"SELECT {q('ScriptSet')}, {q('ScriptText')} FROM {t('BlobDeltaPlanScript')} ORDER BY {q('ScriptSet')}")
+
+
+def test_revision_0010_replaces_every_script_adds_deletions_and_plans_and_its_downgrade_restores_0009s(server):
+    # Assemble
+    e = server.engine
+    commands.migrate(url=server.url_string, revision="0009")
+    at_0009, columns_0009 = seeded_scripts(server), run_step_columns_of(server)
+
+    # Act
+    commands.migrate(url=server.url_string, revision="0010")
+    at_0010, columns_0010, plans = seeded_scripts(server), run_step_columns_of(server), plan_scripts(server)
+    commands.downgrade(url=server.url_string, revision="0009")
+
+    # Assert
+    assert at_0010 == expected_scripts(e.name, upto="0010")
+    assert plans == [("Flat", frozen_script(e.name, "Flat_Plan")), ("Hierarchical", frozen_script(e.name, "Hierarchical_Plan"))]
+    assert [a[:3] for a, b in zip(at_0009[0], at_0010[0]) if a != b] == [
+        ("Flat", 1, "Upsert"), ("Hierarchical", 1, "Roots"), ("Hierarchical", 2, "MissingParentsBatch"),
+        ("Hierarchical", 3, "Children")]
+    assert at_0010[1] != at_0009[1]
+    assert columns_0010 - columns_0009 == {"RowsInserted", "RowsUpdated", "RowsDeleted", "RowsMoved"}
+    assert (seeded_scripts(server), run_step_columns_of(server)) == (at_0009, columns_0009)
 
 
 def run_step_columns_of(server) -> set[str]:
@@ -176,6 +204,8 @@ SAMPLE_NAMES = {
     "{MetadataObject}": "[AdvancedRBS_MetaData].[dbo].[ReferralAttachment]",
     "{BusinessUnitObject}": "[Gwent_LA_FileTable].[dbo].[LA_BU]",
     "{QueueObject}": "[dbo].[BlobDeltaMissingParentsQueue]",
+    "{VersionObject}": "[BlobDeltaJobs].[dbo].[BlobDeltaTargetVersion]",
+    "{DeletionLogObject}": "[BlobDeltaJobs].[dbo].[BlobDeltaDeletionLog]",
     "{MetadataIdColumn}": "[stream_id]",
     "{MetadataModifiedOnCol}": "[ModifiedOn]",
     "{MetadataBusinessUnitCol}": "[OwningBusinessUnit]",
@@ -183,6 +213,7 @@ SAMPLE_NAMES = {
     "{ColumnList}": "[stream_id], [ModifiedOn], [OwningBusinessUnit], [Payload]",
     "{SourceColumnList}": "s.[stream_id], s.[ModifiedOn], s.[OwningBusinessUnit], s.[Payload]",
     "{UpdateList}": "t.[ModifiedOn] = b.[ModifiedOn], t.[OwningBusinessUnit] = b.[OwningBusinessUnit], t.[Payload] = b.[Payload]",
+    "{SourceUpdateList}": "t.[ModifiedOn] = s.[ModifiedOn], t.[OwningBusinessUnit] = s.[OwningBusinessUnit], t.[Payload] = s.[Payload]",
 }
 
 
@@ -203,7 +234,8 @@ def test_every_seeded_sql_server_script_parses_in_sqlfluff_tsql_once_placeholder
     declare = ("DECLARE @BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), "
                "@WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, "
                "@TableName nvarchar(400), @RowsProcessed int, @AfterModifiedOn datetime2(3), "
-               "@LastModifiedOn datetime2(3), @TargetWasEmpty bit;\n")
+               "@LastModifiedOn datetime2(3), @TargetWasEmpty bit, @RowsInserted int, @RowsUpdated int, "
+               "@RowsDeleted int, @RowsMoved int, @FullSync bit;\n")
 
     assert "{" not in text, "every placeholder has a sample value"
     assert unparsable(declare + text, "tsql") == []

@@ -25,6 +25,8 @@ JOB_TABLES = {
     "BlobDeltaRunStep",
     "BlobDeltaMissingParentsQueue",
     "BlobDeltaStepScript",
+    "BlobDeltaPlanScript",
+    "BlobDeltaTargetVersion",
     "BlobDeltaQueuePopulationScript",
     "BlobDeltaDeletionLog",
 }

@@ -12,6 +12,7 @@ CREATE OR ALTER PROCEDURE {{ job('usp_BlobDelta_Run') }}
     @ResumeRunId uniqueidentifier = NULL,
     @ExcludedStreamId uniqueidentifier = NULL,
     @Debug tinyint = 0,
+    @Wait bit = 0,
     @RunId uniqueidentifier = NULL OUTPUT,
     @Status nvarchar(20) = NULL OUTPUT,
     @Plan nvarchar(max) = NULL OUTPUT
@@ -22,9 +23,11 @@ AS
     transaction with its BlobDeltaRunStep row), then the watermark moves to WindowEnd. A failed
     table is logged, its lease released, and the next table runs. @Execute = 0 returns the
     plan (JSON in @Plan, and as a result set) and changes nothing. A @RunId passed in names the
-    new run (idempotent retries); @ResumeRunId continues an interrupted one. Call it outside a
-    transaction (@@TRANCOUNT = 0): it commits after every batch, which is what makes runs
-    visible and resumable. Validation problems are reported together in one error 50010; with
+    new run (idempotent retries); @ResumeRunId continues an interrupted one. A run executes in one
+    session at a time (sp_getapplock on its RunId, owned by the session): a resume or a retry while
+    another session still works the run fails with error 50012, or waits with @Wait = 1 (a run
+    that ended meanwhile is reported as it ended). Call it outside a transaction (@@TRANCOUNT = 0),
+    a plan too: it commits after every batch, which is what makes runs visible and resumable. Validation problems are reported together in one error 50010; with
     XACT_ABORT ON, any error also rolls back a transaction the caller had open.
     @MaxDOP is validated and recorded in BlobDeltaRun; SQL Server has no per-session MAXDOP, so
     it is honoured only on PostgreSQL (max_parallel_workers_per_gather).') }}
@@ -52,8 +55,30 @@ BEGIN
         WindowStart datetime2(3) NULL,
         WindowEnd datetime2(3) NULL,
         [Rows] bigint NULL,
-        Error nvarchar(max) NULL
+        Error nvarchar(max) NULL,
+        Skipped nvarchar(max) NULL
     );
+    -- Per table in a plan: what each step of a run would insert, update and delete.
+    DECLARE @PlanSteps TABLE (
+        Position int NOT NULL,
+        StepNumber int NOT NULL,
+        StepName nvarchar(50) NOT NULL,
+        RowsInserted bigint NOT NULL,
+        RowsUpdated bigint NOT NULL,
+        RowsDeleted bigint NOT NULL,
+        PRIMARY KEY (Position, StepNumber)
+    );
+    -- One table's scripts, filled once per table: its steps in the order they run (queue
+    -- population first), and its plan script.
+    DECLARE @Scripts TABLE (
+        Position int NOT NULL PRIMARY KEY,
+        StepNumber smallint NOT NULL,
+        StepName nvarchar(50) NOT NULL,
+        ScriptText nvarchar(max) NOT NULL,
+        Filled nvarchar(max) NULL
+    );
+    -- Placeholders and their quoted values, for the one-pass fill of @Scripts.
+    DECLARE @Placeholders TABLE (Name nvarchar(40) NOT NULL PRIMARY KEY, Value nvarchar(max) NULL);
     DECLARE @Failures TABLE (FailureId int IDENTITY(1, 1) PRIMARY KEY, Message nvarchar(max) NOT NULL);
 
     -- The run header of @ResumeRunId.
@@ -73,6 +98,9 @@ BEGIN
     DECLARE @RunKind nvarchar(10);
     DECLARE @RunStartedAt datetime2(3);
     DECLARE @RunStatus nvarchar(20);
+    DECLARE @RunLockResource nvarchar(255);  -- sp_getapplock resource: one session per run
+    DECLARE @RunLockResult int;
+    DECLARE @HoldsRunLock bit = 0;
     DECLARE @TableCount int;
     DECLARE @Uuid7Random binary(10);
     DECLARE @Uuid7Ms bigint;
@@ -127,6 +155,9 @@ BEGIN
     DECLARE @QuotedMetadata nvarchar(776);
     DECLARE @QuotedBusinessUnit nvarchar(776);
     DECLARE @QuotedQueue nvarchar(776);
+    DECLARE @QuotedVersion nvarchar(776);
+    DECLARE @QuotedDeletionLog nvarchar(776);
+    DECLARE @QuotedSourceUpdate nvarchar(max);
     DECLARE @QuotedIdColumn nvarchar(258);
     DECLARE @QuotedKeyColumn nvarchar(258);
     DECLARE @QuotedModifiedColumn nvarchar(258);
@@ -143,6 +174,19 @@ BEGIN
     DECLARE @SqlColumns nvarchar(max);
     DECLARE @SqlStepScript nvarchar(max);
     DECLARE @SqlStep nvarchar(max);
+    DECLARE @SqlPlan nvarchar(max);
+    DECLARE @ScriptPosition int;
+    DECLARE @ScriptCount int;
+    DECLARE @FillFrom bigint;               -- the one-pass fill: where the next run of text starts,
+    DECLARE @FillOpen bigint;               -- the next '{',
+    DECLARE @FillClose bigint;              -- the '}' after it,
+    DECLARE @FillLength bigint;             -- the script's length,
+    DECLARE @FillName nvarchar(4000);       -- the text between them,
+    DECLARE @FillFound bit;                 -- whether it names a placeholder,
+    DECLARE @FillValue nvarchar(max);       -- and its value
+    DECLARE @Cleared bigint;                -- rows a Full sync's clean slate removed
+    DECLARE @HolderSkipped nvarchar(max);   -- a plan: why a run now would skip the table
+    DECLARE @PlanFullSync bit;              -- a plan: the run would start with a Full sync's clean slate
 
     -- Steps and batches.
     DECLARE @StepNumber smallint;
@@ -158,6 +202,10 @@ BEGIN
     DECLARE @TotalAfterText nvarchar(20);
     DECLARE @ErrorNumber int;
     DECLARE @ScriptDone bit;               -- the batch's script finished (a later error is the engine's own)
+    DECLARE @BatchInserted int;            -- what the batch's script reports (revision 0010): rows inserted,
+    DECLARE @BatchUpdated int;             -- updated,
+    DECLARE @BatchDeleted int;             -- deleted,
+    DECLARE @BatchMoved int;               -- and moved along with a folder
 
     -- @Debug >= 2: the filled script, line by line (RAISERROR prints at most 2047 characters).
     DECLARE @PrintOffset bigint;
@@ -169,10 +217,13 @@ BEGIN
         SET @Debug = ISNULL(@Debug, 0);
 
         ----------------------------------------------------------------- check parameters
-        -- SQL Server only: PostgreSQL refuses a COMMIT inside a transaction block by itself.
-        IF @EntryTranCount > 0 AND ISNULL(@Execute, 1) = 1 -- a plan writes nothing and may run anywhere
+        -- SQL Server only: PostgreSQL refuses a COMMIT inside a transaction block by itself. A plan
+        -- writes nothing, but under XACT_ABORT any error inside it (a table that cannot be read)
+        -- would doom the caller's transaction, and the procedure would end in error 266.
+        IF @EntryTranCount > 0
             INSERT INTO @Errors (Message)
-            VALUES (N'usp_BlobDelta_Run commits after every batch; call it outside a transaction (@@TRANCOUNT = 0).');
+            VALUES (N'usp_BlobDelta_Run commits after every batch (and a plan''s errors would doom the caller''s '
+                    + N'transaction); call it outside a transaction (@@TRANCOUNT = 0).');
 
         IF @ResumeRunId IS NOT NULL
         BEGIN
@@ -192,7 +243,7 @@ BEGIN
             IF @ResumeFound = 0
                 INSERT INTO @Errors (Message)
                 VALUES (N'@ResumeRunId ''' + LOWER(CONVERT(nvarchar(36), @ResumeRunId)) + N''' is not a run in dbo.BlobDeltaRun.');
-            ELSE IF @ResumeStatus NOT IN (N'Running', N'Failed')
+            ELSE IF @ResumeStatus NOT IN (N'Running', N'Failed') AND ISNULL(@Wait, 0) = 0
                 INSERT INTO @Errors (Message)
                 VALUES (N'@ResumeRunId ''' + LOWER(CONVERT(nvarchar(36), @ResumeRunId)) + N''' has status ' + @ResumeStatus
                         + N'; only Running or Failed runs can be resumed.');
@@ -266,9 +317,45 @@ BEGIN
         ----------------------------------------------------------------- run header
         IF @Execute = 1
         BEGIN
+            -- A caller-supplied RunId makes the call idempotent: a retry after a dropped
+            -- connection resumes this run instead of starting a second one.
+            SET @CurrentRunId = ISNULL(@ResumeRunId, @GivenRunId);
+            IF @CurrentRunId IS NULL
+            BEGIN
+                {{ new_uuid7('@CurrentRunId') }}
+            END;
+
+            -- One session per run: a resume or a retry while the session that works the run is still
+            -- at it (a NOCOUNT ON request whose client died keeps running) is refused, or waits.
+            SET @RunLockResource = N'dbtools.BlobDeltaRun.' + LOWER(CONVERT(nvarchar(36), @CurrentRunId));
+            EXEC @RunLockResult = sys.sp_getapplock
+                @Resource = @RunLockResource,
+                @LockMode = N'Exclusive',
+                @LockOwner = N'Session',
+                @LockTimeout = CASE WHEN ISNULL(@Wait, 0) = 1 THEN -1 ELSE 0 END;
+            IF @RunLockResult < 0
+            BEGIN
+                SET @RunIdText = LOWER(CONVERT(nvarchar(36), @CurrentRunId));
+                SET @ErrorText = N'Run ' + @RunIdText + N' is still executing in another session; wait for it to end, '
+                    + N'or resume with @Wait = 1 (dbtools resume --wait), which waits for that session first.';
+                THROW 50012, @ErrorText, 1;
+            END;
+            SET @HoldsRunLock = 1;
+
             IF @ResumeRunId IS NOT NULL
             BEGIN
-                SET @CurrentRunId = @ResumeRunId;
+                SELECT @ResumeStatus = r.Status
+                FROM {{ job('BlobDeltaRun') }} AS r
+                WHERE r.RunId = @ResumeRunId;
+                IF @ResumeStatus NOT IN (N'Running', N'Failed')
+                BEGIN
+                    -- Waited for the session that worked it, and it finished the run: report that, change nothing.
+                    EXEC sys.sp_releaseapplock @Resource = @RunLockResource, @LockOwner = N'Session';
+                    SET @HoldsRunLock = 0;
+                    SET @RunId = @CurrentRunId;
+                    SET @Status = @ResumeStatus;
+                    RETURN;
+                END;
                 SET @RunStartedAt = @ResumeRunStartedAt;
                 SET @RunKind = N'resumed';
                 UPDATE r
@@ -278,13 +365,6 @@ BEGIN
             END
             ELSE
             BEGIN
-                -- A caller-supplied RunId makes the call idempotent: a retry after a dropped
-                -- connection resumes this run instead of starting a second one.
-                SET @CurrentRunId = @GivenRunId;
-                IF @CurrentRunId IS NULL
-                BEGIN
-                    {{ new_uuid7('@CurrentRunId') }}
-                END;
                 SET @RunStartedAt = SYSUTCDATETIME();
                 SET @RunKind = N'new';
                 INSERT INTO {{ job('BlobDeltaRun') }}
@@ -304,6 +384,15 @@ BEGIN
             SET @RunStartedAt = SYSUTCDATETIME();
 
         ----------------------------------------------------------------- tables
+        IF @Execute = 0
+            -- What a table's plan script reports: per step, rows inserted, updated and deleted.
+            CREATE TABLE #dbtools_Plan (
+                StepNumber int NOT NULL PRIMARY KEY,
+                RowsInserted bigint NOT NULL,
+                RowsUpdated bigint NOT NULL,
+                RowsDeleted bigint NOT NULL
+            );
+        SET @PlanFullSync = CASE WHEN @SyncType = N'Full' THEN 1 ELSE 0 END;
         SET @TablePosition = 0;
         WHILE 1 = 1
         BEGIN
@@ -364,6 +453,8 @@ BEGIN
                 SET @QuotedBusinessUnit = QUOTENAME(@BusinessUnitDatabase) + N'.' + QUOTENAME(ISNULL(@BusinessUnitSchema, N'dbo'))
                     + N'.' + QUOTENAME(@BusinessUnitTable);
                 SET @QuotedQueue = QUOTENAME(DB_NAME()) + N'.{{ job("BlobDeltaMissingParentsQueue") }}';
+                SET @QuotedVersion = QUOTENAME(DB_NAME()) + N'.{{ job("BlobDeltaTargetVersion") }}';
+                SET @QuotedDeletionLog = QUOTENAME(DB_NAME()) + N'.{{ job("BlobDeltaDeletionLog") }}';
                 SET @QuotedIdColumn = QUOTENAME(@MetadataIdColumn);
                 SET @QuotedKeyColumn = QUOTENAME(@KeyColumn);
                 SET @QuotedModifiedColumn = QUOTENAME(@MetadataModifiedOnCol);
@@ -393,6 +484,139 @@ BEGIN
                     ELSE
                         SET @WindowStart = DATEADD(DAY, -@FullSyncBaselineDays, DATEADD(MONTH, -@FullSyncBaselineMonths, @RunStartedAt));
                 END;
+
+                -- {ColumnList}, {SourceColumnList}, {UpdateList} and {SourceUpdateList}: the target's columns that
+                -- can be written (not computed, not identity, not rowversion: a FileTable's parent_path_locator,
+                -- file_type and cached_file_size are computed) and that the source also has, in target column
+                -- order; the key is never updated. Names are matched case-insensitively (Latin1_General_100_CI_AS
+                -- on both sides, so two databases' catalog collations never conflict).
+                SET @TargetObjectId = OBJECT_ID(@TargetObject);
+                SET @SourceObjectId = OBJECT_ID(@SourceObject);
+                SET @SqlColumns = N'SELECT'
+                    + N' @ColumnList = STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(tc.name)), N'', '')'
+                    + N' WITHIN GROUP (ORDER BY tc.column_id),'
+                    + N' @SourceColumnList = STRING_AGG(CONVERT(nvarchar(max), N''s.'' + QUOTENAME(tc.name)), N'', '')'
+                    + N' WITHIN GROUP (ORDER BY tc.column_id),'
+                    + N' @UpdateList = STRING_AGG(CASE WHEN tc.name <> @KeyColumn'
+                    + N' THEN CONVERT(nvarchar(max), N''t.'' + QUOTENAME(tc.name) + N'' = b.'' + QUOTENAME(tc.name)) END, N'', '')'
+                    + N' WITHIN GROUP (ORDER BY tc.column_id),'
+                    + N' @SourceUpdateList = STRING_AGG(CASE WHEN tc.name <> @KeyColumn'
+                    + N' THEN CONVERT(nvarchar(max), N''t.'' + QUOTENAME(tc.name) + N'' = s.'' + QUOTENAME(tc.name)) END, N'', '')'
+                    + N' WITHIN GROUP (ORDER BY tc.column_id)'
+                    + N' FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS tc'
+                    + N' WHERE tc.object_id = @TargetObjectId'
+                    + N' AND tc.is_computed = 0 AND tc.is_identity = 0 AND tc.system_type_id <> 189' -- 189: rowversion
+                    + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
+                    + N' WHERE sc.object_id = @SourceObjectId'
+                    + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);'
+                    -- Every source column (but a graph table's internal ones), read from the metadata row when
+                    -- the metadata table is the source.
+                    + N' SELECT @SelfColumnList = STRING_AGG(CONVERT(nvarchar(max), N''m.'' + QUOTENAME(sc.name)), N'', '')'
+                    + N' WITHIN GROUP (ORDER BY sc.column_id)'
+                    + N' FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
+                    + N' WHERE sc.object_id = @SourceObjectId AND sc.graph_type IS NULL;';
+                -- Appended to the nvarchar(max) variable: one expression of nvarchar(n) parts would be cut at 4000.
+                SET @SqlColumns = @SqlColumns
+                    -- A unique index or constraint whose only key column is the id column (not filtered, not
+                    -- disabled, not IGNORE_DUP_KEY), and no INSTEAD OF INSERT trigger that could swallow a row:
+                    -- what lets a first load insert without looking (a copy it missed makes the insert fail).
+                    -- Checked when the table opens: change no target's keys or triggers during a run.
+                    + N' SET @HasUniqueKey = CASE WHEN EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS i'
+                    + N' WHERE i.object_id = @TargetObjectId AND i.is_unique = 1 AND i.has_filter = 0'
+                    + N' AND i.is_disabled = 0 AND i.is_hypothetical = 0 AND i.ignore_dup_key = 0'
+                    + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.index_columns AS ic'
+                    + N' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.key_ordinal > 0)'
+                    + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.index_columns AS ic'
+                    + N' JOIN ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS c'
+                    + N' ON c.object_id = ic.object_id AND c.column_id = ic.column_id'
+                    + N' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.key_ordinal > 0'
+                    + N' AND c.name <> @IdColumn))'
+                    + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.triggers AS tr'
+                    + N' JOIN ' + QUOTENAME(@TargetDatabase) + N'.sys.trigger_events AS te ON te.object_id = tr.object_id'
+                    + N' WHERE tr.parent_id = @TargetObjectId AND tr.is_instead_of_trigger = 1 AND tr.is_disabled = 0'
+                    + N' AND te.type_desc = N''INSERT'')'
+                    -- Nor any IGNORE_DUP_KEY index: it could discard the row before the id's key sees it.
+                    + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS x'
+                    + N' WHERE x.object_id = @TargetObjectId AND x.ignore_dup_key = 1) THEN 1 ELSE 0 END;';
+                SET @TargetHasUniqueKey = NULL;
+                EXEC sys.sp_executesql
+                    @SqlColumns,
+                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT',
+                    @TargetObjectId = @TargetObjectId,
+                    @SourceObjectId = @SourceObjectId,
+                    @IdColumn = @MetadataIdColumn,
+                    @KeyColumn = @KeyColumn,
+                    @ColumnList = @QuotedColumns OUTPUT,
+                    @SourceColumnList = @QuotedSourceColumns OUTPUT,
+                    @UpdateList = @QuotedUpdate OUTPUT,
+                    @SourceUpdateList = @QuotedSourceUpdate OUTPUT,
+                    @SelfColumnList = @QuotedSelfColumns OUTPUT,
+                    @HasUniqueKey = @TargetHasUniqueKey OUTPUT;
+                -- {SourceRow}: the source row s for the metadata row m, joined on the key, or the metadata
+                -- row itself (its columns under the source's names) when the metadata table is the source table.
+                IF DB_ID(@MetadataDatabase) = DB_ID(@SourceDatabase) AND OBJECT_ID(@MetadataObject) = @SourceObjectId
+                    SET @QuotedSourceRow = N'CROSS APPLY (SELECT ' + @QuotedSelfColumns + N') AS s';
+                ELSE
+                    SET @QuotedSourceRow = N'JOIN ' + @QuotedSource + N' AS s ON s.' + @QuotedIdColumn + N' = m.' + @QuotedIdColumn;
+
+                -- The table's scripts in the order a run executes them: queue population (step 2a) first,
+                -- before step 1, so that what it queues follows from the target as the run found it; then
+                -- the active steps; last the plan script of the set (a plan runs only that one).
+                DELETE FROM @Scripts;
+                INSERT INTO @Scripts (Position, StepNumber, StepName, ScriptText)
+                SELECT ROW_NUMBER() OVER (ORDER BY x.Sort, x.StepNumber), x.StepNumber, x.StepName, x.ScriptText
+                FROM (
+                    SELECT 0 AS Sort, CONVERT(smallint, 2) AS StepNumber, CONVERT(nvarchar(50), N'QueuePopulation') AS StepName,
+                           q.ScriptText
+                    FROM {{ job('BlobDeltaQueuePopulationScript') }} AS q
+                    WHERE q.ScriptName = @QueuePopulationScriptName AND q.IsActive = 1
+                      AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaStepScript') }} AS s2
+                                  WHERE s2.ScriptSet = @ScriptSet AND s2.StepNumber = 2 AND s2.IsActive = 1)
+                    UNION ALL
+                    SELECT 1, s.StepNumber, s.StepName, s.ScriptText
+                    FROM {{ job('BlobDeltaStepScript') }} AS s
+                    WHERE s.ScriptSet = @ScriptSet AND s.IsActive = 1
+                    UNION ALL
+                    SELECT 2, CONVERT(smallint, -1), CONVERT(nvarchar(50), N'Plan'), p.ScriptText
+                    FROM {{ job('BlobDeltaPlanScript') }} AS p
+                    WHERE p.ScriptSet = @ScriptSet AND p.IsActive = 1
+                ) AS x;
+                SET @ScriptCount = @@ROWCOUNT;
+
+                -- Fill every placeholder once. The stored scripts (trusted text seeded by the migrations)
+                -- are the base; only QUOTENAME'd names go into them, values are sp_executesql parameters.
+                -- A '{' inside a name is held as NCHAR(1) until every placeholder is filled, so a name that
+                -- looks like a placeholder is never filled again (a one-pass fill). A placeholder without a
+                -- value (a NULL name) is held as NCHAR(2): a script that uses one is NULL, as PostgreSQL's
+                -- EXECUTE of NULL would report it; a script that does not use it is unaffected.
+                SET @ScriptPosition = 0;
+                WHILE @ScriptPosition < @ScriptCount
+                BEGIN
+                    SET @ScriptPosition += 1;
+                    SELECT @SqlStepScript = x.ScriptText FROM @Scripts AS x WHERE x.Position = @ScriptPosition;
+                    SET @SqlStep = REPLACE(REPLACE(@SqlStepScript, NCHAR(1), N''), NCHAR(2), N'');
+                    SET @SqlStep = REPLACE(@SqlStep, N'{SourceObject}', ISNULL(REPLACE(@QuotedSource, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{TargetObject}', ISNULL(REPLACE(@QuotedTarget, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{MetadataObject}', ISNULL(REPLACE(@QuotedMetadata, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{BusinessUnitObject}', ISNULL(REPLACE(@QuotedBusinessUnit, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{QueueObject}', ISNULL(REPLACE(@QuotedQueue, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{VersionObject}', ISNULL(REPLACE(@QuotedVersion, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{DeletionLogObject}', ISNULL(REPLACE(@QuotedDeletionLog, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{MetadataIdColumn}', ISNULL(REPLACE(@QuotedIdColumn, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{MetadataModifiedOnCol}', ISNULL(REPLACE(@QuotedModifiedColumn, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{MetadataBusinessUnitCol}', ISNULL(REPLACE(@QuotedBusinessUnitColumn, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{BusinessUnitIdColumn}', ISNULL(REPLACE(@QuotedBusinessUnitIdColumn, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{SourceColumnList}', ISNULL(REPLACE(@QuotedSourceColumns, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{ColumnList}', ISNULL(REPLACE(@QuotedColumns, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{UpdateList}', ISNULL(REPLACE(@QuotedUpdate, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{SourceUpdateList}', ISNULL(REPLACE(@QuotedSourceUpdate, N'{', NCHAR(1)), NCHAR(2)));
+                    SET @SqlStep = REPLACE(@SqlStep, N'{SourceRow}', ISNULL(REPLACE(@QuotedSourceRow, N'{', NCHAR(1)), NCHAR(2)));
+                    IF CHARINDEX(NCHAR(2), @SqlStep) > 0
+                        SET @SqlStep = NULL;
+                    ELSE
+                        SET @SqlStep = REPLACE(@SqlStep, NCHAR(1), N'{');
+                    UPDATE x SET Filled = @SqlStep FROM @Scripts AS x WHERE x.Position = @ScriptPosition;
+                END;
             END TRY
             BEGIN CATCH
                 IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
@@ -400,38 +624,75 @@ BEGIN
             END CATCH;
 
             ------------------------------------------------------------- plan only
+            -- The table's plan script computes, from the target as it is now and with the steps' own
+            -- predicates, what each step of a run would insert, update and delete; it writes nothing
+            -- but #dbtools_Plan. A lease another run holds now would make a run skip the table.
             IF @Execute = 0
             BEGIN
                 SET @Rows = NULL;
+                SET @HolderSkipped = NULL;
                 IF @Error IS NULL
                 BEGIN
                     BEGIN TRY
-                        SET @SqlCount = N'SELECT @Rows = COUNT_BIG(*) FROM ' + @QuotedSource + N' AS s'
-                            + N' JOIN ' + @QuotedMetadata + N' AS m ON m.' + @QuotedIdColumn + N' = s.' + @QuotedKeyColumn
-                            + N' JOIN ' + @QuotedBusinessUnit + N' AS bu ON bu.' + @QuotedBusinessUnitIdColumn
-                            + N' = m.' + @QuotedBusinessUnitColumn
-                            + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn
-                            + N' < @WindowEnd AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn
-                            + N' = @BusinessUnitId);';
-                        IF @SqlCount IS NULL
-                            -- A NULL name (MetadataBusinessUnitCol is nullable): PostgreSQL's format('%I') text.
-                            SET @Error = N'null values cannot be formatted as an SQL identifier';
+                        SELECT @HolderRunId = w.LeaseRunId, @HolderExpiresAt = w.RunLeaseExpiresAt
+                        FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                        WHERE w.TableName = @CurrentTable AND w.IsRunning = 1 AND w.RunLeaseExpiresAt >= @RunStartedAt;
+                        IF @@ROWCOUNT > 0
+                            SET @HolderSkipped = N'Table ''' + @CurrentTable + N''' is being processed by run '
+                                + ISNULL(LOWER(CONVERT(nvarchar(36), @HolderRunId)), N'<NULL>')
+                                + N' (lease expires ' + CONVERT(nvarchar(23), @HolderExpiresAt, 121) + N' UTC); a run now would skip it.';
                         ELSE
+                        BEGIN
+                            SET @SqlPlan = NULL;
+                            SELECT @SqlPlan = x.Filled FROM @Scripts AS x WHERE x.StepName = N'Plan' AND x.StepNumber = -1;
+                            IF @@ROWCOUNT = 0
+                            BEGIN
+                                SET @ErrorText = N'Script set ' + @ScriptSet + N' has no active plan script in dbo.BlobDeltaPlanScript.';
+                                THROW 50013, @ErrorText, 1;
+                            END;
+                            IF @SqlPlan IS NULL
+                                -- A placeholder's value is NULL: PostgreSQL's EXECUTE text.
+                                THROW 50013, N'query string argument of EXECUTE is null', 1;
+                            IF @Debug >= 2
+                                PRINT @SqlPlan;
+                            TRUNCATE TABLE #dbtools_Plan;
+                            -- The parameters a run's batches get; @FullSync: the run starts with a Full sync's clean slate.
                             EXEC sys.sp_executesql
-                                @SqlCount,
-                                N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @Rows bigint OUTPUT',
+                                @SqlPlan,
+                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @AfterModifiedOn datetime2(3), @TargetWasEmpty bit, @FullSync bit',
+                                @BatchSize = @BatchSize,
+                                @ExcludedStreamId = @ExcludedStreamId,
                                 @WindowStart = @WindowStart,
                                 @WindowEnd = @WindowEnd,
                                 @BusinessUnitId = @BusinessUnitId,
-                                @Rows = @Rows OUTPUT;
+                                @RunId = NULL,
+                                @TableName = @CurrentTable,
+                                @AfterModifiedOn = NULL,
+                                @TargetWasEmpty = 0,
+                                @FullSync = @PlanFullSync;
+                            -- Only the steps a run executes: the window (0) and the active scripts of the set.
+                            INSERT INTO @PlanSteps (Position, StepNumber, StepName, RowsInserted, RowsUpdated, RowsDeleted)
+                            SELECT @TablePosition, p.StepNumber, n.StepName, p.RowsInserted, p.RowsUpdated, p.RowsDeleted
+                            FROM #dbtools_Plan AS p
+                            JOIN (SELECT 0 AS StepNumber, CONVERT(nvarchar(50), N'Window') AS StepName
+                                  UNION ALL
+                                  SELECT x.StepNumber, x.StepName FROM @Scripts AS x
+                                  WHERE x.StepNumber > 0 AND x.StepName <> N'QueuePopulation') AS n
+                              ON n.StepNumber = p.StepNumber;
+                            SELECT @Rows = ISNULL(SUM(s.RowsInserted + s.RowsUpdated + s.RowsDeleted), 0)
+                            FROM @PlanSteps AS s
+                            WHERE s.Position = @TablePosition AND s.StepNumber > 0;
+                        END;
                     END TRY
                     BEGIN CATCH
                         IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
                         SET @Error = ERROR_MESSAGE();
+                        SET @Rows = NULL;
+                        DELETE FROM @PlanSteps WHERE Position = @TablePosition;
                     END CATCH;
                 END;
-                INSERT INTO @PlanRows (Position, TableName, WindowStart, WindowEnd, [Rows], Error)
-                VALUES (@TablePosition, @CurrentTable, @WindowStart, @WindowEnd, @Rows, @Error);
+                INSERT INTO @PlanRows (Position, TableName, WindowStart, WindowEnd, [Rows], Error, Skipped)
+                VALUES (@TablePosition, @CurrentTable, @WindowStart, @WindowEnd, @Rows, @Error, @HolderSkipped);
                 CONTINUE;
             END;
 
@@ -477,6 +738,7 @@ BEGIN
                     END
                     ELSE IF @HasWindow = 0
                     BEGIN
+                        SET @Cleared = 0;
                         IF @SyncType = N'Full'
                         BEGIN
                             -- Full sync starts from a clean slate for the scope: this table's queue and target rows.
@@ -485,16 +747,47 @@ BEGIN
                             WHERE q.TableName = @CurrentTable
                               AND (@BusinessUnitId IS NULL OR q.BusinessUnit = @BusinessUnitId);
 
-                            SET @SqlClear = N'DELETE t FROM ' + @QuotedTarget + N' AS t WHERE @BusinessUnitId IS NULL OR EXISTS '
-                                + N'(SELECT 1 FROM ' + @QuotedMetadata + N' AS m WHERE m.' + @QuotedIdColumn + N' = t.'
-                                + @QuotedKeyColumn + N' AND m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId);';
+                            IF @ScriptSet = N'Hierarchical'
+                                -- One unit's clean slate keeps every row that has a descendant of another unit (or
+                                -- of none), so no row of another unit loses its parent; the rest of that unit's
+                                -- rows go, deepest first (a FileTable refuses to delete a directory that still
+                                -- holds anything), with their recorded versions.
+                                SET @SqlClear = N'CREATE TABLE #dbtools_Doomed (stream_id uniqueidentifier NOT NULL PRIMARY KEY, Depth int NOT NULL);'
+                                    + N' INSERT INTO #dbtools_Doomed (stream_id, Depth)'
+                                    + N' SELECT t.stream_id, t.path_locator.GetLevel() FROM ' + @QuotedTarget + N' AS t'
+                                    + N' WHERE @BusinessUnitId IS NULL OR (EXISTS (SELECT 1 FROM ' + @QuotedMetadata + N' AS m'
+                                    + N' WHERE m.' + @QuotedIdColumn + N' = t.stream_id AND m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId)'
+                                    + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS d'
+                                    + N' WHERE d.path_locator.IsDescendantOf(t.path_locator) = 1 AND d.path_locator <> t.path_locator'
+                                    + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedMetadata + N' AS md'
+                                    + N' WHERE md.' + @QuotedIdColumn + N' = d.stream_id AND md.' + @QuotedBusinessUnitColumn
+                                    + N' = @BusinessUnitId)));'
+                                    + N' DECLARE @Depth int = (SELECT MAX(x.Depth) FROM #dbtools_Doomed AS x);'
+                                    + N' SET @Cleared = 0;'
+                                    + N' WHILE @Depth >= 1'
+                                    + N' BEGIN'
+                                    + N' DELETE t FROM ' + @QuotedTarget + N' AS t JOIN #dbtools_Doomed AS x ON x.stream_id = t.stream_id'
+                                    + N' WHERE x.Depth = @Depth;'
+                                    + N' SET @Cleared += @@ROWCOUNT;'
+                                    + N' SET @Depth -= 1;'
+                                    + N' END;'
+                                    + N' DELETE v FROM ' + @QuotedVersion + N' AS v WHERE v.TableName = @TableName'
+                                    + N' AND (@BusinessUnitId IS NULL OR EXISTS (SELECT 1 FROM #dbtools_Doomed AS x WHERE x.stream_id = v.stream_id));'
+                                    + N' DROP TABLE #dbtools_Doomed;';
+                            ELSE
+                                SET @SqlClear = N'DELETE t FROM ' + @QuotedTarget + N' AS t WHERE @BusinessUnitId IS NULL OR EXISTS '
+                                    + N'(SELECT 1 FROM ' + @QuotedMetadata + N' AS m WHERE m.' + @QuotedIdColumn + N' = t.'
+                                    + @QuotedKeyColumn + N' AND m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId);'
+                                    + N' SET @Cleared = @@ROWCOUNT;';
                             IF @SqlClear IS NULL
                                 SET @Error = N'null values cannot be formatted as an SQL identifier';
                             ELSE
                                 EXEC sys.sp_executesql
                                     @SqlClear,
-                                    N'@BusinessUnitId uniqueidentifier',
-                                    @BusinessUnitId = @BusinessUnitId;
+                                    N'@BusinessUnitId uniqueidentifier, @TableName nvarchar(400), @Cleared bigint OUTPUT',
+                                    @BusinessUnitId = @BusinessUnitId,
+                                    @TableName = @CurrentTable,
+                                    @Cleared = @Cleared OUTPUT;
                         END;
 
                         -- A first load: the target holds no row (after a Full sync's clean slate), so every
@@ -521,8 +814,10 @@ BEGIN
                         IF @Error IS NULL
                             INSERT INTO {{ job('BlobDeltaRunStep') }}
                                 (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                                 RowsInserted, RowsUpdated, RowsDeleted,
                                  WindowStart, WindowEnd, TargetWasEmpty, BatchStartedAt, BatchCompletedAt, Status)
                             SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, 0, 0,
+                                   0, 0, @Cleared,
                                    @WindowStart, @WindowEnd, @TargetWasEmpty, @Now, @Now, N'Completed'
                             FROM {{ job('BlobDeltaRunStep') }} AS s
                             WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
@@ -578,104 +873,23 @@ BEGIN
             WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0 AND s.Status = N'Completed'
             ORDER BY s.BatchNumber DESC;
 
-            -- {ColumnList}, {SourceColumnList} and {UpdateList}: the target's columns that the source
-            -- also has, in target column order. Names are matched case-insensitively (Latin1_General_100_CI_AS
-            -- on both sides, so two databases' catalog collations never conflict).
-            SET @TargetObjectId = OBJECT_ID(@TargetObject);
-            SET @SourceObjectId = OBJECT_ID(@SourceObject);
-            SET @SqlColumns = N'SELECT'
-                + N' @ColumnList = STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(tc.name)), N'', '')'
-                + N' WITHIN GROUP (ORDER BY tc.column_id),'
-                + N' @SourceColumnList = STRING_AGG(CONVERT(nvarchar(max), N''s.'' + QUOTENAME(tc.name)), N'', '')'
-                + N' WITHIN GROUP (ORDER BY tc.column_id),'
-                + N' @UpdateList = STRING_AGG(CASE WHEN tc.name <> @IdColumn'
-                + N' THEN CONVERT(nvarchar(max), N''t.'' + QUOTENAME(tc.name) + N'' = b.'' + QUOTENAME(tc.name)) END, N'', '')'
-                + N' WITHIN GROUP (ORDER BY tc.column_id)'
-                + N' FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS tc'
-                + N' WHERE tc.object_id = @TargetObjectId'
-                + N' AND tc.is_computed = 0 AND tc.system_type_id <> 189' -- computed and rowversion columns cannot be written
-                + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
-                + N' WHERE sc.object_id = @SourceObjectId'
-                + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);'
-                -- Every source column (but a graph table's internal ones), read from the metadata row when
-                -- the metadata table is the source.
-                + N' SELECT @SelfColumnList = STRING_AGG(CONVERT(nvarchar(max), N''m.'' + QUOTENAME(sc.name)), N'', '')'
-                + N' WITHIN GROUP (ORDER BY sc.column_id)'
-                + N' FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
-                + N' WHERE sc.object_id = @SourceObjectId AND sc.graph_type IS NULL;';
-            -- Appended to the nvarchar(max) variable: one expression of nvarchar(n) parts would be cut at 4000.
-            SET @SqlColumns = @SqlColumns
-                -- A unique index or constraint whose only key column is the id column (not filtered, not
-                -- disabled, not IGNORE_DUP_KEY), and no INSTEAD OF INSERT trigger that could swallow a row:
-                -- what lets a first load insert without looking (a copy it missed makes the insert fail).
-                -- Checked when the table opens: change no target's keys or triggers during a run.
-                + N' SET @HasUniqueKey = CASE WHEN EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS i'
-                + N' WHERE i.object_id = @TargetObjectId AND i.is_unique = 1 AND i.has_filter = 0'
-                + N' AND i.is_disabled = 0 AND i.is_hypothetical = 0 AND i.ignore_dup_key = 0'
-                + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.index_columns AS ic'
-                + N' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.key_ordinal > 0)'
-                + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.index_columns AS ic'
-                + N' JOIN ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS c'
-                + N' ON c.object_id = ic.object_id AND c.column_id = ic.column_id'
-                + N' WHERE ic.object_id = i.object_id AND ic.index_id = i.index_id AND ic.key_ordinal > 0'
-                + N' AND c.name <> @IdColumn))'
-                + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.triggers AS tr'
-                + N' JOIN ' + QUOTENAME(@TargetDatabase) + N'.sys.trigger_events AS te ON te.object_id = tr.object_id'
-                + N' WHERE tr.parent_id = @TargetObjectId AND tr.is_instead_of_trigger = 1 AND tr.is_disabled = 0'
-                + N' AND te.type_desc = N''INSERT'')'
-                -- Nor any IGNORE_DUP_KEY index: it could discard the row before the id's key sees it.
-                + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS x'
-                + N' WHERE x.object_id = @TargetObjectId AND x.ignore_dup_key = 1) THEN 1 ELSE 0 END;';
-            SET @TargetHasUniqueKey = NULL;
-            EXEC sys.sp_executesql
-                @SqlColumns,
-                N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT',
-                @TargetObjectId = @TargetObjectId,
-                @SourceObjectId = @SourceObjectId,
-                @IdColumn = @MetadataIdColumn,
-                @ColumnList = @QuotedColumns OUTPUT,
-                @SourceColumnList = @QuotedSourceColumns OUTPUT,
-                @UpdateList = @QuotedUpdate OUTPUT,
-                @SelfColumnList = @QuotedSelfColumns OUTPUT,
-                @HasUniqueKey = @TargetHasUniqueKey OUTPUT;
-            -- Without such a key a plain insert could duplicate a row: every batch looks rows up.
+            -- Without a unique key on the id column a plain insert could duplicate a row: every batch
+            -- looks rows up (the key was read when the table opened, above).
             IF ISNULL(@TargetHasUniqueKey, 0) = 0
                 SET @TargetWasEmpty = 0;
 
-            -- {SourceRow}: the source row s for the metadata row m, joined on the key, or the metadata
-            -- row itself (its columns under the source's names) when the metadata table is the source table.
-            IF DB_ID(@MetadataDatabase) = DB_ID(@SourceDatabase) AND OBJECT_ID(@MetadataObject) = @SourceObjectId
-                SET @QuotedSourceRow = N'CROSS APPLY (SELECT ' + @QuotedSelfColumns + N') AS s';
-            ELSE
-                SET @QuotedSourceRow = N'JOIN ' + @QuotedSource + N' AS s ON s.' + @QuotedIdColumn + N' = m.' + @QuotedIdColumn;
-
             ------------------------------------------------------------- steps
-            -- STATIC: the step list is read once per table (at OPEN), like PostgreSQL's FOR loop over a
-            -- query, and a fully populated STATIC cursor survives the ROLLBACK of a failed batch.
+            -- The table's scripts, filled when it was opened (@Scripts), in the order a run executes them.
             SET @StepFailed = 0;
-            DECLARE StepCursor CURSOR LOCAL FORWARD_ONLY STATIC READ_ONLY FOR
-                SELECT x.StepNumber, x.StepName, x.ScriptText
-                FROM (
-                    SELECT CONVERT(smallint, 2) AS StepNumber, CONVERT(nvarchar(50), N'QueuePopulation') AS StepName,
-                           q.ScriptText, 1 AS Sub
-                    FROM {{ job('BlobDeltaQueuePopulationScript') }} AS q
-                    WHERE q.ScriptName = @QueuePopulationScriptName AND q.IsActive = 1
-                      AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaStepScript') }} AS s2
-                                  WHERE s2.ScriptSet = @ScriptSet AND s2.StepNumber = 2 AND s2.IsActive = 1)
-                    UNION ALL
-                    SELECT s.StepNumber, s.StepName, s.ScriptText, 2
-                    FROM {{ job('BlobDeltaStepScript') }} AS s
-                    WHERE s.ScriptSet = @ScriptSet AND s.IsActive = 1
-                ) AS x
-                ORDER BY x.StepNumber, x.Sub;
-            OPEN StepCursor;
-
+            SET @ScriptPosition = 0;
             WHILE @StepFailed = 0
             BEGIN
-                -- The stored script (trusted text seeded by the migrations) is the base of @SqlStep;
-                -- only QUOTENAME'd names are put into it, values are sp_executesql parameters.
-                FETCH NEXT FROM StepCursor INTO @StepNumber, @StepName, @SqlStepScript;
-                IF @@FETCH_STATUS <> 0 BREAK;
+                SET @ScriptPosition += 1;
+                SET @StepName = NULL;
+                SELECT @StepNumber = x.StepNumber, @StepName = x.StepName, @SqlStep = x.Filled
+                FROM @Scripts AS x
+                WHERE x.Position = @ScriptPosition AND x.StepNumber > 0; -- not the plan script
+                IF @StepName IS NULL BREAK;
 
                 -- A step is done when it has a completed batch that found nothing more to do;
                 -- queue population runs once (it is idempotent anyway).
@@ -693,20 +907,6 @@ BEGIN
                 FROM {{ job('BlobDeltaRunStep') }} AS s
                 WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
                   AND s.StepName = @StepName AND s.Status = N'Completed';
-
-                SET @SqlStep = REPLACE(@SqlStepScript, N'{SourceObject}', @QuotedSource);
-                SET @SqlStep = REPLACE(@SqlStep, N'{TargetObject}', @QuotedTarget);
-                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataObject}', @QuotedMetadata);
-                SET @SqlStep = REPLACE(@SqlStep, N'{BusinessUnitObject}', @QuotedBusinessUnit);
-                SET @SqlStep = REPLACE(@SqlStep, N'{QueueObject}', @QuotedQueue);
-                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataIdColumn}', @QuotedIdColumn);
-                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataModifiedOnCol}', @QuotedModifiedColumn);
-                SET @SqlStep = REPLACE(@SqlStep, N'{MetadataBusinessUnitCol}', @QuotedBusinessUnitColumn);
-                SET @SqlStep = REPLACE(@SqlStep, N'{BusinessUnitIdColumn}', @QuotedBusinessUnitIdColumn);
-                SET @SqlStep = REPLACE(@SqlStep, N'{SourceColumnList}', @QuotedSourceColumns);
-                SET @SqlStep = REPLACE(@SqlStep, N'{ColumnList}', @QuotedColumns);
-                SET @SqlStep = REPLACE(@SqlStep, N'{UpdateList}', @QuotedUpdate);
-                SET @SqlStep = REPLACE(@SqlStep, N'{SourceRow}', @QuotedSourceRow);
 
                 IF @Debug >= 2 AND @SqlStep IS NOT NULL
                 BEGIN
@@ -763,9 +963,13 @@ BEGIN
                         BEGIN TRY
                             BEGIN TRANSACTION;
                             SET @ScriptDone = 0;
+                            SET @BatchInserted = NULL;
+                            SET @BatchUpdated = NULL;
+                            SET @BatchDeleted = NULL;
+                            SET @BatchMoved = NULL;
                             EXEC sys.sp_executesql
                                 @SqlStep,
-                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT, @TargetWasEmpty bit',
+                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT, @TargetWasEmpty bit, @RowsInserted int OUTPUT, @RowsUpdated int OUTPUT, @RowsDeleted int OUTPUT, @RowsMoved int OUTPUT',
                                 @BatchSize = @BatchSize,
                                 @ExcludedStreamId = @ExcludedStreamId,
                                 @WindowStart = @WindowStart,
@@ -776,16 +980,22 @@ BEGIN
                                 @RowsProcessed = @BatchRows OUTPUT,
                                 @AfterModifiedOn = @AfterModifiedOn,
                                 @LastModifiedOn = @LastModifiedOn OUTPUT,
-                                @TargetWasEmpty = @BatchTargetWasEmpty;
+                                @TargetWasEmpty = @BatchTargetWasEmpty,
+                                @RowsInserted = @BatchInserted OUTPUT,
+                                @RowsUpdated = @BatchUpdated OUTPUT,
+                                @RowsDeleted = @BatchDeleted OUTPUT,
+                                @RowsMoved = @BatchMoved OUTPUT;
                             SET @ScriptDone = 1;
                             SET @BatchRows = ISNULL(@BatchRows, 0);
                             SET @LastModifiedOn = ISNULL(@LastModifiedOn, @Position);
                             SET @TotalAfter = @Total + @BatchRows;
                             INSERT INTO {{ job('BlobDeltaRunStep') }}
                                 (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                                 RowsInserted, RowsUpdated, RowsDeleted, RowsMoved,
                                  WindowStart, WindowEnd, LastModifiedOn, BatchStartedAt, BatchCompletedAt, Status)
                             VALUES
                                 (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfter,
+                                 @BatchInserted, @BatchUpdated, @BatchDeleted, @BatchMoved,
                                  @WindowStart, @WindowEnd, @LastModifiedOn, @Now, SYSUTCDATETIME(), N'Completed');
                             UPDATE w
                             SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
@@ -862,8 +1072,6 @@ BEGIN
                 END;
             END;
 
-            CLOSE StepCursor;
-            DEALLOCATE StepCursor;
             IF @StepFailed = 1
                 CONTINUE;
 
@@ -901,22 +1109,37 @@ BEGIN
                     CONVERT(char(23), p.WindowStart, 121) AS window_start,
                     CONVERT(char(23), p.WindowEnd, 121) AS window_end,
                     p.[Rows] AS [rows],
-                    p.Error AS [error]
+                    p.Error AS [error],
+                    p.Skipped AS skipped,
+                    JSON_QUERY(ISNULL((
+                        SELECT s.StepNumber AS step, s.StepName AS name, s.RowsInserted AS inserted,
+                               s.RowsUpdated AS updated, s.RowsDeleted AS deleted
+                        FROM @PlanSteps AS s
+                        WHERE s.Position = p.Position
+                        ORDER BY s.StepNumber
+                        FOR JSON PATH), N'[]')) AS steps
                 FROM @PlanRows AS p
                 ORDER BY p.Position
                 FOR JSON PATH, INCLUDE_NULL_VALUES
             );
             SET @Plan = ISNULL(@Plan, N'[]');
             SET @Status = N'Planned';
-            -- The same plan as a result set, for SSMS.
+            -- The same plan as a result set, for SSMS: a row per table and step.
             SELECT
                 p.TableName AS [table],
                 CONVERT(char(23), p.WindowStart, 121) AS window_start,
                 CONVERT(char(23), p.WindowEnd, 121) AS window_end,
                 p.[Rows] AS [rows],
-                p.Error AS [error]
+                p.Error AS [error],
+                p.Skipped AS skipped,
+                s.StepNumber AS step,
+                s.StepName AS step_name,
+                s.RowsInserted AS inserted,
+                s.RowsUpdated AS updated,
+                s.RowsDeleted AS deleted
             FROM @PlanRows AS p
-            ORDER BY p.Position;
+            LEFT JOIN @PlanSteps AS s ON s.Position = p.Position
+            ORDER BY p.Position, s.StepNumber;
             RETURN;
         END;
 
@@ -930,9 +1153,14 @@ BEGIN
             ErrorMessage = NULLIF(@ErrorText, N'')
         FROM {{ job('BlobDeltaRun') }} AS r
         WHERE r.RunId = @CurrentRunId;
+        EXEC sys.sp_releaseapplock @Resource = @RunLockResource, @LockOwner = N'Session';
+        SET @HoldsRunLock = 0;
     END TRY
     BEGIN CATCH
         IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+        -- The run's session lock outlives any transaction: release it, or this session keeps the run.
+        IF @HoldsRunLock = 1
+            EXEC sys.sp_releaseapplock @Resource = @RunLockResource, @LockOwner = N'Session';
         THROW;
     END CATCH;
 END;

@@ -10,6 +10,7 @@ CREATE OR ALTER PROCEDURE {{ job('usp_BlobDelta_RunOperator') }}
     @ResumeRunId uniqueidentifier = NULL,
     @Help bit = 0,
     @Debug tinyint = 0,
+    @Wait bit = 0,
     @RunId uniqueidentifier = NULL OUTPUT,
     @Status nvarchar(20) = NULL OUTPUT,
     @Plan nvarchar(max) = NULL OUTPUT,
@@ -19,8 +20,8 @@ AS
 {{ header('usp_BlobDelta_RunOperator',
           'Operator entry point for delta loads: @Mode AllTables or SingleTable (with @TableName),
     an optional @BusinessUnitId, @SyncType Incremental (default) or Full, @Execute = 0 for a
-    plan, @ResumeRunId to continue an interrupted run, @RunId (in) to name the new run,
-    @Help = 1 for usage. Returns one row (RunId, Status) and the OUTPUT parameters @RunId,
+    plan, @ResumeRunId to continue an interrupted run, @RunId (in) to name the new run, @Wait = 1
+    to wait for another session that still executes that run, @Help = 1 for usage. Returns one row (RunId, Status) and the OUTPUT parameters @RunId,
     @Status, @Plan, @Version, @VersionDate.
     Call it outside a transaction (@@TRANCOUNT = 0): the engine commits every batch.') }}
 BEGIN
@@ -50,7 +51,9 @@ BEGIN
                 + N'  @ResumeRunId    continue an interrupted run with its own parameters and windows' + NCHAR(10)
                 + N'  @RunId          (in, optional) the RunId of the new run, so that a retried call is idempotent' + NCHAR(10)
                 + N'  @Debug          0 (default) | 1 = progress messages | 2 = also the filled step scripts' + NCHAR(10)
-                + N'Returns RunId, Status (Succeeded | Failed | Planned), Plan (JSON when planning).';
+                + N'  @Wait           0 (default) = fail (error 50012) when another session still executes the run | 1 = wait for it' + NCHAR(10)
+                + N'Returns RunId, Status (Succeeded | Failed | Planned), Plan (JSON when planning: per table its window,' + NCHAR(10)
+                + N'whether a held lease would skip it, and per step the rows a run would insert, update and delete).';
             PRINT @HelpText;
             RETURN;
         END;
@@ -66,6 +69,7 @@ BEGIN
             @Execute = @Execute,
             @ResumeRunId = @ResumeRunId,
             @Debug = @Debug,
+            @Wait = @Wait,
             @RunId = @RunRunId OUTPUT,
             @Status = @RunStatus OUTPUT,
             @Plan = @RunPlan OUTPUT;

@@ -14,9 +14,10 @@ AS $function$
 #variable_conflict use_column
 {{ header('fn_BlobDelta_NextStep',
           'Internal to usp_BlobDelta_Run (PostgreSQL): the next step of one table in a run, read
-    from the run tables: the first active step (queue population before the batches of step 2) that
-    has no completed batch which found nothing more to do (queue population runs once). status
-    is Next, or Done when no step is left.') }}
+    from the run tables: the first active step that has no completed batch which found nothing
+    more to do (queue population runs once). Queue population (step 2a) comes first, before step
+    1: what it queues follows from the target as the run found it (revision 0010), which is what
+    a plan computes too. status is Next, or Done when no step is left.') }}
 DECLARE
     v_run_id uuid := "RunId";
     v_table text := "TableName";
@@ -42,7 +43,7 @@ BEGIN
         WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = x.step_number
           AND s."StepName" = x.step_name AND s."Status" = 'Completed'
           AND (s."RowsProcessed" = 0 OR x.step_name = 'QueuePopulation'))
-    ORDER BY x.step_number, x.sub
+    ORDER BY CASE WHEN x.step_name = 'QueuePopulation' THEN 0 ELSE x.step_number END, x.sub
     LIMIT 1;
     status := CASE WHEN FOUND THEN 'Next' ELSE 'Done' END;
 END;

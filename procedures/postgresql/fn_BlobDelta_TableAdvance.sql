@@ -1,6 +1,5 @@
-{%- from "postgresql/engine.sql" import require_running_run, resolved_declarations, resolve -%}
+{%- from "postgresql/engine.sql" import require_running_run -%}
 {%- from "common/header.sql" import header -%}
-{%- from "postgresql/quoting.sql" import quotename -%}
 CREATE OR REPLACE FUNCTION {{ job('fn_BlobDelta_TableAdvance') }}(
     IN "RunId" uuid,
     IN "TableName" text,
@@ -42,23 +41,13 @@ DECLARE
     v_position timestamp(3);
     v_last timestamp(3);
     v_rows bigint;
-{{ resolved_declarations() }}
-    v_q_queue text := '{{ job("BlobDeltaMissingParentsQueue") }}';
-    v_q_source text;
-    v_q_target text;
-    v_q_metadata text;
-    v_q_business_unit text;
-    v_q_id text;
-    v_q_modified text;
-    v_q_bu_column text;
-    v_q_bu_id text;
-    v_q_columns text;
-    v_q_source_columns text;
-    v_q_update text;
-    v_q_source_row text;
     v_sql_step text;
     v_first_load boolean;
     v_reran boolean := false;
+    v_inserted integer;
+    v_updated integer;
+    v_deleted integer;
+    v_moved integer;
 BEGIN
 {{ require_running_run() }}
     SELECT s."WindowStart", s."WindowEnd", coalesce(s."TargetWasEmpty", false)
@@ -96,55 +85,10 @@ BEGIN
     WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = v_step.step_number;
 
     BEGIN
-        -- Names are resolved and checked again for every batch, so no batch runs against an
-        -- object that has gone. A configuration change takes effect at the next batch: change
-        -- the configuration only while no run holds the table's lease.
-        {{ resolve('v_table') }}
-
-        -- Identifiers for the placeholders, always quoted.
-        v_q_source := v_source_object;
-        v_q_target := v_target_object;
-        v_q_metadata := v_metadata_object;
-        v_q_business_unit := v_bu_object;
-        v_q_id := {{ quotename('v_id_column') }};
-        v_q_modified := {{ quotename('v_modified_column') }};
-        v_q_bu_column := {{ quotename('v_bu_column') }};
-        v_q_bu_id := {{ quotename('v_bu_id_column') }};
-        SELECT string_agg({{ quotename('a.attname::text') }}, ', ' ORDER BY a.attnum),
-               string_agg('s.' || {{ quotename('a.attname::text') }}, ', ' ORDER BY a.attnum),
-               string_agg(CASE WHEN a.attname <> v_id_column
-                               THEN {{ quotename('a.attname::text') }} || ' = EXCLUDED.' || {{ quotename('a.attname::text') }} END,
-                          ', ' ORDER BY a.attnum)
-        INTO v_q_columns, v_q_source_columns, v_q_update
-        FROM pg_catalog.pg_attribute AS a
-        WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attnum > 0 AND NOT a.attisdropped
-          AND a.attgenerated = ''  -- generated columns cannot be written
-          AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS sa
-                      WHERE sa.attrelid = pg_catalog.to_regclass(v_source_object) AND sa.attname = a.attname
-                        AND sa.attnum > 0 AND NOT sa.attisdropped);
-
-        -- {SourceRow}: the source row s for the metadata row m, looked up by key, or the metadata
-        -- row itself when the metadata table is the source table.
-        v_q_source_row := CASE
-            WHEN pg_catalog.to_regclass(v_metadata_object) = pg_catalog.to_regclass(v_source_object)
-            THEN 'CROSS JOIN LATERAL (SELECT m.*) AS s'
-            ELSE 'CROSS JOIN LATERAL (SELECT * FROM ' || v_q_source || ' AS s WHERE s.' || v_q_id || ' = m.' || v_q_id
-                 || ' OFFSET 0) AS s' END;
-
-        v_sql_step := v_step.script_text;
-        v_sql_step := replace(v_sql_step, '{SourceObject}', v_q_source);
-        v_sql_step := replace(v_sql_step, '{TargetObject}', v_q_target);
-        v_sql_step := replace(v_sql_step, '{MetadataObject}', v_q_metadata);
-        v_sql_step := replace(v_sql_step, '{BusinessUnitObject}', v_q_business_unit);
-        v_sql_step := replace(v_sql_step, '{QueueObject}', v_q_queue);
-        v_sql_step := replace(v_sql_step, '{MetadataIdColumn}', v_q_id);
-        v_sql_step := replace(v_sql_step, '{MetadataModifiedOnCol}', v_q_modified);
-        v_sql_step := replace(v_sql_step, '{MetadataBusinessUnitCol}', v_q_bu_column);
-        v_sql_step := replace(v_sql_step, '{BusinessUnitIdColumn}', v_q_bu_id);
-        v_sql_step := replace(v_sql_step, '{SourceColumnList}', v_q_source_columns);
-        v_sql_step := replace(v_sql_step, '{ColumnList}', v_q_columns);
-        v_sql_step := replace(v_sql_step, '{UpdateList}', v_q_update);
-        v_sql_step := replace(v_sql_step, '{SourceRow}', v_q_source_row);
+        -- Names are resolved and checked again for every batch (fn_BlobDelta_FillScript), so no
+        -- batch runs against an object that has gone. A configuration change takes effect at the
+        -- next batch: change the configuration only while no run holds the table's lease.
+        v_sql_step := {{ job('fn_BlobDelta_FillScript') }}(v_table, v_step.script_text);
         IF v_debug >= 2 THEN
             RAISE NOTICE '%', v_sql_step;
         END IF;
@@ -158,8 +102,14 @@ BEGIN
         -- batch starts 1 ms early (rows already copied are skipped by the scripts).
         LOOP
             v_last := NULL;
+            v_inserted := NULL;
+            v_updated := NULL;
+            v_deleted := NULL;
+            v_moved := NULL;
             BEGIN
-                EXECUTE v_sql_step INTO v_rows, v_last
+                -- Revision 0010's scripts also return rows inserted, updated, deleted and moved
+                -- along with a folder; an older script's missing columns leave them NULL.
+                EXECUTE v_sql_step INTO v_rows, v_last, v_inserted, v_updated, v_deleted, v_moved
                     USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id,
                           v_table, v_position - interval '1 millisecond', v_first_load;
                 EXIT;
@@ -181,8 +131,10 @@ BEGIN
         v_rows := coalesce(v_rows, 0);
         INSERT INTO {{ job('BlobDeltaRunStep') }}
             ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
+             "RowsInserted", "RowsUpdated", "RowsDeleted", "RowsMoved",
              "WindowStart", "WindowEnd", "LastModifiedOn", "BatchStartedAt", "BatchCompletedAt", "Status")
         VALUES (v_run_id, v_table, v_step.step_number, v_step.step_name, batch_number, v_rows, total_rows + v_rows,
+                v_inserted, v_updated, v_deleted, v_moved,
                 v_window_start, v_window_end, coalesce(v_last, v_position), v_now,
                 (clock_timestamp() AT TIME ZONE 'UTC'), 'Completed');
         UPDATE {{ job('BlobDeltaHighWatermark') }} AS w

@@ -34,6 +34,7 @@ DECLARE
     v_key_column text;
     v_sql_clear text;
     v_target_empty boolean;
+    v_cleared bigint := 0;
 BEGIN
 {{ require_running_run() }}
     SELECT w.* INTO v_wm FROM {{ job('BlobDeltaHighWatermark') }} AS w WHERE w."TableName" = v_table;
@@ -73,12 +74,33 @@ BEGIN
                 DELETE FROM {{ job('BlobDeltaMissingParentsQueue') }} AS q
                 WHERE q."TableName" = v_table
                   AND (v_run."BusinessUnitId" IS NULL OR q."BusinessUnit" = v_run."BusinessUnitId");
-                v_sql_clear := format(
-                    'DELETE FROM %I.%I AS t WHERE $1 IS NULL OR EXISTS '
-                    '(SELECT 1 FROM %I.%I AS m WHERE m.%I = t.%I AND m.%I = $1)',
-                    v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."MetadataDatabase", v_cfg."MetadataTable",
-                    v_id_column, v_key_column, v_bu_column);
-                EXECUTE v_sql_clear USING v_run."BusinessUnitId";
+                IF v_script_set = 'Hierarchical' THEN
+                    -- One unit's clean slate keeps every row that has a descendant of another unit (or
+                    -- of none), so no row of another unit loses its parent; the rest of that unit's
+                    -- rows go, with their recorded versions, in one statement.
+                    v_sql_clear := format(
+                        'WITH doomed AS ('
+                        'DELETE FROM %1$I.%2$I AS t WHERE $1 IS NULL OR ('
+                        'EXISTS (SELECT 1 FROM %3$I.%4$I AS m WHERE m.%5$I = t.stream_id AND m.%6$I = $1) '
+                        'AND NOT EXISTS (SELECT 1 FROM %1$I.%2$I AS d '
+                        'WHERE d.path_locator COLLATE "C" > t.path_locator COLLATE "C" '
+                        'AND d.path_locator COLLATE "C" < (left(t.path_locator, -1) || ''0'') COLLATE "C" '
+                        'AND NOT EXISTS (SELECT 1 FROM %3$I.%4$I AS md WHERE md.%5$I = d.stream_id AND md.%6$I = $1))) '
+                        'RETURNING t.stream_id), '
+                        'unversioned AS (DELETE FROM {{ job("BlobDeltaTargetVersion") }} AS v WHERE v."TableName" = $2 '
+                        'AND ($1 IS NULL OR v.stream_id IN (SELECT x.stream_id FROM doomed AS x))) '
+                        'SELECT count(*) FROM doomed',
+                        v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."MetadataDatabase", v_cfg."MetadataTable",
+                        v_id_column, v_bu_column);
+                ELSE
+                    v_sql_clear := format(
+                        'WITH doomed AS (DELETE FROM %I.%I AS t WHERE $1 IS NULL OR EXISTS '
+                        '(SELECT 1 FROM %I.%I AS m WHERE m.%I = t.%I AND m.%I = $1) RETURNING 1) '
+                        'SELECT count(*) FROM doomed',
+                        v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."MetadataDatabase", v_cfg."MetadataTable",
+                        v_id_column, v_key_column, v_bu_column);
+                END IF;
+                EXECUTE v_sql_clear INTO v_cleared USING v_run."BusinessUnitId", v_table;
             END IF;
             -- A first load: the target holds no row (after a Full sync's clean slate), so every row
             -- it will hold was written by this run's batches (the lease keeps other runs out).
@@ -90,8 +112,10 @@ BEGIN
             END IF;
             INSERT INTO {{ job('BlobDeltaRunStep') }}
                 ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
+                 "RowsInserted", "RowsUpdated", "RowsDeleted",
                  "WindowStart", "WindowEnd", "TargetWasEmpty", "BatchStartedAt", "BatchCompletedAt", "Status")
             SELECT v_run_id, v_table, 0, 'Window', coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
+                   0, 0, v_cleared,
                    v_window_start, v_window_end, v_target_empty, v_now, v_now, 'Completed'
             FROM {{ job('BlobDeltaRunStep') }} AS s
             WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0;

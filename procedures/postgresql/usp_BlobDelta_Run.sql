@@ -10,6 +10,7 @@ CREATE OR REPLACE PROCEDURE {{ job('usp_BlobDelta_Run') }}(
     IN "ResumeRunId" uuid DEFAULT NULL,
     IN "ExcludedStreamId" uuid DEFAULT NULL,
     IN "Debug" smallint DEFAULT 0,
+    IN "Wait" boolean DEFAULT false,
     INOUT "RunId" uuid DEFAULT NULL,
     INOUT "Status" text DEFAULT NULL,
     INOUT "Plan" text DEFAULT NULL
@@ -23,7 +24,10 @@ AS $procedure$
     transaction with its BlobDeltaRunStep row), then the watermark moves to WindowEnd. A failed
     table is logged, its lease released, and the next table runs. Execute = false returns the
     plan (JSON in "Plan") and changes nothing. A RunId passed in names the new run (idempotent
-    retries); ResumeRunId continues an interrupted one. Call it outside a transaction block (autocommit):
+    retries); ResumeRunId continues an interrupted one. A run executes in one session at a time
+    (a session-level advisory lock on its RunId): a resume or a retry while another session still
+    works the run fails with SQLSTATE 55P03, or waits with Wait = true (a run that ended
+    meanwhile is reported as it ended). Call it outside a transaction block (autocommit):
     it commits after every batch, which is what makes runs visible and resumable. It cannot
     have a SET clause for that reason, so it pins search_path (and TimeZone to UTC, so that a
     timestamptz ModifiedOn compares as UTC, as on SQL Server) with set_config after each commit.
@@ -42,17 +46,21 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
 
-    -- Parameters checked (all problems in one error), then the plan or the run header.
-    SELECT b.run_id, b.tables, b.plan INTO v_begin
+    -- Parameters checked (all problems in one error), then the plan, or the run's session lock and header.
+    SELECT b.run_id, b.tables, b.plan, b.lock_key, b.state INTO v_begin
     FROM {{ job('fn_BlobDelta_RunBegin') }}(
         "Mode", "TableName", "BatchSize", "MaxDOP", "BusinessUnitId", "SyncType", "Execute", "ResumeRunId",
-        "RunId", v_debug) AS b;
+        "RunId", v_debug, "ExcludedStreamId", coalesce("Wait", false)) AS b;
     IF NOT "Execute" THEN
         "Plan" := v_begin.plan;
         "Status" := 'Planned';
         RETURN;
     END IF;
     "RunId" := v_begin.run_id;
+    IF v_begin.state <> 'Running' THEN
+        "Status" := v_begin.state; -- waited for the session that worked it, which finished it
+        RETURN;
+    END IF;
     COMMIT;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
@@ -86,5 +94,6 @@ BEGIN
 
     "Status" := {{ job('fn_BlobDelta_RunEnd') }}(v_begin.run_id);
     COMMIT;
+    PERFORM pg_catalog.pg_advisory_unlock(v_begin.lock_key);
 END;
 $procedure$

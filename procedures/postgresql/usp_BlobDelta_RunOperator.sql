@@ -10,6 +10,7 @@ CREATE OR REPLACE PROCEDURE {{ job('usp_BlobDelta_RunOperator') }}(
     IN "ResumeRunId" uuid DEFAULT NULL,
     IN "Help" boolean DEFAULT false,
     IN "Debug" smallint DEFAULT 0,
+    IN "Wait" boolean DEFAULT false,
     INOUT "RunId" uuid DEFAULT NULL,
     INOUT "Status" text DEFAULT NULL,
     INOUT "Plan" text DEFAULT NULL,
@@ -22,7 +23,8 @@ AS $procedure$
 {{ header('usp_BlobDelta_RunOperator',
           'Operator entry point for delta loads: Mode AllTables or SingleTable (with TableName),
     an optional BusinessUnitId, SyncType Incremental (default) or Full, Execute = false for a
-    plan, ResumeRunId to continue an interrupted run, RunId (in) to name the new run. CALL returns one row: RunId, Status, Plan,
+    plan, ResumeRunId to continue an interrupted run, RunId (in) to name the new run, Wait = true to
+    wait for another session that still executes that run. CALL returns one row: RunId, Status, Plan,
     Version, VersionDate. Call it outside a transaction block: the engine commits every batch.') }}
 DECLARE
     v_run_id uuid;
@@ -43,14 +45,16 @@ BEGIN
             || E'  "SyncType"       Incremental (default) | Full\n'
             || E'  "Execute"        true (default) | false = plan only, changes nothing\n'
             || E'  "ResumeRunId"    continue an interrupted run with its own parameters and windows\n'
-            || E'Returns RunId, Status (Succeeded | Failed | Planned), Plan (JSON when planning).';
+            || E'  "Wait"           false (default) = fail when another session still executes the run | true = wait for it\n'
+            || E'Returns RunId, Status (Succeeded | Failed | Planned), Plan (JSON when planning: per table its window,\n'
+            || E'whether a held lease would skip it, and per step the rows a run would insert, update and delete).';
         RETURN;
     END IF;
     v_run_id := "RunId"; -- in: an optional caller-chosen RunId for the new run
     CALL {{ job('usp_BlobDelta_Run') }}(
         "Mode" => "Mode", "TableName" => "TableName", "BatchSize" => "BatchSize", "MaxDOP" => "MaxDOP",
         "BusinessUnitId" => "BusinessUnitId", "SyncType" => "SyncType", "Execute" => "Execute",
-        "ResumeRunId" => "ResumeRunId", "Debug" => "Debug",
+        "ResumeRunId" => "ResumeRunId", "Debug" => "Debug", "Wait" => "Wait",
         "RunId" => v_run_id, "Status" => v_status, "Plan" => v_plan);
     "RunId" := v_run_id;
     "Status" := v_status;

@@ -260,15 +260,21 @@ BEGIN TRY
     PRINT N'Removed the private key of ' + QUOTENAME(@CertName) + N'.';
 
     ------------------------------------------------------------------ 3. the job database
-    -- The stored step scripts read, fill and mark the missing-parents queue through dynamic
-    -- SQL, which ownership chaining does not cover. Everything else the engine does in the job
-    -- database is static SQL in dbo-owned procedures on dbo-owned tables.
+    -- The stored step scripts read, fill and mark the missing-parents queue, write the copies'
+    -- recorded versions and apply the deletion log through dynamic SQL, which ownership chaining
+    -- does not cover. Everything else the engine does in the job database is static SQL in
+    -- dbo-owned procedures on dbo-owned tables.
     SET @SqlJobUser = N'CREATE USER ' + QUOTENAME(@CertName) + N' FROM CERTIFICATE ' + QUOTENAME(@CertName) + N';'
         + N' GRANT SELECT, INSERT, UPDATE ON OBJECT::' + QUOTENAME(N'dbo') + N'.' + QUOTENAME(N'BlobDeltaMissingParentsQueue')
+        + N' TO ' + QUOTENAME(@CertName) + N';'
+        + N' GRANT SELECT, INSERT, UPDATE, DELETE ON OBJECT::' + QUOTENAME(N'dbo') + N'.' + QUOTENAME(N'BlobDeltaTargetVersion')
+        + N' TO ' + QUOTENAME(@CertName) + N';'
+        + N' GRANT SELECT, UPDATE ON OBJECT::' + QUOTENAME(N'dbo') + N'.' + QUOTENAME(N'BlobDeltaDeletionLog')
         + N' TO ' + QUOTENAME(@CertName) + N';';
     EXEC sys.sp_executesql @SqlJobUser;
     PRINT N'Created certificate user ' + QUOTENAME(@CertName) + N' in ' + QUOTENAME(DB_NAME())
-        + N' with SELECT, INSERT, UPDATE on dbo.BlobDeltaMissingParentsQueue.';
+        + N' with SELECT, INSERT, UPDATE on dbo.BlobDeltaMissingParentsQueue, SELECT, INSERT, UPDATE, DELETE on'
+        + N' dbo.BlobDeltaTargetVersion and SELECT, UPDATE on dbo.BlobDeltaDeletionLog.';
 
     ------------------------------------------------------------------ 4. configured databases
     SET @Granted = 0;

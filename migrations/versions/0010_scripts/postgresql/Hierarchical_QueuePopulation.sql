@@ -1,0 +1,70 @@
+-- Step 2a (revision 0010; the engine runs it first, before step 1, on the target as the run found
+-- it): queue every blob that must be placed before the Children step can run, where the target
+-- does not hold it at its source path (missing, or misplaced because it or a folder above it
+-- moved): every ancestor of the window's changed children (the Children step's candidates), and,
+-- for a pending deletion of a folder that is gone from the source, every blob still in the source
+-- whose copy lies under that folder (it moved away before the folder was deleted), with its
+-- ancestors. Roots that step 1 rewrites anyway are left out. Ancestors are queued whatever their
+-- business unit: a tree is never cut. Ancestor paths are the prefixes of a path
+-- ('/1/3/' -> '/1/', '/1/3/').
+WITH changed_children AS (
+    SELECT DISTINCT s.parent_path_locator AS leaf
+    FROM {MetadataObject} AS m
+    CROSS JOIN LATERAL (SELECT 1 FROM {BusinessUnitObject} AS bu
+                        WHERE bu.{BusinessUnitIdColumn} = m.{MetadataBusinessUnitCol} LIMIT 1) AS bu
+    CROSS JOIN LATERAL (SELECT s.* FROM {SourceObject} AS s WHERE s.stream_id = m.{MetadataIdColumn} LIMIT 1) AS s
+    LEFT JOIN LATERAL (SELECT true AS present FROM {TargetObject} AS t WHERE t.stream_id = s.stream_id LIMIT 1) AS t ON true
+    LEFT JOIN LATERAL (SELECT v."ModifiedOn" FROM {VersionObject} AS v
+                       WHERE v."TableName" = $7 AND v.stream_id = s.stream_id LIMIT 1) AS v ON true
+    WHERE m.{MetadataModifiedOnCol} >= $3 AND m.{MetadataModifiedOnCol} < $4
+      AND ($5 IS NULL OR m.{MetadataBusinessUnitCol} = $5)
+      AND s.parent_path_locator IS NOT NULL
+      AND ($2 IS NULL OR s.stream_id <> $2)
+      AND (t.present IS NULL OR v."ModifiedOn" IS NULL OR v."ModifiedOn" < m.{MetadataModifiedOnCol}::timestamp)
+), deleted_folders AS (
+    SELECT t.path_locator
+    FROM {DeletionLogObject} AS l
+    JOIN {TargetObject} AS t ON t.stream_id = l.stream_id
+    LEFT JOIN LATERAL (SELECT v."BusinessUnit" FROM {VersionObject} AS v
+                       WHERE v."TableName" = $7 AND v.stream_id = l.stream_id LIMIT 1) AS v ON true
+    WHERE l."TableName" = $7 AND l."AppliedAt" IS NULL
+      AND coalesce(l."DeletedAt", l."DetectedAt") < $4
+      AND ($5 IS NULL OR coalesce(l."BusinessUnit", v."BusinessUnit") = $5)
+      AND NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = l.stream_id)
+), survivors AS (
+    SELECT s.path_locator AS leaf
+    FROM deleted_folders AS f
+    JOIN {TargetObject} AS d
+      ON d.path_locator COLLATE "C" > f.path_locator COLLATE "C"
+     AND d.path_locator COLLATE "C" < (left(f.path_locator, -1) || '0') COLLATE "C"
+    JOIN {SourceObject} AS s ON s.stream_id = d.stream_id
+), ancestor_paths AS (
+    SELECT DISTINCT left(n.leaf, g.i) AS path_locator
+    FROM (SELECT c.leaf FROM changed_children AS c UNION SELECT sv.leaf FROM survivors AS sv) AS n
+    CROSS JOIN LATERAL generate_series(2, length(n.leaf)) AS g (i)
+    WHERE substr(n.leaf, g.i, 1) = '/'
+), queued AS (
+    INSERT INTO {QueueObject} ("RunId", "TableName", stream_id, "BusinessUnit")
+    SELECT $6, $7, p.stream_id, m.bu
+    FROM ancestor_paths AS a
+    JOIN {SourceObject} AS p ON p.path_locator = a.path_locator
+    LEFT JOIN LATERAL (SELECT m.{MetadataBusinessUnitCol} AS bu, m.{MetadataModifiedOnCol} AS modified_on
+                       FROM {MetadataObject} AS m WHERE m.{MetadataIdColumn} = p.stream_id LIMIT 1) AS m ON true
+    WHERE NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream_id AND t.path_locator = p.path_locator)
+      -- not one of step 1's candidates (the Roots script's predicate)
+      AND NOT coalesce(
+            p.parent_path_locator IS NULL
+            AND m.modified_on >= $3 AND m.modified_on < $4
+            AND ($5 IS NULL OR m.bu = $5)
+            AND EXISTS (SELECT 1 FROM {BusinessUnitObject} AS bu WHERE bu.{BusinessUnitIdColumn} = m.bu)
+            AND ($2 IS NULL OR p.stream_id <> $2)
+            AND (NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream_id)
+                 OR NOT EXISTS (SELECT 1 FROM {VersionObject} AS v
+                                WHERE v."TableName" = $7 AND v.stream_id = p.stream_id
+                                  AND v."ModifiedOn" >= m.modified_on::timestamp)),
+            false)
+      AND NOT EXISTS (SELECT 1 FROM {QueueObject} AS q
+                      WHERE q."RunId" = $6 AND q."TableName" = $7 AND q.stream_id = p.stream_id)
+    RETURNING 1
+)
+SELECT count(*)::integer, NULL::timestamp(3) FROM queued

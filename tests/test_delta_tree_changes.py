@@ -1,0 +1,188 @@
+"""A Hierarchical tree changed across windows reaches the target whole (revision 0010), on every engine.
+
+Each window changes the source as users do (renames, new content, moves of files and folders,
+new blobs inside moved folders, deletions), then a plan and a run follow. After every run the
+target equals the source row for row, holds each stream_id once and has no orphan, and the plan
+equals the run step by step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from .delta_bed import CLIENT, REFERRAL, make_bed, window_of
+from .tree_bed import Tree
+
+
+@pytest.fixture
+def bed(server):
+    # 4 roots, each 3 levels of folders of 3, files at the fourth level: 160 blobs per table.
+    bed = make_bed(server, roots=4, fanout=3, depth=4)
+    yield bed
+    bed.close()
+
+
+def run_steps(status, table: str) -> dict[int, tuple[int, int, int]]:
+    """Rows inserted, updated and deleted per step, summed over the run's completed batches."""
+    steps: dict[int, tuple[int, int, int]] = {}
+    for s in status.steps:
+        if s["table_name"] == table and s["status"] == "Completed":
+            i, u, d = steps.get(s["step_number"], (0, 0, 0))
+            steps[s["step_number"]] = (i + (s["rows_inserted"] or 0), u + (s["rows_updated"] or 0),
+                                       d + (s["rows_deleted"] or 0))
+    return steps
+
+
+def planned_steps(plan, table: str) -> dict[int, tuple[int, int, int]]:
+    [entry] = [p for p in plan.plan if p.table == table]
+    assert entry.error is None and entry.skipped is None, entry
+    return {s.step: (s.inserted, s.updated, s.deleted) for s in entry.steps}
+
+
+def same_counts(planned: dict, ran: dict) -> bool:
+    steps = set(planned) | set(ran)
+    return all(planned.get(n, (0, 0, 0)) == ran.get(n, (0, 0, 0)) for n in steps)
+
+
+def plan_then_run(bed, tree: Tree, **kwargs):
+    """A plan, then the run it describes; both must agree, and the target must equal the source."""
+    kwargs = {"mode": "SingleTable", "table": tree.table, "batch_size": 3, **kwargs}
+    plan = bed.run(execute=False, **kwargs)
+
+    result = bed.run(**kwargs)
+
+    status = bed.status(result.run_id)
+    assert (result.status, status.error) == ("Succeeded", None)
+    assert same_counts(planned_steps(plan, tree.table), run_steps(status, tree.table)), \
+        (planned_steps(plan, tree.table), run_steps(status, tree.table))
+    tree.assert_target_equals_source()
+    return status
+
+
+def files_and_folders(tree: Tree):
+    folders = tree.ids("source", directories=True)
+    files = tree.ids("source", directories=False)
+    return folders, files
+
+
+def test_a_tree_changed_across_windows_reaches_the_target_whole_and_every_plan_equals_its_run(bed):
+    # Assemble: the first load.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    roots = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 1]
+    units = bed.data.business_units
+
+    # Window 1: a rename, new content, a folder rename, a file moved to another folder, a folder
+    # moved with its descendants to another business unit's root, a new file inside that moved
+    # folder, a root moved into a folder and a folder moved to the top. Every change is written
+    # after the first run but stamped inside its window's buffer (a late write).
+    at = iter(end - timedelta(minutes=m) for m in range(200, 0, -7))
+    r1, r2, r3, r4 = roots
+    level2 = {r: [i for i in tree.ids("source", directories=True, under=tree.path_of(r)) if tree.depth_of(i) == 2]
+              for r in roots}
+    files = {r: tree.ids("source", directories=False, under=tree.path_of(r)) for r in roots}
+    renamed_file, rewritten_file, moved_file = files[r1][0], files[r1][1], files[r1][2]
+    tree.rename(renamed_file, "renamed.bin", next(at))
+    tree.rewrite(rewritten_file, b"second version", next(at))
+    tree.rename(level2[r1][0], "renamed folder", next(at))
+    tree.move(moved_file, tree.path_of(level2[r2][0]), next(at))
+    moved_folder = level2[r1][1]
+    moved_to = tree.move(moved_folder, tree.path_of(r2), next(at))
+    tree.create(moved_to, "born in a moved folder.bin", directory=False, at=next(at), unit=units[2])
+    tree.move(r3, tree.path_of(level2[r4][0]), next(at))
+    level3 = [i for i in tree.ids("source", directories=True, under=tree.path_of(r4)) if tree.depth_of(i) == 3]
+    tree.move(level3[-1], None, next(at))
+
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    moved = [s["rows_moved"] or 0 for s in status.steps if s["table_name"] == REFERRAL]
+    assert sum(moved) > 0, "descendants followed their moved folders"
+
+    # Window 2: the same file renamed again, a file deleted, a folder with children deleted (only
+    # the folder is recorded: its subtree goes with it), a file moved out of a folder that is then
+    # deleted, and a folder whose subfolder moved away (the subfolder's files unchanged) deleted.
+    at = iter(end - timedelta(minutes=m) for m in range(200, 0, -7))
+    tree.rename(renamed_file, "renamed twice.bin", next(at))
+    tree.delete(files[r2][-1], next(at), log="each")
+    doomed_folder = level2[r1][2]
+    tree.delete(doomed_folder, next(at), log="top")
+    emptied = level2[r2][1]
+    leaving = tree.ids("source", directories=False, under=tree.path_of(emptied))[0]
+    tree.move(leaving, tree.path_of(level2[r2][2]), next(at))
+    tree.delete(emptied, next(at), log="top")
+    deleted_parent = level2[r2][2]
+    escaping = [i for i in tree.ids("source", directories=True, under=tree.path_of(deleted_parent))
+                if tree.depth_of(i) == 3][0]
+    tree.move(escaping, None, next(at))
+    tree.delete(deleted_parent, next(at), log="top")
+
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    assert sum(s["rows_deleted"] or 0 for s in status.steps if s["step_number"] == 4) > 0
+
+    # Window 3: a change stamped exactly on the last window's end, and nothing else: a plan counts
+    # only what is not current yet.
+    tree.rename(files[r4][0], "on the boundary.bin", end)
+
+    status = plan_then_run(bed, tree)
+    assert run_steps(status, REFERRAL) == {0: (0, 0, 0), 1: (0, 0, 0), 2: (0, 0, 0), 3: (0, 1, 0), 4: (0, 0, 0)}
+
+
+def test_a_new_file_in_a_folder_whose_move_is_after_the_window_back_fills_that_folder_first(bed):
+    # Assemble: the first load, then a folder moved (stamped after the next window's end) and a
+    # file created inside it before the move (stamped inside the window).
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    folder = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 2][0]
+    unit = tree.unit_of(folder)
+    root = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 1][-1]
+    moved_to = tree.move(folder, tree.path_of(root), end + timedelta(days=1))
+    born = tree.create(moved_to, "born.bin", directory=False, at=end - timedelta(minutes=5), unit=unit)
+
+    # Act
+    status = plan_then_run(bed, tree)
+
+    # Assert: the folder was placed (moved) by the missing-parents step, before the file.
+    backfilled = run_steps(status, REFERRAL)[2]
+    assert backfilled[1] >= 1 and born in {r[0] for r in tree.rows("target")}
+
+
+def test_a_full_sync_of_one_unit_keeps_the_folders_another_units_files_live_under(bed):
+    # Assemble: files of unit X in folders of unit Y, all loaded.
+    tree = Tree(bed, CLIENT)
+    status = plan_then_run(bed, tree)
+    units = bed.data.business_units
+    folders_of_y = [i for i in tree.ids("source", directories=True) if tree.unit_of(i) == units[0] and tree.depth_of(i) == 3]
+    _start, end = window_of(status, CLIENT)
+    guests = [tree.create(tree.path_of(f), f"guest {n}.bin", directory=False, at=end - timedelta(minutes=n + 1),
+                          unit=units[1])
+              for n, f in enumerate(folders_of_y[:3])]
+    plan_then_run(bed, tree)
+
+    # Act: a Full sync of Y alone.
+    status = plan_then_run(bed, tree, sync_type="Full", business_unit=units[0])
+
+    # Assert: Y's folders that hold X's files were kept (no orphan), the rest of Y was reloaded.
+    cleared = run_steps(status, CLIENT)[0][2]
+    assert cleared > 0
+    assert set(guests) <= {r[0] for r in tree.rows("target")}
+
+
+def test_deleting_a_blob_the_source_still_holds_deletes_nothing_and_marks_the_log_row_applied(bed):
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    kept = tree.ids("source", directories=False)[0]
+    tree.log_deletion(kept, end - timedelta(minutes=1), None)
+
+    status = plan_then_run(bed, tree)
+
+    q = bed.info.quote
+    [(applied, run_id)] = bed.sql(f"SELECT {q('AppliedAt')}, {q('RunId')} FROM {bed.info.job_object('BlobDeltaDeletionLog')}")
+    assert applied is not None and uuid.UUID(str(run_id)) == status.run_id
+    assert kept in {r[0] for r in tree.rows("target")}

@@ -204,6 +204,14 @@ def _print_run(result: dict, as_json: bool) -> None:
         table.add_row(entry["table"], str(entry["window_start"]), str(entry["window_end"]), str(entry["rows"]),
                       entry["status"] if entry["error"] is None else f"{entry['status']}: {entry['error']}")
     out.print(table)
+    steps = Table("table", "step", "name", "inserted", "updated", "deleted",
+                  title="Per step: what the run would do" if result["run_id"] is None else "Per step")
+    for entry in result["tables"]:
+        for step in entry.get("steps", ()):
+            steps.add_row(entry["table"], str(step["step"]), step["name"] + (" (back-fill)" if step["step"] == 2 else ""),
+                          str(step["inserted"]), str(step["updated"]), str(step["deleted"]))
+    if steps.rows:
+        out.print(steps)
     out.print(f"RunId: {result['run_id']}" if result["run_id"] else "Plan only: nothing was changed.")
     out.print(f"Status: {result['status']}")
 
@@ -211,6 +219,21 @@ def _print_run(result: dict, as_json: bool) -> None:
 def _exit_for(result: dict) -> None:
     if result["status"] not in ("Succeeded", "Planned"):
         sys.exit(1)
+
+
+def _announce(run_id) -> None:
+    """The RunId as soon as the run starts (stderr: stdout may be one JSON object)."""
+    err.print(f"RunId: {run_id} (if it stops, continue it with: dbtools resume {run_id})", markup=False)
+
+
+def _run_and_report(as_json: bool, **kwargs) -> None:
+    try:
+        result = commands.run(on_step=None if as_json else _print_step, on_start=_announce, **kwargs)
+    except commands.RunInterrupted as exc:
+        err.print(f"dbtools: {exc}", markup=False)
+        sys.exit(130)
+    _print_run(result, as_json)
+    _exit_for(result)
 
 
 @cli.command(name="run")
@@ -225,20 +248,21 @@ def _exit_for(result: dict) -> None:
 @click.option("--sync", "sync_type", type=click.Choice(["incremental", "full"]), default="incremental",
               show_default=True, help="incremental continues from the watermark; full starts from the baseline "
                                       "and clears the table's queue and target rows in scope.")
-@click.option("--plan", is_flag=True, help="Show each table's window and row count; change nothing.")
+@click.option("--plan", is_flag=True,
+              help="Show each table's window and, per step, the rows a run would insert, update and delete; "
+                   "change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
 def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_type, plan, as_json):
     """Run delta loads through usp_BlobDelta_RunOperator and report the RunId.
 
-    Shows progress per table and batch while the engine works, prints the RunId and a per-table
-    summary, and exits 0 when the run Succeeded (or the plan was made), 1 otherwise. A dropped
-    connection or deadlock is retried as a resume of the same run.
+    Prints the RunId as soon as the run starts, progress per table and batch while the engine
+    works, then a per-table and per-step summary; exits 0 when the run Succeeded (or the plan was
+    made), 1 otherwise. A dropped connection or deadlock is retried as a resume of the same run.
+    Ctrl-C cancels the batch in flight, prints the RunId and the command that resumes it, and
+    exits 130.
     """
-    result = commands.run(env, url, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
-                          business_unit=business_unit, sync_type=sync_type, plan=plan,
-                          on_step=None if as_json else _print_step)
-    _print_run(result, as_json)
-    _exit_for(result)
+    _run_and_report(as_json, env=env, url=url, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
+                    business_unit=business_unit, sync_type=sync_type, plan=plan)
 
 
 @cli.command()
@@ -252,22 +276,31 @@ def status(env, url, run_id, as_json):
         sys.stdout.write(json.dumps(result, default=str) + "\n")
         return
     _print_run(result, False)
-    steps = Table("table", "step", "name", "batch", "rows", "total", "status", "error", title="Steps")
+    steps = Table("table", "step", "name", "batch", "rows", "total", "inserted", "updated", "deleted", "moved",
+                  "status", "error", title="Batches")
     for s in result["steps"]:
         steps.add_row(s["table_name"], str(s["step_number"]), s["step_name"], str(s["batch_number"]),
-                      str(s["rows_processed"]), str(s["total_rows"]), s["status"], s["error"] or "")
+                      str(s["rows_processed"]), str(s["total_rows"]),
+                      *(("" if s[k] is None else str(s[k])) for k in ("rows_inserted", "rows_updated", "rows_deleted",
+                                                                       "rows_moved")),
+                      s["status"], s["error"] or "")
     out.print(steps)
 
 
 @cli.command()
 @with_target
 @click.argument("run_id", type=click.UUID)
+@click.option("--wait", is_flag=True,
+              help="When another session still executes the run (its client was killed, say), wait for it "
+                   "instead of failing; a run it finishes meanwhile is reported as it ended.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
-def resume(env, url, run_id, as_json):
-    """Continue an interrupted or failed run from its last completed batch, with its own windows."""
-    result = commands.run(env, url, mode="AllTables", resume=run_id, on_step=None if as_json else _print_step)
-    _print_run(result, as_json)
-    _exit_for(result)
+def resume(env, url, run_id, wait, as_json):
+    """Continue an interrupted or failed run from its last completed batch, with its own windows.
+
+    A run executes in one server session at a time: while another session still works it, resume
+    fails with a message that says so, or waits with --wait.
+    """
+    _run_and_report(as_json, env=env, url=url, mode="AllTables", resume=run_id, wait=wait)
 
 
 @cli.command()

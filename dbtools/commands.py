@@ -19,7 +19,7 @@ from sqlalchemy.pool import NullPool
 
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
 from .environments import Target, connect, offline_target, resolve_target
-from .errors import ConfigurationError, DeploymentError, first_line
+from .errors import ConfigurationError, DbToolsError, DeploymentError, first_line
 from .migration_env import Outcome
 from .paths import repo_root
 from .render import write_rendered
@@ -159,47 +159,84 @@ def _current_revision(conn: sa.Connection, schema: str) -> str | None:
 
 
 def _summary(status) -> list[dict]:
-    """Per table: window, rows loaded (steps 1-3, excluding queue population), status, error."""
+    """Per table: window, rows written, status, error, and per step the rows inserted, updated,
+    deleted and moved along with a folder (summed over its completed batches), as a plan reports them.
+
+    Rows written are the steps' inserted + updated + deleted (a Full sync's clean slate, step 0,
+    excluded); a script without those counts contributes the rows its batches processed.
+    """
     tables: dict[str, dict] = {}
+    steps: dict[str, dict[int, dict]] = {}
     for step in status.steps:
-        entry = tables.setdefault(step["table_name"], {
-            "table": step["table_name"], "window_start": None, "window_end": None, "rows": 0,
+        name = step["table_name"]
+        entry = tables.setdefault(name, {
+            "table": name, "window_start": None, "window_end": None, "rows": 0,
             "status": "Succeeded", "error": None})
         if step["window_start"] is not None:
             entry["window_start"] = str(step["window_start"])
             entry["window_end"] = str(step["window_end"])
-        if step["status"] == "Completed" and step["step_number"] > 0 and step["step_name"] != "QueuePopulation":
-            entry["rows"] += step["rows_processed"]
         if step["status"] == "Failed":
             entry["status"], entry["error"] = "Failed", step["error"]
+        if step["status"] != "Completed":
+            continue
+        counts = (step.get("rows_inserted"), step.get("rows_updated"), step.get("rows_deleted"))
+        summed = steps.setdefault(name, {}).setdefault(step["step_number"], {
+            "step": step["step_number"], "name": step["step_name"], "inserted": 0, "updated": 0, "deleted": 0, "moved": 0})
+        if step["step_name"] != "QueuePopulation":
+            summed["name"] = step["step_name"]
+        for key, value in zip(("inserted", "updated", "deleted", "moved"), (*counts, step.get("rows_moved"))):
+            summed[key] += value or 0
+        if step["step_number"] > 0 and step["step_name"] != "QueuePopulation":
+            entry["rows"] += sum(c or 0 for c in counts) if any(c is not None for c in counts) else step["rows_processed"]
+    for name, entry in tables.items():
+        entry["steps"] = [steps.get(name, {})[n] for n in sorted(steps.get(name, {}))]
     return [tables[name] for name in sorted(tables)]
 
 
-def _watch(engine: sa.Engine, info, run_id, on_step, stop: threading.Event) -> None:
-    """Report every committed step row of ``run_id`` until ``stop`` is set."""
+def _watch(engine: sa.Engine, info, run_id, on_step, on_start, stop: threading.Event) -> None:
+    """Report the run's start (its header is committed) and every committed step row of ``run_id``
+    until ``stop`` is set."""
     from .runner import run_status
 
     seen = 0
+    started = on_start is None
     while True:
-        finished = stop.wait(0.5)
+        finished = stop.wait(0.25 if not started else 0.5)
         try:
             status = run_status(engine, info, run_id)
         except sa.exc.DBAPIError:
             status = None
         if status is not None:
-            for step in status.steps[seen:]:
-                on_step(step)
+            if not started:
+                on_start(run_id)
+                started = True
+            if on_step is not None:
+                for step in status.steps[seen:]:
+                    on_step(step)
             seen = len(status.steps)
         if finished:
             return
 
 
+class RunInterrupted(DbToolsError):
+    """The user interrupted a run (Ctrl-C); the statement in flight was cancelled and rolled back."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+        super().__init__(f"interrupted: the batch in flight was cancelled and rolled back; RunId {run_id}; "
+                         f"continue it with: dbtools resume {run_id}")
+
+
 def run(env: str | None = None, url: str | None = None, *, mode: str, table: str | None = None,
         batch_size: int = 500, max_dop: int = 0, business_unit=None, sync_type: str = "incremental",
-        plan: bool = False, resume=None, on_step=None) -> dict:
+        plan: bool = False, resume=None, wait: bool = False, on_step=None, on_start=None) -> dict:
     """Run the delta engine (or plan it) and return ``{run_id, status, tables}``.
 
-    ``on_step`` is called with each BlobDeltaRunStep row as the engine commits it.
+    ``on_start`` is called with the RunId of a new run as soon as the engine has started it (the
+    runner chooses the RunId, so a retry resumes the same run); ``on_step`` with each
+    BlobDeltaRunStep row as the engine commits it. ``wait``: a run that another session still executes is waited for instead of refused.
+    Ctrl-C (KeyboardInterrupt) cancels the statement in flight and raises :class:`RunInterrupted`,
+    which names the RunId to resume.
     """
     from . import runner
     from .uuid7 import uuid7
@@ -210,24 +247,55 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
             run_id = None if plan or resume else uuid7(target.engine.name)
             stop = threading.Event()
             watcher = None
-            if on_step is not None and (run_id or resume):
-                watcher = threading.Thread(target=_watch, args=(engine, target.engine, run_id or resume, on_step, stop),
-                                           daemon=True)
+            announce = on_start if run_id else None  # a resume's RunId is the caller's own
+            if (on_step is not None or announce is not None) and (run_id or resume):
+                watcher = threading.Thread(target=_watch, daemon=True,
+                                           args=(engine, target.engine, run_id or resume, on_step, announce, stop))
                 watcher.start()
+            cancels: list = []
+            outcome: dict = {}
+
+            def work() -> None:
+                try:
+                    outcome["result"] = runner.run_operator(
+                        engine, target.engine, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
+                        business_unit=business_unit, sync_type=sync_type, execute=not plan, resume=resume,
+                        run_id=run_id, wait=wait, on_cancel=cancels.append)
+                except BaseException as exc:  # handed to the main thread
+                    outcome["error"] = exc
+
+            # The engine works in a thread, so that Ctrl-C reaches this one at once (a driver call
+            # does not return to Python until the server answers) and can cancel the call.
+            worker = threading.Thread(target=work, daemon=True)
+            worker.start()
             try:
-                result = runner.run_operator(
-                    engine, target.engine, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
-                    business_unit=business_unit, sync_type=sync_type, execute=not plan, resume=resume, run_id=run_id)
-            except sa.exc.DBAPIError as exc:
-                raise DeploymentError(f"run failed on {target.masked}: {first_line(exc.orig)}") from exc
+                while worker.is_alive():
+                    worker.join(0.2)
+            except KeyboardInterrupt:
+                for cancel in cancels[-1:]:
+                    try:
+                        cancel()
+                    except Exception:  # the connection may be gone already
+                        pass
+                worker.join(10)
+                raise RunInterrupted(run_id or resume) from None
             finally:
                 stop.set()
                 if watcher is not None:
                     watcher.join(timeout=10)
+            if "error" in outcome:
+                exc = outcome["error"]
+                if isinstance(exc, sa.exc.DBAPIError):
+                    raise DeploymentError(f"run failed on {target.masked}: {first_line(exc.orig)}") from exc
+                raise exc
+            result = outcome["result"]
             if plan:
                 return {"run_id": None, "status": result.status, "tables": [
                     {"table": p.table, "window_start": p.window_start, "window_end": p.window_end,
-                     "rows": p.rows, "status": "Planned" if p.error is None else "Failed", "error": p.error}
+                     "rows": p.rows, "status": "Skipped" if p.skipped else "Planned" if p.error is None else "Failed",
+                     "error": p.error or p.skipped,
+                     "steps": [{"step": s.step, "name": s.name, "inserted": s.inserted, "updated": s.updated,
+                                "deleted": s.deleted} for s in p.steps]}
                     for p in result.plan]}
             status = runner.run_status(engine, target.engine, result.run_id)
             return {"run_id": str(result.run_id), "status": result.status, "tables": _summary(status)}

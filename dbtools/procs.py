@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +37,7 @@ def call_procedure(
     outputs: Mapping[str, str] = {},
     output_values: Mapping[str, Any] = {},
     binary: frozenset[str] = frozenset(),
+    on_cancel: Callable[[Callable[[], None]], None] | None = None,
 ) -> dict[str, Any]:
     """Execute a job-DB procedure and return its OUTPUT/INOUT values.
 
@@ -44,14 +45,18 @@ def call_procedure(
     Server only; PostgreSQL knows its INOUT types). ``output_values`` gives some of them a value
     on the way in (OUTPUT parameters are input too on SQL Server; INOUT on PostgreSQL).
     ``binary`` names PostgreSQL parameters sent in binary format (large arrays of composites,
-    which psycopg's text format quotes field by field in Python).
+    which psycopg's text format quotes field by field in Python). ``on_cancel`` is given a function
+    that cancels the call from another thread (SQL Server: the ODBC statement; PostgreSQL: the
+    connection's current query), before the call starts.
     """
     for key in (name, *params, *outputs):
         if not _NAME.match(key):
             raise ValueError(f"not a plain identifier: {key!r}")
     with _translated(conn):
         if engine.name == "mssql":
-            return _call_mssql(conn, engine, name, params, outputs, output_values)
+            return _call_mssql(conn, engine, name, params, outputs, output_values, on_cancel)
+        if on_cancel is not None:
+            on_cancel(conn.connection.driver_connection.cancel)
         return _call_postgresql(conn, engine, name, {**params, **output_values}, outputs, binary)
 
 
@@ -72,7 +77,7 @@ def _translated(conn: sa.Connection) -> Iterator[None]:
         raise translated from exc
 
 
-def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str, Any]:
+def _call_mssql(conn, engine, name, params, outputs, output_values, on_cancel=None) -> dict[str, Any]:
     lines = ["SET NOCOUNT ON;"]
     lines += [f"DECLARE @{key} {sqltype}" + (" = ?;" if key in output_values else ";")
               for key, sqltype in outputs.items()]
@@ -83,7 +88,7 @@ def _call_mssql(conn, engine, name, params, outputs, output_values) -> dict[str,
         lines.append("SELECT " + ", ".join(f"@{key} AS {engine.quote(key)}" for key in outputs) + ";")
     # The OUTPUT values are the last result set: a procedure may return its own rows first
     # (the operator's RunId row, a plan).
-    row = _run_mssql(conn, "\n".join(lines), tuple(values))
+    row = _run_mssql(conn, "\n".join(lines), tuple(values), on_cancel)
     return row if outputs else {}
 
 
@@ -97,11 +102,13 @@ def run_mssql_batch(conn: sa.Connection, sql: str, values: tuple) -> dict[str, A
         return _run_mssql(conn, sql, values)
 
 
-def _run_mssql(conn: sa.Connection, sql: str, values: tuple) -> dict[str, Any]:
+def _run_mssql(conn: sa.Connection, sql: str, values: tuple, on_cancel=None) -> dict[str, Any]:
     # A raw cursor: informational messages (RAISERROR ... 0, 1 WITH NOWAIT) arrive as result sets
     # without columns, and errors raised after the first result surface only through nextset().
     dbapi = conn.dialect.loaded_dbapi
     cursor = conn.connection.cursor()
+    if on_cancel is not None:
+        on_cancel(cursor.cancel)
     try:
         cursor.execute(sql, values)
         row, columns = None, []

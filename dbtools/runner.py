@@ -9,8 +9,10 @@ COMMIT.
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,8 +28,9 @@ from .uuid7 import uuid7
 MODES = {"all-tables": "AllTables", "single-table": "SingleTable"}
 SYNC_TYPES = {"incremental": "Incremental", "full": "Full"}
 
-#: PostgreSQL: how often a session that runs the engine checks that its client is still connected.
-CLIENT_CHECK_INTERVAL = "2s"
+#: PostgreSQL: how often a session that runs the engine checks that its client is still connected,
+#: so that the work of a killed client stops that soon (DBTOOLS_CLIENT_CHECK_INTERVAL overrides it).
+CLIENT_CHECK_INTERVAL = os.environ.get("DBTOOLS_CLIENT_CHECK_INTERVAL", "2s")
 #: SQL Server: the error the engine raises when another session still executes the run.
 STILL_EXECUTING_ERROR = 50012
 
@@ -114,6 +117,7 @@ def run_operator(
     wait: bool = False,
     policy: RetryPolicy = DEFAULT_POLICY,
     check_interval: str = CLIENT_CHECK_INTERVAL,
+    on_cancel: Callable[[Callable[[], None]], None] | None = None,
 ) -> RunResult:
     """Call ``usp_BlobDelta_RunOperator`` and return the RunId, status and plan.
 
@@ -131,7 +135,8 @@ def run_operator(
     lost its connection may still be working the run. On PostgreSQL every session the runner opens
     checks every ``check_interval`` whether its client is still there
     (``client_connection_check_interval``), so the work of a killed client stops soon; SQL Server
-    notices a dead client only when it next sends something.
+    notices a dead client only when it next sends something. ``on_cancel`` receives, before each
+    attempt, a function that cancels that attempt from another thread (what Ctrl-C calls).
     """
     base = {
         "Mode": MODES.get(mode, mode),
@@ -168,7 +173,8 @@ def run_operator(
                     params["ResumeRunId"] = None
                     if new_run is not None:
                         seeded["RunId"] = _bind(info, new_run)
-                return call_procedure(conn, info, "usp_BlobDelta_RunOperator", params, OPERATOR_OUTPUTS, seeded)
+                return call_procedure(conn, info, "usp_BlobDelta_RunOperator", params, OPERATOR_OUTPUTS, seeded,
+                                      on_cancel=on_cancel)
             except BaseException:
                 # A failed CALL may leave the run's session lock (PostgreSQL) or a half-read result on
                 # this connection: never hand it back to a pool.

@@ -11,6 +11,38 @@ GATE_KEY = 770077
 
 
 @contextlib.contextmanager
+def interrupted_after(bed, batches: int):
+    """Runs started in the body stop after ``batches`` committed batches (steps 1 and later).
+
+    A trigger on BlobDeltaRunStep fails the recording of the next batch, so that batch rolls back
+    and its table fails: the state a run leaves when its session dies at that batch boundary.
+    """
+    job = bed.info.job_object
+    if bed.info.name == "mssql":
+        bed.sql(f"CREATE TRIGGER [dbo].[dbtools_test_interrupt] ON {job('BlobDeltaRunStep')} AFTER INSERT AS BEGIN "
+                "SET NOCOUNT ON; IF EXISTS (SELECT 1 FROM inserted AS i WHERE i.Status = N'Completed' AND i.StepNumber > 0 "
+                f"AND (SELECT COUNT(*) FROM {job('BlobDeltaRunStep')} AS s WHERE s.RunId = i.RunId "
+                f"AND s.Status = N'Completed' AND s.StepNumber > 0) > {int(batches)}) "
+                "THROW 50099, N'dbtools tests: the run is interrupted here', 1; END")
+    else:
+        bed.sql("CREATE SCHEMA IF NOT EXISTS dbtools_test")
+        bed.sql("GRANT USAGE ON SCHEMA dbtools_test TO PUBLIC")
+        bed.sql("CREATE OR REPLACE FUNCTION dbtools_test.interrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF (SELECT count(*) FROM {job('BlobDeltaRunStep')} AS s WHERE s.\"RunId\" = NEW.\"RunId\" "
+                f"AND s.\"Status\" = 'Completed' AND s.\"StepNumber\" > 0) >= {int(batches)} THEN "
+                "RAISE EXCEPTION 'dbtools tests: the run is interrupted here'; END IF; RETURN NEW; END $$")
+        bed.sql(f"CREATE TRIGGER dbtools_test_interrupt BEFORE INSERT ON {job('BlobDeltaRunStep')} FOR EACH ROW "
+                "WHEN (NEW.\"Status\" = 'Completed' AND NEW.\"StepNumber\" > 0) EXECUTE FUNCTION dbtools_test.interrupt()")
+    try:
+        yield
+    finally:
+        if bed.info.name == "mssql":
+            bed.sql("DROP TRIGGER [dbo].[dbtools_test_interrupt]")
+        else:
+            bed.sql(f"DROP TRIGGER dbtools_test_interrupt ON {job('BlobDeltaRunStep')}")
+
+
+@contextlib.contextmanager
 def files_gated(bed, table_name: str):
     """Hold every insert of a *file* into a target table until the body ends; yields the gate's holder.
 

@@ -105,3 +105,34 @@ def test_demo_runs_the_main_job_from_nothing(tmp_path):
     assert [t["table"] for t in result["tables"]] == [CLIENT, REFERRAL]
     assert [t["rows"] for t in result["tables"]] == [result["source_rows"][n.rsplit(".", 1)[1]] for n in (CLIENT, REFERRAL)]
     assert set(result["source_rows"]) == set(TABLES)
+
+
+def test_a_plan_lists_per_step_what_the_run_that_follows_does_and_the_run_reports_the_same(bed):
+    plan = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--plan", "--json")
+
+    run = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--json", "--batch-size", "4")
+
+    planned, ran = json.loads(plan.stdout), json.loads(run.stdout)
+    assert (plan.returncode, run.returncode) == (0, 0), (plan.stderr, run.stderr)
+    for p, r in zip(planned["tables"], ran["tables"]):
+        assert [(s["step"], s["name"], s["inserted"], s["updated"], s["deleted"]) for s in p["steps"]] == \
+               [(s["step"], s["name"], s["inserted"], s["updated"], s["deleted"]) for s in r["steps"]]
+        assert sum(s["inserted"] for s in p["steps"]) == p["rows"] == r["rows"]
+    assert f"RunId: {ran['run_id']} (if it stops, continue it with: dbtools resume {ran['run_id']})" in run.stderr
+
+
+def test_a_plan_says_which_table_a_held_lease_would_make_a_run_skip(bed):
+    holder = uuid.uuid4()
+    q = bed.info.quote
+    bed.sql(f"UPDATE {bed.info.job_object('BlobDeltaHighWatermark')} SET {q('IsRunning')} = true, "
+            f"{q('LeaseRunId')} = %(h)s, {q('RunLeaseExpiresAt')} = (now() AT TIME ZONE 'UTC') + interval '1 hour' "
+            f"WHERE {q('TableName')} = %(t)s", {"h": holder, "t": REFERRAL})
+
+    proc = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--plan", "--json")
+
+    tables = {t["table"]: t for t in json.loads(proc.stdout)["tables"]}
+    assert proc.returncode == 0, proc.stderr
+    assert tables[REFERRAL]["status"] == "Skipped"
+    assert tables[REFERRAL]["error"].startswith(f"Table '{REFERRAL}' is being processed by run {holder}")
+    assert tables[REFERRAL]["steps"] == [] and tables[REFERRAL]["rows"] is None
+    assert tables[CLIENT]["status"] == "Planned" and tables[CLIENT]["rows"] == len(bed.data.blobs["ClientAttachment"])

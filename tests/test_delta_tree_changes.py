@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 
+from .blocking import interrupted_after
 from .delta_bed import CLIENT, REFERRAL, make_bed, window_of
 from .tree_bed import Tree
 
@@ -186,3 +187,63 @@ def test_deleting_a_blob_the_source_still_holds_deletes_nothing_and_marks_the_lo
     [(applied, run_id)] = bed.sql(f"SELECT {q('AppliedAt')}, {q('RunId')} FROM {bed.info.job_object('BlobDeltaDeletionLog')}")
     assert applied is not None and uuid.UUID(str(run_id)) == status.run_id
     assert kept in {r[0] for r in tree.rows("target")}
+
+
+def test_a_run_of_changes_interrupted_at_every_batch_boundary_and_resumed_leaves_the_target_equal_to_the_source(bed):
+    # Assemble: the first load, then one window of every kind of change, saved as a checkpoint.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    at = iter(end - timedelta(minutes=m) for m in range(200, 0, -7))
+    folders = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 2]
+    roots = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 1]
+    files = tree.ids("source", directories=False)
+    tree.rename(files[0], "renamed.bin", next(at))
+    tree.rewrite(files[1], b"new content", next(at))
+    moved_to = tree.move(folders[0], tree.path_of(roots[-1]), next(at))
+    tree.create(moved_to, "born.bin", directory=False, at=next(at), unit=bed.data.business_units[0])
+    tree.move(files[-1], tree.path_of(folders[-1]), next(at))
+    tree.delete(folders[2], next(at), log="top")
+    saved = tree.checkpoint()
+    clean = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    batches = sum(1 for s in bed.status(clean.run_id).steps if s["status"] == "Completed" and s["step_number"] > 0)
+    tree.assert_target_equals_source()
+    assert batches > 6
+
+    for boundary in range(1, batches):
+        tree.restore(saved)
+
+        # Act: the run stops after `boundary` batches; then it is resumed.
+        with interrupted_after(bed, boundary):
+            stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+        orphans_when_stopped = bed.orphans(REFERRAL)
+        resumed = bed.run(resume=stopped.run_id)
+
+        # Assert
+        assert stopped.status == "Failed", boundary
+        assert orphans_when_stopped == [], boundary
+        assert resumed.status == "Succeeded", boundary
+        tree.assert_target_equals_source()
+
+
+def test_a_copy_without_a_recorded_version_counts_as_older_and_is_rewritten_once(bed):
+    # Assemble: a target loaded before revision 0010 recorded versions, then a rename.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    q = bed.info.quote
+    bed.sql(f"DELETE FROM {bed.info.job_object('BlobDeltaTargetVersion')}")
+    renamed = tree.ids("source", directories=False)[0]
+    tree.rename(renamed, "renamed without a version.bin", end - timedelta(minutes=3))
+
+    # Act
+    first = plan_then_run(bed, tree)
+    again = plan_then_run(bed, tree)
+
+    # Assert: the window's copies were rewritten once and recorded; the next run finds them current.
+    rewritten = sum(u for _i, u, _d in run_steps(first, REFERRAL).values())
+    assert rewritten >= 1
+    assert all(counts == (0, 0, 0) for counts in run_steps(again, REFERRAL).values())
+    recorded = bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaTargetVersion')} "
+                       f"WHERE {q('TableName')} = {bed.mark('t')}", bed.params(t=REFERRAL))[0][0]
+    assert recorded == rewritten

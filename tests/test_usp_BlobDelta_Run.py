@@ -171,9 +171,14 @@ def test_a_held_lease_fails_that_table_fast_naming_the_holder_and_the_other_tabl
             f"WHERE {q('TableName')} = {bed.mark('t')}",
             bed.params(r=True, h=holder, e=utcnow() + timedelta(hours=1), t=REFERRAL))
 
+    plan = bed.run(execute=False)
     result = bed.run()
 
     status = bed.status(result.run_id)
+    skipped = {p.table: p for p in plan.plan}
+    assert skipped[REFERRAL].skipped.startswith(f"Table '{REFERRAL}' is being processed by run {holder}")
+    assert (skipped[REFERRAL].rows, skipped[REFERRAL].steps) == (None, ())
+    assert skipped[CLIENT].skipped is None and skipped[CLIENT].rows > 0
     assert result.status == "Failed"
     assert f"is being processed by run {holder}" in status.error
     assert bed.target_ids(REFERRAL) == set()

@@ -159,6 +159,53 @@ class Tree:
                      f"VALUES ({m('t')}, {m('i')}, {m('u')}, {m('d')}, {m('s')})",
                      self.bed.params(t=self.table, i=stream_id, u=unit, d=at, s="tests"))
 
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> dict:
+        """What a run of this table changes: its target rows, recorded versions, deletion log marks
+        and watermark (the source and metadata are never written by a run)."""
+        q, t = self.bed.info.quote, self.bed.info.job_object
+        m = self.bed.mark
+        version_columns = ("TableName", "stream_id", "ModifiedOn", "BusinessUnit", "RunId", "CopiedAt")
+        return {
+            "target": sorted(self.rows("target"), key=lambda r: r[3].count("/")),
+            "versions": self.bed.sql(f"SELECT {', '.join(q(c) for c in version_columns)} FROM {t('BlobDeltaTargetVersion')} "
+                                     f"WHERE {q('TableName')} = {m('t')}", self.bed.params(t=self.table)),
+            "log": self.bed.sql(f"SELECT {q('DeletionId')}, {q('AppliedAt')}, {q('RunId')} FROM {t('BlobDeltaDeletionLog')} "
+                                f"WHERE {q('TableName')} = {m('t')}", self.bed.params(t=self.table)),
+            "watermark": self.bed.sql(f"SELECT {q('LastHighWaterModifiedOn')}, {q('LastRunId')}, {q('LastRunCompletedAt')}, "
+                                      f"{q('IsInitialFullLoadDone')} FROM {t('BlobDeltaHighWatermark')} "
+                                      f"WHERE {q('TableName')} = {m('t')}", self.bed.params(t=self.table))[0],
+        }
+
+    def restore(self, saved: dict) -> None:
+        """Put back what :meth:`checkpoint` saved (parents before children, as the foreign key wants)."""
+        q, t = self.bed.info.quote, self.bed.info.job_object
+        m = self.bed.mark
+        self.bed.sql(f"DELETE FROM {self.target}")
+        columns = [c for c in COLUMNS if c != "parent_path_locator"]
+        values = ", ".join(self._path_value(m(c)) if c == "path_locator" else m(c) for c in columns)
+        rows = [dict(zip(COLUMNS, r)) for r in saved["target"]]
+        if rows:  # one statement a row, parents first
+            self.bed.sql(f"INSERT INTO {self.target} ({', '.join(columns)}) VALUES ({values})",
+                         [self.bed.params(**{c: row[c] for c in columns}) for row in rows])
+        self.bed.sql(f"DELETE FROM {t('BlobDeltaTargetVersion')} WHERE {q('TableName')} = {m('t')}", self.bed.params(t=self.table))
+        names = ("a", "b", "c", "d", "e", "f")
+        if saved["versions"]:
+            self.bed.sql(f"INSERT INTO {t('BlobDeltaTargetVersion')} ({', '.join(q(c) for c in ('TableName', 'stream_id', 'ModifiedOn', 'BusinessUnit', 'RunId', 'CopiedAt'))}) "
+                         f"VALUES ({', '.join(m(n) for n in names)})",
+                         [self.bed.params(**{n: (uuid.UUID(str(x)) if i in (1, 3, 4) and x is not None else x)
+                                             for i, (n, x) in enumerate(zip(names, v))}) for v in saved["versions"]])
+        for deletion_id, applied, run_id in saved["log"]:
+            self.bed.sql(f"UPDATE {t('BlobDeltaDeletionLog')} SET {q('AppliedAt')} = {m('a')}, {q('RunId')} = {m('r')} "
+                         f"WHERE {q('DeletionId')} = {m('i')}",
+                         self.bed.params(a=applied, r=None if run_id is None else uuid.UUID(str(run_id)), i=deletion_id))
+        mark, last, completed, done = saved["watermark"]
+        self.bed.sql(f"UPDATE {t('BlobDeltaHighWatermark')} SET {q('LastHighWaterModifiedOn')} = {m('a')}, "
+                     f"{q('LastRunId')} = {m('b')}, {q('LastRunCompletedAt')} = {m('c')}, {q('IsInitialFullLoadDone')} = {m('d')} "
+                     f"WHERE {q('TableName')} = {m('t')}",
+                     self.bed.params(a=mark, b=None if last is None else uuid.UUID(str(last)), c=completed, d=bool(done),
+                                     t=self.table))
+
     # ------------------------------------------------------------------ looking
     def ids(self, which: str, *, directories: bool | None = None, under: str | None = None) -> list[uuid.UUID]:
         """Blobs of the source (or target), in path order, optionally only folders/files or one subtree."""

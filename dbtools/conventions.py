@@ -105,6 +105,9 @@ def _dynamic_sql_violations(expr, target: str) -> list[str]:
         if kind == "word" and (re.match(r"@(Sql|Quoted)\w*$", text, re.I) or up == "NULL"):
             i += 1
             continue
+        if kind == "word" and up == "COLLATE" and i + 1 < len(expr) and expr[i + 1][0] == "word":
+            i += 2  # COLLATE <collation>: how the text is compared, not text that goes into it
+            continue
         problems.append(
             f"{target}: {text!r} is concatenated into dynamic SQL; identifiers must go through "
             "QUOTENAME() and values must be sp_executesql parameters"
@@ -126,9 +129,10 @@ def check_tsql(sql: str, name: str = "object") -> list[str]:
     if "BEGIN TRY" not in joined or "BEGIN CATCH" not in joined:
         problems.append(f"{name}: body is not wrapped in TRY/CATCH")
     else:
-        last_catch = joined.rfind("BEGIN CATCH")
-        end_catch = joined.find("END CATCH", last_catch)
-        body = joined[last_catch:end_catch].rstrip(" ;")
+        # What runs last in the outermost CATCH: the text just before the procedure's last END CATCH
+        # (a CATCH nested in it ends earlier).
+        end_catch = joined.rfind("END CATCH")
+        body = joined[:end_catch].rstrip(" ;")
         if not re.search(r"\bTHROW\s*(;|$)", body) and not body.endswith("THROW"):
             problems.append(f"{name}: the outermost CATCH block must end in THROW")
     for i, (kind, text) in enumerate(tokens):
@@ -161,8 +165,55 @@ def check_tsql(sql: str, name: str = "object") -> list[str]:
                     arg = tokens[first + 2][1] if first + 2 < len(tokens) else ""
                 if not re.match(r"@Sql\w*$", arg, re.I):
                     problems.append(f"{name}: sp_executesql must run an @Sql* variable, not {arg!r}")
+    problems += _exec_argument_violations(tokens, name)
     if "SP_EXECUTESQL" in words and "EXEC" not in words and "EXECUTE" not in words:
         problems.append(f"{name}: sp_executesql referenced without EXEC")
+    return problems
+
+
+def _exec_argument_violations(tokens, name: str) -> list[str]:
+    """A procedure's arguments in EXEC are constants or variables, never expressions (Msg 156/102)."""
+    problems = []
+    for i, (kind, text) in enumerate(tokens):
+        if kind != "word" or text.upper() not in ("EXEC", "EXECUTE") or _upper(tokens, i + 1) == "(":
+            continue
+        j = i + 1
+        if j < len(tokens) and tokens[j][1].startswith("@") and _upper(tokens, j + 1) == "=":
+            j += 2  # EXEC @ReturnCode = procedure ...
+        while j < len(tokens) and ((tokens[j][0] in ("word", "bracket") and not tokens[j][1].startswith("@"))
+                                   or tokens[j][1] == "."):
+            j += 1  # the procedure's (qualified) name
+        arguments, current, depth = [], [], 0
+        while j < len(tokens):
+            k, t = tokens[j]
+            if depth == 0 and (t == ";" or (k == "word" and t.upper() in (
+                    "END", "IF", "ELSE", "SET", "SELECT", "EXEC", "EXECUTE", "INSERT", "UPDATE", "DELETE",
+                    "DECLARE", "WHILE", "BEGIN", "RETURN", "THROW", "RAISERROR", "PRINT", "COMMIT", "ROLLBACK"))):
+                break
+            if t == "(":
+                depth += 1
+            elif t == ")":
+                depth -= 1
+            if t == "," and depth == 0:
+                arguments.append(current)
+                current = []
+            else:
+                current.append((k, t))
+            j += 1
+        arguments.append(current)
+        for argument in arguments:
+            if not argument:
+                continue
+            value = argument[2:] if len(argument) >= 2 and argument[0][1].startswith("@") and argument[1][1] == "=" else argument
+            if value and value[-1][1].upper() in ("OUTPUT", "OUT"):
+                value = value[:-1]
+            if value and value[0][1] == "-" and len(value) == 2 and value[1][0] == "number":
+                value = value[1:]
+            if len(value) != 1 or not (value[0][0] in ("string", "number") or value[0][1].startswith("@")
+                                      or value[0][1].upper() in ("NULL", "DEFAULT")):
+                shown = " ".join(t for _k, t in argument)
+                problems.append(f"{name}: EXEC argument {shown!r} is an expression; "
+                                "pass a constant or a variable (set it first)")
     return problems
 
 

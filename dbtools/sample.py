@@ -103,7 +103,7 @@ def _ddl(engine: EngineInfo) -> list[str]:
                       f"{q('Name')} {text_t} NOT NULL)")
     for name in TABLES:
         for db in (SOURCE_DB, TARGET_DB):
-            statements.append(blob_table_ddl(engine, table(db, name), name))
+            statements.append(blob_table_ddl(engine, db, name))
         statements.append(f"CREATE TABLE {table(METADATA_DB, name)} (stream_id {uuid_t} NOT NULL PRIMARY KEY, "
                           f"{q('ModifiedOn')} {ts_t} NOT NULL, {q('OwningBusinessUnit')} {uuid_t} NOT NULL)")
         statements.append(f"CREATE INDEX {q('IX_' + name + '_ModifiedOn')} ON {table(METADATA_DB, name)} "
@@ -111,13 +111,15 @@ def _ddl(engine: EngineInfo) -> list[str]:
     return statements
 
 
-def blob_table_ddl(engine: EngineInfo, qualified: str, name: str) -> str:
-    """CREATE TABLE for a FileTable-shaped table (see the module docstring), named ``qualified``.
+def blob_table_ddl(engine: EngineInfo, database: str, name: str) -> str:
+    """CREATE TABLE for a FileTable-shaped table ``name`` (see the module docstring) in ``database``.
 
-    Constraint names are derived from ``name``, which must be unique per schema on PostgreSQL.
+    On SQL Server the statement runs in that database (its own sp_executesql), because a foreign
+    key cannot name a table by three parts. Constraint names are derived from ``name``.
     """
     q = engine.quote
     if engine.name == "postgresql":
+        qualified = f"{q(database)}.{q(name)}"
         return (
             f"CREATE TABLE {qualified} ("
             "stream_id uuid NOT NULL, file_stream bytea NULL, name text NOT NULL, "
@@ -135,7 +137,8 @@ def blob_table_ddl(engine: EngineInfo, qualified: str, name: str) -> str:
             f"CONSTRAINT {q('CK_' + name + '_path')} CHECK (path_locator ~ '^(/[0-9]+([.][0-9]+)*)+/$'), "
             f"CONSTRAINT {q('CK_' + name + '_directory')} CHECK (NOT is_directory OR file_stream IS NULL))"
         )
-    return (
+    qualified = f"[dbo].{q(name)}"
+    create = (
         f"CREATE TABLE {qualified} ("
         "stream_id uniqueidentifier NOT NULL, file_stream varbinary(max) NULL, name nvarchar(255) NOT NULL, "
         "path_locator hierarchyid NOT NULL, "
@@ -148,6 +151,7 @@ def blob_table_ddl(engine: EngineInfo, qualified: str, name: str) -> str:
         f"CONSTRAINT {q('FK_' + name + '_parent')} FOREIGN KEY (parent_path_locator) REFERENCES {qualified} (path_locator), "
         f"CONSTRAINT {q('CK_' + name + '_directory')} CHECK (is_directory = 0 OR file_stream IS NULL))"
     )
+    return f"EXEC {q(database)}.sys.sp_executesql N'" + create.replace("'", "''") + "'"
 
 
 def _table(engine: EngineInfo, db: str, name: str) -> str:
@@ -210,7 +214,9 @@ def load(url: sa.URL, engine: EngineInfo, data: SampleData) -> None:
     mark = "%s" if pg else "?"
     # hierarchyid::Parse takes nvarchar(4000): the driver can describe the parameter (and a NULL)
     path = mark if pg else f"hierarchyid::Parse({mark})"
-    values = ", ".join(path if c == "path_locator" else mark for c in BLOB_COLUMNS)
+    # A directory's NULL file_stream goes in typed: a driver may describe an untyped NULL as varchar.
+    content = mark if pg else f"CONVERT(varbinary(max), {mark})"
+    values = ", ".join(path if c == "path_locator" else content if c == "file_stream" else mark for c in BLOB_COLUMNS)
     ident = (lambda u: u) if pg else str
     server = _server(url, engine)
     with server.begin() as conn:

@@ -247,3 +247,41 @@ def test_a_copy_without_a_recorded_version_counts_as_older_and_is_rewritten_once
     recorded = bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaTargetVersion')} "
                        f"WHERE {q('TableName')} = {bed.mark('t')}", bed.params(t=REFERRAL))[0][0]
     assert recorded == rewritten
+
+
+def test_names_that_change_hands_in_a_window_reach_the_target(bed):
+    # Assemble: the first load.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    at = iter(end - timedelta(minutes=m) for m in range(120, 0, -3))
+    units = bed.data.business_units
+    folders = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 3]
+    files = {f: tree.ids("source", directories=False, under=tree.path_of(f)) for f in folders}
+    name_of = {r[0]: r[1] for r in tree.rows("source")}
+
+    # An editor's save: the file is deleted and a new one takes its name in the same folder.
+    saved = files[folders[0]][0]
+    tree.delete(saved, next(at), log="each")
+    tree.create(tree.path_of(folders[0]), name_of[saved], directory=False, at=next(at), unit=units[0],
+                content=b"saved again")
+    # Two files of one folder swap names, in two renames of one window.
+    a, b = files[folders[1]][:2]
+    tree.rename(a, "swapping", next(at))
+    tree.rename(b, name_of[a], next(at))
+    tree.rename(a, name_of[b], next(at))
+    # A file moved into a folder whose file of the same name was deleted.
+    replaced = files[folders[2]][0]
+    tree.delete(replaced, next(at), log="each")
+    incoming = files[folders[3]][0]
+    tree.rename(incoming, name_of[replaced], next(at))
+    tree.move(incoming, tree.path_of(folders[2]), next(at))
+    # A folder deleted and created again under its name, with a file in it.
+    recreated = folders[4]
+    parent = tree.path_of(recreated).rsplit("/", 2)[0] + "/"
+    tree.delete(recreated, next(at), log="top")
+    again = tree.create(parent, name_of[recreated], directory=True, at=next(at), unit=units[1])
+    tree.create(tree.path_of(again), "inside.bin", directory=False, at=next(at), unit=units[1])
+
+    # Act and assert: the plan equals the run, and the target equals the source.
+    plan_then_run(bed, tree)

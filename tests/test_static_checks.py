@@ -93,6 +93,34 @@ def test_filling_a_stored_script_placeholder_with_a_quoted_name_is_allowed():
     assert check_plpgsql(pg) == []
 
 
+def test_a_stored_script_filled_in_one_pass_and_a_catch_nested_in_the_last_one_are_allowed():
+    # The engine's fill: a stored script's text, REPLACE of each placeholder by a quoted name held
+    # in a binary collation, ISNULL of a sentinel for a name without a value; a NULL; the filled copy.
+    filled = GOOD_TSQL.replace("SET @QuotedDb = QUOTENAME(@Db);", (
+        "SET @QuotedDb = QUOTENAME(@Db);\n"
+        "        SELECT @SqlCount = x.ScriptText FROM dbo.Scripts AS x;\n"
+        "        SET @SqlCount = REPLACE(@SqlCount COLLATE Latin1_General_100_BIN2, N'{Db}', ISNULL(@QuotedDb, NCHAR(2)));\n"
+        "        SET @SqlCount = NULL;\n"
+        "        SELECT @SqlCount = x.Filled FROM dbo.Scripts AS x WHERE x.Id = @Id;"))
+    nested = GOOD_TSQL.replace("    BEGIN CATCH\n        THROW;", (
+        "    BEGIN CATCH\n        BEGIN TRY\n            PRINT 1;\n        END TRY\n        BEGIN CATCH\n"
+        "            PRINT 2;\n        END CATCH;\n        THROW;"))
+    assert check_tsql(filled) == []
+    assert check_tsql(nested) == []
+    assert any("must end in THROW" in v for v in check_tsql(nested.replace("        THROW;\n    END CATCH;\nEND;",
+                                                                             "    END CATCH;\nEND;")))
+
+
+def test_a_raise_exception_after_the_last_handler_is_not_taken_for_a_handler():
+    pg = GOOD_PLPGSQL.replace("    EXECUTE format('ANALYZE %I.%I', \"Db\", 'objects');\nEXCEPTION", (
+        "    BEGIN\n        PERFORM 1;\n    EXCEPTION WHEN others THEN\n        v_n := 0;\n    END;\n"
+        "    IF v_n IS NULL THEN\n        RAISE EXCEPTION 'no rows';\n    END IF;\nEXCEPTION"))
+    filled = GOOD_PLPGSQL.replace("    EXECUTE v_sql_count INTO", (
+        "    v_sql_count := \"BlobDeltaJobs\".\"fn_BlobDelta_FillScript\"(\"Db\", v_sql_count);\n    EXECUTE v_sql_count INTO"))
+    assert check_plpgsql(pg) == []
+    assert check_plpgsql(filled) == []
+
+
 @pytest.mark.parametrize("mutation, problem", [
     (("SET NOCOUNT ON;", ""), "SET NOCOUNT ON"),
     (("SET XACT_ABORT ON;", ""), "SET XACT_ABORT ON"),
@@ -106,6 +134,13 @@ def test_filling_a_stored_script_placeholder_with_a_quoted_name_is_allowed():
     (("NCHAR(10)", "NCHAR(@Id)"), "takes only a constant"),
     (("SET @QuotedDb = QUOTENAME(@Db);", "SET @QuotedDb = QUOTENAME(@Db);\n        SET @SqlCount = REPLACE(@SqlCount, N'{Db}', @Db);"),
      "'@Db' is concatenated"),
+    (("SET @QuotedDb = QUOTENAME(@Db);", "SET @QuotedDb = QUOTENAME(@Db);\n        SET @SqlCount = ISNULL(@Db, NCHAR(2));"),
+     "'@Db' is concatenated"),
+    (("SET @QuotedDb = QUOTENAME(@Db);", "SET @QuotedDb = QUOTENAME(@Db);\n        SELECT @SqlCount = x.Name FROM dbo.Scripts AS x;"),
+     "'x' is concatenated"),
+    # EXEC takes constants and variables: an expression there does not compile (Msg 156).
+    (("@Id = @Id, @n = @n OUTPUT;", "@Id = CASE WHEN @Id > 0 THEN @Id END, @n = @n OUTPUT;"), "is an expression"),
+    (("@Id = @Id, @n = @n OUTPUT;", "@Id = @Id + 1, @n = @n OUTPUT;"), "is an expression"),
 ])
 def test_each_tsql_convention_violation_is_reported(mutation, problem):
     old, new = mutation

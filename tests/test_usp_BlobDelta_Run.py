@@ -971,7 +971,7 @@ def _unbounded_scans(plan: dict, relations: set[tuple[str, str]]) -> list[tuple[
             if _read(node) in relations and not any(key in node for key in bounded)]
 
 
-@pytest.mark.parametrize("step", ["Roots", "MissingParentsBatch", "Children"])
+@pytest.mark.parametrize("step", ["QueuePopulation", "Roots", "MissingParentsBatch", "Children", "Deletions"])
 def test_postgresqls_upsert_batches_probe_the_source_and_target_per_row_whatever_the_targets_statistics(bed, step):
     # Revision 0009: as plain joins, a Children batch was planned as hash joins over the whole
     # source and target once the target's statistics showed it filling up. Revision 0010's upserts
@@ -986,8 +986,10 @@ def test_postgresqls_upsert_batches_probe_the_source_and_target_per_row_whatever
     name = REFERRAL.rsplit(".", 1)[1]
     bed.sql(f"ANALYZE {bed.table(sample.TARGET_DB, name)}")  # a full target, and statistics that say so
     [(script,)] = bed.sql(f"SELECT {t('fn_BlobDelta_FillScript')}(%(t)s, s.{q('ScriptText')}) "
-                          f"FROM {t('BlobDeltaStepScript')} AS s "
-                          f"WHERE s.{q('ScriptSet')} = 'Hierarchical' AND s.{q('StepName')} = %(s)s", {"t": REFERRAL, "s": step})
+                          f"FROM (SELECT {q('ScriptText')}, {q('StepName')} FROM {t('BlobDeltaStepScript')} "
+                          f"      WHERE {q('ScriptSet')} = 'Hierarchical' "
+                          f"      UNION ALL SELECT {q('ScriptText')}, 'QueuePopulation' FROM {t('BlobDeltaQueuePopulationScript')}) AS s "
+                          f"WHERE s.{q('StepName')} = %(s)s", {"t": REFERRAL, "s": step})
     moments = sorted(b.modified_on for b in bed.data.blobs[name])
     # The last batch of a first load: the window's start, its end, and a position near the end.
     values = (500, None, moments[0], moments[-1] + timedelta(seconds=1), None, uuid.uuid4(), REFERRAL, moments[-3], True)
@@ -1010,3 +1012,65 @@ def test_postgresqls_upsert_batches_probe_the_source_and_target_per_row_whatever
     assert _unbounded_scans(plan, relations) == []
     assert [node["Node Type"] for node, _ in _nodes(plan)
             if node["Node Type"] in ("Hash", "Merge Join") and _scanned(node) & relations] == []
+
+
+def _configure(bed, table_name, **values):
+    q, t = bed.info.quote, bed.info.job_object
+    bed.sql(f"INSERT INTO {t('BlobDeltaTableConfig')} ({', '.join(q(n) for n in values)}) "
+            f"VALUES ({', '.join(bed.mark(n) for n in values)})", bed.params(**values))
+    bed.deploy()
+
+
+def test_a_hierarchical_target_whose_parent_column_is_stored_is_refused_before_anything_is_written(bed):
+    # Assemble: the sample source copied to a plain table whose parent_path_locator is an ordinary column.
+    pg = bed.info.name == "postgresql"
+    path = "text" if pg else "hierarchyid"
+    bed.sql(f"CREATE TABLE {bed.table('Gwent_LA_FileTable_Delta', 'Plain')} (stream_id {'uuid' if pg else 'uniqueidentifier'} "
+            f"NOT NULL PRIMARY KEY, name {'text' if pg else 'nvarchar(255)'} NOT NULL, file_stream {'bytea' if pg else 'varbinary(max)'}, "
+            f"path_locator {path} NOT NULL UNIQUE, parent_path_locator {path} NULL, is_directory {'boolean' if pg else 'bit'} NOT NULL, "
+            f"creation_time {'timestamptz' if pg else 'datetimeoffset(7)'} NOT NULL, "
+            f"last_write_time {'timestamptz' if pg else 'datetimeoffset(7)'} NOT NULL)")
+    _configure(bed, "Plain", TableName="Plain", SourceDatabase="Gwent_LA_FileTable", SourceTable="ReferralAttachment",
+               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Plain", MetadataDatabase="AdvancedRBS_MetaData",
+               MetadataTable="ReferralAttachment", MetadataBusinessUnitCol="OwningBusinessUnit",
+               BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU",
+               QueuePopulationScriptName="HierarchicalMissingParents")
+    message = ("the target's parent_path_locator must be computed from path_locator, as in a FileTable; a stored "
+               "column would not follow a moved folder (README, \"Hierarchical targets\").")
+
+    plan = bed.run(mode="SingleTable", table="Plain", execute=False)
+    result = bed.run(mode="SingleTable", table="Plain")
+
+    assert [(p.table, p.error) for p in plan.plan] == [("Plain", message)]
+    assert result.status == "Failed"
+    assert bed.status(result.run_id).error == f"Table 'Plain': {message}"
+    assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Plain')}") == [(0,)]
+    q = bed.info.quote
+    assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaHighWatermark')} "
+                   f"WHERE {q('TableName')} = 'Plain'") == [(0,)], "no lease was taken"
+
+
+def test_a_flat_target_whose_key_is_an_identity_column_is_refused_before_anything_is_written(bed):
+    # Assemble: a Flat source keyed by an int, and a target whose key is an identity column.
+    pg = bed.info.name == "postgresql"
+    q = bed.info.quote
+    rest = (f"{q('Body')} {'text' if pg else 'nvarchar(100)'} NOT NULL, {q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} "
+            f"NOT NULL, {q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
+    bed.sql(f"CREATE TABLE {bed.table('Gwent_LA_FileTable', 'Counters')} ({q('Id')} integer NOT NULL PRIMARY KEY, {rest})")
+    identity = "integer GENERATED BY DEFAULT AS IDENTITY" if pg else "int IDENTITY(1, 1)"
+    bed.sql(f"CREATE TABLE {bed.table('Gwent_LA_FileTable_Delta', 'Counters')} ({q('Id')} {identity} NOT NULL PRIMARY KEY, {rest})")
+    _configure(bed, "Counters", TableName="Counters", SourceDatabase="Gwent_LA_FileTable", SourceTable="Counters",
+               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Counters", MetadataDatabase="Gwent_LA_FileTable",
+               MetadataTable="Counters", MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
+               ScriptSet="Flat", BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU")
+    bed.sql(f"INSERT INTO {bed.table('Gwent_LA_FileTable', 'Counters')} ({q('Id')}, {q('Body')}, {q('ModifiedOn')}, "
+            f"{q('OwningBusinessUnit')}) VALUES (7, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
+            bed.params(b="seven", m=utcnow() - timedelta(days=1), u=bed.data.business_units[0]))
+
+    result = bed.run(mode="SingleTable", table="Counters")
+
+    assert result.status == "Failed"
+    assert bed.status(result.run_id).error == (
+        f"Table 'Counters': the target's key column {q('Id')} is an identity column; the engine copies keys from "
+        "the source and never writes an identity column.")
+    assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Counters')}") == [(0,)]

@@ -77,8 +77,7 @@ BEGIN
         ScriptText nvarchar(max) NOT NULL,
         Filled nvarchar(max) NULL
     );
-    -- Placeholders and their quoted values, for the one-pass fill of @Scripts.
-    DECLARE @Placeholders TABLE (Name nvarchar(40) NOT NULL PRIMARY KEY, Value nvarchar(max) NULL);
+
     DECLARE @Failures TABLE (FailureId int IDENTITY(1, 1) PRIMARY KEY, Message nvarchar(max) NOT NULL);
 
     -- The run header of @ResumeRunId.
@@ -100,6 +99,7 @@ BEGIN
     DECLARE @RunStatus nvarchar(20);
     DECLARE @RunLockResource nvarchar(255);  -- sp_getapplock resource: one session per run
     DECLARE @RunLockResult int;
+    DECLARE @RunLockTimeout int;
     DECLARE @HoldsRunLock bit = 0;
     DECLARE @TableCount int;
     DECLARE @Uuid7Random binary(10);
@@ -132,6 +132,7 @@ BEGIN
     DECLARE @BusinessUnitObject nvarchar(776);
     DECLARE @BusinessUnitIdColumn sysname;
     DECLARE @KeyColumn sysname;
+    DECLARE @FixedColumn sysname;          -- a column the Hierarchical update lists leave out (is_directory)
 
     -- The rest of the table's configuration.
     DECLARE @SourceDatabase sysname, @SourceSchema sysname, @SourceTable sysname;
@@ -148,6 +149,8 @@ BEGIN
     DECLARE @TargetWasEmpty bit;           -- a first load (the target held no row when the run opened the table) whose shortcut still holds
     DECLARE @BatchTargetWasEmpty bit;      -- what the batch gets: 0 when its first-load attempt hit a key
     DECLARE @TargetHasUniqueKey bit;       -- the target has a unique index on exactly the id column
+    DECLARE @TargetParentComputed int;     -- the target's parent_path_locator is a computed column
+    DECLARE @TargetKeyIsIdentity int;      -- the target's key column is an IDENTITY column
 
     -- Quoted names for the placeholders (QUOTENAME only) and the dynamic SQL.
     DECLARE @QuotedSource nvarchar(776);
@@ -177,13 +180,6 @@ BEGIN
     DECLARE @SqlPlan nvarchar(max);
     DECLARE @ScriptPosition int;
     DECLARE @ScriptCount int;
-    DECLARE @FillFrom bigint;               -- the one-pass fill: where the next run of text starts,
-    DECLARE @FillOpen bigint;               -- the next '{',
-    DECLARE @FillClose bigint;              -- the '}' after it,
-    DECLARE @FillLength bigint;             -- the script's length,
-    DECLARE @FillName nvarchar(4000);       -- the text between them,
-    DECLARE @FillFound bit;                 -- whether it names a placeholder,
-    DECLARE @FillValue nvarchar(max);       -- and its value
     DECLARE @Cleared bigint;                -- rows a Full sync's clean slate removed
     DECLARE @HolderSkipped nvarchar(max);   -- a plan: why a run now would skip the table
     DECLARE @PlanFullSync bit;              -- a plan: the run would start with a Full sync's clean slate
@@ -328,17 +324,29 @@ BEGIN
             -- One session per run: a resume or a retry while the session that works the run is still
             -- at it (a NOCOUNT ON request whose client died keeps running) is refused, or waits.
             SET @RunLockResource = N'dbtools.BlobDeltaRun.' + LOWER(CONVERT(nvarchar(36), @CurrentRunId));
-            EXEC @RunLockResult = sys.sp_getapplock
-                @Resource = @RunLockResource,
-                @LockMode = N'Exclusive',
-                @LockOwner = N'Session',
-                @LockTimeout = CASE WHEN ISNULL(@Wait, 0) = 1 THEN -1 ELSE 0 END;
-            IF @RunLockResult < 0
+            SET @RunIdText = LOWER(CONVERT(nvarchar(36), @CurrentRunId));
+            -- This very session may still hold it: a call that was cancelled (an attention skips every
+            -- CATCH) on a connection a pool handed back. Taking it again would count it twice.
+            IF APPLOCK_MODE(N'public', @RunLockResource, N'Session') = N'NoLock'
             BEGIN
-                SET @RunIdText = LOWER(CONVERT(nvarchar(36), @CurrentRunId));
-                SET @ErrorText = N'Run ' + @RunIdText + N' is still executing in another session; wait for it to end, '
-                    + N'or resume with @Wait = 1 (dbtools resume --wait), which waits for that session first.';
-                THROW 50012, @ErrorText, 1;
+                SET @RunLockTimeout = CASE WHEN ISNULL(@Wait, 0) = 1 THEN -1 ELSE 0 END;
+                EXEC @RunLockResult = sys.sp_getapplock
+                    @Resource = @RunLockResource,
+                    @LockMode = N'Exclusive',
+                    @LockOwner = N'Session',
+                    @LockTimeout = @RunLockTimeout;
+                IF @RunLockResult IN (-1, -2)
+                BEGIN
+                    SET @ErrorText = N'Run ' + @RunIdText + N' is still executing in another session; wait for it to end, '
+                        + N'or resume with @Wait = 1 (dbtools resume --wait), which waits for that session first.';
+                    THROW 50012, @ErrorText, 1;
+                END;
+                IF @RunLockResult < 0
+                BEGIN
+                    SET @ErrorText = N'Run ' + @RunIdText + N': sp_getapplock returned '
+                        + CONVERT(nvarchar(11), @RunLockResult) + N' for the run''s session lock.';
+                    THROW 50012, @ErrorText, 1;
+                END;
             END;
             SET @HoldsRunLock = 1;
 
@@ -488,7 +496,7 @@ BEGIN
                 -- {ColumnList}, {SourceColumnList}, {UpdateList} and {SourceUpdateList}: the target's columns that
                 -- can be written (not computed, not identity, not rowversion: a FileTable's parent_path_locator,
                 -- file_type and cached_file_size are computed) and that the source also has, in target column
-                -- order; the key is never updated. Names are matched case-insensitively (Latin1_General_100_CI_AS
+                -- order; the key is never updated, nor a Hierarchical row's is_directory. Names are matched case-insensitively (Latin1_General_100_CI_AS
                 -- on both sides, so two databases' catalog collations never conflict).
                 SET @TargetObjectId = OBJECT_ID(@TargetObject);
                 SET @SourceObjectId = OBJECT_ID(@SourceObject);
@@ -497,10 +505,10 @@ BEGIN
                     + N' WITHIN GROUP (ORDER BY tc.column_id),'
                     + N' @SourceColumnList = STRING_AGG(CONVERT(nvarchar(max), N''s.'' + QUOTENAME(tc.name)), N'', '')'
                     + N' WITHIN GROUP (ORDER BY tc.column_id),'
-                    + N' @UpdateList = STRING_AGG(CASE WHEN tc.name <> @KeyColumn'
+                    + N' @UpdateList = STRING_AGG(CASE WHEN tc.name <> @KeyColumn AND (@FixedColumn IS NULL OR tc.name <> @FixedColumn)'
                     + N' THEN CONVERT(nvarchar(max), N''t.'' + QUOTENAME(tc.name) + N'' = b.'' + QUOTENAME(tc.name)) END, N'', '')'
                     + N' WITHIN GROUP (ORDER BY tc.column_id),'
-                    + N' @SourceUpdateList = STRING_AGG(CASE WHEN tc.name <> @KeyColumn'
+                    + N' @SourceUpdateList = STRING_AGG(CASE WHEN tc.name <> @KeyColumn AND (@FixedColumn IS NULL OR tc.name <> @FixedColumn)'
                     + N' THEN CONVERT(nvarchar(max), N''t.'' + QUOTENAME(tc.name) + N'' = s.'' + QUOTENAME(tc.name)) END, N'', '')'
                     + N' WITHIN GROUP (ORDER BY tc.column_id)'
                     + N' FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS tc'
@@ -514,7 +522,12 @@ BEGIN
                     + N' SELECT @SelfColumnList = STRING_AGG(CONVERT(nvarchar(max), N''m.'' + QUOTENAME(sc.name)), N'', '')'
                     + N' WITHIN GROUP (ORDER BY sc.column_id)'
                     + N' FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
-                    + N' WHERE sc.object_id = @SourceObjectId AND sc.graph_type IS NULL;';
+                    + N' WHERE sc.object_id = @SourceObjectId AND sc.graph_type IS NULL;'
+                    -- A Hierarchical target computes parent_path_locator from path_locator, as a FileTable does.
+                    + N' SELECT @ParentComputed = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS pc'
+                    + N' WHERE pc.object_id = @TargetObjectId AND pc.name = N''parent_path_locator'' AND pc.is_computed = 1;'
+                    + N' SELECT @KeyIsIdentity = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS kc'
+                    + N' WHERE kc.object_id = @TargetObjectId AND kc.name = @IdColumn AND kc.is_identity = 1;';
                 -- Appended to the nvarchar(max) variable: one expression of nvarchar(n) parts would be cut at 4000.
                 SET @SqlColumns = @SqlColumns
                     -- A unique index or constraint whose only key column is the id column (not filtered, not
@@ -539,19 +552,39 @@ BEGIN
                     + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS x'
                     + N' WHERE x.object_id = @TargetObjectId AND x.ignore_dup_key = 1) THEN 1 ELSE 0 END;';
                 SET @TargetHasUniqueKey = NULL;
+                -- A FileTable sets is_directory once: a blob never changes kind, so it is never updated.
+                SET @FixedColumn = CASE WHEN @ScriptSet = N'Hierarchical' THEN N'is_directory' END;
                 EXEC sys.sp_executesql
                     @SqlColumns,
-                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT',
+                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @KeyIsIdentity int OUTPUT',
                     @TargetObjectId = @TargetObjectId,
                     @SourceObjectId = @SourceObjectId,
                     @IdColumn = @MetadataIdColumn,
                     @KeyColumn = @KeyColumn,
+                    @FixedColumn = @FixedColumn,
                     @ColumnList = @QuotedColumns OUTPUT,
                     @SourceColumnList = @QuotedSourceColumns OUTPUT,
                     @UpdateList = @QuotedUpdate OUTPUT,
                     @SourceUpdateList = @QuotedSourceUpdate OUTPUT,
                     @SelfColumnList = @QuotedSelfColumns OUTPUT,
-                    @HasUniqueKey = @TargetHasUniqueKey OUTPUT;
+                    @HasUniqueKey = @TargetHasUniqueKey OUTPUT,
+                    @ParentComputed = @TargetParentComputed OUTPUT,
+                    @KeyIsIdentity = @TargetKeyIsIdentity OUTPUT;
+                -- The engine moves a folder's subtree by rewriting path_locator alone: a stored parent
+                -- column would go stale.
+                IF @ScriptSet = N'Hierarchical' AND ISNULL(@TargetParentComputed, 0) = 0
+                BEGIN
+                    SET @ErrorText = N'the target''s parent_path_locator must be computed from path_locator, as in a '
+                        + N'FileTable; a stored column would not follow a moved folder (README, "Hierarchical targets").';
+                    THROW 50014, @ErrorText, 1;
+                END;
+                -- The engine never writes an identity column (Msg 544): a key that is one cannot be copied.
+                IF @ScriptSet <> N'Hierarchical' AND ISNULL(@TargetKeyIsIdentity, 0) > 0
+                BEGIN
+                    SET @ErrorText = N'the target''s key column ' + QUOTENAME(@MetadataIdColumn) + N' is an identity '
+                        + N'column; the engine copies keys from the source and never writes an identity column.';
+                    THROW 50014, @ErrorText, 1;
+                END;
                 -- {SourceRow}: the source row s for the metadata row m, joined on the key, or the metadata
                 -- row itself (its columns under the source's names) when the metadata table is the source table.
                 IF DB_ID(@MetadataDatabase) = DB_ID(@SourceDatabase) AND OBJECT_ID(@MetadataObject) = @SourceObjectId
@@ -594,7 +627,9 @@ BEGIN
                 BEGIN
                     SET @ScriptPosition += 1;
                     SELECT @SqlStepScript = x.ScriptText FROM @Scripts AS x WHERE x.Position = @ScriptPosition;
-                    SET @SqlStep = REPLACE(REPLACE(@SqlStepScript, NCHAR(1), N''), NCHAR(2), N'');
+                    -- Sentinels are matched in a binary collation: other collations may give control
+                    -- characters no weight and not find them.
+                    SET @SqlStep = REPLACE(REPLACE(@SqlStepScript COLLATE Latin1_General_100_BIN2, NCHAR(1), N''), NCHAR(2), N'');
                     SET @SqlStep = REPLACE(@SqlStep, N'{SourceObject}', ISNULL(REPLACE(@QuotedSource, N'{', NCHAR(1)), NCHAR(2)));
                     SET @SqlStep = REPLACE(@SqlStep, N'{TargetObject}', ISNULL(REPLACE(@QuotedTarget, N'{', NCHAR(1)), NCHAR(2)));
                     SET @SqlStep = REPLACE(@SqlStep, N'{MetadataObject}', ISNULL(REPLACE(@QuotedMetadata, N'{', NCHAR(1)), NCHAR(2)));
@@ -611,10 +646,10 @@ BEGIN
                     SET @SqlStep = REPLACE(@SqlStep, N'{UpdateList}', ISNULL(REPLACE(@QuotedUpdate, N'{', NCHAR(1)), NCHAR(2)));
                     SET @SqlStep = REPLACE(@SqlStep, N'{SourceUpdateList}', ISNULL(REPLACE(@QuotedSourceUpdate, N'{', NCHAR(1)), NCHAR(2)));
                     SET @SqlStep = REPLACE(@SqlStep, N'{SourceRow}', ISNULL(REPLACE(@QuotedSourceRow, N'{', NCHAR(1)), NCHAR(2)));
-                    IF CHARINDEX(NCHAR(2), @SqlStep) > 0
+                    IF CHARINDEX(NCHAR(2), @SqlStep COLLATE Latin1_General_100_BIN2) > 0
                         SET @SqlStep = NULL;
                     ELSE
-                        SET @SqlStep = REPLACE(@SqlStep, NCHAR(1), N'{');
+                        SET @SqlStep = REPLACE(@SqlStep COLLATE Latin1_General_100_BIN2, NCHAR(1), N'{');
                     UPDATE x SET Filled = @SqlStep FROM @Scripts AS x WHERE x.Position = @ScriptPosition;
                 END;
             END TRY
@@ -654,7 +689,16 @@ BEGIN
                                 -- A placeholder's value is NULL: PostgreSQL's EXECUTE text.
                                 THROW 50013, N'query string argument of EXECUTE is null', 1;
                             IF @Debug >= 2
-                                PRINT @SqlPlan;
+                            BEGIN
+                                -- PRINT stops at 4,000 characters: the plan in pieces.
+                                SET @PrintOffset = 1;
+                                SET @PrintLength = DATALENGTH(@SqlPlan) / 2;
+                                WHILE @PrintOffset <= @PrintLength
+                                BEGIN
+                                    PRINT SUBSTRING(@SqlPlan, @PrintOffset, 4000);
+                                    SET @PrintOffset = @PrintOffset + 4000;
+                                END;
+                            END;
                             TRUNCATE TABLE #dbtools_Plan;
                             -- The parameters a run's batches get; @FullSync: the run starts with a Full sync's clean slate.
                             EXEC sys.sp_executesql
@@ -1157,10 +1201,33 @@ BEGIN
         SET @HoldsRunLock = 0;
     END TRY
     BEGIN CATCH
-        IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
-        -- The run's session lock outlives any transaction: release it, or this session keeps the run.
+        IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
         IF @HoldsRunLock = 1
+        BEGIN
+            -- An error no table caught (a deadlock while recording a failure, say): in a new
+            -- transaction, give back every lease the run holds and mark it Failed, so that nothing
+            -- waits for the lease to expire and a resume finds it. Never on a run another session
+            -- works (then this session does not hold its lock).
+            SET @ErrorText = ERROR_MESSAGE();
+            BEGIN TRY
+                BEGIN TRANSACTION;
+                UPDATE w
+                SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                WHERE w.LeaseRunId = @CurrentRunId;
+                UPDATE r
+                SET Status = N'Failed', RunCompletedAt = SYSUTCDATETIME(),
+                    ErrorMessage = LEFT(ISNULL(r.ErrorMessage + NCHAR(10), N'') + @ErrorText, 4000)
+                FROM {{ job('BlobDeltaRun') }} AS r
+                WHERE r.RunId = @CurrentRunId AND r.Status = N'Running';
+                COMMIT TRANSACTION;
+            END TRY
+            BEGIN CATCH
+                IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+            END CATCH;
+            -- The run's session lock outlives any transaction: release it, or this session keeps the run.
             EXEC sys.sp_releaseapplock @Resource = @RunLockResource, @LockOwner = N'Session';
+        END;
         THROW;
     END CATCH;
 END;

@@ -24,6 +24,7 @@ DECLARE
     v_columns text;
     v_source_columns text;
     v_update text;
+    v_source_update text;
     v_map jsonb;
     v_filled text;
     v_missing boolean;
@@ -31,14 +32,18 @@ BEGIN
     {{ resolve('v_table') }}
     v_key_column := CASE v_script_set WHEN 'Hierarchical' THEN 'stream_id' ELSE v_id_column END;
 
-    -- {ColumnList}, {SourceColumnList}, {UpdateList}: the target's columns that can be written
-    -- (not generated, not identity) and that the source also has; the key is never updated.
+    -- {ColumnList}, {SourceColumnList}, {UpdateList}, {SourceUpdateList}: the target's columns that can
+    -- be written (not generated, not identity) and that the source also has; the key is never updated,
+    -- nor a Hierarchical row's is_directory (a FileTable sets it once: a blob never changes kind).
     SELECT string_agg({{ quotename('a.attname::text') }}, ', ' ORDER BY a.attnum),
            string_agg('s.' || {{ quotename('a.attname::text') }}, ', ' ORDER BY a.attnum),
-           string_agg(CASE WHEN a.attname <> v_key_column
+           string_agg(CASE WHEN a.attname <> v_key_column AND NOT (v_script_set = 'Hierarchical' AND a.attname = 'is_directory')
                            THEN {{ quotename('a.attname::text') }} || ' = EXCLUDED.' || {{ quotename('a.attname::text') }} END,
+                      ', ' ORDER BY a.attnum),
+           string_agg(CASE WHEN a.attname <> v_key_column AND NOT (v_script_set = 'Hierarchical' AND a.attname = 'is_directory')
+                           THEN {{ quotename('a.attname::text') }} || ' = s.' || {{ quotename('a.attname::text') }} END,
                       ', ' ORDER BY a.attnum)
-    INTO v_columns, v_source_columns, v_update
+    INTO v_columns, v_source_columns, v_update, v_source_update
     FROM pg_catalog.pg_attribute AS a
     WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attnum > 0 AND NOT a.attisdropped
       AND a.attgenerated = '' AND a.attidentity = ''
@@ -61,6 +66,7 @@ BEGIN
         '{SourceColumnList}', v_source_columns,
         '{ColumnList}', v_columns,
         '{UpdateList}', v_update,
+        '{SourceUpdateList}', v_source_update,
         -- {SourceRow}: the source row s for the metadata row m, looked up by key, or the metadata
         -- row itself when the metadata table is the source table.
         '{SourceRow}', CASE

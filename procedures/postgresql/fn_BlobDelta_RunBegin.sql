@@ -1,4 +1,4 @@
-{%- from "postgresql/engine.sql" import in_run_scope, require_running_run, resolved_declarations, resolve -%}
+{%- from "postgresql/engine.sql" import require_supported_target, in_run_scope, require_running_run, resolved_declarations, resolve -%}
 {%- from "common/header.sql" import header -%}
 {%- from "postgresql/errors.sql" import raise_collected -%}
 {%- from "postgresql/uuid7.sql" import new_uuid7 -%}
@@ -149,6 +149,7 @@ BEGIN
             v_steps := '[]'::jsonb;
             BEGIN
                 {{ resolve('v_table') }}
+{{ require_supported_target() }}
                 SELECT w.window_start, w.window_end INTO v_window_start, v_window_end
                 FROM {{ job('fn_BlobDelta_Window') }}(v_table, NULL::uuid, v_run_started, v_sync_type) AS w;
                 -- A lease another run holds now makes a run skip the table.

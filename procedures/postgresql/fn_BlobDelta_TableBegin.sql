@@ -1,4 +1,4 @@
-{%- from "postgresql/engine.sql" import require_running_run, resolved_declarations, resolve -%}
+{%- from "postgresql/engine.sql" import require_supported_target, require_running_run, resolved_declarations, resolve -%}
 {%- from "common/header.sql" import header -%}
 CREATE OR REPLACE FUNCTION {{ job('fn_BlobDelta_TableBegin') }}(
     IN "RunId" uuid,
@@ -48,6 +48,7 @@ BEGIN
         {{ resolve('v_table') }}
         SELECT c.* INTO v_cfg FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c."TableName" = v_table;
         v_key_column := CASE v_script_set WHEN 'Hierarchical' THEN 'stream_id' ELSE v_id_column END;
+{{ require_supported_target() }}
         SELECT w.window_start, w.window_end, w.from_run INTO v_window_start, v_window_end, v_has_window
         FROM {{ job('fn_BlobDelta_Window') }}(v_table, v_run_id, v_run."RunStartedAt", v_run."RunType") AS w;
 

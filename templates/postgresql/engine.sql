@@ -1,3 +1,4 @@
+{%- from "postgresql/quoting.sql" import quotename -%}
 {#- Fragments shared by the PostgreSQL engine's step functions (fn_BlobDelta_*). -#}
 
 {#- Load the run header into v_run, refusing any RunId that is not a Running run. -#}
@@ -35,4 +36,32 @@ CALL {{ job('usp_BlobDelta_ResolveTableConfig') }}(
 {%- macro in_run_scope(mode, table_name) -%}
 (({{ mode }} = 'SingleTable' AND c."TableName" = {{ table_name }})
        OR ({{ mode }} = 'AllTables' AND c."IsActive"))
+{%- endmacro -%}
+
+{#- What the engine cannot write, refused before anything is written (raises with the same text
+    as SQL Server's twin):
+    - a Hierarchical target must compute parent_path_locator from path_locator, as a FileTable
+      does: the engine moves a folder's subtree by rewriting path_locator alone, and a stored
+      parent column would go stale;
+    - a Flat target's key must not be an identity column: the engine never writes identity
+      columns (SQL Server refuses them), and an insert without the key would invent one. -#}
+{%- macro require_supported_target() -%}
+        IF v_script_set = 'Hierarchical' AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname = 'parent_path_locator'
+              AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+        ) THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE =
+                'the target''s parent_path_locator must be computed from path_locator, as in a FileTable; a stored '
+                'column would not follow a moved folder (README, "Hierarchical targets").';
+        END IF;
+        IF v_script_set <> 'Hierarchical' AND EXISTS (
+            SELECT 1 FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname = v_id_column
+              AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity <> ''
+        ) THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'the target''s key column %s is an identity column; the engine copies keys from the source and '
+                'never writes an identity column.', {{ quotename('v_id_column') }});
+        END IF;
 {%- endmacro -%}

@@ -39,14 +39,29 @@ BEGIN
     JOIN {TargetObject} AS t ON t.stream_id = b.stream_id
     WHERE b.Depth = @dbtools_Depth AND b.IsPresent = 1;
 
-    -- Moves: every target row at or under a misplaced copy of this depth goes to the copy's source
-    -- path (GetReparentedValue), in one statement.
+    -- A misplaced copy of this depth takes a name nothing else can hold (its stream_id) before it
+    -- moves: the rewrite below gives it its name.
+    UPDATE t
+    SET name = CONVERT(nvarchar(36), t.stream_id)
+    FROM {TargetObject} AS t
+    JOIN #dbtools_Batch AS b ON b.stream_id = t.stream_id
+    WHERE b.Depth = @dbtools_Depth AND b.IsPresent = 1 AND b.TargetPath <> b.SourcePath;
+
+    -- Moves: every target row at or under a misplaced copy of this depth goes to the source path of
+    -- the deepest such copy above it (two copies of one source depth may lie one under the other in
+    -- the target), in one statement.
     TRUNCATE TABLE #dbtools_Move;
     INSERT INTO #dbtools_Move (stream_id, NewPath)
-    SELECT d.stream_id, d.path_locator.GetReparentedValue(mv.TargetPath, mv.SourcePath)
+    SELECT d.stream_id, d.path_locator.GetReparentedValue(x.TargetPath, x.SourcePath)
     FROM #dbtools_Batch AS mv
     JOIN {TargetObject} AS d ON d.path_locator.IsDescendantOf(mv.TargetPath) = 1
-    WHERE mv.Depth = @dbtools_Depth AND mv.IsPresent = 1 AND mv.TargetPath <> mv.SourcePath;
+    CROSS APPLY (SELECT TOP (1) b2.stream_id, b2.TargetPath, b2.SourcePath
+                 FROM #dbtools_Batch AS b2
+                 WHERE b2.Depth = @dbtools_Depth AND b2.IsPresent = 1 AND b2.TargetPath <> b2.SourcePath
+                   AND d.path_locator.IsDescendantOf(b2.TargetPath) = 1
+                 ORDER BY b2.TargetPath.GetLevel() DESC) AS x
+    WHERE mv.Depth = @dbtools_Depth AND mv.IsPresent = 1 AND mv.TargetPath <> mv.SourcePath
+      AND x.stream_id = mv.stream_id;
     UPDATE d
     SET path_locator = x.NewPath
     FROM {TargetObject} AS d

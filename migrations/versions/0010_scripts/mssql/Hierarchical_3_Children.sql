@@ -39,6 +39,15 @@ WHERE s.parent_path_locator IS NOT NULL
 ORDER BY m.{MetadataModifiedOnCol} -- ties need no order: the next batch starts at >= this batch's last ModifiedOn
 OPTION (RECOMPILE); -- the keyset position and the optional filters are new values every batch
 
+-- A moved copy takes a name nothing else can hold (its stream_id) before it moves: the move and
+-- the rename are two statements here, and in between the copy must not hold its old name in its
+-- new folder. The rewrite below gives it its name.
+UPDATE t
+SET name = CONVERT(nvarchar(36), t.stream_id)
+FROM {TargetObject} AS t
+JOIN #dbtools_Batch AS b ON b.stream_id = t.stream_id
+WHERE b.IsPresent = 1 AND b.TargetPath <> b.SourcePath;
+
 -- Moves: every target row at or under a moved copy's old path goes to the new path of the deepest
 -- moved copy at or above it (GetReparentedValue), copies and subtrees in one statement.
 CREATE TABLE #dbtools_Move (stream_id uniqueidentifier NOT NULL PRIMARY KEY, NewPath hierarchyid NOT NULL);

@@ -6,6 +6,10 @@
 -- under that folder (it moved away before the folder was deleted), with its ancestors. Roots that
 -- step 1 rewrites anyway are left out. Ancestors are queued whatever their business unit: a tree is
 -- never cut. Ancestors are walked with hierarchyid::GetAncestor(1) up to the top level.
+-- It also frees the names the run will write: a target row that holds the name a written blob will
+-- take in its folder (a file deleted and saved again under its name, two names swapped) takes its
+-- stream_id as its name until its own change or deletion reaches it, later in the run. Names are
+-- compared as a FileTable compares them: case-insensitive.
 WITH changed_children AS (
     SELECT DISTINCT s.parent_path_locator AS leaf
     FROM {MetadataObject} AS m
@@ -64,3 +68,49 @@ WHERE NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream
                   WHERE q.RunId = @RunId AND q.TableName = @TableName AND q.stream_id = p.stream_id)
 OPTION (MAXRECURSION 0);
 SET @RowsProcessed = @@ROWCOUNT;
+
+-- What the run will write: the candidates of steps 1 and 3, and the queued blobs. The folder a
+-- blob goes to is found by its parent's stream_id, so a folder that moves in this run counts too.
+WITH writes AS (
+    SELECT s.stream_id, s.name, s.parent_path_locator
+    FROM {MetadataObject} AS m
+    JOIN {SourceObject} AS s ON s.stream_id = m.{MetadataIdColumn}
+    LEFT JOIN {TargetObject} AS t ON t.stream_id = s.stream_id
+    LEFT JOIN {VersionObject} AS v ON v.TableName = @TableName AND v.stream_id = s.stream_id
+    WHERE m.{MetadataModifiedOnCol} >= @WindowStart AND m.{MetadataModifiedOnCol} < @WindowEnd
+      AND (@BusinessUnitId IS NULL OR m.{MetadataBusinessUnitCol} = @BusinessUnitId)
+      AND EXISTS (SELECT 1 FROM {BusinessUnitObject} AS bu WHERE bu.{BusinessUnitIdColumn} = m.{MetadataBusinessUnitCol})
+      AND (@ExcludedStreamId IS NULL OR s.stream_id <> @ExcludedStreamId)
+      AND (t.stream_id IS NULL OR v.ModifiedOn IS NULL
+           OR v.ModifiedOn < CONVERT(datetime2(7), SWITCHOFFSET(CONVERT(datetimeoffset(7), m.{MetadataModifiedOnCol}), '+00:00')))
+    UNION
+    SELECT s.stream_id, s.name, s.parent_path_locator
+    FROM {QueueObject} AS q
+    JOIN {SourceObject} AS s ON s.stream_id = q.stream_id
+    WHERE q.RunId = @RunId AND q.TableName = @TableName
+)
+UPDATE o
+SET name = CONVERT(nvarchar(36), o.stream_id)
+FROM {TargetObject} AS o
+JOIN (
+    -- two seeks of the (parent, name) key: a top-level name, or one in the parent folder
+    SELECT o2.stream_id
+    FROM writes AS w
+    JOIN {TargetObject} AS o2
+      ON w.parent_path_locator IS NULL AND o2.parent_path_locator IS NULL
+     AND o2.name COLLATE Latin1_General_100_CI_AS = w.name COLLATE Latin1_General_100_CI_AS
+     AND o2.stream_id <> w.stream_id
+    UNION
+    SELECT o2.stream_id
+    FROM writes AS w
+    JOIN {SourceObject} AS sp ON sp.path_locator = w.parent_path_locator
+    JOIN {TargetObject} AS tp ON tp.stream_id = sp.stream_id
+    JOIN {TargetObject} AS o2
+      ON o2.parent_path_locator = tp.path_locator
+     AND o2.name COLLATE Latin1_General_100_CI_AS = w.name COLLATE Latin1_General_100_CI_AS
+     AND o2.stream_id <> w.stream_id
+) AS x ON x.stream_id = o.stream_id;
+SET @RowsMoved = @@ROWCOUNT;
+SET @RowsInserted = 0;
+SET @RowsUpdated = 0;
+SET @RowsDeleted = 0;

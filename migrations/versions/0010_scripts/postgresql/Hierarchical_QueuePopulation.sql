@@ -7,8 +7,14 @@
 -- ancestors. Roots that step 1 rewrites anyway are left out. Ancestors are queued whatever their
 -- business unit: a tree is never cut. Ancestor paths are the prefixes of a path
 -- ('/1/3/' -> '/1/', '/1/3/').
-WITH changed_children AS (
-    SELECT DISTINCT s.parent_path_locator AS leaf
+-- It also frees the names the run will write: a target row that holds the name a written blob will
+-- take in its folder (a file deleted and saved again under its name, two names swapped) takes its
+-- stream_id as its name until its own change or deletion reaches it, later in the run.
+-- Returns the rows queued, no position, then rows inserted, updated, deleted (none) and renamed
+-- aside.
+WITH changed AS (
+    -- The candidates of steps 1 and 3: window rows whose copy is missing or older.
+    SELECT s.stream_id, s.name, s.parent_path_locator
     FROM {MetadataObject} AS m
     CROSS JOIN LATERAL (SELECT 1 FROM {BusinessUnitObject} AS bu
                         WHERE bu.{BusinessUnitIdColumn} = m.{MetadataBusinessUnitCol} LIMIT 1) AS bu
@@ -18,7 +24,6 @@ WITH changed_children AS (
                        WHERE v."TableName" = $7 AND v.stream_id = s.stream_id LIMIT 1) AS v ON true
     WHERE m.{MetadataModifiedOnCol} >= $3 AND m.{MetadataModifiedOnCol} < $4
       AND ($5 IS NULL OR m.{MetadataBusinessUnitCol} = $5)
-      AND s.parent_path_locator IS NOT NULL
       AND ($2 IS NULL OR s.stream_id <> $2)
       AND (t.present IS NULL OR v."ModifiedOn" IS NULL OR v."ModifiedOn" < m.{MetadataModifiedOnCol}::timestamp)
 ), deleted_folders AS (
@@ -40,31 +45,51 @@ WITH changed_children AS (
     JOIN {SourceObject} AS s ON s.stream_id = d.stream_id
 ), ancestor_paths AS (
     SELECT DISTINCT left(n.leaf, g.i) AS path_locator
-    FROM (SELECT c.leaf FROM changed_children AS c UNION SELECT sv.leaf FROM survivors AS sv) AS n
+    FROM (SELECT c.parent_path_locator AS leaf FROM changed AS c WHERE c.parent_path_locator IS NOT NULL
+          UNION SELECT sv.leaf FROM survivors AS sv) AS n
     CROSS JOIN LATERAL generate_series(2, length(n.leaf)) AS g (i)
     WHERE substr(n.leaf, g.i, 1) = '/'
-), queued AS (
-    INSERT INTO {QueueObject} ("RunId", "TableName", stream_id, "BusinessUnit")
-    SELECT $6, $7, p.stream_id, m.bu
+), needed AS (
+    SELECT p.stream_id, p.name, p.parent_path_locator, m.bu
     FROM ancestor_paths AS a
     JOIN {SourceObject} AS p ON p.path_locator = a.path_locator
-    LEFT JOIN LATERAL (SELECT m.{MetadataBusinessUnitCol} AS bu, m.{MetadataModifiedOnCol} AS modified_on
+    LEFT JOIN LATERAL (SELECT m.{MetadataBusinessUnitCol} AS bu
                        FROM {MetadataObject} AS m WHERE m.{MetadataIdColumn} = p.stream_id LIMIT 1) AS m ON true
     WHERE NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream_id AND t.path_locator = p.path_locator)
-      -- not one of step 1's candidates (the Roots script's predicate)
-      AND NOT coalesce(
-            p.parent_path_locator IS NULL
-            AND m.modified_on >= $3 AND m.modified_on < $4
-            AND ($5 IS NULL OR m.bu = $5)
-            AND EXISTS (SELECT 1 FROM {BusinessUnitObject} AS bu WHERE bu.{BusinessUnitIdColumn} = m.bu)
-            AND ($2 IS NULL OR p.stream_id <> $2)
-            AND (NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream_id)
-                 OR NOT EXISTS (SELECT 1 FROM {VersionObject} AS v
-                                WHERE v."TableName" = $7 AND v.stream_id = p.stream_id
-                                  AND v."ModifiedOn" >= m.modified_on::timestamp)),
-            false)
-      AND NOT EXISTS (SELECT 1 FROM {QueueObject} AS q
-                      WHERE q."RunId" = $6 AND q."TableName" = $7 AND q.stream_id = p.stream_id)
+      -- not one of step 1's candidates
+      AND NOT EXISTS (SELECT 1 FROM changed AS c WHERE c.stream_id = p.stream_id AND c.parent_path_locator IS NULL)
+), queued AS (
+    INSERT INTO {QueueObject} ("RunId", "TableName", stream_id, "BusinessUnit")
+    SELECT $6, $7, n.stream_id, n.bu
+    FROM needed AS n
+    WHERE NOT EXISTS (SELECT 1 FROM {QueueObject} AS q
+                      WHERE q."RunId" = $6 AND q."TableName" = $7 AND q.stream_id = n.stream_id)
+    RETURNING 1
+), writes AS (
+    SELECT c.stream_id, c.name, c.parent_path_locator FROM changed AS c
+    UNION
+    SELECT n.stream_id, n.name, n.parent_path_locator FROM needed AS n
+), parked AS (
+    -- The target row (another blob) in the folder a written blob goes to, under the name it takes:
+    -- the folder is found by the parent's stream_id, so a folder that moves in this run counts too.
+    UPDATE {TargetObject} AS o
+    SET name = o.stream_id::text
+    WHERE o.ctid = ANY (ARRAY(
+            SELECT x.row_address
+            FROM writes AS w
+            LEFT JOIN LATERAL (SELECT sp.stream_id FROM {SourceObject} AS sp
+                               WHERE sp.path_locator = w.parent_path_locator LIMIT 1) AS sp ON true
+            LEFT JOIN LATERAL (SELECT tp.path_locator FROM {TargetObject} AS tp
+                               WHERE tp.stream_id = sp.stream_id LIMIT 1) AS tp ON true
+            CROSS JOIN LATERAL (
+                -- two probes of the (parent, name) key: a top-level name, or one in the parent folder
+                SELECT o2.ctid AS row_address FROM {TargetObject} AS o2
+                WHERE w.parent_path_locator IS NULL AND o2.parent_path_locator IS NULL
+                  AND o2.name = w.name AND o2.stream_id <> w.stream_id
+                UNION ALL
+                SELECT o2.ctid FROM {TargetObject} AS o2
+                WHERE o2.parent_path_locator = tp.path_locator
+                  AND o2.name = w.name AND o2.stream_id <> w.stream_id) AS x))
     RETURNING 1
 )
-SELECT count(*)::integer, NULL::timestamp(3) FROM queued
+SELECT (SELECT count(*) FROM queued)::integer, NULL::timestamp(3), 0, 0, 0, (SELECT count(*) FROM parked)::integer

@@ -8,6 +8,8 @@ equals the run step by step.
 
 from __future__ import annotations
 
+import itertools
+import random
 import uuid
 from datetime import timedelta
 
@@ -285,3 +287,97 @@ def test_names_that_change_hands_in_a_window_reach_the_target(bed):
 
     # Act and assert: the plan equals the run, and the target equals the source.
     plan_then_run(bed, tree)
+
+
+class RandomChanges:
+    """Users at work on one table: a seeded random mix of every kind of change, window after window.
+
+    Every change is stamped later than any before it (a ModifiedOn never goes back) and inside the
+    next run's window: the clock starts an hour before the first window's end, after every sample
+    blob's ModifiedOn, and moves three seconds a change.
+    """
+
+    def __init__(self, tree: Tree, seed: int, first_end):
+        self.tree = tree
+        self.rng = random.Random(seed)
+        self.names = itertools.count(1)
+        self.clock = first_end - timedelta(minutes=50)
+
+    def window(self, end, changes: int) -> None:
+        for _ in range(changes):
+            kind = self.rng.choice(["rename", "rewrite", "move", "move", "create", "create", "delete", "save", "swap"])
+            self.clock += timedelta(seconds=3)
+            assert self.clock < end, "a change stamped after the window it belongs to"
+            getattr(self, kind)(self.clock)
+
+    # Each change picks among the blobs the source holds now.
+    def _rows(self):
+        return sorted(self.tree.rows("source"), key=lambda r: r[3])
+
+    def _pick(self, *, directory=None):
+        rows = [r for r in self._rows() if directory is None or r[5] == directory]
+        return self.rng.choice(rows) if rows else None
+
+    def _unit(self):
+        return self.rng.choice(self.tree.bed.data.business_units)
+
+    def rename(self, at):
+        if (row := self._pick()) is not None:
+            self.tree.rename(row[0], f"renamed {next(self.names)}", at)
+
+    def rewrite(self, at):
+        if (row := self._pick(directory=False)) is not None:
+            self.tree.rewrite(row[0], self.rng.randbytes(8), at)
+
+    def move(self, at):
+        row = self._pick()
+        if row is None:
+            return
+        folders = [r for r in self._rows() if r[5] and not r[3].startswith(row[3])]
+        to = self.rng.choice(folders)[3] if folders and self.rng.random() < 0.85 else None
+        if to != row[4]:
+            self.tree.move(row[0], to, at)
+
+    def create(self, at):
+        folder = self._pick(directory=True)
+        parent = folder[3] if folder is not None and self.rng.random() < 0.9 else None
+        directory = self.rng.random() < 0.3
+        self.tree.create(parent, f"new {next(self.names)}", directory=directory, at=at, unit=self._unit())
+
+    def delete(self, at):
+        # Every deleted blob is recorded, as a FileTable deletes a folder's contents row by row (a
+        # folder recorded alone takes its target subtree, not what moved into it since the last run).
+        if (row := self._pick()) is not None:
+            self.tree.delete(row[0], at, log="each")
+
+    def save(self, at):
+        """An editor's save: a file deleted and created again under its name in its folder."""
+        if (row := self._pick(directory=False)) is not None:
+            self.tree.delete(row[0], at, log="each")
+            self.tree.create(row[4], row[1], directory=False, at=at + timedelta(seconds=1), unit=self._unit(),
+                             content=self.rng.randbytes(8))
+
+    def swap(self, at):
+        row = self._pick()
+        if row is None:
+            return
+        siblings = [r for r in self._rows() if r[4] == row[4] and r[0] != row[0]]
+        if siblings:
+            other = self.rng.choice(siblings)
+            self.tree.rename(row[0], f"swapping {next(self.names)}", at)
+            self.tree.rename(other[0], row[1], at + timedelta(seconds=1))
+            self.tree.rename(row[0], other[1], at + timedelta(seconds=2))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_changes_window_after_window_reach_the_target_and_every_plan_equals_its_run(bed, seed):
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    users = RandomChanges(tree, seed, window_of(status, REFERRAL)[1])
+    assert max(b.modified_on for b in bed.data.blobs[tree.name]) < users.clock
+
+    for _ in range(6):
+        _start, end = window_of(status, REFERRAL)
+        users.window(end, changes=8)
+
+        status = plan_then_run(bed, tree, batch_size=users.rng.choice([1, 2, 5, 50]))

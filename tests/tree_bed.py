@@ -221,5 +221,6 @@ class Tree:
         assert len({r[0] for r in target}) == len(target), "each stream_id once"
         missing = sorted(source - target, key=lambda r: r[3])
         extra = sorted(target - source, key=lambda r: r[3])
-        assert (missing, extra) == ([], []), "target differs from source"
+        shown = lambda rows: [(r[0], r[1], r[3], r[5]) for r in rows]  # noqa: E731 (id, name, path, folder)
+        assert (missing, extra) == ([], []), f"target differs from source: missing {shown(missing)}, extra {shown(extra)}"
         assert self.bed.orphans(self.table) == []

@@ -566,9 +566,9 @@ def test_a_hierarchy_whose_blobs_all_share_one_modified_on_loads_whole_in_batche
     assert bed.orphans(REFERRAL) == []
 
 
-HOSTILE_TABLE = "Evil]\"'; DROP TABLE x;--"
+HOSTILE_TABLE = "Evil]\"'; DROP TABLE x;--{MetadataObject}"
 HOSTILE_KEY = "id]\"';--"
-HOSTILE_MODIFIED = "Mod'On]\""
+HOSTILE_MODIFIED = "Mod'On]\"{UpdateList}"
 HOSTILE_UNIT = "BU\"]' OR 1=1"
 HOSTILE_CONFIG = "Hostile ]'\" name"
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 import pytest
 
 from .blocking import interrupted_after
-from .delta_bed import CLIENT, REFERRAL, make_bed, window_of
+from .delta_bed import CLIENT, REFERRAL, make_bed, utcnow, window_of
 from .tree_bed import Tree
 
 
@@ -381,3 +381,35 @@ def test_random_changes_window_after_window_reach_the_target_and_every_plan_equa
         users.window(end, changes=8)
 
         status = plan_then_run(bed, tree, batch_size=users.rng.choice([1, 2, 5, 50]))
+
+
+def test_a_child_whose_folder_moved_while_the_run_ran_fails_the_table_and_the_next_run_places_it(bed):
+    # Assemble: the first load; then a long window with a new file in an existing folder.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    watermark = end - timedelta(days=2)
+    bed.set_watermark(REFERRAL, watermark)
+    folder = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 3][0]
+    born = tree.create(tree.path_of(folder), "born.bin", directory=False, at=end - timedelta(days=1),
+                       unit=bed.data.business_units[0])
+    # The run stops just before step 3 (after step 2a, step 1 and step 2b: one batch each, and the
+    # empty batches that end steps 1 and 2b), as if its session died there ...
+    with interrupted_after(bed, 3):
+        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=1000)
+    # ... and the folder moves meanwhile (stamped now: after the run's window).
+    root = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 1][-1]
+    tree.move(folder, tree.path_of(root), utcnow())
+
+    # Act: the run resumes with step 2a's view, then a new run.
+    resumed = bed.run(resume=stopped.run_id)
+    after_resume = (set(bed.target_ids(REFERRAL)), bed.watermark(REFERRAL)[0])
+    again = bed.run(mode="SingleTable", table=REFERRAL)
+
+    # Assert: the resume could not place the file, said so, and left the watermark; the new run did.
+    error = bed.status(stopped.run_id).error
+    assert stopped.status == resumed.status == "Failed"
+    assert "1 changed blob(s) of the window could not be placed" in error and "a new run (not a resume)" in error
+    assert born not in after_resume[0] and after_resume[1] == watermark
+    assert again.status == "Succeeded"
+    tree.assert_target_equals_source()

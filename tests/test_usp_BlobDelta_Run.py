@@ -1074,3 +1074,25 @@ def test_a_flat_target_whose_key_is_an_identity_column_is_refused_before_anythin
         f"Table 'Counters': the target's key column {q('Id')} is an identity column; the engine copies keys from "
         "the source and never writes an identity column.")
     assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Counters')}") == [(0,)]
+
+
+def test_a_hierarchical_target_that_compares_names_differently_from_its_source_is_refused(bed):
+    # Assemble: a FileTable-shaped target whose names compare in another collation than the source's.
+    pg = bed.info.name == "postgresql"
+    ddl = sample.blob_table_ddl(bed.info, "Gwent_LA_FileTable_Delta", "Binary")
+    ddl = (ddl.replace("name text NOT NULL", 'name text COLLATE "POSIX" NOT NULL') if pg else
+           ddl.replace("name nvarchar(255) NOT NULL", "name nvarchar(255) COLLATE Latin1_General_100_BIN2 NOT NULL"))
+    bed.sql(ddl)
+    _configure(bed, "Binary", TableName="Binary", SourceDatabase="Gwent_LA_FileTable", SourceTable="ReferralAttachment",
+               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Binary", MetadataDatabase="AdvancedRBS_MetaData",
+               MetadataTable="ReferralAttachment", MetadataBusinessUnitCol="OwningBusinessUnit",
+               BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU",
+               QueuePopulationScriptName="HierarchicalMissingParents")
+
+    result = bed.run(mode="SingleTable", table="Binary")
+
+    error = bed.status(result.run_id).error
+    assert result.status == "Failed"
+    assert error.startswith("Table 'Binary': the source's and the target's name columns compare names differently")
+    assert error.endswith("give them the same collation.")
+    assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Binary')}") == [(0,)]

@@ -47,6 +47,10 @@ class Tree:
     def _path_value(self, mark: str) -> str:
         return f"hierarchyid::Parse({mark})" if self.mssql else mark
 
+    def _content_value(self, mark: str) -> str:
+        """A file_stream value: typed as varbinary on SQL Server, where a NULL could be described as varchar."""
+        return f"CONVERT(varbinary(max), {mark})" if self.mssql else mark
+
     def _id(self, value: uuid.UUID):
         return str(value) if self.mssql else value
 
@@ -121,7 +125,7 @@ class Tree:
         path = self.new_path(parent)
         m = self.bed.mark
         self.bed.sql(f"INSERT INTO {self.source} (stream_id, name, file_stream, path_locator, is_directory, "
-                     f"creation_time, last_write_time) VALUES ({m('i')}, {m('n')}, {m('c')}, {self._path_value(m('p'))}, "
+                     f"creation_time, last_write_time) VALUES ({m('i')}, {m('n')}, {self._content_value(m('c'))}, {self._path_value(m('p'))}, "
                      f"{m('d')}, {m('t')}, {m('w')})",
                      self.bed.params(i=stream_id, n=name, c=None if directory else (content or b"new"), p=path,
                                      d=directory, t=at, w=at))
@@ -183,7 +187,8 @@ class Tree:
         m = self.bed.mark
         self.bed.sql(f"DELETE FROM {self.target}")
         columns = [c for c in COLUMNS if c != "parent_path_locator"]
-        values = ", ".join(self._path_value(m(c)) if c == "path_locator" else m(c) for c in columns)
+        values = ", ".join(self._path_value(m(c)) if c == "path_locator" else self._content_value(m(c)) if c == "file_stream"
+                           else m(c) for c in columns)
         rows = [dict(zip(COLUMNS, r)) for r in saved["target"]]
         if rows:  # one statement a row, parents first
             self.bed.sql(f"INSERT INTO {self.target} ({', '.join(columns)}) VALUES ({values})",

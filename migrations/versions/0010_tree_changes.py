@@ -89,7 +89,8 @@ def frozen(folder: str, name: str) -> str:
 def step_scripts():
     return sa.table("BlobDeltaStepScript", sa.column("ScriptSet", sa.Unicode()), sa.column("StepNumber", sa.Integer()),
                     sa.column("StepName", sa.Unicode()), sa.column("ScriptText", sa.Unicode()),
-                    sa.column("Description", sa.Unicode()), schema=current_engine().job_schema)
+                    sa.column("Description", sa.Unicode()), sa.column("ModifiedAt", sa.DateTime()),
+                    schema=current_engine().job_schema)
 
 
 def set_scripts(upgrading: bool) -> None:
@@ -97,12 +98,13 @@ def set_scripts(upgrading: bool) -> None:
     for script_set, number, name, before in REPLACED_STEPS:
         op.execute(steps.update()
                    .where(steps.c.ScriptSet == script_set, steps.c.StepNumber == number)
-                   .values(ScriptText=frozen("0010_scripts" if upgrading else before, name)))
+                   .values(ScriptText=frozen("0010_scripts" if upgrading else before, name), ModifiedAt=utc_now()))
     queue = sa.table("BlobDeltaQueuePopulationScript", sa.column("ScriptName", sa.Unicode()),
-                     sa.column("ScriptText", sa.Unicode()), schema=current_engine().job_schema)
+                     sa.column("ScriptText", sa.Unicode()), sa.column("ModifiedAt", sa.DateTime()),
+                     schema=current_engine().job_schema)
     script_name, name, before = QUEUE_SCRIPT
     op.execute(queue.update().where(queue.c.ScriptName == script_name)
-               .values(ScriptText=frozen("0010_scripts" if upgrading else before, name)))
+               .values(ScriptText=frozen("0010_scripts" if upgrading else before, name), ModifiedAt=utc_now()))
 
 
 def upgrade() -> None:
@@ -153,8 +155,10 @@ def upgrade() -> None:
 
     with op.batch_alter_table("BlobDeltaDeletionLog", schema=schema) as batch:
         batch.add_column(sa.Column("AppliedAt", Timestamp(), nullable=True))
+    # What step 4 and step 2a read of a pending row, so that rows they skip cost no lookup.
+    pending_include = ["RunId", "DeletedAt", "DetectedAt", "BusinessUnit", "stream_id"]
     op.create_index("IX_BlobDeltaDeletionLog_Pending", "BlobDeltaDeletionLog", ["TableName", "AppliedAt", "DeletionId"],
-                    schema=schema)
+                    schema=schema, mssql_include=pending_include, postgresql_include=pending_include)
 
     set_scripts(upgrading=True)
     op.execute(step_scripts().insert().values(

@@ -151,6 +151,8 @@ BEGIN
     DECLARE @TargetHasUniqueKey bit;       -- the target has a unique index on exactly the id column
     DECLARE @TargetParentComputed int;     -- the target's parent_path_locator is a computed column
     DECLARE @TargetKeyIsIdentity int;      -- the target's key column is an IDENTITY column
+    DECLARE @TargetNameCollation sysname;  -- how the target compares names (its name column's collation)
+    DECLARE @SourceNameCollation sysname;  -- and how the source does
 
     -- Quoted names for the placeholders (QUOTENAME only) and the dynamic SQL.
     DECLARE @QuotedSource nvarchar(776);
@@ -178,6 +180,7 @@ BEGIN
     DECLARE @SqlStepScript nvarchar(max);
     DECLARE @SqlStep nvarchar(max);
     DECLARE @SqlPlan nvarchar(max);
+    DECLARE @SqlUnplaced nvarchar(max);
     DECLARE @ScriptPosition int;
     DECLARE @ScriptCount int;
     DECLARE @Cleared bigint;                -- rows a Full sync's clean slate removed
@@ -527,7 +530,12 @@ BEGIN
                     + N' SELECT @ParentComputed = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS pc'
                     + N' WHERE pc.object_id = @TargetObjectId AND pc.name = N''parent_path_locator'' AND pc.is_computed = 1;'
                     + N' SELECT @KeyIsIdentity = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS kc'
-                    + N' WHERE kc.object_id = @TargetObjectId AND kc.name = @IdColumn AND kc.is_identity = 1;';
+                    + N' WHERE kc.object_id = @TargetObjectId AND kc.name = @IdColumn AND kc.is_identity = 1;'
+                    -- How each side compares names (a FileTable's is its FILETABLE_COLLATE_FILENAME).
+                    + N' SELECT @TargetNameCollation = nc.collation_name FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS nc'
+                    + N' WHERE nc.object_id = @TargetObjectId AND nc.name = N''name'';'
+                    + N' SELECT @SourceNameCollation = nc.collation_name FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS nc'
+                    + N' WHERE nc.object_id = @SourceObjectId AND nc.name = N''name'';';
                 -- Appended to the nvarchar(max) variable: one expression of nvarchar(n) parts would be cut at 4000.
                 SET @SqlColumns = @SqlColumns
                     -- A unique index or constraint whose only key column is the id column (not filtered, not
@@ -556,7 +564,7 @@ BEGIN
                 SET @FixedColumn = CASE WHEN @ScriptSet = N'Hierarchical' THEN N'is_directory' END;
                 EXEC sys.sp_executesql
                     @SqlColumns,
-                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @KeyIsIdentity int OUTPUT',
+                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @KeyIsIdentity int OUTPUT, @TargetNameCollation sysname OUTPUT, @SourceNameCollation sysname OUTPUT',
                     @TargetObjectId = @TargetObjectId,
                     @SourceObjectId = @SourceObjectId,
                     @IdColumn = @MetadataIdColumn,
@@ -569,13 +577,23 @@ BEGIN
                     @SelfColumnList = @QuotedSelfColumns OUTPUT,
                     @HasUniqueKey = @TargetHasUniqueKey OUTPUT,
                     @ParentComputed = @TargetParentComputed OUTPUT,
-                    @KeyIsIdentity = @TargetKeyIsIdentity OUTPUT;
+                    @KeyIsIdentity = @TargetKeyIsIdentity OUTPUT,
+                    @TargetNameCollation = @TargetNameCollation OUTPUT,
+                    @SourceNameCollation = @SourceNameCollation OUTPUT;
                 -- The engine moves a folder's subtree by rewriting path_locator alone: a stored parent
                 -- column would go stale.
                 IF @ScriptSet = N'Hierarchical' AND ISNULL(@TargetParentComputed, 0) = 0
                 BEGIN
                     SET @ErrorText = N'the target''s parent_path_locator must be computed from path_locator, as in a '
                         + N'FileTable; a stored column would not follow a moved folder (README, "Hierarchical targets").';
+                    THROW 50014, @ErrorText, 1;
+                END;
+                -- Step 2a frees the names a run writes, comparing them as the target does: both sides must.
+                IF @ScriptSet = N'Hierarchical' AND ISNULL(@TargetNameCollation, N'') <> ISNULL(@SourceNameCollation, N'')
+                BEGIN
+                    SET @ErrorText = N'the source''s and the target''s name columns compare names differently (collations '
+                        + ISNULL(@SourceNameCollation, N'none') + N' and ' + ISNULL(@TargetNameCollation, N'none')
+                        + N'); give them the same collation.';
                     THROW 50014, @ErrorText, 1;
                 END;
                 -- The engine never writes an identity column (Msg 544): a key that is one cannot be copied.
@@ -1120,6 +1138,70 @@ BEGIN
                 CONTINUE;
 
             ------------------------------------------------------------- table done
+            -- Step 3 places a changed child only where its parent is; step 2a placed every parent the
+            -- changed children needed when the run began. A folder moved since (while the run ran) leaves
+            -- its changed children unplaced, and a window that moved on would lose them: the table fails
+            -- instead, its watermark stays, and the next run (a new one: a resume keeps step 2a's view)
+            -- places them.
+            SET @Error = NULL;
+            IF @ScriptSet = N'Hierarchical'
+            BEGIN
+                BEGIN TRY
+                    SET @Rows = 0;
+                    SET @SqlUnplaced = N'SELECT @Unplaced = COUNT_BIG(*) FROM ' + @QuotedMetadata + N' AS m'
+                        + N' JOIN ' + @QuotedSource + N' AS s ON s.stream_id = m.' + @QuotedIdColumn
+                        + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn + N' < @WindowEnd'
+                        + N' AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId)'
+                        + N' AND EXISTS (SELECT 1 FROM ' + @QuotedBusinessUnit + N' AS bu WHERE bu.' + @QuotedBusinessUnitIdColumn
+                        + N' = m.' + @QuotedBusinessUnitColumn + N')'
+                        + N' AND s.parent_path_locator IS NOT NULL'
+                        + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS p WHERE p.path_locator = s.parent_path_locator)'
+                        + N' AND (NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS t WHERE t.stream_id = s.stream_id)'
+                        + N' OR NOT EXISTS (SELECT 1 FROM ' + @QuotedVersion + N' AS v WHERE v.TableName = @TableName'
+                        + N' AND v.stream_id = s.stream_id AND v.ModifiedOn >= CONVERT(datetime2(7), SWITCHOFFSET(CONVERT(datetimeoffset(7), m.'
+                        + @QuotedModifiedColumn + N'), ''+00:00''))))'
+                        + N' OPTION (RECOMPILE);';
+                    IF @SqlUnplaced IS NULL
+                        SET @Error = N'null values cannot be formatted as an SQL identifier';
+                    ELSE
+                        EXEC sys.sp_executesql
+                            @SqlUnplaced,
+                            N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @TableName nvarchar(400), @Unplaced bigint OUTPUT',
+                            @WindowStart = @WindowStart,
+                            @WindowEnd = @WindowEnd,
+                            @BusinessUnitId = @BusinessUnitId,
+                            @TableName = @CurrentTable,
+                            @Unplaced = @Rows OUTPUT;
+                    IF @Rows > 0
+                        SET @Error = CONVERT(nvarchar(20), @Rows) + N' changed blob(s) of the window could not be placed: their '
+                            + N'folder is not where the source has it (it moved while this run ran, or the source has an '
+                            + N'orphan). The watermark stays; a new run (not a resume) places them.';
+                END TRY
+                BEGIN CATCH
+                    IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                    SET @Error = ERROR_MESSAGE();
+                END CATCH;
+            END;
+            IF @Error IS NOT NULL
+            BEGIN
+                SET @Now = SYSUTCDATETIME();
+                BEGIN TRANSACTION;
+                INSERT INTO {{ job('BlobDeltaRunStep') }}
+                    (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                     WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                SELECT @CurrentRunId, @CurrentTable, 3, N'Children', ISNULL(MAX(s.BatchNumber), 0) + 1, 0, 0,
+                       @WindowStart, @WindowEnd, @Now, @Now, N'Failed', @Error
+                FROM {{ job('BlobDeltaRunStep') }} AS s
+                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 3;
+                UPDATE w
+                SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                COMMIT TRANSACTION;
+                INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                CONTINUE;
+            END;
+
             -- The watermark serves every business unit: a run limited to one leaves it (and
             -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
             UPDATE w

@@ -55,6 +55,22 @@ CALL {{ job('usp_BlobDelta_ResolveTableConfig') }}(
                 'the target''s parent_path_locator must be computed from path_locator, as in a FileTable; a stored '
                 'column would not follow a moved folder (README, "Hierarchical targets").';
         END IF;
+        IF v_script_set = 'Hierarchical' AND (
+            SELECT a.attcollation FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname = 'name' AND NOT a.attisdropped
+        ) IS DISTINCT FROM (
+            SELECT a.attcollation FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = pg_catalog.to_regclass(v_source_object) AND a.attname = 'name' AND NOT a.attisdropped
+        ) THEN
+            -- Step 2a frees the names a run writes, comparing them as the target does: both sides must.
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'the source''s and the target''s name columns compare names differently (collations %s and %s); '
+                'give them the same collation.',
+                coalesce((SELECT c.collname FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_collation AS c ON c.oid = a.attcollation
+                          WHERE a.attrelid = pg_catalog.to_regclass(v_source_object) AND a.attname = 'name'), 'none'),
+                coalesce((SELECT c.collname FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_collation AS c ON c.oid = a.attcollation
+                          WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname = 'name'), 'none'));
+        END IF;
         IF v_script_set <> 'Hierarchical' AND EXISTS (
             SELECT 1 FROM pg_catalog.pg_attribute AS a
             WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname = v_id_column

@@ -47,18 +47,21 @@ WHERE b.IsPresent = 1 AND b.TargetPath <> b.SourcePath;
 
 -- Moves: every target row at or under a moved copy's old path goes to the new path of the deepest
 -- moved copy at or above it (GetReparentedValue), copies and subtrees in one statement.
+CREATE TABLE #dbtools_Moved (stream_id uniqueidentifier NOT NULL PRIMARY KEY, TargetPath hierarchyid NOT NULL,
+                             SourcePath hierarchyid NOT NULL);
+INSERT INTO #dbtools_Moved (stream_id, TargetPath, SourcePath)
+SELECT b.stream_id, b.TargetPath, b.SourcePath FROM #dbtools_Batch AS b
+WHERE b.IsPresent = 1 AND b.TargetPath <> b.SourcePath;
 CREATE TABLE #dbtools_Move (stream_id uniqueidentifier NOT NULL PRIMARY KEY, NewPath hierarchyid NOT NULL);
 INSERT INTO #dbtools_Move (stream_id, NewPath)
 SELECT d.stream_id, d.path_locator.GetReparentedValue(x.TargetPath, x.SourcePath)
-FROM #dbtools_Batch AS mv
+FROM #dbtools_Moved AS mv
 JOIN {TargetObject} AS d ON d.path_locator.IsDescendantOf(mv.TargetPath) = 1
-CROSS APPLY (SELECT TOP (1) b2.stream_id, b2.TargetPath, b2.SourcePath
-             FROM #dbtools_Batch AS b2
-             WHERE b2.IsPresent = 1 AND b2.TargetPath <> b2.SourcePath
-               AND d.path_locator.IsDescendantOf(b2.TargetPath) = 1
-             ORDER BY b2.TargetPath.GetLevel() DESC) AS x
-WHERE mv.IsPresent = 1 AND mv.TargetPath <> mv.SourcePath
-  AND x.stream_id = mv.stream_id;
+CROSS APPLY (SELECT TOP (1) m2.stream_id, m2.TargetPath, m2.SourcePath
+             FROM #dbtools_Moved AS m2
+             WHERE d.path_locator.IsDescendantOf(m2.TargetPath) = 1
+             ORDER BY m2.TargetPath.GetLevel() DESC) AS x
+WHERE x.stream_id = mv.stream_id;
 UPDATE d
 SET path_locator = x.NewPath
 FROM {TargetObject} AS d
@@ -100,4 +103,5 @@ WHERE NOT EXISTS (SELECT 1 FROM {VersionObject} AS v WHERE v.TableName = @TableN
 SELECT @RowsProcessed = COUNT(*), @LastModifiedOn = MAX(b.ModifiedOn) FROM #dbtools_Batch AS b;
 SET @RowsDeleted = 0;
 DROP TABLE #dbtools_Move;
+DROP TABLE #dbtools_Moved;
 DROP TABLE #dbtools_Batch;

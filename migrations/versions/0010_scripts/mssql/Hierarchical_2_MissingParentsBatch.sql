@@ -25,6 +25,8 @@ LEFT JOIN {TargetObject} AS t ON t.stream_id = s.stream_id
 WHERE q.RunId = @RunId AND q.TableName = @TableName AND q.Processed = 0
 ORDER BY s.path_locator.GetLevel(), q.stream_id;
 
+CREATE TABLE #dbtools_Moved (stream_id uniqueidentifier NOT NULL PRIMARY KEY, TargetPath hierarchyid NOT NULL,
+                             SourcePath hierarchyid NOT NULL);
 CREATE TABLE #dbtools_Move (stream_id uniqueidentifier NOT NULL PRIMARY KEY, NewPath hierarchyid NOT NULL);
 CREATE TABLE #dbtools_Followed (stream_id uniqueidentifier NOT NULL PRIMARY KEY);
 DECLARE @dbtools_Depth smallint = (SELECT MIN(b.Depth) FROM #dbtools_Batch AS b);
@@ -50,18 +52,20 @@ BEGIN
     -- Moves: every target row at or under a misplaced copy of this depth goes to the source path of
     -- the deepest such copy above it (two copies of one source depth may lie one under the other in
     -- the target), in one statement.
+    TRUNCATE TABLE #dbtools_Moved;
+    INSERT INTO #dbtools_Moved (stream_id, TargetPath, SourcePath)
+    SELECT b.stream_id, b.TargetPath, b.SourcePath FROM #dbtools_Batch AS b
+    WHERE b.Depth = @dbtools_Depth AND b.IsPresent = 1 AND b.TargetPath <> b.SourcePath;
     TRUNCATE TABLE #dbtools_Move;
     INSERT INTO #dbtools_Move (stream_id, NewPath)
     SELECT d.stream_id, d.path_locator.GetReparentedValue(x.TargetPath, x.SourcePath)
-    FROM #dbtools_Batch AS mv
+    FROM #dbtools_Moved AS mv
     JOIN {TargetObject} AS d ON d.path_locator.IsDescendantOf(mv.TargetPath) = 1
-    CROSS APPLY (SELECT TOP (1) b2.stream_id, b2.TargetPath, b2.SourcePath
-                 FROM #dbtools_Batch AS b2
-                 WHERE b2.Depth = @dbtools_Depth AND b2.IsPresent = 1 AND b2.TargetPath <> b2.SourcePath
-                   AND d.path_locator.IsDescendantOf(b2.TargetPath) = 1
-                 ORDER BY b2.TargetPath.GetLevel() DESC) AS x
-    WHERE mv.Depth = @dbtools_Depth AND mv.IsPresent = 1 AND mv.TargetPath <> mv.SourcePath
-      AND x.stream_id = mv.stream_id;
+    CROSS APPLY (SELECT TOP (1) m2.stream_id, m2.TargetPath, m2.SourcePath
+                 FROM #dbtools_Moved AS m2
+                 WHERE d.path_locator.IsDescendantOf(m2.TargetPath) = 1
+                 ORDER BY m2.TargetPath.GetLevel() DESC) AS x
+    WHERE x.stream_id = mv.stream_id;
     UPDATE d
     SET path_locator = x.NewPath
     FROM {TargetObject} AS d
@@ -112,4 +116,5 @@ SELECT @RowsProcessed = COUNT(*) FROM #dbtools_Batch;
 SET @RowsDeleted = 0;
 DROP TABLE #dbtools_Followed;
 DROP TABLE #dbtools_Move;
+DROP TABLE #dbtools_Moved;
 DROP TABLE #dbtools_Batch;

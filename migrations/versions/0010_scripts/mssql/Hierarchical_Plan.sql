@@ -120,19 +120,24 @@ SELECT 3, COUNT_BIG(CASE WHEN w.IsPresent = 0 THEN 1 END), COUNT_BIG(CASE WHEN w
 FROM #dbtools_PlanWindow AS w
 WHERE w.ParentPath IS NOT NULL AND w.IsChanged = 1
   AND NOT EXISTS (SELECT 1 FROM #dbtools_PlanQueue AS q WHERE q.stream_id = w.stream_id);
--- Step 4: target rows gone from the source under (or at) a deleted folder, with every target row
--- between them and the folder gone too (a blob still in the source carries its subtree away in step 2).
+-- Step 4: target rows gone from the source under (or at) a deleted folder, except those a blob still
+-- in the source carries away in step 2 (the rows under such a blob).
+CREATE TABLE #dbtools_PlanCarried (stream_id uniqueidentifier NOT NULL PRIMARY KEY);
+INSERT INTO #dbtools_PlanCarried (stream_id)
+SELECT DISTINCT c.stream_id
+FROM #dbtools_PlanGone AS f
+JOIN {TargetObject} AS a ON a.path_locator.IsDescendantOf(f.TargetPath) = 1 AND a.path_locator <> f.TargetPath
+JOIN {SourceObject} AS sa ON sa.stream_id = a.stream_id
+JOIN {TargetObject} AS c ON c.path_locator.IsDescendantOf(a.path_locator) = 1 AND c.path_locator <> a.path_locator;
 INSERT INTO #dbtools_Plan (StepNumber, RowsInserted, RowsUpdated, RowsDeleted)
 SELECT 4, 0, 0, COUNT_BIG(DISTINCT d.stream_id)
 FROM #dbtools_PlanGone AS f
 JOIN {TargetObject} AS d ON d.path_locator.IsDescendantOf(f.TargetPath) = 1
 WHERE NOT EXISTS (SELECT 1 FROM #dbtools_PlanDoomed AS x WHERE x.stream_id = d.stream_id)
   AND NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = d.stream_id)
-  AND NOT EXISTS (SELECT 1 FROM {TargetObject} AS a
-                  JOIN {SourceObject} AS sa ON sa.stream_id = a.stream_id
-                  WHERE a.path_locator.IsDescendantOf(f.TargetPath) = 1 AND a.path_locator <> f.TargetPath
-                    AND d.path_locator.IsDescendantOf(a.path_locator) = 1 AND d.path_locator <> a.path_locator);
+  AND NOT EXISTS (SELECT 1 FROM #dbtools_PlanCarried AS k WHERE k.stream_id = d.stream_id);
 
+DROP TABLE #dbtools_PlanCarried;
 DROP TABLE #dbtools_PlanQueue;
 DROP TABLE #dbtools_PlanLeaf;
 DROP TABLE #dbtools_PlanGone;

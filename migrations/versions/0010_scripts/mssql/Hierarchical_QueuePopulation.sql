@@ -8,8 +8,9 @@
 -- never cut. Ancestors are walked with hierarchyid::GetAncestor(1) up to the top level.
 -- It also frees the names the run will write: a target row that holds the name a written blob will
 -- take in its folder (a file deleted and saved again under its name, two names swapped) takes its
--- stream_id as its name until its own change or deletion reaches it, later in the run. Names are
--- compared as a FileTable compares them: case-insensitive.
+-- stream_id as its name until its own change or deletion reaches it (later in the run, unless that
+-- change is out of the run's scope). Names are compared as the target compares them: the engine
+-- refuses a table whose source and target name columns have different collations.
 WITH changed_children AS (
     SELECT DISTINCT s.parent_path_locator AS leaf
     FROM {MetadataObject} AS m
@@ -50,7 +51,8 @@ INSERT INTO {QueueObject} (RunId, TableName, stream_id, BusinessUnit)
 SELECT @RunId, @TableName, p.stream_id, m.{MetadataBusinessUnitCol}
 FROM (SELECT DISTINCT a.path_locator FROM ancestor_paths AS a) AS x
 JOIN {SourceObject} AS p ON p.path_locator = x.path_locator
-LEFT JOIN {MetadataObject} AS m ON m.{MetadataIdColumn} = p.stream_id
+OUTER APPLY (SELECT TOP (1) m.{MetadataBusinessUnitCol}, m.{MetadataModifiedOnCol}
+             FROM {MetadataObject} AS m WHERE m.{MetadataIdColumn} = p.stream_id) AS m
 WHERE NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream_id AND t.path_locator = p.path_locator)
   -- not one of step 1's candidates (the Roots script's predicate; CASE: an unknown is not one)
   AND CASE WHEN p.parent_path_locator IS NULL
@@ -93,12 +95,12 @@ UPDATE o
 SET name = CONVERT(nvarchar(36), o.stream_id)
 FROM {TargetObject} AS o
 JOIN (
-    -- two seeks of the (parent, name) key: a top-level name, or one in the parent folder
+    -- two seeks of the (parent, name) key (same collation on both sides): a top-level name, or one in the parent folder
     SELECT o2.stream_id
     FROM writes AS w
     JOIN {TargetObject} AS o2
       ON w.parent_path_locator IS NULL AND o2.parent_path_locator IS NULL
-     AND o2.name COLLATE Latin1_General_100_CI_AS = w.name COLLATE Latin1_General_100_CI_AS
+     AND o2.name = w.name
      AND o2.stream_id <> w.stream_id
     UNION
     SELECT o2.stream_id
@@ -107,7 +109,7 @@ JOIN (
     JOIN {TargetObject} AS tp ON tp.stream_id = sp.stream_id
     JOIN {TargetObject} AS o2
       ON o2.parent_path_locator = tp.path_locator
-     AND o2.name COLLATE Latin1_General_100_CI_AS = w.name COLLATE Latin1_General_100_CI_AS
+     AND o2.name = w.name
      AND o2.stream_id <> w.stream_id
 ) AS x ON x.stream_id = o.stream_id;
 SET @RowsMoved = @@ROWCOUNT;

@@ -9,7 +9,9 @@
 -- ('/1/3/' -> '/1/', '/1/3/').
 -- It also frees the names the run will write: a target row that holds the name a written blob will
 -- take in its folder (a file deleted and saved again under its name, two names swapped) takes its
--- stream_id as its name until its own change or deletion reaches it, later in the run.
+-- stream_id as its name until its own change or deletion reaches it (later in the run, unless that
+-- change is out of the run's scope). Names compare as the target compares them: the engine refuses a
+-- table whose source and target name columns have different collations.
 -- Returns the rows queued, no position, then rows inserted, updated, deleted (none) and renamed
 -- aside.
 WITH changed AS (

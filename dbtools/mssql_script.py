@@ -130,6 +130,13 @@ class GuardedMSSQLImpl(MSSQLImpl):
         self.static_output(self.batch_separator)
         return result
 
+    def bulk_insert(self, table, rows, **kw) -> None:
+        """Offline, Alembic wraps every bulk insert in ``SET IDENTITY_INSERT ... ON/OFF``, which
+        fails (Msg 8106) on a table without an identity column: only a table with one gets it."""
+        if self.as_sql and not any(getattr(column, "identity", None) is not None for column in table.c):
+            return DefaultImpl.bulk_insert(self, table, rows, **kw)
+        return super().bulk_insert(table, rows, **kw)
+
     def emit_begin(self) -> None:
         if self.as_sql and self._began:
             raise NotImplementedError(

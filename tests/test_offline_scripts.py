@@ -17,7 +17,7 @@ from dbtools.render import render_objects
 
 from .batch_rules import split_batches, violations
 from .catalog import snapshot
-from .conftest import HEAD, fresh_pg_database
+from .conftest import HEAD, UPGRADE_STEPS, fresh_pg_database
 
 MSSQL_URL = "mssql+pyodbc://dba:${DBTOOLS_UNSET_SECRET}@sql.example.invalid/master?driver=ODBC+Driver+18+for+SQL+Server"
 
@@ -167,3 +167,31 @@ def test_every_sql_server_procedure_is_one_whole_batch_of_the_offline_script():
 ])
 def test_the_batch_rule_checker_catches_each_kind_of_broken_script(bad_script, problem):
     assert any(problem in v for v in violations(bad_script)), violations(bad_script)
+
+
+def identity_tables(url: sa.URL) -> set[str]:
+    """The job tables with an identity column, as the migrations create them (read on PostgreSQL)."""
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return {r[0] for r in conn.exec_driver_sql(
+                "SELECT c.relname FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid "
+                "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'BlobDeltaJobs' AND a.attidentity <> '' AND a.attnum > 0 AND NOT a.attisdropped")}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("start", [None] + [step[1] for step in UPGRADE_STEPS[:-1]])
+def test_every_identity_insert_of_an_offline_script_names_a_table_with_an_identity_column(pg_admin_url, start):
+    # Alembic's offline bulk insert on SQL Server wrapped every table in SET IDENTITY_INSERT, which
+    # fails (Msg 8106) on a table without an identity column.
+    script = commands.migrate(url=MSSQL_URL, sql=True, start=start).script
+    with fresh_pg_database(pg_admin_url) as url:
+        commands.migrate(url=url.render_as_string(hide_password=False))
+        with_identity = identity_tables(url)
+
+    named = set(re.findall(r"SET IDENTITY_INSERT (?:\w+|\[[^\]]+\])\.\[?([^\]\s;]+)\]? O(?:N|FF)", script))
+
+    assert with_identity >= {"BlobDeltaRunStep", "BlobDeltaDeletionLog"}, with_identity
+    assert named <= with_identity, named - with_identity

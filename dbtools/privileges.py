@@ -57,11 +57,13 @@ ENGINE_PREFIXES = ("usp_BlobDelta_", "fn_BlobDelta_")
 POSTGRESQL_ENGINE_FUNCTIONS = (
     "fn_BlobDelta_FillScript",
     "fn_BlobDelta_NextStep",
+    "fn_BlobDelta_RunAbort",
     "fn_BlobDelta_RunBegin",
     "fn_BlobDelta_RunEnd",
     "fn_BlobDelta_TableAdvance",
     "fn_BlobDelta_TableBegin",
     "fn_BlobDelta_TableEnd",
+    "fn_BlobDelta_TableFail",
     "fn_BlobDelta_Window",
 )
 #: Tables the role may read.
@@ -77,6 +79,8 @@ EXECUTE_ROUTINES = {
         "fn_BlobDelta_TableAdvance",
         "fn_BlobDelta_TableEnd",
         "fn_BlobDelta_RunEnd",
+        "fn_BlobDelta_TableFail",
+        "fn_BlobDelta_RunAbort",
     ),
 }
 

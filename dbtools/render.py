@@ -44,6 +44,10 @@ class RenderedObject:
         return hashlib.sha256(self.sql.replace("\r\n", "\n").encode("utf-8")).hexdigest()
 
 
+#: A batch chosen as a deadlock victim (1205; 40P01/40001) runs again up to this many times.
+BATCH_RETRIES = 3
+
+
 def jinja_environment(engine: EngineInfo) -> jinja2.Environment:
     """The Jinja2 environment for one engine: strict, and loading both template roots."""
     env = jinja2.Environment(
@@ -61,6 +65,8 @@ def jinja_environment(engine: EngineInfo) -> jinja2.Environment:
         version_date=VERSION_DATE,
         q=engine.quote,
         job=engine.job_object,
+        # How many times the engine runs a batch again after it was chosen as a deadlock victim.
+        batch_retries=BATCH_RETRIES,
     )
     return env
 

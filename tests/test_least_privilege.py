@@ -270,6 +270,6 @@ def test_code_that_fires_under_the_engine_runs_with_the_engine_role_not_the_depl
     # Assert: every definer function belongs to the unprivileged engine role, and the trigger ran as it.
     assert result.status == "Succeeded"
     assert owners == [(name, "BlobDeltaEngine", False) for name in (
-        "fn_BlobDelta_RunBegin", "fn_BlobDelta_RunEnd", "fn_BlobDelta_TableAdvance", "fn_BlobDelta_TableBegin",
-        "fn_BlobDelta_TableEnd")]
+        "fn_BlobDelta_RunAbort", "fn_BlobDelta_RunBegin", "fn_BlobDelta_RunEnd", "fn_BlobDelta_TableAdvance",
+        "fn_BlobDelta_TableBegin", "fn_BlobDelta_TableEnd", "fn_BlobDelta_TableFail")]
     assert {r[0].split(" ")[0] for r in bed.sql(f"SELECT name FROM {target}")} == {"BlobDeltaEngine"}

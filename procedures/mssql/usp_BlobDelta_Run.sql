@@ -201,6 +201,7 @@ BEGIN
     DECLARE @TotalAfterText nvarchar(20);
     DECLARE @ErrorNumber int;
     DECLARE @ScriptDone bit;               -- the batch's script finished (a later error is the engine's own)
+    DECLARE @Deadlocks int;                -- times the batch in hand was chosen as a deadlock victim (1205)
     DECLARE @BatchInserted int;            -- what the batch's script reports (revision 0010): rows inserted,
     DECLARE @BatchUpdated int;             -- updated,
     DECLARE @BatchDeleted int;             -- deleted,
@@ -928,302 +929,351 @@ BEGIN
                 CONTINUE;
             END;
 
-            -- A first load (recorded on the window row; a resume may have cleared it above).
-            SET @TargetWasEmpty = 0;
-            SELECT TOP (1) @TargetWasEmpty = ISNULL(s.TargetWasEmpty, 0)
-            FROM {{ job('BlobDeltaRunStep') }} AS s
-            WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0 AND s.Status = N'Completed'
-            ORDER BY s.BatchNumber DESC;
-
-            -- Without a unique key on the id column a plain insert could duplicate a row: every batch
-            -- looks rows up (the key was read when the table opened, above).
-            IF ISNULL(@TargetHasUniqueKey, 0) = 0
+            -- From here to the watermark, an error no batch caught (the job tables' own bookkeeping, a
+            -- deadlock while a failure was being recorded, the watermark UPDATE) fails this table alone:
+            -- the lease released, a Failed row, the message for the header; the next table runs.
+            BEGIN TRY
+                -- A first load (recorded on the window row; a resume may have cleared it above).
                 SET @TargetWasEmpty = 0;
-
-            ------------------------------------------------------------- steps
-            -- The table's scripts, filled when it was opened (@Scripts), in the order a run executes them.
-            SET @StepFailed = 0;
-            SET @ScriptPosition = 0;
-            WHILE @StepFailed = 0
-            BEGIN
-                SET @ScriptPosition += 1;
-                SET @StepName = NULL;
-                SELECT @StepNumber = x.StepNumber, @StepName = x.StepName, @SqlStep = x.Filled
-                FROM @Scripts AS x
-                WHERE x.Position = @ScriptPosition AND x.StepNumber > 0; -- not the plan script
-                IF @StepName IS NULL BREAK;
-
-                -- A step is done when it has a completed batch that found nothing more to do;
-                -- queue population runs once (it is idempotent anyway).
-                IF EXISTS (
-                    SELECT 1 FROM {{ job('BlobDeltaRunStep') }} AS s
-                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
-                      AND s.StepName = @StepName AND s.Status = N'Completed'
-                      AND (s.RowsProcessed = 0 OR @StepName = N'QueuePopulation')
-                )
-                    CONTINUE;
-
-                -- Keyset position: a batch starts at the last ModifiedOn of the step's previous
-                -- completed batch in this run (also after a resume), so no batch re-reads the window.
-                SELECT @Position = MAX(s.LastModifiedOn)
+                SELECT TOP (1) @TargetWasEmpty = ISNULL(s.TargetWasEmpty, 0)
                 FROM {{ job('BlobDeltaRunStep') }} AS s
-                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
-                  AND s.StepName = @StepName AND s.Status = N'Completed';
+                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0 AND s.Status = N'Completed'
+                ORDER BY s.BatchNumber DESC;
 
-                IF @Debug >= 2 AND @SqlStep IS NOT NULL
+                -- Without a unique key on the id column a plain insert could duplicate a row: every batch
+                -- looks rows up (the key was read when the table opened, above).
+                IF ISNULL(@TargetHasUniqueKey, 0) = 0
+                    SET @TargetWasEmpty = 0;
+
+                ------------------------------------------------------------- steps
+                -- The table's scripts, filled when it was opened (@Scripts), in the order a run executes them.
+                SET @StepFailed = 0;
+                SET @ScriptPosition = 0;
+                WHILE @StepFailed = 0
                 BEGIN
-                    SET @PrintOffset = 1;
-                    SET @PrintLength = DATALENGTH(@SqlStep) / 2;
-                    WHILE @PrintOffset <= @PrintLength
+                    SET @ScriptPosition += 1;
+                    SET @StepName = NULL;
+                    SELECT @StepNumber = x.StepNumber, @StepName = x.StepName, @SqlStep = x.Filled
+                    FROM @Scripts AS x
+                    WHERE x.Position = @ScriptPosition AND x.StepNumber > 0; -- not the plan script
+                    IF @StepName IS NULL BREAK;
+
+                    -- A step is done when it has a completed batch that found nothing more to do;
+                    -- queue population runs once (it is idempotent anyway).
+                    IF EXISTS (
+                        SELECT 1 FROM {{ job('BlobDeltaRunStep') }} AS s
+                        WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
+                          AND s.StepName = @StepName AND s.Status = N'Completed'
+                          AND (s.RowsProcessed = 0 OR @StepName = N'QueuePopulation')
+                    )
+                        CONTINUE;
+
+                    -- Keyset position: a batch starts at the last ModifiedOn of the step's previous
+                    -- completed batch in this run (also after a resume), so no batch re-reads the window.
+                    SELECT @Position = MAX(s.LastModifiedOn)
+                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber
+                      AND s.StepName = @StepName AND s.Status = N'Completed';
+
+                    IF @Debug >= 2 AND @SqlStep IS NOT NULL
                     BEGIN
-                        SET @PrintBreak = CHARINDEX(NCHAR(10), @SqlStep, @PrintOffset);
-                        IF @PrintBreak = 0
-                            SET @PrintBreak = @PrintLength + 1;
-                        IF @PrintBreak - @PrintOffset > 2000
+                        SET @PrintOffset = 1;
+                        SET @PrintLength = DATALENGTH(@SqlStep) / 2;
+                        WHILE @PrintOffset <= @PrintLength
                         BEGIN
-                            SET @PrintLine = SUBSTRING(@SqlStep, @PrintOffset, 2000);
-                            SET @PrintOffset = @PrintOffset + 2000;
-                        END
-                        ELSE
-                        BEGIN
-                            SET @PrintLine = REPLACE(SUBSTRING(@SqlStep, @PrintOffset, @PrintBreak - @PrintOffset), NCHAR(13), N'');
-                            SET @PrintOffset = @PrintBreak + 1;
+                            SET @PrintBreak = CHARINDEX(NCHAR(10), @SqlStep, @PrintOffset);
+                            IF @PrintBreak = 0
+                                SET @PrintBreak = @PrintLength + 1;
+                            IF @PrintBreak - @PrintOffset > 2000
+                            BEGIN
+                                SET @PrintLine = SUBSTRING(@SqlStep, @PrintOffset, 2000);
+                                SET @PrintOffset = @PrintOffset + 2000;
+                            END
+                            ELSE
+                            BEGIN
+                                SET @PrintLine = REPLACE(SUBSTRING(@SqlStep, @PrintOffset, @PrintBreak - @PrintOffset), NCHAR(13), N'');
+                                SET @PrintOffset = @PrintBreak + 1;
+                            END;
+                            RAISERROR(N'%s', 0, 1, @PrintLine) WITH NOWAIT;
                         END;
-                        RAISERROR(N'%s', 0, 1, @PrintLine) WITH NOWAIT;
+                    END;
+
+                    WHILE 1 = 1
+                    BEGIN
+                        SET @Now = SYSUTCDATETIME();
+                        -- Batch numbers run per step number (queue population and its batches share step 2);
+                        -- a failed batch keeps its number and the retry gets the next one.
+                        SELECT
+                            @BatchNumber = ISNULL(MAX(s.BatchNumber), 0) + 1,
+                            @Total = ISNULL(SUM(CASE WHEN s.Status = N'Completed' AND s.StepName = @StepName
+                                                     THEN CONVERT(bigint, s.RowsProcessed) ELSE 0 END), 0)
+                        FROM {{ job('BlobDeltaRunStep') }} AS s
+                        WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber;
+                        SET @Error = NULL;
+                        SET @BatchRows = NULL;
+                        SET @LastModifiedOn = NULL;
+                        -- Positions are kept to the millisecond; a finer ModifiedOn may have been rounded up,
+                        -- so the batch starts 1 ms early (rows already copied are skipped by the scripts).
+                        SET @AfterModifiedOn = DATEADD(MILLISECOND, -1, @Position);
+
+                        SET @BatchTargetWasEmpty = @TargetWasEmpty;
+                        SET @ErrorNumber = NULL;
+                        SET @Deadlocks = 0;
+                        IF @SqlStep IS NULL
+                            -- A placeholder's value is NULL (REPLACE returns NULL): PostgreSQL's EXECUTE text.
+                            SET @Error = N'query string argument of EXECUTE is null';
+                        ELSE
+                        WHILE 1 = 1
+                        BEGIN
+                            -- One batch, one transaction: the script's work, its RunStep row and the lease renewal.
+                            -- MaxDOP: SQL Server cannot cap parallelism per session; the step scripts run with the
+                            -- server's and database's MAXDOP (the value is recorded in BlobDeltaRun).
+                            BEGIN TRY
+                                BEGIN TRANSACTION;
+                                SET @ScriptDone = 0;
+                                SET @BatchInserted = NULL;
+                                SET @BatchUpdated = NULL;
+                                SET @BatchDeleted = NULL;
+                                SET @BatchMoved = NULL;
+                                EXEC sys.sp_executesql
+                                    @SqlStep,
+                                    N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT, @TargetWasEmpty bit, @RowsInserted int OUTPUT, @RowsUpdated int OUTPUT, @RowsDeleted int OUTPUT, @RowsMoved int OUTPUT',
+                                    @BatchSize = @BatchSize,
+                                    @ExcludedStreamId = @ExcludedStreamId,
+                                    @WindowStart = @WindowStart,
+                                    @WindowEnd = @WindowEnd,
+                                    @BusinessUnitId = @BusinessUnitId,
+                                    @RunId = @CurrentRunId,
+                                    @TableName = @CurrentTable,
+                                    @RowsProcessed = @BatchRows OUTPUT,
+                                    @AfterModifiedOn = @AfterModifiedOn,
+                                    @LastModifiedOn = @LastModifiedOn OUTPUT,
+                                    @TargetWasEmpty = @BatchTargetWasEmpty,
+                                    @RowsInserted = @BatchInserted OUTPUT,
+                                    @RowsUpdated = @BatchUpdated OUTPUT,
+                                    @RowsDeleted = @BatchDeleted OUTPUT,
+                                    @RowsMoved = @BatchMoved OUTPUT;
+                                SET @ScriptDone = 1;
+                                SET @BatchRows = ISNULL(@BatchRows, 0);
+                                SET @LastModifiedOn = ISNULL(@LastModifiedOn, @Position);
+                                SET @TotalAfter = @Total + @BatchRows;
+                                INSERT INTO {{ job('BlobDeltaRunStep') }}
+                                    (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                                     RowsInserted, RowsUpdated, RowsDeleted, RowsMoved,
+                                     WindowStart, WindowEnd, LastModifiedOn, BatchStartedAt, BatchCompletedAt, Status)
+                                VALUES
+                                    (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfter,
+                                     @BatchInserted, @BatchUpdated, @BatchDeleted, @BatchMoved,
+                                     @WindowStart, @WindowEnd, @LastModifiedOn, @Now, SYSUTCDATETIME(), N'Completed');
+                                UPDATE w
+                                SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
+                                FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                                WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                                IF @@ROWCOUNT = 0
+                                    THROW 50011, N'The lease on this table was taken over by another run; the batch was rolled back.', 1;
+                                IF @BatchTargetWasEmpty = 0 AND @TargetWasEmpty = 1
+                                    -- This batch ran again after a copied row came back (below). Others may follow:
+                                    -- the rest of this load (and a resume) looks every row up.
+                                    UPDATE s
+                                    SET TargetWasEmpty = 0
+                                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0
+                                      AND s.Status = N'Completed' AND s.TargetWasEmpty = 1;
+                                COMMIT TRANSACTION;
+                                SET @TargetWasEmpty = @BatchTargetWasEmpty;
+                            END TRY
+                            BEGIN CATCH
+                                IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                                SET @Error = ERROR_MESSAGE();
+                                SET @ErrorNumber = ERROR_NUMBER();
+                            END CATCH;
+                            -- A first load's batch inserted a row the target already held (Msg 2627/2601): a row
+                            -- this run copied whose ModifiedOn moved past the position since (a late write). Run the
+                            -- batch again with every target lookup (a script that ignores the flag fails the same way).
+                            IF @Error IS NOT NULL AND @BatchTargetWasEmpty = 1 AND @ScriptDone = 0 AND @ErrorNumber IN (2601, 2627)
+                            BEGIN
+                                IF @Debug >= 1
+                                    RAISERROR(N'%s step %d %s batch %d: a copied row came back; the batch runs again with target lookups.',
+                                              0, 1, @CurrentTable, @StepNumber, @StepName, @BatchNumber) WITH NOWAIT;
+                                SET @BatchTargetWasEmpty = 0;
+                                SET @Error = NULL;
+                                SET @ErrorNumber = NULL;
+                                SET @BatchRows = NULL;
+                                SET @LastModifiedOn = NULL;
+                                CONTINUE;
+                            END;
+                            -- A deadlock victim (Msg 1205): the batch was rolled back whole, and a batch can always
+                            -- run again. A few times, then it fails as any other would and the table with it; a
+                            -- resume runs it again.
+                            IF @Error IS NOT NULL AND @ErrorNumber = 1205 AND @Deadlocks < {{ batch_retries }}
+                            BEGIN
+                                SET @Deadlocks += 1;
+                                IF @Debug >= 1
+                                    RAISERROR(N'%s step %d %s batch %d: chosen as a deadlock victim; the batch runs again (%d of {{ batch_retries }}).',
+                                              0, 1, @CurrentTable, @StepNumber, @StepName, @BatchNumber, @Deadlocks) WITH NOWAIT;
+                                WAITFOR DELAY '00:00:00.100';
+                                SET @Error = NULL;
+                                SET @ErrorNumber = NULL;
+                                SET @BatchRows = NULL;
+                                SET @LastModifiedOn = NULL;
+                                CONTINUE;
+                            END;
+                            BREAK;
+                        END;
+
+                        IF @Error IS NOT NULL
+                        BEGIN
+                            -- The batch was rolled back; record it, give the table up and go to the next one.
+                            BEGIN TRANSACTION;
+                            INSERT INTO {{ job('BlobDeltaRunStep') }}
+                                (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                                 WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                            VALUES
+                                (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, 0, @Total,
+                                 @WindowStart, @WindowEnd, @Now, SYSUTCDATETIME(), N'Failed', @Error);
+                            UPDATE w
+                            SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                            FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                            WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                            COMMIT TRANSACTION;
+                            INSERT INTO @Failures (Message)
+                            VALUES (N'Table ''' + @CurrentTable + N''', step ' + CONVERT(nvarchar(6), @StepNumber) + N' ' + @StepName
+                                    + N', batch ' + CONVERT(nvarchar(11), @BatchNumber) + N': ' + @Error);
+                            SET @StepFailed = 1;
+                            BREAK;
+                        END;
+
+                        SET @Position = @LastModifiedOn; -- committed with this batch's RunStep row
+
+                        IF @Debug >= 1
+                        BEGIN
+                            SET @TotalAfterText = CONVERT(nvarchar(20), @TotalAfter); -- RAISERROR takes no bigint argument
+                            RAISERROR(N'%s step %d %s batch %d: %d row(s), %s in all.', 0, 1,
+                                      @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfterText) WITH NOWAIT;
+                        END;
+                        IF @BatchRows = 0 OR @StepName = N'QueuePopulation'
+                            BREAK;
                     END;
                 END;
 
-                WHILE 1 = 1
-                BEGIN
-                    SET @Now = SYSUTCDATETIME();
-                    -- Batch numbers run per step number (queue population and its batches share step 2);
-                    -- a failed batch keeps its number and the retry gets the next one.
-                    SELECT
-                        @BatchNumber = ISNULL(MAX(s.BatchNumber), 0) + 1,
-                        @Total = ISNULL(SUM(CASE WHEN s.Status = N'Completed' AND s.StepName = @StepName
-                                                 THEN CONVERT(bigint, s.RowsProcessed) ELSE 0 END), 0)
-                    FROM {{ job('BlobDeltaRunStep') }} AS s
-                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = @StepNumber;
-                    SET @Error = NULL;
-                    SET @BatchRows = NULL;
-                    SET @LastModifiedOn = NULL;
-                    -- Positions are kept to the millisecond; a finer ModifiedOn may have been rounded up,
-                    -- so the batch starts 1 ms early (rows already copied are skipped by the scripts).
-                    SET @AfterModifiedOn = DATEADD(MILLISECOND, -1, @Position);
+                IF @StepFailed = 1
+                    CONTINUE;
 
-                    SET @BatchTargetWasEmpty = @TargetWasEmpty;
-                    SET @ErrorNumber = NULL;
-                    IF @SqlStep IS NULL
-                        -- A placeholder's value is NULL (REPLACE returns NULL): PostgreSQL's EXECUTE text.
-                        SET @Error = N'query string argument of EXECUTE is null';
-                    ELSE
-                    WHILE 1 = 1
-                    BEGIN
-                        -- One batch, one transaction: the script's work, its RunStep row and the lease renewal.
-                        -- MaxDOP: SQL Server cannot cap parallelism per session; the step scripts run with the
-                        -- server's and database's MAXDOP (the value is recorded in BlobDeltaRun).
-                        BEGIN TRY
-                            BEGIN TRANSACTION;
-                            SET @ScriptDone = 0;
-                            SET @BatchInserted = NULL;
-                            SET @BatchUpdated = NULL;
-                            SET @BatchDeleted = NULL;
-                            SET @BatchMoved = NULL;
+                ------------------------------------------------------------- table done
+                -- Step 3 places a changed child only where its parent is; step 2a placed every parent the
+                -- changed children needed when the run began. A folder moved since (while the run ran) leaves
+                -- its changed children unplaced, and a window that moved on would lose them: the table fails
+                -- instead, its watermark stays, and the next run (a new one: a resume keeps step 2a's view)
+                -- places them.
+                SET @Error = NULL;
+                IF @ScriptSet = N'Hierarchical'
+                BEGIN
+                    BEGIN TRY
+                        SET @Rows = 0;
+                        SET @SqlUnplaced = N'SELECT @Unplaced = COUNT_BIG(*) FROM ' + @QuotedMetadata + N' AS m'
+                            + N' JOIN ' + @QuotedSource + N' AS s ON s.stream_id = m.' + @QuotedIdColumn
+                            + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn + N' < @WindowEnd'
+                            + N' AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId)'
+                            + N' AND EXISTS (SELECT 1 FROM ' + @QuotedBusinessUnit + N' AS bu WHERE bu.' + @QuotedBusinessUnitIdColumn
+                            + N' = m.' + @QuotedBusinessUnitColumn + N')'
+                            + N' AND s.parent_path_locator IS NOT NULL'
+                            + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS p WHERE p.path_locator = s.parent_path_locator)'
+                            + N' AND (NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS t WHERE t.stream_id = s.stream_id)'
+                            + N' OR NOT EXISTS (SELECT 1 FROM ' + @QuotedVersion + N' AS v WHERE v.TableName = @TableName'
+                            + N' AND v.stream_id = s.stream_id AND v.ModifiedOn >= CONVERT(datetime2(7), SWITCHOFFSET(CONVERT(datetimeoffset(7), m.'
+                            + @QuotedModifiedColumn + N'), ''+00:00''))))'
+                            + N' OPTION (RECOMPILE);';
+                        IF @SqlUnplaced IS NULL
+                            SET @Error = N'null values cannot be formatted as an SQL identifier';
+                        ELSE
                             EXEC sys.sp_executesql
-                                @SqlStep,
-                                N'@BatchSize int, @ExcludedStreamId uniqueidentifier, @WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @RunId uniqueidentifier, @TableName nvarchar(400), @RowsProcessed int OUTPUT, @AfterModifiedOn datetime2(3), @LastModifiedOn datetime2(3) OUTPUT, @TargetWasEmpty bit, @RowsInserted int OUTPUT, @RowsUpdated int OUTPUT, @RowsDeleted int OUTPUT, @RowsMoved int OUTPUT',
-                                @BatchSize = @BatchSize,
-                                @ExcludedStreamId = @ExcludedStreamId,
+                                @SqlUnplaced,
+                                N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @TableName nvarchar(400), @Unplaced bigint OUTPUT',
                                 @WindowStart = @WindowStart,
                                 @WindowEnd = @WindowEnd,
                                 @BusinessUnitId = @BusinessUnitId,
-                                @RunId = @CurrentRunId,
                                 @TableName = @CurrentTable,
-                                @RowsProcessed = @BatchRows OUTPUT,
-                                @AfterModifiedOn = @AfterModifiedOn,
-                                @LastModifiedOn = @LastModifiedOn OUTPUT,
-                                @TargetWasEmpty = @BatchTargetWasEmpty,
-                                @RowsInserted = @BatchInserted OUTPUT,
-                                @RowsUpdated = @BatchUpdated OUTPUT,
-                                @RowsDeleted = @BatchDeleted OUTPUT,
-                                @RowsMoved = @BatchMoved OUTPUT;
-                            SET @ScriptDone = 1;
-                            SET @BatchRows = ISNULL(@BatchRows, 0);
-                            SET @LastModifiedOn = ISNULL(@LastModifiedOn, @Position);
-                            SET @TotalAfter = @Total + @BatchRows;
-                            INSERT INTO {{ job('BlobDeltaRunStep') }}
-                                (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
-                                 RowsInserted, RowsUpdated, RowsDeleted, RowsMoved,
-                                 WindowStart, WindowEnd, LastModifiedOn, BatchStartedAt, BatchCompletedAt, Status)
-                            VALUES
-                                (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfter,
-                                 @BatchInserted, @BatchUpdated, @BatchDeleted, @BatchMoved,
-                                 @WindowStart, @WindowEnd, @LastModifiedOn, @Now, SYSUTCDATETIME(), N'Completed');
-                            UPDATE w
-                            SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
-                            FROM {{ job('BlobDeltaHighWatermark') }} AS w
-                            WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
-                            IF @@ROWCOUNT = 0
-                                THROW 50011, N'The lease on this table was taken over by another run; the batch was rolled back.', 1;
-                            IF @BatchTargetWasEmpty = 0 AND @TargetWasEmpty = 1
-                                -- This batch ran again after a copied row came back (below). Others may follow:
-                                -- the rest of this load (and a resume) looks every row up.
-                                UPDATE s
-                                SET TargetWasEmpty = 0
-                                FROM {{ job('BlobDeltaRunStep') }} AS s
-                                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0
-                                  AND s.Status = N'Completed' AND s.TargetWasEmpty = 1;
-                            COMMIT TRANSACTION;
-                            SET @TargetWasEmpty = @BatchTargetWasEmpty;
-                        END TRY
-                        BEGIN CATCH
-                            IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                            SET @Error = ERROR_MESSAGE();
-                            SET @ErrorNumber = ERROR_NUMBER();
-                        END CATCH;
-                        -- A first load's batch inserted a row the target already held (Msg 2627/2601): a row
-                        -- this run copied whose ModifiedOn moved past the position since (a late write). Run the
-                        -- batch again with every target lookup (a script that ignores the flag fails the same way).
-                        IF @Error IS NOT NULL AND @BatchTargetWasEmpty = 1 AND @ScriptDone = 0 AND @ErrorNumber IN (2601, 2627)
-                        BEGIN
-                            IF @Debug >= 1
-                                RAISERROR(N'%s step %d %s batch %d: a copied row came back; the batch runs again with target lookups.',
-                                          0, 1, @CurrentTable, @StepNumber, @StepName, @BatchNumber) WITH NOWAIT;
-                            SET @BatchTargetWasEmpty = 0;
-                            SET @Error = NULL;
-                            SET @ErrorNumber = NULL;
-                            SET @BatchRows = NULL;
-                            SET @LastModifiedOn = NULL;
-                            CONTINUE;
-                        END;
-                        BREAK;
-                    END;
-
-                    IF @Error IS NOT NULL
-                    BEGIN
-                        -- The batch was rolled back; record it, give the table up and go to the next one.
-                        BEGIN TRANSACTION;
-                        INSERT INTO {{ job('BlobDeltaRunStep') }}
-                            (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
-                             WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
-                        VALUES
-                            (@CurrentRunId, @CurrentTable, @StepNumber, @StepName, @BatchNumber, 0, @Total,
-                             @WindowStart, @WindowEnd, @Now, SYSUTCDATETIME(), N'Failed', @Error);
-                        UPDATE w
-                        SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
-                        FROM {{ job('BlobDeltaHighWatermark') }} AS w
-                        WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
-                        COMMIT TRANSACTION;
-                        INSERT INTO @Failures (Message)
-                        VALUES (N'Table ''' + @CurrentTable + N''', step ' + CONVERT(nvarchar(6), @StepNumber) + N' ' + @StepName
-                                + N', batch ' + CONVERT(nvarchar(11), @BatchNumber) + N': ' + @Error);
-                        SET @StepFailed = 1;
-                        BREAK;
-                    END;
-
-                    SET @Position = @LastModifiedOn; -- committed with this batch's RunStep row
-
-                    IF @Debug >= 1
-                    BEGIN
-                        SET @TotalAfterText = CONVERT(nvarchar(20), @TotalAfter); -- RAISERROR takes no bigint argument
-                        RAISERROR(N'%s step %d %s batch %d: %d row(s), %s in all.', 0, 1,
-                                  @CurrentTable, @StepNumber, @StepName, @BatchNumber, @BatchRows, @TotalAfterText) WITH NOWAIT;
-                    END;
-                    IF @BatchRows = 0 OR @StepName = N'QueuePopulation'
-                        BREAK;
+                                @Unplaced = @Rows OUTPUT;
+                        IF @Rows > 0
+                            SET @Error = CONVERT(nvarchar(20), @Rows) + N' changed blob(s) of the window could not be placed: their '
+                                + N'folder is not where the source has it (it moved while this run ran, or the source has an '
+                                + N'orphan). The watermark stays; a new run (not a resume) places them.';
+                    END TRY
+                    BEGIN CATCH
+                        IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                        SET @Error = ERROR_MESSAGE();
+                    END CATCH;
                 END;
-            END;
+                IF @Error IS NOT NULL
+                BEGIN
+                    SET @Now = SYSUTCDATETIME();
+                    BEGIN TRANSACTION;
+                    INSERT INTO {{ job('BlobDeltaRunStep') }}
+                        (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
+                         WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                    SELECT @CurrentRunId, @CurrentTable, 3, N'Children', ISNULL(MAX(s.BatchNumber), 0) + 1, 0, 0,
+                           @WindowStart, @WindowEnd, @Now, @Now, N'Failed', @Error
+                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 3;
+                    UPDATE w
+                    SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                    FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                    WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                    COMMIT TRANSACTION;
+                    INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                    CONTINUE;
+                END;
 
-            IF @StepFailed = 1
-                CONTINUE;
-
-            ------------------------------------------------------------- table done
-            -- Step 3 places a changed child only where its parent is; step 2a placed every parent the
-            -- changed children needed when the run began. A folder moved since (while the run ran) leaves
-            -- its changed children unplaced, and a window that moved on would lose them: the table fails
-            -- instead, its watermark stays, and the next run (a new one: a resume keeps step 2a's view)
-            -- places them.
-            SET @Error = NULL;
-            IF @ScriptSet = N'Hierarchical'
-            BEGIN
-                BEGIN TRY
-                    SET @Rows = 0;
-                    SET @SqlUnplaced = N'SELECT @Unplaced = COUNT_BIG(*) FROM ' + @QuotedMetadata + N' AS m'
-                        + N' JOIN ' + @QuotedSource + N' AS s ON s.stream_id = m.' + @QuotedIdColumn
-                        + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn + N' < @WindowEnd'
-                        + N' AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId)'
-                        + N' AND EXISTS (SELECT 1 FROM ' + @QuotedBusinessUnit + N' AS bu WHERE bu.' + @QuotedBusinessUnitIdColumn
-                        + N' = m.' + @QuotedBusinessUnitColumn + N')'
-                        + N' AND s.parent_path_locator IS NOT NULL'
-                        + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS p WHERE p.path_locator = s.parent_path_locator)'
-                        + N' AND (NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS t WHERE t.stream_id = s.stream_id)'
-                        + N' OR NOT EXISTS (SELECT 1 FROM ' + @QuotedVersion + N' AS v WHERE v.TableName = @TableName'
-                        + N' AND v.stream_id = s.stream_id AND v.ModifiedOn >= CONVERT(datetime2(7), SWITCHOFFSET(CONVERT(datetimeoffset(7), m.'
-                        + @QuotedModifiedColumn + N'), ''+00:00''))))'
-                        + N' OPTION (RECOMPILE);';
-                    IF @SqlUnplaced IS NULL
-                        SET @Error = N'null values cannot be formatted as an SQL identifier';
-                    ELSE
-                        EXEC sys.sp_executesql
-                            @SqlUnplaced,
-                            N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @TableName nvarchar(400), @Unplaced bigint OUTPUT',
-                            @WindowStart = @WindowStart,
-                            @WindowEnd = @WindowEnd,
-                            @BusinessUnitId = @BusinessUnitId,
-                            @TableName = @CurrentTable,
-                            @Unplaced = @Rows OUTPUT;
-                    IF @Rows > 0
-                        SET @Error = CONVERT(nvarchar(20), @Rows) + N' changed blob(s) of the window could not be placed: their '
-                            + N'folder is not where the source has it (it moved while this run ran, or the source has an '
-                            + N'orphan). The watermark stays; a new run (not a resume) places them.';
-                END TRY
-                BEGIN CATCH
-                    IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                    SET @Error = ERROR_MESSAGE();
-                END CATCH;
-            END;
-            IF @Error IS NOT NULL
-            BEGIN
-                SET @Now = SYSUTCDATETIME();
-                BEGIN TRANSACTION;
-                INSERT INTO {{ job('BlobDeltaRunStep') }}
-                    (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
-                     WindowStart, WindowEnd, BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
-                SELECT @CurrentRunId, @CurrentTable, 3, N'Children', ISNULL(MAX(s.BatchNumber), 0) + 1, 0, 0,
-                       @WindowStart, @WindowEnd, @Now, @Now, N'Failed', @Error
-                FROM {{ job('BlobDeltaRunStep') }} AS s
-                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 3;
+                -- The watermark serves every business unit: a run limited to one leaves it (and
+                -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
                 UPDATE w
-                SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                SET LastHighWaterModifiedOn = CASE
+                        WHEN @BusinessUnitId IS NOT NULL THEN w.LastHighWaterModifiedOn
+                        WHEN w.LastHighWaterModifiedOn IS NULL OR w.LastHighWaterModifiedOn < @WindowEnd THEN @WindowEnd
+                        ELSE w.LastHighWaterModifiedOn
+                    END,
+                    LastRunId = @CurrentRunId,
+                    LastRunCompletedAt = SYSUTCDATETIME(),
+                    IsInitialFullLoadDone = CASE
+                        WHEN w.IsInitialFullLoadDone = 1 OR (@SyncType = N'Full' AND @BusinessUnitId IS NULL) THEN 1
+                        ELSE 0
+                    END,
+                    IsRunning = 0,
+                    RunLeaseExpiresAt = NULL,
+                    LeaseRunId = NULL
                 FROM {{ job('BlobDeltaHighWatermark') }} AS w
                 WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
-                COMMIT TRANSACTION;
+                IF @@ROWCOUNT = 0
+                    INSERT INTO @Failures (Message)
+                    VALUES (N'Table ''' + @CurrentTable + N''': the lease was taken over by another run before the watermark could move.');
+            END TRY
+            BEGIN CATCH
+                IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                SET @Error = ERROR_MESSAGE();
+                BEGIN TRY
+                    SET @Now = SYSUTCDATETIME();
+                    BEGIN TRANSACTION;
+                    INSERT INTO {{ job('BlobDeltaRunStep') }}
+                        (RunId, TableName, StepNumber, StepName, BatchNumber, WindowStart, WindowEnd,
+                         BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                    SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, @WindowStart, @WindowEnd,
+                           @Now, @Now, N'Failed', @Error
+                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
+                    UPDATE w
+                    SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                    FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                    WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                    COMMIT TRANSACTION;
+                END TRY
+                BEGIN CATCH
+                    -- Not even that could be recorded: the outermost CATCH gives back every lease the
+                    -- run holds and marks it Failed.
+                    IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                    THROW;
+                END CATCH;
                 INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
-                CONTINUE;
-            END;
-
-            -- The watermark serves every business unit: a run limited to one leaves it (and
-            -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
-            UPDATE w
-            SET LastHighWaterModifiedOn = CASE
-                    WHEN @BusinessUnitId IS NOT NULL THEN w.LastHighWaterModifiedOn
-                    WHEN w.LastHighWaterModifiedOn IS NULL OR w.LastHighWaterModifiedOn < @WindowEnd THEN @WindowEnd
-                    ELSE w.LastHighWaterModifiedOn
-                END,
-                LastRunId = @CurrentRunId,
-                LastRunCompletedAt = SYSUTCDATETIME(),
-                IsInitialFullLoadDone = CASE
-                    WHEN w.IsInitialFullLoadDone = 1 OR (@SyncType = N'Full' AND @BusinessUnitId IS NULL) THEN 1
-                    ELSE 0
-                END,
-                IsRunning = 0,
-                RunLeaseExpiresAt = NULL,
-                LeaseRunId = NULL
-            FROM {{ job('BlobDeltaHighWatermark') }} AS w
-            WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
-            IF @@ROWCOUNT = 0
-                INSERT INTO @Failures (Message)
-                VALUES (N'Table ''' + @CurrentTable + N''': the lease was taken over by another run before the watermark could move.');
+            END CATCH;
         END;
 
         ----------------------------------------------------------------- finish
@@ -1299,7 +1349,7 @@ BEGIN
                 WHERE w.LeaseRunId = @CurrentRunId;
                 UPDATE r
                 SET Status = N'Failed', RunCompletedAt = SYSUTCDATETIME(),
-                    ErrorMessage = LEFT(ISNULL(r.ErrorMessage + NCHAR(10), N'') + @ErrorText, 4000)
+                    ErrorMessage = ISNULL(r.ErrorMessage + NCHAR(10), N'') + @ErrorText
                 FROM {{ job('BlobDeltaRun') }} AS r
                 WHERE r.RunId = @CurrentRunId AND r.Status = N'Running';
                 COMMIT TRANSACTION;

@@ -44,6 +44,7 @@ DECLARE
     v_sql_step text;
     v_first_load boolean;
     v_reran boolean := false;
+    v_deadlocks integer := 0;
     v_inserted integer;
     v_updated integer;
     v_deleted integer;
@@ -126,6 +127,20 @@ BEGIN
                 END IF;
                 v_first_load := false;
                 v_reran := true;
+            WHEN deadlock_detected OR serialization_failure THEN
+                -- A deadlock victim (40P01, or a serialization failure 40001): the batch's work was
+                -- rolled back with its subtransaction, and a batch can always run again. A few times
+                -- (as SQL Server does for 1205), then the batch fails as any other would and the table
+                -- with it; a resume runs it again.
+                v_deadlocks := v_deadlocks + 1;
+                IF v_deadlocks > {{ batch_retries }} THEN
+                    RAISE;
+                END IF;
+                IF v_debug >= 1 THEN
+                    RAISE NOTICE '% step % % batch %: % (%); the batch runs again (% of {{ batch_retries }}).',
+                        v_table, v_step.step_number, v_step.step_name, batch_number, SQLERRM, SQLSTATE, v_deadlocks;
+                END IF;
+                PERFORM pg_catalog.pg_sleep(0.05 * v_deadlocks);
             END;
         END LOOP;
         v_rows := coalesce(v_rows, 0);

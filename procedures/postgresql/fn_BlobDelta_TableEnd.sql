@@ -33,74 +33,86 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('Run %s has not finished every step of table %s.', v_run_id, quote_literal(v_table));
     END IF;
-    SELECT s."WindowStart", s."WindowEnd" INTO v_window_start, v_window_end
-    FROM {{ job('BlobDeltaRunStep') }} AS s
-    WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0 AND s."Status" = 'Completed'
-    ORDER BY s."BatchNumber" DESC
-    LIMIT 1;
+    -- Any error from here on (the target database or table gone, a deadlock) fails this table
+    -- alone: logged, lease released, header told; the run goes on with the next table.
+    BEGIN
+        SELECT s."WindowStart", s."WindowEnd" INTO v_window_start, v_window_end
+        FROM {{ job('BlobDeltaRunStep') }} AS s
+        WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0 AND s."Status" = 'Completed'
+        ORDER BY s."BatchNumber" DESC
+        LIMIT 1;
 
-    -- Step 3 places a changed child only where its parent is; step 2a placed every parent the
-    -- changed children needed when the run began. A folder moved since (while the run ran) leaves
-    -- its changed children unplaced, and a window that moved on would lose them: the table fails
-    -- instead, its watermark stays, and the next run (a new one: a resume keeps step 2a's view)
-    -- places them.
-    SELECT c.* INTO v_cfg FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c."TableName" = v_table;
-    IF v_cfg."ScriptSet" = 'Hierarchical' THEN
-        {{ resolve('v_table') }}
-        EXECUTE format(
-            'SELECT count(*) FROM %I.%I AS m '
-            'CROSS JOIN LATERAL (SELECT s.stream_id, s.parent_path_locator FROM %I.%I AS s WHERE s.stream_id = m.%I LIMIT 1) AS s '
-            'WHERE m.%I >= $1 AND m.%I < $2 AND ($3 IS NULL OR m.%I = $3) '
-            'AND EXISTS (SELECT 1 FROM %I.%I AS bu WHERE bu.%I = m.%I) '
-            'AND s.parent_path_locator IS NOT NULL '
-            'AND NOT EXISTS (SELECT 1 FROM %I.%I AS p WHERE p.path_locator = s.parent_path_locator OFFSET 0) '
-            'AND (NOT EXISTS (SELECT 1 FROM %I.%I AS t WHERE t.stream_id = s.stream_id OFFSET 0) '
-            'OR NOT EXISTS (SELECT 1 FROM "BlobDeltaJobs"."BlobDeltaTargetVersion" AS v WHERE v."TableName" = $4 '
-            'AND v.stream_id = s.stream_id AND v."ModifiedOn" >= m.%I::timestamp OFFSET 0))',
-            v_cfg."MetadataDatabase", v_cfg."MetadataTable", v_cfg."SourceDatabase", v_cfg."SourceTable", v_id_column,
-            v_modified_column, v_modified_column, v_bu_column,
-            v_cfg."BusinessUnitDatabase", v_cfg."BusinessUnitTable", v_bu_id_column, v_bu_column,
-            v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."TargetDatabase", v_cfg."TargetTable", v_modified_column)
-        INTO v_unplaced USING v_window_start, v_window_end, v_run."BusinessUnitId", v_table;
-    END IF;
-    IF v_unplaced > 0 THEN
-        error := format('%s changed blob(s) of the window could not be placed: their folder is not where the source '
+        -- Step 3 places a changed child only where its parent is; step 2a placed every parent the
+        -- changed children needed when the run began. A folder moved since (while the run ran) leaves
+        -- its changed children unplaced, and a window that moved on would lose them: the table fails
+        -- instead, its watermark stays, and the next run (a new one: a resume keeps step 2a's view)
+        -- places them.
+        SELECT c.* INTO v_cfg FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c."TableName" = v_table;
+        IF v_cfg."ScriptSet" = 'Hierarchical' THEN
+            {{ resolve('v_table') }}
+            EXECUTE format(
+                'SELECT count(*) FROM %I.%I AS m '
+                'CROSS JOIN LATERAL (SELECT s.stream_id, s.parent_path_locator FROM %I.%I AS s WHERE s.stream_id = m.%I LIMIT 1) AS s '
+                'WHERE m.%I >= $1 AND m.%I < $2 AND ($3 IS NULL OR m.%I = $3) '
+                'AND EXISTS (SELECT 1 FROM %I.%I AS bu WHERE bu.%I = m.%I) '
+                'AND s.parent_path_locator IS NOT NULL '
+                'AND NOT EXISTS (SELECT 1 FROM %I.%I AS p WHERE p.path_locator = s.parent_path_locator OFFSET 0) '
+                'AND (NOT EXISTS (SELECT 1 FROM %I.%I AS t WHERE t.stream_id = s.stream_id OFFSET 0) '
+                'OR NOT EXISTS (SELECT 1 FROM "BlobDeltaJobs"."BlobDeltaTargetVersion" AS v WHERE v."TableName" = $4 '
+                'AND v.stream_id = s.stream_id AND v."ModifiedOn" >= m.%I::timestamp OFFSET 0))',
+                v_cfg."MetadataDatabase", v_cfg."MetadataTable", v_cfg."SourceDatabase", v_cfg."SourceTable", v_id_column,
+                v_modified_column, v_modified_column, v_bu_column,
+                v_cfg."BusinessUnitDatabase", v_cfg."BusinessUnitTable", v_bu_id_column, v_bu_column,
+                v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."TargetDatabase", v_cfg."TargetTable", v_modified_column)
+            INTO v_unplaced USING v_window_start, v_window_end, v_run."BusinessUnitId", v_table;
+        END IF;
+
+        IF v_unplaced = 0 THEN
+            -- The watermark serves every business unit: a run limited to one leaves it (and
+            -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
+            UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+            SET "LastHighWaterModifiedOn" = CASE WHEN v_run."BusinessUnitId" IS NULL
+                                                 THEN greatest(w."LastHighWaterModifiedOn", v_window_end)
+                                                 ELSE w."LastHighWaterModifiedOn" END,
+                "LastRunId" = v_run_id,
+                "LastRunCompletedAt" = (now() AT TIME ZONE 'UTC'),
+                "IsInitialFullLoadDone" = w."IsInitialFullLoadDone" OR (v_run."RunType" = 'Full' AND v_run."BusinessUnitId" IS NULL),
+                "IsRunning" = false,
+                "RunLeaseExpiresAt" = NULL,
+                "LeaseRunId" = NULL
+            WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+            IF NOT FOUND THEN
+                error := format('Table ''%s'': the lease was taken over by another run before the watermark could move.', v_table);
+                UPDATE {{ job('BlobDeltaRun') }} AS r
+                SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", error)
+                WHERE r."RunId" = v_run_id;
+            END IF;
+            RETURN;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        error := SQLERRM;
+    END;
+    -- Failed (an error, or changed children left unplaced): log it, release the lease, tell the header.
+    IF error IS NOT NULL OR v_unplaced > 0 THEN
+        error := coalesce(error, format('%s changed blob(s) of the window could not be placed: their folder is not where the source '
                         'has it (it moved while this run ran, or the source has an orphan). The watermark stays; a new '
-                        'run (not a resume) places them.', v_unplaced);
+                        'run (not a resume) places them.', v_unplaced));
         v_now := (now() AT TIME ZONE 'UTC');
         INSERT INTO {{ job('BlobDeltaRunStep') }}
             ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
              "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
-        SELECT v_run_id, v_table, 3, 'Children', coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
+        SELECT v_run_id, v_table, x.step_number, x.step_name, coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
                v_window_start, v_window_end, v_now, v_now, 'Failed', error
-        FROM {{ job('BlobDeltaRunStep') }} AS s
-        WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 3;
+        FROM (SELECT CASE WHEN v_unplaced > 0 THEN 3 ELSE 0 END AS step_number,
+                     CASE WHEN v_unplaced > 0 THEN 'Children' ELSE 'Window' END AS step_name) AS x
+        LEFT JOIN {{ job('BlobDeltaRunStep') }} AS s
+          ON s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = x.step_number
+        GROUP BY x.step_number, x.step_name;
         UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
         SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
         WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
         UPDATE {{ job('BlobDeltaRun') }} AS r
         SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'': %s', v_table, error))
-        WHERE r."RunId" = v_run_id;
-        RETURN;
-    END IF;
-
-    -- The watermark serves every business unit: a run limited to one leaves it (and
-    -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
-    UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
-    SET "LastHighWaterModifiedOn" = CASE WHEN v_run."BusinessUnitId" IS NULL
-                                         THEN greatest(w."LastHighWaterModifiedOn", v_window_end)
-                                         ELSE w."LastHighWaterModifiedOn" END,
-        "LastRunId" = v_run_id,
-        "LastRunCompletedAt" = (now() AT TIME ZONE 'UTC'),
-        "IsInitialFullLoadDone" = w."IsInitialFullLoadDone" OR (v_run."RunType" = 'Full' AND v_run."BusinessUnitId" IS NULL),
-        "IsRunning" = false,
-        "RunLeaseExpiresAt" = NULL,
-        "LeaseRunId" = NULL
-    WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
-    IF NOT FOUND THEN
-        error := format('Table ''%s'': the lease was taken over by another run before the watermark could move.', v_table);
-        UPDATE {{ job('BlobDeltaRun') }} AS r
-        SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", error)
         WHERE r."RunId" = v_run_id;
     END IF;
 END;

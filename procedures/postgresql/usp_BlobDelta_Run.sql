@@ -41,8 +41,14 @@ DECLARE
     v_begin record;
     v_table text;
     v_table_begin record;
-    v_batch record;
+    v_batch_status text;
+    v_error text;
+    v_sqlstate text;
 BEGIN
+    -- Inside a transaction block PostgreSQL refuses this COMMIT (2D000, invalid transaction
+    -- termination) before anything is done: no lock, no header. SQL Server refuses @@TRANCOUNT > 0
+    -- the same way, for plans too (a plan's error would doom the caller's transaction there).
+    COMMIT;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
 
@@ -65,34 +71,81 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
 
+    -- Each step function catches its table's errors and records them; an error that escapes one
+    -- (its own bookkeeping failed) fails that table alone through fn_BlobDelta_TableFail, and the run
+    -- goes on. A cancel (57014) is never caught: the run stays Running and the runner names the run
+    -- to resume. Blocks with a handler hold no COMMIT; each commit follows its block.
     FOREACH v_table IN ARRAY v_begin.tables LOOP
+        v_error := NULL;
         -- Window, lease (and a Full sync's clean slate), or the table's failure: one commit.
-        SELECT t.status, t.error INTO v_table_begin
-        FROM {{ job('fn_BlobDelta_TableBegin') }}(v_begin.run_id, v_table) AS t;
-        COMMIT; -- the lease and the window are visible from here on
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
-        CONTINUE WHEN v_table_begin.status <> 'Ready';
-
-        -- One batch per call and per commit, until every step is done or a batch failed.
-        LOOP
-            SELECT a.status INTO v_batch
-            FROM {{ job('fn_BlobDelta_TableAdvance') }}(v_begin.run_id, v_table, "ExcludedStreamId", v_debug) AS a;
-            COMMIT;
+        BEGIN
+            SELECT t.status, t.error INTO v_table_begin
+            FROM {{ job('fn_BlobDelta_TableBegin') }}(v_begin.run_id, v_table) AS t;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+        END;
+        IF v_error IS NULL THEN
+            COMMIT; -- the lease and the window are visible from here on
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
             PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
-            EXIT WHEN v_batch.status <> 'Batch';
-        END LOOP;
-        CONTINUE WHEN v_batch.status = 'Failed';
+            CONTINUE WHEN v_table_begin.status <> 'Ready';
 
-        -- The watermark moves to the window end only now that every step succeeded.
-        PERFORM {{ job('fn_BlobDelta_TableEnd') }}(v_begin.run_id, v_table);
+            -- One batch per call and per commit, until every step is done or a batch failed.
+            LOOP
+                BEGIN
+                    SELECT a.status INTO v_batch_status
+                    FROM {{ job('fn_BlobDelta_TableAdvance') }}(v_begin.run_id, v_table, "ExcludedStreamId", v_debug) AS a;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+                END;
+                EXIT WHEN v_error IS NOT NULL;
+                COMMIT;
+                PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+                PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
+                EXIT WHEN v_batch_status <> 'Batch';
+            END LOOP;
+            CONTINUE WHEN v_error IS NULL AND v_batch_status = 'Failed';
+        END IF;
+
+        IF v_error IS NULL THEN
+            -- The watermark moves to the window end only now that every step succeeded.
+            BEGIN
+                PERFORM {{ job('fn_BlobDelta_TableEnd') }}(v_begin.run_id, v_table);
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+            END;
+        END IF;
+        IF v_error IS NOT NULL THEN
+            BEGIN
+                PERFORM {{ job('fn_BlobDelta_TableFail') }}(v_begin.run_id, v_table, v_error);
+                v_error := NULL;
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+            END;
+            EXIT WHEN v_error IS NOT NULL;
+        END IF;
         COMMIT;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);
     END LOOP;
 
-    "Status" := {{ job('fn_BlobDelta_RunEnd') }}(v_begin.run_id);
+    IF v_error IS NULL THEN
+        BEGIN
+            "Status" := {{ job('fn_BlobDelta_RunEnd') }}(v_begin.run_id);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+        END;
+    END IF;
+    IF v_error IS NOT NULL THEN
+        -- The last resort: an error nothing could record. In a new transaction give back every lease
+        -- the run holds and mark it Failed, release the run's session lock, and raise the error as
+        -- it came (its SQLSTATE tells the runner whether a resume may succeed).
+        ROLLBACK;
+        PERFORM {{ job('fn_BlobDelta_RunAbort') }}(v_begin.run_id, v_error);
+        COMMIT;
+        PERFORM pg_catalog.pg_advisory_unlock(v_begin.lock_key);
+        RAISE EXCEPTION USING ERRCODE = v_sqlstate, MESSAGE = v_error;
+    END IF;
     COMMIT;
     PERFORM pg_catalog.pg_advisory_unlock(v_begin.lock_key);
 END;

@@ -10,6 +10,22 @@
     END IF;
 {%- endmacro -%}
 
+{#- Refuses to go on unless this session holds the run's session lock (fn_BlobDelta_RunBegin took it):
+    only the session that works a run may fail its tables or abort it. Needs v_run_id. -#}
+{%- macro require_run_lock() -%}
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks AS l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 AND l.pid = pg_catalog.pg_backend_pid()
+          AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database())
+          AND l.classid = ((hashtextextended('dbtools.BlobDeltaRun:' || v_run_id::text, 0) >> 32) & 4294967295)::oid
+          AND l.objid = (hashtextextended('dbtools.BlobDeltaRun:' || v_run_id::text, 0) & 4294967295)::oid
+    ) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('Run %s is not worked by this session: only the session that holds its lock may do this.',
+                             coalesce(v_run_id::text, 'NULL'));
+    END IF;
+{%- endmacro -%}
+
 {#- The variables usp_BlobDelta_ResolveTableConfig fills, and the call that fills them. -#}
 {%- macro resolved_declarations() -%}
     v_source_object text;

@@ -10,6 +10,10 @@
    repeatable objects (see :mod:`dbtools.repeatable`) and, after a deployment, renew the
    engine's signatures and grants (see :mod:`dbtools.privileges`).
 
+Only ``upgrade`` and ``downgrade`` deploy, and only they and ``stamp`` bootstrap. The read-only
+commands (``current``, ``history -i``, ``check``, ...) run against the job DB as it is, and a
+server without one reads as a database at base: they create, deploy and grant nothing.
+
 Offline (``--sql``) the same steps are written as a script. For SQL Server it is separated by
 ``GO`` for sqlcmd/SSMS: the transaction's first batch is closed right after
 ``BEGIN TRANSACTION`` so that no CREATE PROCEDURE ever shares a batch, and every procedure is
@@ -36,6 +40,18 @@ log = logging.getLogger("dbtools.migrate")
 
 #: The revision that creates the deployment log; below it there is nothing to deploy into.
 DEPLOYMENT_LOG_REVISION = "0002"
+#: Alembic commands (by the function each hands its environment) that deploy the package's
+#: procedures and grants when they end at head; and those that may create the job DB.
+DEPLOYING_COMMANDS = frozenset({"upgrade", "downgrade"})
+WRITING_COMMANDS = DEPLOYING_COMMANDS | {"do_stamp"}
+
+
+def command_name(context) -> str:
+    """The alembic command running this environment: the name of the function it passed in
+    (``upgrade``, ``downgrade``, ``display_version`` for ``current``, ``do_stamp``...)."""
+    environment = getattr(context, "_proxy", None) or context  # alembic.context proxies the instance
+    fn = getattr(environment, "context_opts", {}).get("fn")
+    return getattr(fn, "__name__", "")
 
 
 @dataclass
@@ -113,7 +129,10 @@ def _run_offline(context, target: Target) -> None:
         resolved = {r.revision for r in script.get_revisions(destination) if r is not None}
         outcome.at_head = not went_down and resolved == heads
         log_exists = _offline_log_exists(script, resolved)
-        _finish(context.get_context(), engine, outcome, went_down, log_exists)
+        if command_name(context) in DEPLOYING_COMMANDS:
+            _finish(context.get_context(), engine, outcome, went_down, log_exists)
+        else:
+            outcome.note = f"{command_name(context) or 'this command'} deploys nothing"
 
 
 def _offline_log_exists(script: ScriptDirectory, destination: set[str]) -> bool:
@@ -128,7 +147,8 @@ def _run_online(context, target: Target) -> None:
     engine = target.engine
     outcome = Outcome(target.masked, engine.name, offline=False)
     context.config.attributes["dbtools.outcome"] = outcome
-    url = _bootstrap(target)
+    command = command_name(context)
+    url = _bootstrap(target) if command in WRITING_COMMANDS else _existing_job_db(target)
     job_engine = sa.create_engine(url, poolclass=NullPool)
     try:
         with connect(job_engine, target) as connection:
@@ -145,7 +165,10 @@ def _run_online(context, target: Target) -> None:
                 went_down = any(not up for _f, _t, up in outcome.steps)
                 outcome.at_head = set(mc.get_current_heads()) == set(script.get_heads())
                 log_exists = sa.inspect(connection).has_table(DEPLOYMENT_LOG, schema=engine.job_schema)
-                _finish(mc, engine, outcome, went_down, log_exists)
+                if command in DEPLOYING_COMMANDS:
+                    _finish(mc, engine, outcome, went_down, log_exists)
+                else:
+                    outcome.note = f"{command or 'this command'} is read-only: nothing was deployed"
     finally:
         job_engine.dispose()
 
@@ -166,6 +189,20 @@ def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exist
         log.info("%s %s %s", obj.action.lower(), obj.kind.lower(), obj.name)
     if outcome.note:
         log.info("%s", outcome.note)
+
+
+def _existing_job_db(target: Target) -> sa.URL:
+    """The URL a read-only command reads: the job DB when it exists, else the server's own
+    database (where no version table is found: the job DB reads as being at base)."""
+    if target.engine.name != "mssql":
+        return target.url  # the job schema lives in the connected database; a missing one is empty
+    server = sa.create_engine(target.url, poolclass=NullPool)
+    try:
+        with connect(server, target) as conn:
+            exists = conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is not None
+    finally:
+        server.dispose()
+    return target.url.set(database=JOB_DATABASE) if exists else target.url
 
 
 def _bootstrap(target: Target) -> sa.URL:

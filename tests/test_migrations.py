@@ -323,3 +323,72 @@ def test_the_local_environment_migrates_the_embedded_postgresql(tmp_path, monkey
     assert [(o.name, o.action, o.deploy_count) for o in objects] == [
         (o.name, "Deployed", 1) for o in render_objects("postgresql")]
     assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+
+
+def _access_facts(server) -> list[tuple]:
+    """What a deployment's access step writes: PostgreSQL's EXECUTE grants on the job schema's
+    routines; SQL Server's signing certificate (re-created, it gets a new thumbprint) and signatures."""
+    engine = server.job_engine()
+    try:
+        with engine.connect() as conn:
+            if server.engine.name == "postgresql":
+                sql = ("SELECT p.proname, a.grantee::regrole::text, a.privilege_type FROM pg_catalog.pg_proc AS p "
+                       "CROSS JOIN LATERAL aclexplode(p.proacl) AS a "
+                       "WHERE p.pronamespace = '\"BlobDeltaJobs\"'::regnamespace ORDER BY 1, 2, 3")
+            else:
+                sql = ("SELECT c.name, CONVERT(varchar(64), c.thumbprint, 2), OBJECT_NAME(cp.major_id) "
+                       "FROM sys.certificates AS c LEFT JOIN sys.crypt_properties AS cp ON cp.thumbprint = c.thumbprint "
+                       "ORDER BY 1, 3")
+            return [tuple(r) for r in conn.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("args", [["current"], ["history", "-i"], ["stamp", "head"]], ids=lambda a: a[0])
+def test_read_only_alembic_commands_and_stamp_deploy_and_grant_nothing(server, repo, args):
+    # Assemble: a job DB at head, one of its procedures dropped outside dbtools and, on PostgreSQL,
+    # one grant revoked: a deployment would put both back.
+    commands.migrate(url=server.url_string)
+    name = sorted(shipped(server))[0]
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        if server.engine.name == "mssql":
+            conn.exec_driver_sql(f"DROP PROCEDURE dbo.{name}")
+        else:
+            conn.exec_driver_sql(f'DROP ROUTINE "BlobDeltaJobs"."{name}"')
+            conn.exec_driver_sql('REVOKE EXECUTE ON FUNCTION "BlobDeltaJobs"."fn_BlobDelta_RunEnd"(uuid) '
+                                 'FROM "BlobDeltaOperator"')
+    engine.dispose()
+    before = (catalog(server), deployment_log(server), _access_facts(server))
+
+    # Act
+    proc = subprocess.run([sys.executable, "-m", "alembic", "-x", f"url={server.url_string}", *args],
+                          cwd=repo, capture_output=True, text=True)
+
+    # Assert: the command worked, and the catalog, the deployment log and the grants are as they were.
+    assert proc.returncode == 0, proc.stderr
+    if args[0] != "stamp":
+        assert HEAD in proc.stdout
+    assert (catalog(server), deployment_log(server), _access_facts(server)) == before
+    assert routine_text(server, name) is None
+
+
+def test_alembic_current_on_a_server_without_a_job_database_creates_nothing(server, repo):
+    # Act
+    proc = subprocess.run([sys.executable, "-m", "alembic", "-x", f"url={server.url_string}", "current"],
+                          cwd=repo, capture_output=True, text=True)
+
+    # Assert: nothing to report, and no job database (SQL Server) or schema (PostgreSQL) was made.
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+    engine = sa.create_engine(server.url)
+    try:
+        with engine.connect() as conn:
+            if server.engine.name == "mssql":
+                exists = conn.exec_driver_sql("SELECT DB_ID(N'BlobDeltaJobs')").scalar() is not None
+            else:
+                exists = conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname = 'BlobDeltaJobs'").scalar() > 0
+    finally:
+        engine.dispose()
+    assert not exists

@@ -18,7 +18,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.pool import NullPool
 
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
-from .environments import Target, connect, offline_target, resolve_target
+from .environments import Target, connect, create_engine, offline_target, resolve_target
 from .errors import ConfigurationError, DbToolsError, DeploymentError, first_line
 from .migration_env import Outcome
 from .paths import repo_root
@@ -106,7 +106,7 @@ class DeployedObject:
 def job_engine(target: Target) -> sa.Engine:
     """An engine on the job DB of ``target`` (the BlobDeltaJobs database on SQL Server)."""
     url = target.url.set(database=JOB_DATABASE) if target.engine.name == "mssql" else target.url
-    return sa.create_engine(url, poolclass=NullPool)
+    return create_engine(target, url, poolclass=NullPool)
 
 
 def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, list[DeployedObject], str | None]:
@@ -140,7 +140,7 @@ def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, li
 
 def _job_database_exists(target: Target) -> bool:
     """SQL Server: whether BlobDeltaJobs exists (connecting to it before it does fails with 4060)."""
-    server = sa.create_engine(target.url, poolclass=NullPool)
+    server = create_engine(target, poolclass=NullPool)
     try:
         with connect(server, target) as conn:
             return conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is not None

@@ -213,6 +213,28 @@ def _definition(env: str) -> Environment:
     return envs[env]
 
 
+def create_engine(target: Target, url: sa.URL | None = None, **kwargs) -> sa.Engine:
+    """``sa.create_engine`` on ``target`` (or ``url``, another database of its server).
+
+    SQLAlchemy loads the driver here: one that cannot load (pyodbc without the ODBC driver
+    manager, say) becomes one ConnectionFailed line that says what to install.
+    """
+    try:
+        return sa.create_engine(url if url is not None else target.url, **kwargs)
+    except ImportError as exc:
+        raise ConnectionFailed(driver_missing(target, exc)) from exc
+
+
+def driver_missing(target: Target, exc: ImportError) -> str:
+    """One line: which driver failed to load, and what to install."""
+    if target.engine.name == "mssql":
+        return (f"{target.label}: the SQL Server driver cannot load ({exc}). Install the ODBC driver manager "
+                "unixODBC (libodbc.so.2) and Microsoft ODBC Driver 18 (msodbcsql18), then pip install -e '.[mssql]'; "
+                "without Microsoft's package source, unixODBC and the mssql-python-odbc wheel "
+                "(README: SQL Server drivers).")
+    return f"{target.label}: database driver not available ({exc}); pip install -e . installs psycopg."
+
+
 def connect(engine: sa.Engine, target: Target) -> sa.Connection:
     """Open a connection; a refused or unreachable server becomes one masked ConnectionFailed line."""
     try:
@@ -220,7 +242,7 @@ def connect(engine: sa.Engine, target: Target) -> sa.Connection:
     except sa.exc.DBAPIError as exc:
         raise ConnectionFailed(f"cannot connect to {target.masked} ({target.label}): {first_line(exc.orig)}") from exc
     except ImportError as exc:
-        raise ConnectionFailed(f"{target.label}: database driver not available: {exc}") from exc
+        raise ConnectionFailed(driver_missing(target, exc)) from exc
 
 
 @contextlib.contextmanager

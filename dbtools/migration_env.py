@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from . import mssql_script
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
-from .environments import Target, connect, offline_target, resolve_target
+from .environments import Target, connect, create_engine, offline_target, resolve_target
 from .privileges import apply_engine_access
 from .repeatable import DeployResult, deploy_all, drop_all, sql_text
 
@@ -149,7 +149,7 @@ def _run_online(context, target: Target) -> None:
     context.config.attributes["dbtools.outcome"] = outcome
     command = command_name(context)
     url = _bootstrap(target) if command in WRITING_COMMANDS else _existing_job_db(target)
-    job_engine = sa.create_engine(url, poolclass=NullPool)
+    job_engine = create_engine(target, url, poolclass=NullPool)
     try:
         with connect(job_engine, target) as connection:
             context.configure(
@@ -196,7 +196,7 @@ def _existing_job_db(target: Target) -> sa.URL:
     database (where no version table is found: the job DB reads as being at base)."""
     if target.engine.name != "mssql":
         return target.url  # the job schema lives in the connected database; a missing one is empty
-    server = sa.create_engine(target.url, poolclass=NullPool)
+    server = create_engine(target, poolclass=NullPool)
     try:
         with connect(server, target) as conn:
             exists = conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is not None
@@ -208,7 +208,7 @@ def _existing_job_db(target: Target) -> sa.URL:
 def _bootstrap(target: Target) -> sa.URL:
     """Create the job DB (SQL Server) or schema (PostgreSQL); return the URL to migrate on."""
     engine = target.engine
-    server = sa.create_engine(target.url, poolclass=NullPool)
+    server = create_engine(target, poolclass=NullPool)
     try:
         if engine.name == "mssql":
             with connect(server.execution_options(isolation_level="AUTOCOMMIT"), target) as conn:

@@ -71,6 +71,28 @@ def test_an_unreachable_server_gives_one_masked_line_and_a_traceback_only_with_d
     assert "Traceback" in debug.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["migrate"], ["deployed"], ["run", "--mode", "all-tables"], ["status", "01900000-0000-7000-8000-000000000000"],
+], ids=lambda a: a[0])
+def test_a_sql_server_url_without_an_odbc_driver_manager_gives_one_line_naming_what_to_install(tmp_path, args):
+    # Assemble: pyodbc fails to load as it does on a machine without unixODBC (also where it is there).
+    (tmp_path / "pyodbc.py").write_text(
+        "raise ImportError('libodbc.so.2: cannot open shared object file: No such file or directory')\n")
+    url = "mssql+pyodbc://dba:Sup3rSecret@sql.invalid/master?driver=ODBC+Driver+18+for+SQL+Server"
+
+    # Act
+    proc = dbtools(*args, "--url", url, env={"PYTHONPATH": str(tmp_path)})
+
+    # Assert
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "dbtools: error: --url: the SQL Server driver cannot load (libodbc.so.2: cannot open shared object file: "
+        "No such file or directory). Install the ODBC driver manager unixODBC (libodbc.so.2) and Microsoft ODBC "
+        "Driver 18 (msodbcsql18), then pip install -e '.[mssql]'; without Microsoft's package source, unixODBC and "
+        "the mssql-python-odbc wheel (README: SQL Server drivers)."]
+    assert "Sup3rSecret" not in proc.stderr + proc.stdout
+
+
 def test_render_writes_one_file_per_procedure_with_the_rendered_text(tmp_path):
     proc = dbtools("render", "--engine", "mssql", "--out", str(tmp_path))
 

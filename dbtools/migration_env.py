@@ -23,6 +23,8 @@ preceded by a batch that sets ``QUOTED_IDENTIFIER`` and ``ANSI_NULLS`` ON.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from logging.config import fileConfig
 
@@ -32,6 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from . import mssql_script
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
+from .errors import DeploymentError
 from .environments import Target, connect, create_engine, offline_target, resolve_target
 from .privileges import apply_engine_access
 from .repeatable import DeployResult, deploy_all, drop_all, sql_text
@@ -44,6 +47,107 @@ DEPLOYMENT_LOG_REVISION = "0002"
 #: procedures and grants when they end at head; and those that may create the job DB.
 DEPLOYING_COMMANDS = frozenset({"upgrade", "downgrade"})
 WRITING_COMMANDS = DEPLOYING_COMMANDS | {"do_stamp"}
+
+
+#: One migration at a time: an exclusive lock taken in the migration transaction (sp_getapplock
+#: in the job database, owner Transaction; pg_advisory_xact_lock in the connected database).
+MIGRATION_LOCK = "dbtools.migrate"
+#: Seconds a migration waits for another one's lock before it fails naming the holder.
+LOCK_TIMEOUT_VARIABLE = "DBTOOLS_MIGRATE_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+def lock_timeout() -> float:
+    """The migration lock's wait in seconds (``DBTOOLS_MIGRATE_LOCK_TIMEOUT``, default 60)."""
+    raw = os.environ.get(LOCK_TIMEOUT_VARIABLE, "")
+    try:
+        value = float(raw) if raw else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise DeploymentError(f"{LOCK_TIMEOUT_VARIABLE}={raw!r}: expected a number of seconds, 0 or more")
+    return value
+
+
+_PG_LOCK_KEY = f"pg_catalog.hashtextextended('{MIGRATION_LOCK}', 0)"
+_PG_HOLDER = f"""
+SELECT a.pid, a.usename, a.application_name, host(a.client_addr), a.xact_start
+FROM pg_catalog.pg_locks AS l
+JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d WHERE d.datname = pg_catalog.current_database())
+  AND l.classid = (({_PG_LOCK_KEY} >> 32) & 4294967295)::oid AND l.objid = ({_PG_LOCK_KEY} & 4294967295)::oid
+LIMIT 1"""
+_MSSQL_HOLDER = f"""
+SELECT TOP (1) l.request_session_id, s.login_name, s.program_name, s.host_name, t.transaction_begin_time
+FROM sys.dm_tran_locks AS l
+JOIN sys.dm_exec_sessions AS s ON s.session_id = l.request_session_id
+LEFT JOIN sys.dm_tran_session_transactions AS st ON st.session_id = l.request_session_id
+LEFT JOIN sys.dm_tran_active_transactions AS t ON t.transaction_id = st.transaction_id
+WHERE l.resource_type = N'APPLICATION' AND l.resource_database_id = DB_ID() AND l.request_status = N'GRANT'
+  AND l.resource_description LIKE N'%\\[{MIGRATION_LOCK}\\]%' ESCAPE N'\\'"""
+
+
+def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, timeout: float) -> None:
+    """Take the migration lock in ``conn``'s open transaction, waiting at most ``timeout`` seconds.
+
+    Two ``dbtools migrate`` (or ``alembic upgrade``) runs at once would otherwise collide on the
+    catalog (a raw ``pg_type_typname_nsp_index`` violation, say). The second one waits; when the
+    wait is over it fails with a DeploymentError naming the session that holds the lock.
+    """
+    if engine.name == "mssql":
+        got = conn.exec_driver_sql(
+            "SET NOCOUNT ON; DECLARE @Result int; "
+            "EXEC @Result = sys.sp_getapplock @Resource = ?, @LockMode = N'Exclusive', @LockOwner = N'Transaction', "
+            "@LockTimeout = ?, @DbPrincipal = N'public'; SELECT @Result;",
+            (MIGRATION_LOCK, int(timeout * 1000)),
+        ).scalar() >= 0
+    else:
+        deadline = time.monotonic() + timeout
+        while not (got := conn.exec_driver_sql(f"SELECT pg_catalog.pg_try_advisory_xact_lock({_PG_LOCK_KEY})").scalar()):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+    if got:
+        return
+    raise DeploymentError(f"another migration holds the migration lock on {where}: {_holder(conn, engine)}; "
+                          f"waited {timeout:g} s ({LOCK_TIMEOUT_VARIABLE}). Let it finish, then migrate again.")
+
+
+def offline_lock(engine: EngineInfo, timeout: float) -> str:
+    """The migration lock as an offline script takes it, first thing in its transaction."""
+    if engine.name == "mssql":
+        return (
+            "DECLARE @Lock int;\n"
+            f"EXEC @Lock = sys.sp_getapplock @Resource = N'{MIGRATION_LOCK}', @LockMode = N'Exclusive', "
+            f"@LockOwner = N'Transaction', @LockTimeout = {int(timeout * 1000)}, @DbPrincipal = N'public';\n"
+            "IF @Lock < 0\n"
+            f"    THROW 50021, N'dbtools: another migration holds the migration lock (sp_getapplock {MIGRATION_LOCK}); "
+            f"waited {timeout:g} s. Let it finish, then run this script again in a new session.', 1"
+        )
+    return (
+        f"-- One migration at a time: wait at most {timeout:g} s for another one's lock (else: lock timeout).\n"
+        f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms';\n"
+        f"SELECT pg_catalog.pg_advisory_xact_lock({_PG_LOCK_KEY});\n"
+        "SET LOCAL lock_timeout TO DEFAULT"
+    )
+
+
+def _holder(conn: sa.Connection, engine: EngineInfo) -> str:
+    """The session holding the migration lock, as far as this login may see it."""
+    try:
+        with conn.begin_nested():
+            row = conn.exec_driver_sql(_MSSQL_HOLDER if engine.name == "mssql" else _PG_HOLDER).first()
+    except sa.exc.DBAPIError:
+        row = None  # no right to see other sessions (VIEW SERVER STATE / pg_read_all_stats)
+    if row is None:
+        return "a session this login cannot see"
+    session, user, program, host, since = row
+    kind = "session" if engine.name == "mssql" else "PID"
+    details = ", ".join(part for part in (
+        f"login {user}" if user else "", f"program {program!r}" if program else "",
+        f"from {host}" if host else "", f"transaction since {since:%Y-%m-%d %H:%M:%S}" if since else "") if part)
+    return f"{kind} {session}" + (f" ({details})" if details else "")
 
 
 def command_name(context) -> str:
@@ -121,6 +225,8 @@ def _run_offline(context, target: Target) -> None:
         if engine.name == "mssql":
             # Closes the BEGIN TRANSACTION batch (alembic writes no GO after it).
             context.execute(sql_text("SET XACT_ABORT ON"))
+        if command_name(context) in WRITING_COMMANDS:
+            context.execute(sql_text(offline_lock(engine, lock_timeout())))
         context.run_migrations()
         destination = context.get_revision_argument()
         script = ScriptDirectory.from_config(context.config)
@@ -159,6 +265,8 @@ def _run_online(context, target: Target) -> None:
                 on_version_apply=[_tracker(outcome)],
             )
             with context.begin_transaction():
+                if command in WRITING_COMMANDS:
+                    take_migration_lock(connection, engine, target.masked, lock_timeout())
                 context.run_migrations()
                 mc = context.get_context()
                 script = ScriptDirectory.from_config(context.config)
@@ -214,9 +322,18 @@ def _bootstrap(target: Target) -> sa.URL:
             with connect(server.execution_options(isolation_level="AUTOCOMMIT"), target) as conn:
                 if conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is None:
                     log.info("creating database %s", JOB_DATABASE)
-                    conn.exec_driver_sql(f"CREATE DATABASE {engine.quote(JOB_DATABASE)}")
+                    try:
+                        conn.exec_driver_sql(f"CREATE DATABASE {engine.quote(JOB_DATABASE)}")
+                    except sa.exc.DBAPIError:
+                        # Msg 1801: a migration started at the same time created it first; the
+                        # migration lock (in the job DB, taken next) puts the two in a row.
+                        if conn.exec_driver_sql("SELECT DB_ID(?)", (JOB_DATABASE,)).scalar() is None:
+                            raise
             return target.url.set(database=JOB_DATABASE)
         with connect(server, target) as conn:
+            # Under the migration lock: two CREATE SCHEMA IF NOT EXISTS at once can both miss the
+            # schema, and the second then fails on pg_namespace's unique index.
+            take_migration_lock(conn, engine, target.masked, lock_timeout())
             conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {engine.quote(JOB_DATABASE)}")
             conn.commit()
         return target.url

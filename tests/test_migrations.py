@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -12,6 +14,8 @@ import sqlalchemy as sa
 
 from dbtools import commands, repeatable
 from dbtools.engines import DEPLOYMENT_LOG
+from dbtools.environments import mask
+from dbtools.errors import DeploymentError
 from dbtools.entities import current_specs
 from dbtools.render import render_objects
 
@@ -392,3 +396,69 @@ def test_alembic_current_on_a_server_without_a_job_database_creates_nothing(serv
     finally:
         engine.dispose()
     assert not exists
+
+
+def test_two_migrations_at_once_both_succeed_one_after_the_other(server, repo):
+    # Assemble: two processes (Alembic's context is one per process) started together on an empty
+    # database; each waits for a start file, so both are past their imports when it appears.
+    import tempfile
+
+    start = Path(tempfile.mkdtemp()) / "go"
+    code = ("import pathlib, sys, time\n"
+            "from dbtools import commands\n"
+            f"while not pathlib.Path({str(start)!r}).exists(): time.sleep(0.01)\n"
+            "r = commands.migrate(url=sys.argv[1])\n"
+            "print(len(r.outcome.steps), sum(o.action == 'Deployed' for o in r.outcome.objects))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, server.url_string], cwd=repo, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+
+    # Act
+    time.sleep(2)
+    start.touch()
+    results = [p.communicate(timeout=300) for p in procs]
+
+    # Assert: no collision; one applied every revision and deployed, the other found head and did
+    # nothing; the catalog is one migration's.
+    assert [p.returncode for p in procs] == [0, 0], [err for _out, err in results]
+    done = sorted(tuple(map(int, out.split())) for out, _err in results)
+    assert done[0] == (0, 0) and done[1][0] == len(UPGRADE_STEPS) and done[1][1] > 0
+    once = catalog(server)
+    commands.downgrade(url=server.url_string, revision="base")
+    commands.migrate(url=server.url_string)
+    assert catalog(server) == once
+
+
+def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_holder(server, monkeypatch):
+    # Assemble: a job DB at head, and another session holding the migration lock.
+    commands.migrate(url=server.url_string)
+    before = (catalog(server), deployment_log(server))
+    monkeypatch.setenv("DBTOOLS_MIGRATE_LOCK_TIMEOUT", "1.5")
+    engine = server.job_engine()
+    holder = engine.connect()
+    try:
+        with holder.begin():
+            if server.engine.name == "mssql":
+                pid = holder.exec_driver_sql("SELECT @@SPID").scalar()
+                assert holder.exec_driver_sql(
+                    "SET NOCOUNT ON; DECLARE @r int; EXEC @r = sys.sp_getapplock @Resource = N'dbtools.migrate', "
+                    "@LockMode = N'Exclusive', @LockOwner = N'Transaction', @DbPrincipal = N'public'; SELECT @r"
+                ).scalar() >= 0
+            else:
+                pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                holder.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended('dbtools.migrate', 0))")
+
+            # Act
+            started = time.monotonic()
+            with pytest.raises(DeploymentError) as refused:
+                commands.migrate(url=server.url_string)
+            waited = time.monotonic() - started
+    finally:
+        holder.close()
+        engine.dispose()
+
+    # Assert: it waited, then named the holder; nothing changed.
+    kind = "session" if server.engine.name == "mssql" else "PID"
+    assert str(refused.value).startswith(f"another migration holds the migration lock on {mask(server.url)}: {kind} {pid} ")
+    assert "waited 1.5 s (DBTOOLS_MIGRATE_LOCK_TIMEOUT)" in str(refused.value)
+    assert 1.5 <= waited < 30
+    assert (catalog(server), deployment_log(server)) == before

@@ -57,20 +57,25 @@ def run_steps_refused(bed, table: str, *, failed_rows_too_at_step_0: bool):
             bed.sql(f"DROP TRIGGER dbtools_test_refuse ON {job('BlobDeltaRunStep')}")
 
 
-def deadlocks_on_writes_to(bed, table: str, times: int) -> None:
+def deadlocks_on_writes_to(bed, table: str, times: int, *, target: str | None = None, when: str | None = None) -> None:
     """The first ``times`` writes to a target fail as a deadlock victim would (SQLSTATE 40P01); a
-    sequence, which no rollback takes back, counts the attempts."""
-    target = bed.table(TARGET_DB, table.rsplit(".", 1)[1])
+    sequence, which no rollback takes back, counts the attempts. ``target`` names another table,
+    ``when`` limits it to the rows inserted there that match (a row trigger's WHEN)."""
+    target = target or bed.table(TARGET_DB, table.rsplit(".", 1)[1])
     bed.sql("CREATE SCHEMA IF NOT EXISTS dbtools_test")
     bed.sql("CREATE SEQUENCE dbtools_test.write_attempts")
     bed.sql("CREATE FUNCTION dbtools_test.deadlock() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
             "SET search_path = pg_catalog AS $$ BEGIN "
             f"IF nextval('dbtools_test.write_attempts') <= {int(times)} THEN "
             "RAISE EXCEPTION USING ERRCODE = '40P01', MESSAGE = 'deadlock detected (dbtools tests)'; END IF; "
-            "RETURN NULL; END $$")
+            f"RETURN {'NEW' if when else 'NULL'}; END $$")
     bed.sql("GRANT USAGE ON SCHEMA dbtools_test TO PUBLIC")
-    bed.sql(f"CREATE TRIGGER dbtools_test_deadlock BEFORE INSERT OR UPDATE ON {target} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION dbtools_test.deadlock()")
+    if when:
+        bed.sql(f"CREATE TRIGGER dbtools_test_deadlock BEFORE INSERT ON {target} "
+                f"FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION dbtools_test.deadlock()")
+    else:
+        bed.sql(f"CREATE TRIGGER dbtools_test_deadlock BEFORE INSERT OR UPDATE ON {target} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION dbtools_test.deadlock()")
 
 
 def write_attempts(bed) -> int:
@@ -115,6 +120,25 @@ def test_a_batch_chosen_as_a_deadlock_victim_runs_again_and_the_run_equals_a_cle
     for table in TABLES:
         assert_loaded(bed, status, table)
         assert bed.watermark(table)[1:4] == (result.run_id, False, None)
+
+
+@pytest.mark.postgresql_only
+def test_a_deadlock_while_a_batch_is_recorded_runs_the_whole_batch_again(bed):
+    # Assemble: the first two batch rows the engine writes are deadlock victims (the script's
+    # work went through: the whole batch, script included, must run again).
+    deadlocks_on_writes_to(bed, REFERRAL, times=2, target=bed.info.job_object("BlobDeltaRunStep"),
+                           when="NEW.\"Status\" = 'Completed' AND NEW.\"StepNumber\" > 0")
+
+    # Act
+    result = bed.run(batch_size=4)
+
+    # Assert
+    status = bed.status(result.run_id)
+    assert result.status == "Succeeded", status.error
+    assert write_attempts(bed) > 2
+    assert [s for s in status.steps if s["status"] != "Completed"] == []
+    for table in TABLES:
+        assert_loaded(bed, status, table)
 
 
 @pytest.mark.postgresql_only
@@ -186,7 +210,10 @@ def test_a_failure_the_batch_cannot_record_fails_that_table_alone_and_the_next_t
     status = bed.status(result.run_id)
     assert result.status == "Failed"
     assert steps_of(status, CLIENT) == [(0, "Window", "Completed"), (0, "Window", "Failed")]
-    assert status.error == f"Table '{CLIENT}': {REFUSED}"
+    # The client table's first batch is its queue population (step 2a runs first); both messages kept.
+    assert status.error == (f"Table '{CLIENT}': step 2 QueuePopulation, batch 1: {REFUSED} "
+                            f"(recording this failure failed: {REFUSED})")
+    assert [s["error"] for s in status.steps if s["status"] == "Failed"] == [status.error.split(": ", 1)[1]]
     assert bed.target_ids(CLIENT) == set()
     assert bed.watermark(CLIENT)[0:4] == (None, None, False, None)
     assert_loaded(bed, status, REFERRAL)
@@ -206,7 +233,9 @@ def test_an_error_nothing_can_record_fails_the_run_with_every_lease_released_and
     # Assert: the error reached the caller; the run was marked Failed with it, held no lease and
     # had not started the next table; the resume (without the trigger) finished both.
     assert REFUSED in str(raised.value)
-    assert failed.status == "Failed" and REFUSED in failed.error
+    assert failed.status == "Failed"
+    assert failed.error == (f"Table '{CLIENT}': step 2 QueuePopulation, batch 1: {REFUSED} "
+                            f"(recording this failure failed: {REFUSED})\n{REFUSED}")
     assert steps_of(failed, CLIENT) == [(0, "Window", "Completed")]
     assert steps_of(failed, REFERRAL) == []
     assert leases == [(False, None), (False, None)]

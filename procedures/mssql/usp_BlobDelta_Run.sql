@@ -202,6 +202,8 @@ BEGIN
     DECLARE @ErrorNumber int;
     DECLARE @ScriptDone bit;               -- the batch's script finished (a later error is the engine's own)
     DECLARE @Deadlocks int;                -- times the batch in hand was chosen as a deadlock victim (1205)
+    DECLARE @PendingError nvarchar(max);   -- a failure being recorded: kept should the recording fail
+    DECLARE @FailureText nvarchar(max);
     DECLARE @BatchInserted int;            -- what the batch's script reports (revision 0010): rows inserted,
     DECLARE @BatchUpdated int;             -- updated,
     DECLARE @BatchDeleted int;             -- deleted,
@@ -909,30 +911,32 @@ BEGIN
                 END CATCH;
             END;
 
-            IF @Error IS NOT NULL
-            BEGIN
-                SET @Now = SYSUTCDATETIME();
-                BEGIN TRANSACTION;
-                INSERT INTO {{ job('BlobDeltaRunStep') }}
-                    (RunId, TableName, StepNumber, StepName, BatchNumber, WindowStart, WindowEnd,
-                     BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
-                SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, @WindowStart, @WindowEnd,
-                       @Now, @Now, N'Failed', @Error
-                FROM {{ job('BlobDeltaRunStep') }} AS s
-                WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
-                UPDATE w
-                SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
-                FROM {{ job('BlobDeltaHighWatermark') }} AS w
-                WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
-                COMMIT TRANSACTION;
-                INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
-                CONTINUE;
-            END;
-
             -- From here to the watermark, an error no batch caught (the job tables' own bookkeeping, a
             -- deadlock while a failure was being recorded, the watermark UPDATE) fails this table alone:
             -- the lease released, a Failed row, the message for the header; the next table runs.
             BEGIN TRY
+                SET @PendingError = NULL;
+                IF @Error IS NOT NULL
+                BEGIN
+                    SET @Now = SYSUTCDATETIME();
+                    SET @PendingError = @Error;
+                    BEGIN TRANSACTION;
+                    INSERT INTO {{ job('BlobDeltaRunStep') }}
+                        (RunId, TableName, StepNumber, StepName, BatchNumber, WindowStart, WindowEnd,
+                         BatchStartedAt, BatchCompletedAt, Status, ErrorMessage)
+                    SELECT @CurrentRunId, @CurrentTable, 0, N'Window', ISNULL(MAX(s.BatchNumber), 0) + 1, @WindowStart, @WindowEnd,
+                           @Now, @Now, N'Failed', @Error
+                    FROM {{ job('BlobDeltaRunStep') }} AS s
+                    WHERE s.RunId = @CurrentRunId AND s.TableName = @CurrentTable AND s.StepNumber = 0;
+                    UPDATE w
+                    SET IsRunning = 0, RunLeaseExpiresAt = NULL, LeaseRunId = NULL
+                    FROM {{ job('BlobDeltaHighWatermark') }} AS w
+                    WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
+                    COMMIT TRANSACTION;
+                    INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                    CONTINUE;
+                END;
+
                 -- A first load (recorded on the window row; a resume may have cleared it above).
                 SET @TargetWasEmpty = 0;
                 SELECT TOP (1) @TargetWasEmpty = ISNULL(s.TargetWasEmpty, 0)
@@ -1066,7 +1070,7 @@ BEGIN
                                      @BatchInserted, @BatchUpdated, @BatchDeleted, @BatchMoved,
                                      @WindowStart, @WindowEnd, @LastModifiedOn, @Now, SYSUTCDATETIME(), N'Completed');
                                 UPDATE w
-                                SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, @Now)
+                                SET RunLeaseExpiresAt = DATEADD(MINUTE, @LeaseMinutes, SYSUTCDATETIME())
                                 FROM {{ job('BlobDeltaHighWatermark') }} AS w
                                 WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                                 IF @@ROWCOUNT = 0
@@ -1124,6 +1128,9 @@ BEGIN
                         IF @Error IS NOT NULL
                         BEGIN
                             -- The batch was rolled back; record it, give the table up and go to the next one.
+                            -- Lock order, as in every transaction of the engine: BlobDeltaRunStep, then the lease row.
+                            SET @PendingError = N'step ' + CONVERT(nvarchar(6), @StepNumber) + N' ' + @StepName
+                                + N', batch ' + CONVERT(nvarchar(11), @BatchNumber) + N': ' + @Error;
                             BEGIN TRANSACTION;
                             INSERT INTO {{ job('BlobDeltaRunStep') }}
                                 (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
@@ -1165,48 +1172,43 @@ BEGIN
                 -- its changed children unplaced, and a window that moved on would lose them: the table fails
                 -- instead, its watermark stays, and the next run (a new one: a resume keeps step 2a's view)
                 -- places them.
+                -- An error here (an object gone, a deadlock) goes to the table's CATCH: step 0, as on PostgreSQL.
                 SET @Error = NULL;
                 IF @ScriptSet = N'Hierarchical'
                 BEGIN
-                    BEGIN TRY
-                        SET @Rows = 0;
-                        SET @SqlUnplaced = N'SELECT @Unplaced = COUNT_BIG(*) FROM ' + @QuotedMetadata + N' AS m'
-                            + N' JOIN ' + @QuotedSource + N' AS s ON s.stream_id = m.' + @QuotedIdColumn
-                            + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn + N' < @WindowEnd'
-                            + N' AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId)'
-                            + N' AND EXISTS (SELECT 1 FROM ' + @QuotedBusinessUnit + N' AS bu WHERE bu.' + @QuotedBusinessUnitIdColumn
-                            + N' = m.' + @QuotedBusinessUnitColumn + N')'
-                            + N' AND s.parent_path_locator IS NOT NULL'
-                            + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS p WHERE p.path_locator = s.parent_path_locator)'
-                            + N' AND (NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS t WHERE t.stream_id = s.stream_id)'
-                            + N' OR NOT EXISTS (SELECT 1 FROM ' + @QuotedVersion + N' AS v WHERE v.TableName = @TableName'
-                            + N' AND v.stream_id = s.stream_id AND v.ModifiedOn >= CONVERT(datetime2(7), SWITCHOFFSET(CONVERT(datetimeoffset(7), m.'
-                            + @QuotedModifiedColumn + N'), ''+00:00''))))'
-                            + N' OPTION (RECOMPILE);';
-                        IF @SqlUnplaced IS NULL
-                            SET @Error = N'null values cannot be formatted as an SQL identifier';
-                        ELSE
-                            EXEC sys.sp_executesql
-                                @SqlUnplaced,
-                                N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @TableName nvarchar(400), @Unplaced bigint OUTPUT',
-                                @WindowStart = @WindowStart,
-                                @WindowEnd = @WindowEnd,
-                                @BusinessUnitId = @BusinessUnitId,
-                                @TableName = @CurrentTable,
-                                @Unplaced = @Rows OUTPUT;
-                        IF @Rows > 0
-                            SET @Error = CONVERT(nvarchar(20), @Rows) + N' changed blob(s) of the window could not be placed: their '
-                                + N'folder is not where the source has it (it moved while this run ran, or the source has an '
-                                + N'orphan). The watermark stays; a new run (not a resume) places them.';
-                    END TRY
-                    BEGIN CATCH
-                        IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                        SET @Error = ERROR_MESSAGE();
-                    END CATCH;
+                    SET @Rows = 0;
+                    SET @SqlUnplaced = N'SELECT @Unplaced = COUNT_BIG(*) FROM ' + @QuotedMetadata + N' AS m'
+                        + N' JOIN ' + @QuotedSource + N' AS s ON s.stream_id = m.' + @QuotedIdColumn
+                        + N' WHERE m.' + @QuotedModifiedColumn + N' >= @WindowStart AND m.' + @QuotedModifiedColumn + N' < @WindowEnd'
+                        + N' AND (@BusinessUnitId IS NULL OR m.' + @QuotedBusinessUnitColumn + N' = @BusinessUnitId)'
+                        + N' AND EXISTS (SELECT 1 FROM ' + @QuotedBusinessUnit + N' AS bu WHERE bu.' + @QuotedBusinessUnitIdColumn
+                        + N' = m.' + @QuotedBusinessUnitColumn + N')'
+                        + N' AND s.parent_path_locator IS NOT NULL'
+                        + N' AND NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS p WHERE p.path_locator = s.parent_path_locator)'
+                        + N' AND (NOT EXISTS (SELECT 1 FROM ' + @QuotedTarget + N' AS t WHERE t.stream_id = s.stream_id)'
+                        + N' OR NOT EXISTS (SELECT 1 FROM ' + @QuotedVersion + N' AS v WHERE v.TableName = @TableName'
+                        + N' AND v.stream_id = s.stream_id AND v.ModifiedOn >= CONVERT(datetime2(7), SWITCHOFFSET(CONVERT(datetimeoffset(7), m.'
+                        + @QuotedModifiedColumn + N'), ''+00:00''))))'
+                        + N' OPTION (RECOMPILE);';
+                    IF @SqlUnplaced IS NULL
+                        THROW 50013, N'null values cannot be formatted as an SQL identifier', 1;
+                    EXEC sys.sp_executesql
+                        @SqlUnplaced,
+                        N'@WindowStart datetime2(3), @WindowEnd datetime2(3), @BusinessUnitId uniqueidentifier, @TableName nvarchar(400), @Unplaced bigint OUTPUT',
+                        @WindowStart = @WindowStart,
+                        @WindowEnd = @WindowEnd,
+                        @BusinessUnitId = @BusinessUnitId,
+                        @TableName = @CurrentTable,
+                        @Unplaced = @Rows OUTPUT;
+                    IF @Rows > 0
+                        SET @Error = CONVERT(nvarchar(20), @Rows) + N' changed blob(s) of the window could not be placed: their '
+                            + N'folder is not where the source has it (it moved while this run ran, or the source has an '
+                            + N'orphan). The watermark stays; a new run (not a resume) places them.';
                 END;
                 IF @Error IS NOT NULL
                 BEGIN
                     SET @Now = SYSUTCDATETIME();
+                    SET @PendingError = @Error;
                     BEGIN TRANSACTION;
                     INSERT INTO {{ job('BlobDeltaRunStep') }}
                         (RunId, TableName, StepNumber, StepName, BatchNumber, RowsProcessed, TotalRowsProcessed,
@@ -1249,7 +1251,9 @@ BEGIN
             END TRY
             BEGIN CATCH
                 IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                SET @Error = ERROR_MESSAGE();
+                -- A failure whose own recording failed keeps both messages.
+                SET @Error = CASE WHEN @PendingError IS NULL THEN ERROR_MESSAGE()
+                                  ELSE @PendingError + N' (recording this failure failed: ' + ERROR_MESSAGE() + N')' END;
                 BEGIN TRY
                     SET @Now = SYSUTCDATETIME();
                     BEGIN TRANSACTION;
@@ -1268,8 +1272,9 @@ BEGIN
                 END TRY
                 BEGIN CATCH
                     -- Not even that could be recorded: the outermost CATCH gives back every lease the
-                    -- run holds and marks it Failed.
+                    -- run holds and marks it Failed, with this table's error (@Failures) and its own.
                     IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
+                    INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
                     THROW;
                 END CATCH;
                 INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
@@ -1341,6 +1346,9 @@ BEGIN
             -- waits for the lease to expire and a resume finds it. Never on a run another session
             -- works (then this session does not hold its lock).
             SET @ErrorText = ERROR_MESSAGE();
+            -- The header is written when a run ends: it gets the failures collected so far, then this error.
+            SELECT @FailureText = STRING_AGG(f.Message, NCHAR(10)) WITHIN GROUP (ORDER BY f.FailureId)
+            FROM @Failures AS f;
             BEGIN TRY
                 BEGIN TRANSACTION;
                 UPDATE w
@@ -1349,7 +1357,7 @@ BEGIN
                 WHERE w.LeaseRunId = @CurrentRunId;
                 UPDATE r
                 SET Status = N'Failed', RunCompletedAt = SYSUTCDATETIME(),
-                    ErrorMessage = ISNULL(r.ErrorMessage + NCHAR(10), N'') + @ErrorText
+                    ErrorMessage = CONCAT_WS(NCHAR(10), r.ErrorMessage, @FailureText, @ErrorText)
                 FROM {{ job('BlobDeltaRun') }} AS r
                 WHERE r.RunId = @CurrentRunId AND r.Status = N'Running';
                 COMMIT TRANSACTION;

@@ -45,6 +45,7 @@ DECLARE
     v_first_load boolean;
     v_reran boolean := false;
     v_deadlocks integer := 0;
+    v_script_done boolean;
     v_inserted integer;
     v_updated integer;
     v_deleted integer;
@@ -107,18 +108,47 @@ BEGIN
             v_updated := NULL;
             v_deleted := NULL;
             v_moved := NULL;
+            v_script_done := false;
+            -- One attempt: the script, its RunStep row and the lease renewal, as on SQL Server
+            -- (a deadlock in any of them runs the whole attempt again).
             BEGIN
                 -- Revision 0010's scripts also return rows inserted, updated, deleted and moved
                 -- along with a folder; an older script's missing columns leave them NULL.
                 EXECUTE v_sql_step INTO v_rows, v_last, v_inserted, v_updated, v_deleted, v_moved
                     USING v_run."BatchSize", v_excluded, v_window_start, v_window_end, v_run."BusinessUnitId", v_run_id,
                           v_table, v_position - interval '1 millisecond', v_first_load;
+                v_script_done := true;
+                v_rows := coalesce(v_rows, 0);
+                INSERT INTO {{ job('BlobDeltaRunStep') }}
+                    ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
+                     "RowsInserted", "RowsUpdated", "RowsDeleted", "RowsMoved",
+                     "WindowStart", "WindowEnd", "LastModifiedOn", "BatchStartedAt", "BatchCompletedAt", "Status")
+                VALUES (v_run_id, v_table, v_step.step_number, v_step.step_name, batch_number, v_rows, total_rows + v_rows,
+                        v_inserted, v_updated, v_deleted, v_moved,
+                        v_window_start, v_window_end, coalesce(v_last, v_position), v_now,
+                        (clock_timestamp() AT TIME ZONE 'UTC'), 'Completed');
+                -- Lock order, as in every transaction of the engine: BlobDeltaRunStep, then the lease row.
+                UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+                SET "RunLeaseExpiresAt" = (clock_timestamp() AT TIME ZONE 'UTC') + make_interval(mins => v_cfg."LeaseMinutes")
+                WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION 'The lease on this table was taken over by another run; the batch was rolled back.';
+                END IF;
+                IF v_reran THEN
+                    -- Where one copied row came back others may follow: the rest of this load (and a
+                    -- resume) looks every row up. Kept only if the batch commits.
+                    UPDATE {{ job('BlobDeltaRunStep') }} AS s
+                    SET "TargetWasEmpty" = false
+                    WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0
+                      AND s."Status" = 'Completed' AND s."TargetWasEmpty";
+                END IF;
                 EXIT;
             EXCEPTION WHEN unique_violation THEN
                 -- A first load's batch inserted a row the target already held: a row this run copied
                 -- whose ModifiedOn moved past the position since (a late write). Run the batch again
                 -- with every target lookup (a script that ignores $9 fails the same way again).
-                IF NOT v_first_load THEN
+                -- A key violation after the script is the engine's own: the batch fails.
+                IF NOT v_first_load OR v_script_done THEN
                     RAISE;
                 END IF;
                 IF v_debug >= 1 THEN
@@ -128,7 +158,7 @@ BEGIN
                 v_first_load := false;
                 v_reran := true;
             WHEN deadlock_detected OR serialization_failure THEN
-                -- A deadlock victim (40P01, or a serialization failure 40001): the batch's work was
+                -- A deadlock victim (40P01, or a serialization failure 40001): the attempt was
                 -- rolled back with its subtransaction, and a batch can always run again. A few times
                 -- (as SQL Server does for 1205), then the batch fails as any other would and the table
                 -- with it; a resume runs it again.
@@ -140,33 +170,9 @@ BEGIN
                     RAISE NOTICE '% step % % batch %: % (%); the batch runs again (% of {{ batch_retries }}).',
                         v_table, v_step.step_number, v_step.step_name, batch_number, SQLERRM, SQLSTATE, v_deadlocks;
                 END IF;
-                PERFORM pg_catalog.pg_sleep(0.05 * v_deadlocks);
+                PERFORM pg_catalog.pg_sleep(0.1 * v_deadlocks);
             END;
         END LOOP;
-        v_rows := coalesce(v_rows, 0);
-        INSERT INTO {{ job('BlobDeltaRunStep') }}
-            ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
-             "RowsInserted", "RowsUpdated", "RowsDeleted", "RowsMoved",
-             "WindowStart", "WindowEnd", "LastModifiedOn", "BatchStartedAt", "BatchCompletedAt", "Status")
-        VALUES (v_run_id, v_table, v_step.step_number, v_step.step_name, batch_number, v_rows, total_rows + v_rows,
-                v_inserted, v_updated, v_deleted, v_moved,
-                v_window_start, v_window_end, coalesce(v_last, v_position), v_now,
-                (clock_timestamp() AT TIME ZONE 'UTC'), 'Completed');
-        UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
-        SET "RunLeaseExpiresAt" = (now() AT TIME ZONE 'UTC') + make_interval(mins => v_cfg."LeaseMinutes")
-        WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'The lease on this table was taken over by another run; the batch was rolled back.';
-        END IF;
-        IF v_reran THEN
-            -- Where one copied row came back others may follow: the rest of this load (and a
-            -- resume) looks every row up. Kept only if the batch commits; the lease row is locked
-            -- first, as everywhere else.
-            UPDATE {{ job('BlobDeltaRunStep') }} AS s
-            SET "TargetWasEmpty" = false
-            WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0
-              AND s."Status" = 'Completed' AND s."TargetWasEmpty";
-        END IF;
         status := 'Batch';
         rows_processed := v_rows;
         total_rows := total_rows + v_rows;
@@ -182,17 +188,25 @@ BEGIN
     -- Failed: log the batch, release the lease, and tell the run header.
     status := 'Failed';
     rows_processed := 0;
-    INSERT INTO {{ job('BlobDeltaRunStep') }}
-        ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
-         "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
-    VALUES (v_run_id, v_table, v_step.step_number, v_step.step_name, batch_number, 0, total_rows,
-            v_window_start, v_window_end, v_now, (clock_timestamp() AT TIME ZONE 'UTC'), 'Failed', error);
-    UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
-    SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
-    WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
-    UPDATE {{ job('BlobDeltaRun') }} AS r
-    SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'', step %s %s, batch %s: %s',
-                                   v_table, v_step.step_number, v_step.step_name, batch_number, error))
-    WHERE r."RunId" = v_run_id;
+    -- Lock order as in a batch: BlobDeltaRunStep, the lease row, then the run header.
+    BEGIN
+        INSERT INTO {{ job('BlobDeltaRunStep') }}
+            ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
+             "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
+        VALUES (v_run_id, v_table, v_step.step_number, v_step.step_name, batch_number, 0, total_rows,
+                v_window_start, v_window_end, v_now, (clock_timestamp() AT TIME ZONE 'UTC'), 'Failed', error);
+        UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+        SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
+        WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+        UPDATE {{ job('BlobDeltaRun') }} AS r
+        SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'', step %s %s, batch %s: %s',
+                                       v_table, v_step.step_number, v_step.step_name, batch_number, error))
+        WHERE r."RunId" = v_run_id;
+    EXCEPTION WHEN OTHERS THEN
+        -- Not even the failure could be recorded: the caller (usp_BlobDelta_Run) fails the table
+        -- through fn_BlobDelta_TableFail, with both messages.
+        RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = format('step %s %s, batch %s: %s (recording this failure failed: %s)',
+            v_step.step_number, v_step.step_name, batch_number, error, SQLERRM);
+    END;
 END;
 $function$

@@ -140,18 +140,24 @@ BEGIN
     -- Failed: log it, release the lease if it is ours, and tell the run header.
     status := 'Failed';
     v_now := (now() AT TIME ZONE 'UTC');
-    INSERT INTO {{ job('BlobDeltaRunStep') }}
-        ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "WindowStart", "WindowEnd",
-         "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
-    SELECT v_run_id, v_table, 0, 'Window', coalesce(max(s."BatchNumber"), 0) + 1, v_window_start, v_window_end,
-           v_now, v_now, 'Failed', error
-    FROM {{ job('BlobDeltaRunStep') }} AS s
-    WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0;
-    UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
-    SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
-    WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
-    UPDATE {{ job('BlobDeltaRun') }} AS r
-    SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'': %s', v_table, error))
-    WHERE r."RunId" = v_run_id;
+    BEGIN
+        INSERT INTO {{ job('BlobDeltaRunStep') }}
+            ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "WindowStart", "WindowEnd",
+             "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
+        SELECT v_run_id, v_table, 0, 'Window', coalesce(max(s."BatchNumber"), 0) + 1, v_window_start, v_window_end,
+               v_now, v_now, 'Failed', error
+        FROM {{ job('BlobDeltaRunStep') }} AS s
+        WHERE s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = 0;
+        UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+        SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
+        WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+        UPDATE {{ job('BlobDeltaRun') }} AS r
+        SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'': %s', v_table, error))
+        WHERE r."RunId" = v_run_id;
+    EXCEPTION WHEN OTHERS THEN
+        -- Not even the failure could be recorded: the caller (usp_BlobDelta_Run) fails the table
+        -- through fn_BlobDelta_TableFail, with both messages.
+        RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = format('%s (recording this failure failed: %s)', error, SQLERRM);
+    END;
 END;
 $function$

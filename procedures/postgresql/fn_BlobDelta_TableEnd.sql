@@ -97,23 +97,29 @@ BEGIN
         error := coalesce(error, format('%s changed blob(s) of the window could not be placed: their folder is not where the source '
                         'has it (it moved while this run ran, or the source has an orphan). The watermark stays; a new '
                         'run (not a resume) places them.', v_unplaced));
-        v_now := (now() AT TIME ZONE 'UTC');
-        INSERT INTO {{ job('BlobDeltaRunStep') }}
-            ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
-             "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
-        SELECT v_run_id, v_table, x.step_number, x.step_name, coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
-               v_window_start, v_window_end, v_now, v_now, 'Failed', error
-        FROM (SELECT CASE WHEN v_unplaced > 0 THEN 3 ELSE 0 END AS step_number,
-                     CASE WHEN v_unplaced > 0 THEN 'Children' ELSE 'Window' END AS step_name) AS x
-        LEFT JOIN {{ job('BlobDeltaRunStep') }} AS s
-          ON s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = x.step_number
-        GROUP BY x.step_number, x.step_name;
-        UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
-        SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
-        WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
-        UPDATE {{ job('BlobDeltaRun') }} AS r
-        SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'': %s', v_table, error))
-        WHERE r."RunId" = v_run_id;
+        BEGIN
+            v_now := (now() AT TIME ZONE 'UTC');
+            INSERT INTO {{ job('BlobDeltaRunStep') }}
+                ("RunId", "TableName", "StepNumber", "StepName", "BatchNumber", "RowsProcessed", "TotalRowsProcessed",
+                 "WindowStart", "WindowEnd", "BatchStartedAt", "BatchCompletedAt", "Status", "ErrorMessage")
+            SELECT v_run_id, v_table, x.step_number, x.step_name, coalesce(max(s."BatchNumber"), 0) + 1, 0, 0,
+                   v_window_start, v_window_end, v_now, v_now, 'Failed', error
+            FROM (SELECT CASE WHEN v_unplaced > 0 THEN 3 ELSE 0 END AS step_number,
+                         CASE WHEN v_unplaced > 0 THEN 'Children' ELSE 'Window' END AS step_name) AS x
+            LEFT JOIN {{ job('BlobDeltaRunStep') }} AS s
+              ON s."RunId" = v_run_id AND s."TableName" = v_table AND s."StepNumber" = x.step_number
+            GROUP BY x.step_number, x.step_name;
+            UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
+            SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
+            WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
+            UPDATE {{ job('BlobDeltaRun') }} AS r
+            SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", format('Table ''%s'': %s', v_table, error))
+            WHERE r."RunId" = v_run_id;
+        EXCEPTION WHEN OTHERS THEN
+            -- Not even the failure could be recorded: the caller (usp_BlobDelta_Run) fails the table
+            -- through fn_BlobDelta_TableFail, with both messages.
+            RAISE EXCEPTION USING ERRCODE = SQLSTATE, MESSAGE = format('%s (recording this failure failed: %s)', error, SQLERRM);
+        END;
     END IF;
 END;
 $function$

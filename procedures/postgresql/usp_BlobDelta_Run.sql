@@ -44,6 +44,8 @@ DECLARE
     v_batch_status text;
     v_error text;
     v_sqlstate text;
+    v_fatal text;
+    v_header text; -- a table's error that could not be recorded
 BEGIN
     -- Inside a transaction block PostgreSQL refuses this COMMIT (2D000, invalid transaction
     -- termination) before anything is done: no lock, no header. SQL Server refuses @@TRANCOUNT > 0
@@ -120,7 +122,10 @@ BEGIN
                 PERFORM {{ job('fn_BlobDelta_TableFail') }}(v_begin.run_id, v_table, v_error);
                 v_error := NULL;
             EXCEPTION WHEN OTHERS THEN
-                GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
+                -- The header keeps the table's error; the run ends with the one that stopped it.
+                GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_fatal = MESSAGE_TEXT;
+                v_header := format('Table ''%s'': %s', v_table, v_error);
+                v_error := v_fatal;
             END;
             EXIT WHEN v_error IS NOT NULL;
         END IF;
@@ -140,8 +145,15 @@ BEGIN
         -- The last resort: an error nothing could record. In a new transaction give back every lease
         -- the run holds and mark it Failed, release the run's session lock, and raise the error as
         -- it came (its SQLSTATE tells the runner whether a resume may succeed).
+        -- Should even that fail, the session lock is still released and this error raised.
         ROLLBACK;
-        PERFORM {{ job('fn_BlobDelta_RunAbort') }}(v_begin.run_id, v_error);
+        BEGIN
+            PERFORM {{ job('fn_BlobDelta_RunAbort') }}(v_begin.run_id, concat_ws(E'\n', v_header, v_error));
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_fatal = MESSAGE_TEXT;
+            RAISE WARNING 'Run %: the run could not be marked Failed (%); its leases expire on their own.',
+                v_begin.run_id, v_fatal;
+        END;
         COMMIT;
         PERFORM pg_catalog.pg_advisory_unlock(v_begin.lock_key);
         RAISE EXCEPTION USING ERRCODE = v_sqlstate, MESSAGE = v_error;

@@ -114,7 +114,7 @@ def _report(result: commands.MigrateResult) -> None:
               help="Revision to upgrade to. Procedures are deployed only at head.")
 @click.option("--sql", is_flag=True,
               help="Print the offline script (schema changes and rendered procedures) instead of "
-                   "connecting. SQL Server scripts are GO-separated for sqlcmd -b -I or SSMS; "
+                   "connecting. SQL Server scripts are GO-separated: run them with sqlcmd -b -i FILE or in SSMS; "
                    "PostgreSQL scripts run under psql -v ON_ERROR_STOP=1.")
 @click.option("--from", "start", metavar="REV",
               help="With --sql: the revision the database is at now (default: empty database).")

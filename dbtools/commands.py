@@ -14,6 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.pool import NullPool
 
@@ -62,6 +63,8 @@ def migrate(env: str | None = None, url: str | None = None, *, revision: str = "
     """
     if sql:
         target = offline_target(env, url)
+        if start:
+            _check_order(start, revision, "--from", "--to", "upgrade")
         buffer = io.StringIO()
         spec = f"{start}:{revision}" if start else revision
         outcome = _run(command.upgrade, target, spec, sql=True, buffer=buffer)
@@ -79,11 +82,39 @@ def downgrade(env: str | None = None, url: str | None = None, *, revision: str,
         if not start:
             raise ConfigurationError("an offline downgrade needs --from REV (the revision the database is at)")
         target = offline_target(env, url)
+        _check_order(revision, start, "--to", "--from", "downgrade")
         buffer = io.StringIO()
         outcome = _run(command.downgrade, target, f"{start}:{revision}", sql=True, buffer=buffer)
         return MigrateResult(outcome, buffer.getvalue())
     with resolve_target(env, url) as target:
         return MigrateResult(_run(command.downgrade, target, revision, sql=False, buffer=None))
+
+
+def _check_order(lower: str, upper: str, lower_option: str, upper_option: str, direction: str) -> None:
+    """Refuse an offline range whose ``lower`` end is not ``upper`` or one of its ancestors
+    (Alembic would write an empty script that migrates nothing)."""
+    script = ScriptDirectory.from_config(alembic_config())
+
+    def resolve(value: str, option: str) -> str | None:
+        if value == "base":
+            return None
+        try:
+            revisions = [r for r in script.get_revisions(value) if r is not None]
+        except CommandError as exc:
+            raise ConfigurationError(f"{option} {value}: {exc}") from exc
+        if len(revisions) != 1:
+            raise ConfigurationError(f"{option} {value}: expected one revision, got {len(revisions)}")
+        return revisions[0].revision
+
+    low, high = resolve(lower, lower_option), resolve(upper, upper_option)
+    if low is None:
+        return
+    if high is None or low not in {r.revision for r in script.iterate_revisions(high, "base")}:
+        way = ("from an older revision (--from) to a newer one (--to)" if direction == "upgrade"
+               else "from a newer revision (--from) to an older one (--to)")
+        order = ", ".join(r.revision for r in reversed(list(script.walk_revisions())))
+        raise ConfigurationError(f"{lower_option} {lower} is later than {upper_option} {upper}: an offline {direction} "
+                                 f"goes {way}; the revisions, oldest first: base, {order}")
 
 
 def render(engine: str, out_dir: Path) -> list[Path]:

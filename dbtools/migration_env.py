@@ -200,6 +200,9 @@ def _run_offline(context, target: Target) -> None:
     engine = target.engine
     outcome = Outcome(target.masked, engine.name, offline=True)
     context.config.attributes["dbtools.outcome"] = outcome
+    script = ScriptDirectory.from_config(context.config)
+    start = _revision_id(script, context.get_starting_revision_argument())
+    destination_id = _revision_id(script, context.get_revision_argument())
     context.configure(
         url=target.url,
         # deprecate_large_types: without a server to ask, SQLAlchemy would write NTEXT.
@@ -209,10 +212,13 @@ def _run_offline(context, target: Target) -> None:
         version_table_schema=engine.job_schema,
         on_version_apply=[_tracker(outcome)],
     )
+    context.get_context().impl.static_output(offline_header(engine, command_name(context), start, destination_id))
     if engine.name == "mssql":
         context.execute(sql_text(
             "SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n" + mssql_script.START
         ))
+        context.execute(sql_text(mssql_script.revision_check(JOB_DATABASE, engine.job_schema, start)))
+        context.execute(sql_text(mssql_script.guard(None)))  # an error reading the version stops it too
         context.execute(sql_text(
             f"IF DB_ID(N'{JOB_DATABASE}') IS NULL\n    CREATE DATABASE {engine.quote(JOB_DATABASE)}"
         ))
@@ -220,6 +226,7 @@ def _run_offline(context, target: Target) -> None:
         context.execute(sql_text(f"USE {engine.quote(JOB_DATABASE)}"))
         context.execute(sql_text(mssql_script.guard(f"DB_NAME() <> N'{JOB_DATABASE}'")))
     else:
+        context.execute(sql_text(_pg_revision_check(engine, start)))
         context.execute(sql_text(f"CREATE SCHEMA IF NOT EXISTS {engine.quote(JOB_DATABASE)}"))
     with context.begin_transaction():
         if engine.name == "mssql":
@@ -229,7 +236,6 @@ def _run_offline(context, target: Target) -> None:
             context.execute(sql_text(offline_lock(engine, lock_timeout())))
         context.run_migrations()
         destination = context.get_revision_argument()
-        script = ScriptDirectory.from_config(context.config)
         went_down = any(not up for _f, _t, up in outcome.steps)
         heads = set(script.get_heads())
         resolved = {r.revision for r in script.get_revisions(destination) if r is not None}
@@ -239,6 +245,56 @@ def _run_offline(context, target: Target) -> None:
             _finish(context.get_context(), engine, outcome, went_down, log_exists)
         else:
             outcome.note = f"{command_name(context) or 'this command'} deploys nothing"
+
+
+def _revision_id(script: ScriptDirectory, argument: str | None) -> str | None:
+    """A revision argument (``head``, ``0002``, ``base``, None) as the id alembic_version holds."""
+    if argument in (None, "base"):
+        return None
+    revisions = [r for r in script.get_revisions(argument) if r is not None]
+    return ",".join(sorted(r.revision for r in revisions)) or None
+
+
+def offline_header(engine: EngineInfo, command: str, start: str | None, destination: str | None) -> str:
+    """The comment an offline script starts with: what it is, for whom, from where to where."""
+    from datetime import datetime, timezone
+
+    from . import __version__
+
+    verb = {"upgrade": "upgrade", "downgrade": "downgrade", "do_stamp": "stamp"}.get(command, command)
+    run = ("sqlcmd -b -i FILE (or SSMS)" if engine.name == "mssql"
+           else "psql -v ON_ERROR_STOP=1 -f FILE")
+    return (
+        f"-- dbtools {__version__} offline migration script ({verb})\n"
+        f"-- engine: {'SQL Server' if engine.name == 'mssql' else 'PostgreSQL'}\n"
+        f"-- from revision: {start or 'base (empty database)'}\n"
+        f"-- to revision: {destination or 'base'}\n"
+        f"-- generated: {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n"
+        f"-- It first checks that the database is at the from revision and stops, changing nothing, otherwise.\n"
+        f"-- Run it with: {run}\n"
+    )
+
+
+def _pg_revision_check(engine: EngineInfo, start: str | None) -> str:
+    """A DO block that stops a psql script unless the job schema is at ``start`` (None: no revision)."""
+    version = f"{engine.quote(engine.job_schema)}.alembic_version"
+    expected = "NULL" if start is None else "'" + start.replace("'", "''") + "'"
+    shown = "'base (no revision)'" if start is None else expected
+    return (
+        "DO $dbtools$\n"
+        "DECLARE v text;\n"
+        "BEGIN\n"
+        f"    IF pg_catalog.to_regclass('{version}') IS NOT NULL THEN\n"
+        f"        SELECT string_agg(version_num, ', ' ORDER BY version_num) INTO v FROM {version};\n"
+        "    END IF;\n"
+        f"    IF v IS DISTINCT FROM {expected} THEN\n"
+        "        RAISE EXCEPTION 'dbtools: this script migrates from revision %, but the database is at %; nothing was '\n"
+        "            'changed. Generate the script with --from set to the database''s revision.',\n"
+        f"            {shown}, coalesce(v, 'base (no revision)');\n"
+        "    END IF;\n"
+        "END\n"
+        "$dbtools$"
+    )
 
 
 def _offline_log_exists(script: ScriptDirectory, destination: set[str]) -> bool:

@@ -71,6 +71,35 @@ def guard(condition: str | None = "XACT_STATE() <> 1 OR @@TRANCOUNT <> 1") -> st
     )
 
 
+def revision_check(database: str, schema: str, start: str | None) -> str:
+    """The script's first check, before it creates or changes anything: it stops unless the job
+    DB is at ``start``.
+
+    ``start`` None: the script is for an empty database, so the job DB or its alembic_version must
+    be absent, or the table empty. The table is read through sp_executesql: a batch naming a table
+    that does not exist fails when the statement runs, whatever guards it.
+    """
+    quoted = "[" + database.replace("]", "]]") + "].[" + schema.replace("]", "]]") + "].[alembic_version]"
+    expected = "NULL" if start is None else "N'" + start.replace("'", "''") + "'"
+    shown = "N'base (no revision)'" if start is None else expected
+    return (
+        "DECLARE @Current nvarchar(200) = NULL;\n"
+        f"IF OBJECT_ID(N'{quoted.replace(chr(39), chr(39) * 2)}', N'U') IS NOT NULL\n"
+        "    EXEC sys.sp_executesql\n"
+        f"        N'SELECT @Version = STRING_AGG(version_num, N'', '') WITHIN GROUP (ORDER BY version_num) FROM {quoted.replace(chr(39), chr(39) * 2)};',\n"
+        "        N'@Version nvarchar(200) OUTPUT', @Version = @Current OUTPUT;\n"
+        f"IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
+        "BEGIN\n"
+        f"    DECLARE @Expected nvarchar(200) = {shown};\n"
+        "    SET @Current = ISNULL(@Current, N'base (no revision)');\n"
+        f"    EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
+        "    RAISERROR(N'dbtools: this script migrates from revision %s, but the database is at %s; nothing was changed. "
+        "Generate the script with --from set to the database''s revision.', 16, 1, @Expected, @Current);\n"
+        "    SET NOEXEC ON;\n"
+        "END"
+    )
+
+
 def step_marker(step: int) -> str:
     return f"EXEC sys.sp_set_session_context @key = N'{STEP_KEY}', @value = {step}"
 

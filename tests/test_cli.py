@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -105,8 +106,32 @@ def test_the_offline_script_goes_to_stdout_without_contacting_anything():
     proc = dbtools("migrate", "--env", "prod", "--sql")
 
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("SET QUOTED_IDENTIFIER ON;")
+    header = proc.stdout.split("\n\n", 1)[0].splitlines()
+    assert header[:4] == ["-- dbtools 0.1.0 offline migration script (upgrade)", "-- engine: SQL Server",
+                          "-- from revision: base (empty database)", f"-- to revision: {HEAD}"]
+    assert re.fullmatch(r"-- generated: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", header[4])
+    assert header[-1] == "-- Run it with: sqlcmd -b -i FILE (or SSMS)"
+    assert proc.stdout.split("\n\n", 1)[1].lstrip("\n").startswith("SET QUOTED_IDENTIFIER ON;")
     assert "CREATE OR ALTER PROCEDURE [dbo].[usp_BlobDelta_ResolveTableConfig]" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["migrate", "--sql", "--from", "0010", "--to", "0002"],
+     "--from 0010 is later than --to 0002: an offline upgrade goes from an older revision (--from) to a newer "
+     "one (--to); the revisions, oldest first: base, "),
+    (["downgrade", "--sql", "--from", "0002", "--to", "0009"],
+     "--to 0009 is later than --from 0002: an offline downgrade goes from a newer revision (--from) to an older "
+     "one (--to); the revisions, oldest first: base, "),
+    (["migrate", "--sql", "--from", "nosuch"], "--from nosuch: Can't locate revision identified by 'nosuch'"),
+])
+def test_an_offline_range_that_goes_the_wrong_way_is_refused_with_the_revisions_in_order(args, message):
+    proc = dbtools(*args, "--url", "postgresql://u@h/db")
+
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.startswith(f"dbtools: error: {message}"), proc.stderr
+    if "later" in message:
+        assert proc.stderr.strip().endswith(", ".join(step[1] for step in UPGRADE_STEPS))
 
 
 def test_envs_lists_every_environment_with_passwords_masked(tmp_path):

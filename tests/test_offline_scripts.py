@@ -104,6 +104,35 @@ def test_the_postgresql_offline_downgrade_removes_everything_psql_applied(pg_adm
     assert snap["routines"] == []
 
 
+@pytest.mark.parametrize("start, database_at", [(None, HEAD), ("0002", HEAD), ("0002", None)],
+                         ids=["from-empty-run-twice", "from-0002-on-head", "from-0002-on-empty"])
+def test_a_postgresql_offline_script_for_another_revision_stops_first_and_changes_nothing(
+        pg_admin_url, tmp_path, start, database_at):
+    script = commands.migrate(url="postgresql://offline/db", sql=True, start=start).script
+
+    with fresh_pg_database(pg_admin_url) as db:
+        if database_at:
+            commands.migrate(url=db.render_as_string(hide_password=False), revision=database_at)
+            before = catalog_and_log(db)
+
+        proc = apply_with_psql(db, script, tmp_path)
+
+        assert proc.returncode != 0
+        expected = start or "base (no revision)"
+        assert (f"dbtools: this script migrates from revision {expected}, but the database is at "
+                f"{database_at or 'base (no revision)'}; nothing was changed.") in proc.stderr
+        if database_at:
+            assert catalog_and_log(db) == before
+        else:
+            engine = sa.create_engine(db, poolclass=NullPool)
+            try:
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("SELECT count(*) FROM pg_catalog.pg_namespace "
+                                                "WHERE nspname = 'BlobDeltaJobs'").scalar() == 0
+            finally:
+                engine.dispose()
+
+
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 def test_the_sql_server_offline_script_obeys_the_sqlcmd_batch_rules(direction):
     script = mssql_offline_script(direction)
@@ -118,8 +147,13 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
     use = batches.index("USE [BlobDeltaJobs];")
     begin = next(i for i, b in enumerate(batches) if b.startswith("BEGIN TRANSACTION;"))
     first_table = next(i for i, b in enumerate(batches) if "CREATE TABLE" in b)
-    assert create_db < use < begin < first_table
-    assert batches[0] == "SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n" + mssql_script.START + ";"
+    check = next(i for i, b in enumerate(batches) if "[BlobDeltaJobs].[dbo].[alembic_version]" in b)
+    assert check < create_db < use < begin < first_table
+    assert batches[0].startswith("-- dbtools ")
+    assert batches[0].endswith("\nSET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n"
+                               + mssql_script.START + ";")
+    assert batches[1:3] == [mssql_script.revision_check("BlobDeltaJobs", "dbo", None) + ";",
+                            mssql_script.guard(None) + ";"]
     assert batches[begin].startswith("BEGIN TRANSACTION;\n\nSET XACT_ABORT ON;")
     assert batches[create_db + 1] == mssql_script.guard(None) + ";"
     assert batches[use + 1] == mssql_script.guard("DB_NAME() <> N'BlobDeltaJobs'") + ";"

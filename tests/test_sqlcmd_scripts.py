@@ -87,3 +87,29 @@ def test_a_failing_offline_script_run_without_b_leaves_no_job_table_and_says_so(
 
     assert "the migration script failed and stopped at its first error" in proc.stdout + proc.stderr
     assert job_tables(server) == set()
+
+
+@pytest.mark.parametrize("stop_on_error", [True, False], ids=["sqlcmd -b", "without -b (as SSMS)"])
+def test_an_offline_script_run_twice_stops_at_its_first_check_the_second_time_and_changes_nothing(
+        server, tmp_path, stop_on_error):
+    script = commands.migrate(url=server.url_string, sql=True).script
+    assert run_sqlcmd(server, script, tmp_path, stop_on_error=True).returncode == 0
+    engine = server.job_engine()
+    with engine.connect() as conn:
+        before = snapshot(conn, server.engine)
+    engine.dispose()
+    log_before = deployment_log(server)
+
+    proc = run_sqlcmd(server, script, tmp_path, stop_on_error=stop_on_error)
+
+    output = proc.stdout + proc.stderr
+    assert ("dbtools: this script migrates from revision base (no revision), but the database is at "
+            f"{commands.ScriptDirectory.from_config(commands.alembic_config()).get_current_head()}; nothing was changed."
+            ) in output
+    if stop_on_error:
+        assert proc.returncode != 0
+    engine = server.job_engine()
+    with engine.connect() as conn:
+        assert snapshot(conn, server.engine) == before
+    engine.dispose()
+    assert deployment_log(server) == log_before

@@ -138,12 +138,37 @@ def _checked(engine: str, template: str, sql: str, name: str | None = None) -> R
     return RenderedObject(name=name, kind=kinds[0].upper(), engine=engine, sql=sql, source=template)
 
 
+def standalone_file(engine_name: str, obj: RenderedObject) -> str:
+    """One rendered object as a file a DBA can apply by hand.
+
+    SQL Server: a ``USE`` of the job database and, in a batch of their own, the SET options a
+    module keeps (``ANSI_NULLS``, ``QUOTED_IDENTIFIER``: sqlcmd starts with the latter OFF), then
+    the object, alone in its batch. A header says what applying it by hand skips.
+    """
+    if engine_name == "mssql":
+        return (
+            f"-- dbtools {__version__}: {obj.kind.lower()} {obj.name}, rendered for SQL Server "
+            f"(checksum {obj.checksum[:12]}).\n"
+            "-- Apply with sqlcmd -b -i FILE or in SSMS. Applied by hand it is not in the deployment log, and an\n"
+            "-- engine procedure loses its signature: dbtools migrate (or its offline script) signs it again.\n"
+            f"USE [{JOB_DATABASE}];\nGO\nSET ANSI_NULLS ON;\nSET QUOTED_IDENTIFIER ON;\nGO\n"
+            f"{obj.sql.strip()}\nGO\n"
+        )
+    return (
+        f"-- dbtools {__version__}: {obj.kind.lower()} {obj.name}, rendered for PostgreSQL "
+        f"(checksum {obj.checksum[:12]}).\n"
+        "-- Apply with psql -v ON_ERROR_STOP=1 -f FILE in the job database. Applied by hand it is not in the\n"
+        "-- deployment log, and its grants are not renewed: dbtools migrate (or its offline script) does both.\n"
+        f"{obj.sql.strip()}\n"
+    )
+
+
 def write_rendered(engine_name: str, out_dir: Path) -> list[Path]:
-    """Write each rendered object to ``out_dir/<name>.sql``; return the paths written."""
+    """Write each rendered object to ``out_dir/<name>.sql`` (see :func:`standalone_file`); return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for obj in render_objects(engine_name):
         path = out_dir / f"{obj.name}.sql"
-        path.write_text(obj.sql, encoding="utf-8")
+        path.write_text(standalone_file(engine_name, obj), encoding="utf-8")
         written.append(path)
     return written

@@ -94,12 +94,27 @@ def test_a_sql_server_url_without_an_odbc_driver_manager_gives_one_line_naming_w
     assert "Sup3rSecret" not in proc.stderr + proc.stdout
 
 
-def test_render_writes_one_file_per_procedure_with_the_rendered_text(tmp_path):
-    proc = dbtools("render", "--engine", "mssql", "--out", str(tmp_path))
+@pytest.mark.parametrize("engine", ["mssql", "postgresql"])
+def test_render_writes_one_file_per_procedure_that_a_dba_can_apply_by_hand(tmp_path, engine):
+    from .batch_rules import split_batches, violations
+
+    proc = dbtools("render", "--engine", engine, "--out", str(tmp_path))
 
     assert proc.returncode == 0, proc.stderr
     written = {p.name: p.read_text(encoding="utf-8") for p in tmp_path.iterdir()}
-    assert written == {f"{o.name}.sql": o.sql for o in render_objects("mssql")}
+    objects = {f"{o.name}.sql": o for o in render_objects(engine)}
+    assert written.keys() == objects.keys()
+    for name, text in written.items():
+        header, body = text.split("\n-- ", 2)[0], text.split("\n", 3)[3]
+        assert header.startswith(f"-- dbtools 0.1.0: {objects[name].kind.lower()} {objects[name].name}, rendered for ")
+        if engine == "mssql":
+            # The job database, the module's SET options in their own batch, the object alone in its batch.
+            assert body == ("USE [BlobDeltaJobs];\nGO\nSET ANSI_NULLS ON;\nSET QUOTED_IDENTIFIER ON;\nGO\n"
+                            + objects[name].sql.strip() + "\nGO\n")
+            assert violations(text) == [], name
+            assert [b.strip() for b in split_batches(text)][-1] == objects[name].sql.strip()
+        else:
+            assert body == objects[name].sql.strip() + "\n"
 
 
 def test_the_offline_script_goes_to_stdout_without_contacting_anything():

@@ -1096,3 +1096,42 @@ def test_a_hierarchical_target_that_compares_names_differently_from_its_source_i
     assert error.startswith("Table 'Binary': the source's and the target's name columns compare names differently")
     assert error.endswith("give them the same collation.")
     assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Binary')}") == [(0,)]
+
+
+def test_a_business_unit_listed_twice_in_its_table_duplicates_no_candidate_row(bed):
+    # Assemble: the business-unit table loses its key and lists every unit twice. A script that
+    # joined it (rather than testing EXISTS) would see each candidate twice: a key violation in its
+    # batch table, or in the target (SQL Server 2627). Both kinds of table are in the run.
+    q = bed.info.quote
+    units = bed.table("Gwent_LA_FileTable", "LA_BU")
+    if bed.info.name == "postgresql":
+        [(key,)] = bed.sql("SELECT conname FROM pg_catalog.pg_constraint WHERE contype = 'p' "
+                           "AND conrelid = '\"Gwent_LA_FileTable\".\"LA_BU\"'::regclass")
+    else:
+        [(key,)] = bed.sql("SELECT name FROM [Gwent_LA_FileTable].sys.key_constraints "
+                           "WHERE type = 'PK' AND parent_object_id = OBJECT_ID(N'[Gwent_LA_FileTable].[dbo].[LA_BU]')")
+    bed.sql(f"ALTER TABLE {units} DROP CONSTRAINT {q(key)}")
+    bed.sql(f"INSERT INTO {units} SELECT * FROM {units}")
+    _flat_table(bed)
+    base = utcnow() - timedelta(days=1)
+    for n in range(5):
+        _put_note(bed, "Gwent_LA_FileTable", uuid.UUID(int=n + 1), f"note {n}", base + timedelta(minutes=n))
+
+    # Act
+    plan = bed.run(execute=False, batch_size=2)
+    result = bed.run(batch_size=2)
+
+    # Assert: every row once; each plan row equals what the run did.
+    status = bed.status(result.run_id)
+    assert result.status == "Succeeded", status.error
+    assert len(bed.sql(f"SELECT {q('BusinessUnitId')} FROM {units}")) == 2 * len(bed.data.business_units)
+    for table in TABLES:
+        start, end = window_of(status, table)
+        assert bed.target_ids(table) == bed.expected(table, start, end)
+        assert bed.orphans(table) == []
+    assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
+    planned = {p.table: sum(s.inserted for s in p.steps) for p in plan.plan}
+    done = {}
+    for s in status.steps:
+        done[s["table_name"]] = done.get(s["table_name"], 0) + (s["rows_inserted"] or 0)
+    assert planned == done

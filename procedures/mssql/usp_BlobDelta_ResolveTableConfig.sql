@@ -89,7 +89,7 @@ BEGIN
             IF @@ROWCOUNT = 0
             BEGIN
                 SELECT @Configured = STRING_AGG(CONVERT(nvarchar(max), c.TableName), N', ')
-                    WITHIN GROUP (ORDER BY c.TableName)
+                    WITHIN GROUP (ORDER BY c.TableName COLLATE Latin1_General_BIN2) -- the order every message uses
                 FROM {{ job('BlobDeltaTableConfig') }} AS c;
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'@TableName ''' + @TableName + N''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '

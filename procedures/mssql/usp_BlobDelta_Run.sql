@@ -150,6 +150,7 @@ BEGIN
     DECLARE @BatchTargetWasEmpty bit;      -- what the batch gets: 0 when its first-load attempt hit a key
     DECLARE @TargetHasUniqueKey bit;       -- the target has a unique index on exactly the id column
     DECLARE @TargetParentComputed int;     -- the target's parent_path_locator is a computed column
+    DECLARE @TargetIsFileTable bit;        -- the target is a FileTable (else a FileTable-shaped or plain table)
     DECLARE @TargetKeyIsIdentity int;      -- the target's key column is an IDENTITY column
     DECLARE @TargetNameCollation sysname;  -- how the target compares names (its name column's collation)
     DECLARE @SourceNameCollation sysname;  -- and how the source does
@@ -532,6 +533,9 @@ BEGIN
                     -- A Hierarchical target computes parent_path_locator from path_locator, as a FileTable does.
                     + N' SELECT @ParentComputed = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS pc'
                     + N' WHERE pc.object_id = @TargetObjectId AND pc.name = N''parent_path_locator'' AND pc.is_computed = 1;'
+                    -- The target's kind: OBJECTPROPERTY(, 'TableIsFileTable') sees the current database only.
+                    + N' SELECT @IsFileTable = ft.is_filetable FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.tables AS ft'
+                    + N' WHERE ft.object_id = @TargetObjectId;'
                     + N' SELECT @KeyIsIdentity = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS kc'
                     + N' WHERE kc.object_id = @TargetObjectId AND kc.name = @IdColumn AND kc.is_identity = 1;'
                     -- How each side compares names (a FileTable's is its FILETABLE_COLLATE_FILENAME).
@@ -567,7 +571,7 @@ BEGIN
                 SET @FixedColumn = CASE WHEN @ScriptSet = N'Hierarchical' THEN N'is_directory' END;
                 EXEC sys.sp_executesql
                     @SqlColumns,
-                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @KeyIsIdentity int OUTPUT, @TargetNameCollation sysname OUTPUT, @SourceNameCollation sysname OUTPUT',
+                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @IsFileTable bit OUTPUT, @KeyIsIdentity int OUTPUT, @TargetNameCollation sysname OUTPUT, @SourceNameCollation sysname OUTPUT',
                     @TargetObjectId = @TargetObjectId,
                     @SourceObjectId = @SourceObjectId,
                     @IdColumn = @MetadataIdColumn,
@@ -580,12 +584,21 @@ BEGIN
                     @SelfColumnList = @QuotedSelfColumns OUTPUT,
                     @HasUniqueKey = @TargetHasUniqueKey OUTPUT,
                     @ParentComputed = @TargetParentComputed OUTPUT,
+                    @IsFileTable = @TargetIsFileTable OUTPUT,
                     @KeyIsIdentity = @TargetKeyIsIdentity OUTPUT,
                     @TargetNameCollation = @TargetNameCollation OUTPUT,
                     @SourceNameCollation = @SourceNameCollation OUTPUT;
                 -- The engine moves a folder's subtree by rewriting path_locator alone: a stored parent
                 -- column would go stale.
-                IF @ScriptSet = N'Hierarchical' AND ISNULL(@TargetParentComputed, 0) = 0
+                IF @Debug >= 1
+                BEGIN
+                    SET @PrintLine = CASE WHEN @TargetIsFileTable = 1 THEN N'a FileTable'
+                                          WHEN @ScriptSet = N'Hierarchical' THEN N'a FileTable-shaped table'
+                                          ELSE N'a table' END;
+                    RAISERROR(N'%s: the target %s is %s.', 0, 1, @CurrentTable, @TargetObject, @PrintLine) WITH NOWAIT;
+                END;
+                -- A FileTable computes it (and its file_type and cached_file_size, which the column lists leave out).
+                IF @ScriptSet = N'Hierarchical' AND ISNULL(@TargetIsFileTable, 0) = 0 AND ISNULL(@TargetParentComputed, 0) = 0
                 BEGIN
                     SET @ErrorText = N'the target''s parent_path_locator must be computed from path_locator, as in a '
                         + N'FileTable; a stored column would not follow a moved folder (README, "Hierarchical targets").';

@@ -150,6 +150,35 @@ def _holder(conn: sa.Connection, engine: EngineInfo) -> str:
     return f"{kind} {session}" + (f" ({details})" if details else "")
 
 
+#: The oldest PostgreSQL the package runs on: its upsert validation uses IS JSON (PostgreSQL 16).
+MIN_POSTGRESQL = (16, 0)
+
+
+def require_server_version(engine: EngineInfo, version: tuple[int, ...] | None, where: str) -> None:
+    """Refuse a PostgreSQL server older than :data:`MIN_POSTGRESQL`, before anything is written."""
+    if engine.name != "postgresql" or version is None or tuple(version[:2]) >= MIN_POSTGRESQL:
+        return
+    shown = ".".join(str(v) for v in version[:2])
+    raise DeploymentError(f"{where} runs PostgreSQL {shown}; dbtools needs PostgreSQL {MIN_POSTGRESQL[0]} or later "
+                          "(its upsert validation uses IS JSON). Nothing was changed.")
+
+
+def _pg_version_check() -> str:
+    """The offline PostgreSQL script's first statement: the same refusal, under psql."""
+    number = MIN_POSTGRESQL[0] * 10000 + MIN_POSTGRESQL[1]
+    return (
+        "DO $dbtools$\n"
+        "BEGIN\n"
+        f"    IF pg_catalog.current_setting('server_version_num')::integer < {number} THEN\n"
+        "        RAISE EXCEPTION 'dbtools: this server runs PostgreSQL %; dbtools needs PostgreSQL "
+        f"{MIN_POSTGRESQL[0]} or later (its upsert validation uses IS JSON). Nothing was changed.',\n"
+        "            pg_catalog.current_setting('server_version');\n"
+        "    END IF;\n"
+        "END\n"
+        "$dbtools$"
+    )
+
+
 def command_name(context) -> str:
     """The alembic command running this environment: the name of the function it passed in
     (``upgrade``, ``downgrade``, ``display_version`` for ``current``, ``do_stamp``...)."""
@@ -226,6 +255,7 @@ def _run_offline(context, target: Target) -> None:
         context.execute(sql_text(f"USE {engine.quote(JOB_DATABASE)}"))
         context.execute(sql_text(mssql_script.guard(f"DB_NAME() <> N'{JOB_DATABASE}'")))
     else:
+        context.execute(sql_text(_pg_version_check()))
         context.execute(sql_text(_pg_revision_check(engine, start)))
         context.execute(sql_text(f"CREATE SCHEMA IF NOT EXISTS {engine.quote(JOB_DATABASE)}"))
     with context.begin_transaction():
@@ -310,6 +340,8 @@ def _run_online(context, target: Target) -> None:
     outcome = Outcome(target.masked, engine.name, offline=False)
     context.config.attributes["dbtools.outcome"] = outcome
     command = command_name(context)
+    if command in WRITING_COMMANDS:
+        _check_server(target)
     url = _bootstrap(target) if command in WRITING_COMMANDS else _existing_job_db(target)
     job_engine = create_engine(target, url, poolclass=NullPool)
     try:
@@ -353,6 +385,18 @@ def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exist
         log.info("%s %s %s", obj.action.lower(), obj.kind.lower(), obj.name)
     if outcome.note:
         log.info("%s", outcome.note)
+
+
+def _check_server(target: Target) -> None:
+    """What the package needs of the server, checked before the bootstrap writes anything."""
+    if target.engine.name != "postgresql":
+        return
+    server = create_engine(target, poolclass=NullPool)
+    try:
+        with connect(server, target) as conn:
+            require_server_version(target.engine, conn.dialect.server_version_info, target.masked)
+    finally:
+        server.dispose()
 
 
 def _existing_job_db(target: Target) -> sa.URL:

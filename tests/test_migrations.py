@@ -462,3 +462,25 @@ def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_hol
     assert "waited 1.5 s (DBTOOLS_MIGRATE_LOCK_TIMEOUT)" in str(refused.value)
     assert 1.5 <= waited < 30
     assert (catalog(server), deployment_log(server)) == before
+
+
+@pytest.mark.parametrize("version, refused", [((14, 11), True), ((15, 6), True), ((16, 0), False), ((17, 2), False)])
+def test_migrate_refuses_a_postgresql_older_than_16_before_writing_anything(version, refused):
+    from dbtools.engines import engine_for
+    from dbtools.migration_env import require_server_version
+
+    if refused:
+        with pytest.raises(DeploymentError) as raised:
+            require_server_version(engine_for("postgresql"), version, "host/db")
+        assert str(raised.value) == (f"host/db runs PostgreSQL {version[0]}.{version[1]}; dbtools needs PostgreSQL 16 "
+                                     "or later (its upsert validation uses IS JSON). Nothing was changed.")
+    else:
+        require_server_version(engine_for("postgresql"), version, "host/db")
+    require_server_version(engine_for("mssql"), (15, 0), "host")  # only PostgreSQL is checked this way
+
+
+def test_the_offline_postgresql_script_checks_the_server_version_first():
+    script = commands.migrate(url="postgresql://offline/db", sql=True).script
+    body = script.split("\n\n", 1)[1].lstrip("\n")
+
+    assert body.startswith("DO $dbtools$\nBEGIN\n    IF pg_catalog.current_setting('server_version_num')::integer < 160000 THEN")

@@ -139,6 +139,32 @@ def test_every_configured_database_holds_a_user_made_from_the_engine_certificate
     assert copies == {db: [("BlobDeltaEngineSigning",)] for db in (SOURCE_DB, TARGET_DB, METADATA_DB)}
 
 
+@pytest.mark.mssql_only
+def test_a_member_sees_no_catalog_of_the_other_databases_and_its_run_resolves_them_through_the_certificate(bed):
+    # The one assumption of the module signing no PostgreSQL run can check: OBJECT_ID() and
+    # [Db].sys.columns of another database answer inside the signed procedures (through the
+    # certificate users' grants), and not to the member itself.
+    target = f"[{TARGET_DB}].[dbo].[ReferralAttachment]"
+    with operator_login(bed.server) as member:
+        # Act: what the member sees itself, then a plan and a run through the operator procedure.
+        with member.connect() as conn:
+            own_id = conn.exec_driver_sql(f"SELECT OBJECT_ID(N'{target}')").scalar()
+            own_columns = conn.exec_driver_sql(
+                f"SELECT COUNT(*) FROM [{TARGET_DB}].sys.columns AS c "
+                f"WHERE c.object_id = (SELECT t.object_id FROM [{TARGET_DB}].sys.tables AS t WHERE t.name = N'ReferralAttachment')"
+            ).scalar()
+        plan = runner.run_operator(member, bed.info, mode="AllTables", execute=False)
+        result = runner.run_operator(member, bed.info, mode="AllTables")
+
+    # Assert: nothing for the member; names, columns and rows for its plan and run.
+    assert (own_id, own_columns) == (None, 0)
+    assert {p.table: (p.error, p.rows > 0) for p in plan.plan} == {t: (None, True) for t in TABLES}
+    assert result.status == "Succeeded"
+    status = bed.status(result.run_id)
+    for table in TABLES:
+        assert bed.target_ids(table) == bed.expected(table, *window_of(status, table))
+
+
 def test_a_member_of_the_operator_role_cannot_read_or_change_source_metadata_target_or_configuration(bed):
     # Assemble: what a member must not do directly, table by table.
     info = bed.info

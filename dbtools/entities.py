@@ -480,7 +480,10 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
                    ("BatchId", uuid_type, NOT_NULL), ("RowNumber", "bigint", NOT_NULL),
                    ("Reason", "nvarchar(400)" if mssql else "varchar(400)", NOT_NULL),
                    *loose, ("ExpectedRowVersion", version_type, NULL),
-                   ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone", f"NOT NULL DEFAULT {now}")]
+                   ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone",
+                    # SQL Server names its DEFAULT constraints DF_<Table>_<Column> (dbtools.mssql_ddl).
+                    f"NOT NULL CONSTRAINT {q('DF_' + spec.rejects + '_RejectedAt')} DEFAULT {now}" if mssql
+                    else f"NOT NULL DEFAULT {now}")]
     body = _column_list(engine, reject_cols)
     run(f"CREATE TABLE {job(spec.rejects)} (\n{body},\n"
                f"    CONSTRAINT {q('PK_' + spec.rejects)} PRIMARY KEY ({q('RejectId')})\n)")

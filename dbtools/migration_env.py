@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
-from . import mssql_script
+from . import mssql_ddl, mssql_script  # noqa: F401 - mssql_ddl registers compile hooks
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
 from .errors import DeploymentError
 from .environments import Target, connect, create_engine, offline_target, resolve_target

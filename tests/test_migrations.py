@@ -484,3 +484,30 @@ def test_the_offline_postgresql_script_checks_the_server_version_first():
     body = script.split("\n\n", 1)[1].lstrip("\n")
 
     assert body.startswith("DO $dbtools$\nBEGIN\n    IF pg_catalog.current_setting('server_version_num')::integer < 160000 THEN")
+
+
+@pytest.mark.mssql_only
+def test_every_default_constraint_is_named_df_table_column_and_an_old_system_name_is_renamed(server):
+    # Assemble: the job DB at the revision before 0011, one default given a system name again (as
+    # every default had before this package version named them).
+    commands.migrate(url=server.url_string, revision=UPGRADE_STEPS[-2][1])
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE dbo.BlobDeltaRun DROP CONSTRAINT DF_BlobDeltaRun_Status; "
+                             "ALTER TABLE dbo.BlobDeltaRun ADD DEFAULT N'Running' FOR Status;")
+        renamed_before = conn.exec_driver_sql(
+            "SELECT COUNT(*) FROM sys.default_constraints WHERE is_system_named = 1").scalar()
+
+    # Act
+    commands.migrate(url=server.url_string)
+
+    # Assert
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT t.name, c.name, dc.name, dc.is_system_named FROM sys.default_constraints AS dc "
+            "JOIN sys.tables AS t ON t.object_id = dc.parent_object_id "
+            "JOIN sys.columns AS c ON c.object_id = dc.parent_object_id AND c.column_id = dc.parent_column_id").all()
+    engine.dispose()
+    assert renamed_before == 1
+    assert rows and all((name, system) == (f"DF_{table}_{column}", False) for table, column, name, system in rows), rows
+    assert ("BlobDeltaRun", "Status", "DF_BlobDeltaRun_Status", False) in [tuple(r) for r in rows]

@@ -229,3 +229,27 @@ def test_every_identity_insert_of_an_offline_script_names_a_table_with_an_identi
 
     assert with_identity >= {"BlobDeltaRunStep", "BlobDeltaDeletionLog"}, with_identity
     assert named <= with_identity, named - with_identity
+
+
+@pytest.mark.parametrize("start", [None] + [step[1] for step in UPGRADE_STEPS[:-1]])
+def test_every_default_the_sql_server_script_creates_is_named_df_table_column(start):
+    # A default SQL Server names itself differently on every server; a later revision could not
+    # drop it by name.
+    script = commands.migrate(url=MSSQL_URL, sql=True, start=start).script
+    defaults = []
+    table = None
+    for line in script.splitlines():
+        created = re.match(r"\s*(?:CREATE TABLE|ALTER TABLE) (?:\[?\w+\]?\.)?\[?(\w+)\]?", line)
+        if created:
+            table = created.group(1)
+        text = line.replace("COLLATE DATABASE_DEFAULT", "")
+        if re.search(r"\bDEFAULT\b", text) and not re.search(r"DEFAULT VALUES|@\w+ \w+(\(\d+\))? = ", text):
+            defaults.append((table, text.strip()))
+
+    assert "ADD DEFAULT" not in script
+    if start is None:
+        assert len(defaults) >= 20 and {t for t, _ in defaults} >= {"BlobDeltaRun", "BlobDeltaTableConfig",
+                                                                    "BlobDeltaDeploymentLog"}
+    for table, text in defaults:
+        column = re.search(r"(?:^|\bADD )\[?(\w+)\]? \w", re.sub(r"^ALTER TABLE \S+ ", "", text)).group(1)
+        assert f"CONSTRAINT [DF_{table}_{column}] DEFAULT " in text, (table, text)

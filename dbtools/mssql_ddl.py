@@ -1,0 +1,59 @@
+"""SQL Server DEFAULT constraints get names: ``DF_<Table>_<Column>``.
+
+SQLAlchemy and Alembic write a column default inline (``... NOT NULL DEFAULT (x)``) or as
+``ALTER TABLE t ADD DEFAULT x FOR c``; SQL Server then names the constraint itself
+(``DF__BlobDelta__Statu__3B75D760``), differently on every server, and a later revision cannot drop
+or change it by name. These compile hooks name every default the migrations create, online and
+offline; revision 0011 renames the ones created before them.
+"""
+
+from __future__ import annotations
+
+from alembic.ddl import mssql as alembic_mssql
+from alembic.ddl.base import AddColumn, ColumnDefault, alter_table, format_column_name, format_server_default
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateColumn
+
+#: SQL Server's limit on an identifier's length.
+MAX_NAME = 128
+
+
+def default_constraint_name(table: str, column: str) -> str:
+    """The name dbtools gives the DEFAULT constraint of ``table.column``."""
+    return f"DF_{table}_{column}"[:MAX_NAME]
+
+
+def _bracket(name: str) -> str:
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def _named(text: str, table: str, column) -> str:
+    """A column specification whose inline DEFAULT (always last in it) carries its name."""
+    if column.server_default is None:
+        return text
+    head, keyword, tail = text.rpartition(" DEFAULT ")
+    if not keyword:
+        return text
+    return f"{head} CONSTRAINT {_bracket(default_constraint_name(table, column.name))} DEFAULT {tail}"
+
+
+@compiles(CreateColumn, "mssql")
+def _create_column(element: CreateColumn, compiler, **kw) -> str:
+    column = element.element
+    return _named(compiler.visit_create_column(element, **kw), column.table.name, column)
+
+
+@compiles(AddColumn, "mssql")
+def _add_column(element: AddColumn, compiler, **kw) -> str:
+    return _named(alembic_mssql.visit_add_column(element, compiler, **kw), element.table_name, element.column)
+
+
+@compiles(ColumnDefault, "mssql")
+def _column_default(element: ColumnDefault, compiler, **kw) -> str:
+    name = default_constraint_name(element.table_name, element.column_name)
+    return "%s ADD CONSTRAINT %s DEFAULT %s FOR %s" % (
+        alter_table(compiler, element.table_name, element.schema),
+        _bracket(name),
+        format_server_default(compiler, element.default),
+        format_column_name(compiler, element.column_name),
+    )

@@ -7,6 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from rich.table import Table
 
 from . import __version__, commands
 from .engines import SUPPORTED
-from .environments import load_environments, mask
+from .environments import load_environments, mask, parse_url, refuse_literal_password
 from .errors import DbToolsError
 from .procs import ProcedureValidationError
 
@@ -31,14 +32,25 @@ target_options = [
     click.option("--env", "env", metavar="NAME",
                  help="Environment from environments.toml (see `dbtools envs`)."),
     click.option("--url", "url", metavar="URL",
-                 help="SQLAlchemy URL for ad-hoc use; overrides --env. Quote it in the shell."),
+                 help="SQLAlchemy URL for ad-hoc use; overrides --env. ${VAR} references are filled from the "
+                      "environment: quote it in single quotes."),
+    click.option("--allow-literal-password", "allow_literal_password", is_flag=True,
+                 help="Accept a --url whose password is written out (refused by default: it stays in the "
+                      "shell history)."),
 ]
 
 
 def with_target(func):
+    @functools.wraps(func)
+    def checked(*args, allow_literal_password: bool = False, **kwargs):
+        if kwargs.get("url"):
+            parse_url(kwargs["url"], context="--url")  # an unsupported engine is the first thing to say
+            refuse_literal_password(kwargs["url"], allowed=allow_literal_password)
+        return func(*args, **kwargs)
+
     for option in reversed(target_options):
-        func = option(func)
-    return func
+        checked = option(checked)
+    return checked
 
 
 class DbToolsGroup(click.Group):

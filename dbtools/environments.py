@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError
 
 from .engines import EngineInfo, engine_for
 from .errors import ConfigurationError, ConnectionFailed, first_line
-from .paths import repo_root
+from .paths import home_dir, repo_root
 
 EMBEDDED = "embedded-postgresql"
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -47,9 +47,13 @@ class Environment:
 
 
 def environments_file() -> Path:
-    """Path of the environments file in force."""
+    """Path of the environments file in force: ``DBTOOLS_ENVIRONMENTS``, else ``environments.toml``
+    in the current directory, else the one the package ships (``local`` and the examples)."""
     override = os.environ.get("DBTOOLS_ENVIRONMENTS")
-    return Path(override) if override else repo_root() / "environments.toml"
+    if override:
+        return Path(override)
+    here = Path.cwd() / "environments.toml"
+    return here if here.is_file() else repo_root() / "environments.toml"
 
 
 def load_environments(path: Path | None = None) -> dict[str, Environment]:
@@ -90,6 +94,22 @@ def _refuse_literal_password(env: Environment, path: Path) -> None:
         raise ConfigurationError(
             f"environment {env.name!r} in {path} holds a literal password; "
             "write ${VARIABLE} and export the secret in the environment instead"
+        )
+
+
+def refuse_literal_password(url: str, *, option: str = "--url", allowed: bool = False) -> None:
+    """A URL given on the command line holds its password as ``${VARIABLE}``, or it is refused
+    (it would stay in the shell's history and in process listings) unless ``allowed``."""
+    if allowed or url == EMBEDDED:
+        return
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # parse_url reports it, with the option's name
+    if parsed.password is not None and not _REFERENCE.fullmatch(str(parsed.password)):
+        raise ConfigurationError(
+            f"{option} holds a literal password; write ${{VARIABLE}} (in single quotes) and export the secret, "
+            "or pass --allow-literal-password"
         )
 
 
@@ -166,7 +186,7 @@ def parse_url(raw: str, *, context: str) -> URL:
 
 def embedded_home() -> Path:
     """Directory that holds the embedded server's data."""
-    return Path(os.environ.get("DBTOOLS_HOME") or repo_root() / ".dbtools")
+    return home_dir()
 
 
 @contextlib.contextmanager
@@ -252,7 +272,8 @@ def resolve_target(env: str | None = None, url: str | None = None) -> Iterator[T
     ``url`` wins over ``env``; with neither, the error names both options.
     """
     if url:
-        yield Target("--url", parse_url(url, context="--url"))
+        # ${VAR} references are filled from the environment, as in environments.toml.
+        yield Target("--url", expand_url(url, context="--url"))
     elif env:
         definition = _definition(env)
         if definition.is_embedded:
@@ -267,7 +288,8 @@ def resolve_target(env: str | None = None, url: str | None = None) -> Iterator[T
 def offline_target(env: str | None = None, url: str | None = None) -> Target:
     """Like :func:`resolve_target` but for offline scripts: nothing is started or contacted."""
     if url:
-        return Target("--url", parse_url(url, context="--url"))
+        # Offline scripts never connect, so unset secrets must not stop them.
+        return Target("--url", expand_url(url, context="--url", lookup=lambda name: os.environ.get(name, "offline")))
     if env:
         definition = _definition(env)
         if definition.is_embedded:

@@ -44,6 +44,16 @@ class Server:
     def url_string(self) -> str:
         return self.url.render_as_string(hide_password=False)
 
+    @property
+    def cli_url(self) -> str:
+        """The URL as a user gives it to the CLI: the password as ${DBTOOLS_TEST_SECRET}, which is
+        exported to this process (and so to the CLI processes it starts)."""
+        if self.url.password is None:
+            return self.url_string
+        os.environ["DBTOOLS_TEST_SECRET"] = str(self.url.password)
+        template = self.url.set(password="__SECRET__").render_as_string(hide_password=False)
+        return template.replace("__SECRET__", "${DBTOOLS_TEST_SECRET}")
+
     def job_engine(self) -> sa.Engine:
         url = self.url.set(database=JOB_DATABASE) if self.engine.name == "mssql" else self.url
         return sa.create_engine(url, poolclass=NullPool)

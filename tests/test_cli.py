@@ -58,11 +58,31 @@ def test_a_wrong_option_gives_one_line_and_a_non_zero_exit(args, exit_code, mess
     assert "Traceback" not in proc.stderr
 
 
+def test_a_url_password_comes_from_a_variable_and_a_literal_one_is_refused_unless_allowed():
+    template = "postgresql://dba:${DBTOOLS_T_PW}@127.0.0.1:1/jobs"
+
+    literal = dbtools("migrate", "--url", "postgresql://dba:Sup3rSecret@127.0.0.1:1/jobs")
+    unset = dbtools("migrate", "--url", template)
+    filled = dbtools("migrate", "--url", template, env={"DBTOOLS_T_PW": "Sup3rSecret"})
+    allowed = dbtools("migrate", "--url", "postgresql://dba:Sup3rSecret@127.0.0.1:1/jobs", "--allow-literal-password")
+
+    assert (literal.returncode, literal.stderr) == (1, "dbtools: error: --url holds a literal password; write "
+                                                       "${VARIABLE} (in single quotes) and export the secret, or pass "
+                                                       "--allow-literal-password\n")
+    assert (unset.returncode, unset.stderr) == (1, "dbtools: error: --url needs the environment variable DBTOOLS_T_PW, "
+                                                   "which is not set\n")
+    # Filled in (or allowed), the URL reaches the server: here, one that is not listening.
+    for proc in (filled, allowed):
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("dbtools: error: cannot connect to postgresql+psycopg://dba:***@127.0.0.1:1/jobs")
+        assert "Sup3rSecret" not in proc.stderr
+
+
 def test_an_unreachable_server_gives_one_masked_line_and_a_traceback_only_with_debug():
     url = "postgresql://dba:Sup3rSecret@127.0.0.1:1/jobs"
 
-    plain = dbtools("migrate", "--url", url)
-    debug = dbtools("--debug", "migrate", "--url", url)
+    plain = dbtools("migrate", "--url", url, "--allow-literal-password")
+    debug = dbtools("--debug", "migrate", "--url", url, "--allow-literal-password")
 
     assert plain.returncode == 1
     assert len(plain.stderr.strip().splitlines()) == 1, plain.stderr
@@ -82,7 +102,7 @@ def test_a_sql_server_url_without_an_odbc_driver_manager_gives_one_line_naming_w
     url = "mssql+pyodbc://dba:Sup3rSecret@sql.invalid/master?driver=ODBC+Driver+18+for+SQL+Server"
 
     # Act
-    proc = dbtools(*args, "--url", url, env={"PYTHONPATH": str(tmp_path)})
+    proc = dbtools(*args, "--url", url, "--allow-literal-password", env={"PYTHONPATH": str(tmp_path)})
 
     # Assert
     assert proc.returncode == 1

@@ -48,7 +48,7 @@ def test_ingest_prints_counts_that_add_up_and_every_rejected_line_with_its_reaso
     source = tmp_path / "events.jsonl"
     source.write_text(lines())
 
-    proc = ingest("--url", bed.server.url_string, "--entity", "CustomerActivityEvent", "--path", path, str(source))
+    proc = ingest("--url", bed.server.cli_url, "--entity", "CustomerActivityEvent", "--path", path, str(source))
 
     assert proc.returncode == 0, proc.stderr
     assert "line 2: not valid JSON: Expecting property name enclosed in double quotes at column 2" in proc.stdout
@@ -60,7 +60,7 @@ def test_ingest_prints_counts_that_add_up_and_every_rejected_line_with_its_reaso
 
 
 def test_ingest_reads_stdin_and_prints_one_json_object(bed):
-    proc = ingest("--url", bed.server.url_string, "--entity", "customeractivityevent", "--path", "bulk",
+    proc = ingest("--url", bed.server.cli_url, "--entity", "customeractivityevent", "--path", "bulk",
                   "--batch-size", "2", "--json", "-", stdin=lines())
 
     assert proc.returncode == 0, proc.stderr
@@ -80,7 +80,7 @@ def test_ingest_reads_stdin_and_prints_one_json_object(bed):
     (["--entity", "ClickEvent", "--path", "tvp", "--batch-size", "0"], "Invalid value for '--batch-size'"),
 ])
 def test_ingest_refuses_bad_options_naming_the_allowed_values_and_changes_nothing(bed, args, message):
-    proc = ingest("--url", bed.server.url_string, *args, "-", stdin=lines())
+    proc = ingest("--url", bed.server.cli_url, *args, "-", stdin=lines())
 
     assert proc.returncode != 0
     assert message in proc.stderr

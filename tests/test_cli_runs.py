@@ -25,7 +25,7 @@ def bed(server):
 def test_run_plan_prints_windows_and_counts_as_json_and_changes_nothing(bed):
     before = bed.job_state()
 
-    proc = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--plan", "--json")
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--plan", "--json")
 
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -37,7 +37,7 @@ def test_run_plan_prints_windows_and_counts_as_json_and_changes_nothing(bed):
 
 
 def test_run_shows_progress_then_the_run_id_and_exits_zero_on_success(bed):
-    proc = dbtools("run", "--url", bed.server.url_string, "--mode", "single-table", "--table", REFERRAL,
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "single-table", "--table", REFERRAL,
                    "--batch-size", "3")
 
     assert proc.returncode == 0, proc.stderr
@@ -48,7 +48,7 @@ def test_run_shows_progress_then_the_run_id_and_exits_zero_on_success(bed):
 
 
 def test_run_json_names_every_table_with_its_window_and_rows(bed):
-    proc = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--json")
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json")
 
     result = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stderr
@@ -60,12 +60,12 @@ def test_run_json_names_every_table_with_its_window_and_rows(bed):
 
 def test_a_failed_run_exits_non_zero_and_resume_finishes_it(bed):
     bed.configure(CLIENT, ScriptSet="Flat")
-    failed = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--json")
+    failed = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json")
     run_id = json.loads(failed.stdout)["run_id"]
     bed.configure(CLIENT, ScriptSet="Hierarchical")
 
-    shown = dbtools("status", "--url", bed.server.url_string, run_id, "--json")
-    resumed = dbtools("resume", "--url", bed.server.url_string, run_id, "--json")
+    shown = dbtools("status", "--url", bed.server.cli_url, run_id, "--json")
+    resumed = dbtools("resume", "--url", bed.server.cli_url, run_id, "--json")
 
     assert failed.returncode == 1
     assert json.loads(shown.stdout)["status"] == "Failed"
@@ -76,7 +76,7 @@ def test_a_failed_run_exits_non_zero_and_resume_finishes_it(bed):
 
 
 def test_bad_parameters_are_all_reported_one_per_line_and_exit_non_zero(bed):
-    proc = dbtools("run", "--url", bed.server.url_string, "--mode", "single-table", "--batch-size", "0",
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "single-table", "--batch-size", "0",
                    "--max-dop", "-2")
 
     assert proc.returncode == 1
@@ -89,7 +89,7 @@ def test_bad_parameters_are_all_reported_one_per_line_and_exit_non_zero(bed):
 
 def test_status_of_an_unknown_run_is_a_one_line_error(bed):
     unknown = uuid.uuid4()
-    proc = dbtools("status", "--url", bed.server.url_string, str(unknown))
+    proc = dbtools("status", "--url", bed.server.cli_url, str(unknown))
 
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"dbtools: error: RUN_ID {unknown} is not a run in BlobDeltaRun"
@@ -108,9 +108,9 @@ def test_demo_runs_the_main_job_from_nothing(tmp_path):
 
 
 def test_a_plan_lists_per_step_what_the_run_that_follows_does_and_the_run_reports_the_same(bed):
-    plan = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--plan", "--json")
+    plan = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--plan", "--json")
 
-    run = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--json", "--batch-size", "4")
+    run = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json", "--batch-size", "4")
 
     planned, ran = json.loads(plan.stdout), json.loads(run.stdout)
     assert (plan.returncode, run.returncode) == (0, 0), (plan.stderr, run.stderr)
@@ -128,7 +128,7 @@ def test_a_plan_says_which_table_a_held_lease_would_make_a_run_skip(bed):
             f"{q('LeaseRunId')} = %(h)s, {q('RunLeaseExpiresAt')} = (now() AT TIME ZONE 'UTC') + interval '1 hour' "
             f"WHERE {q('TableName')} = %(t)s", {"h": holder, "t": REFERRAL})
 
-    proc = dbtools("run", "--url", bed.server.url_string, "--mode", "all-tables", "--plan", "--json")
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--plan", "--json")
 
     tables = {t["table"]: t for t in json.loads(proc.stdout)["tables"]}
     assert proc.returncode == 0, proc.stderr

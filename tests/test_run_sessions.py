@@ -27,7 +27,7 @@ def bed(server):
 def start_client(bed, *args, env=None) -> tuple[subprocess.Popen, uuid.UUID]:
     """``dbtools run`` in its own process; returns it and the RunId it printed as it started."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "dbtools", "run", "--url", bed.server.url_string, *args],
+        [sys.executable, "-m", "dbtools", "run", "--url", bed.server.cli_url, *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     line = process.stderr.readline()
     assert line.startswith("RunId: "), line

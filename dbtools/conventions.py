@@ -4,7 +4,7 @@ SQL Server
     ``SET NOCOUNT ON`` and ``SET XACT_ABORT ON``; a TRY/CATCH whose outermost CATCH ends in
     ``THROW``; dynamic SQL only through ``EXEC sys.sp_executesql`` on an ``@Sql*`` variable;
     an ``@Sql*`` (or ``@Quoted*``) variable is built only from string literals, ``QUOTENAME(...)``,
-    ``NCHAR``/``CHAR`` constants, ``REPLACE`` of a stored script's placeholder, ``ISNULL`` and other
+    ``NCHAR``/``CHAR`` constants, ``CONVERT`` of a literal, ``REPLACE`` of a stored script's placeholder, ``ISNULL`` and other
     ``@Sql*``/``@Quoted*`` variables (or a stored script's ``ScriptText``, or its ``Filled`` copy), so
     identifiers enter dynamic SQL only through QUOTENAME and values only as sp_executesql parameters.
 
@@ -100,6 +100,23 @@ def _dynamic_sql_violations(expr, target: str) -> list[str]:
             inner = expr[i + 2:j]
             if up in ("NCHAR", "CHAR") and not all(k == "number" for k, _t in inner):
                 problems.append(f"{target}: {up}() in dynamic SQL takes only a constant")
+            i = j + 1
+            continue
+        if kind == "word" and up == "CONVERT" and i + 1 < len(expr) and expr[i + 1][1] == "(":
+            # CONVERT(nvarchar(max), N'literal'): a literal made max-typed, nothing else.
+            depth, j = 0, i + 1
+            while j < len(expr):
+                if expr[j][1] == "(":
+                    depth += 1
+                elif expr[j][1] == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            inner = expr[i + 2:j]
+            commas = [n for n, (_k, t) in enumerate(inner) if t == ","]
+            if len(commas) != 1 or [k for k, _t in inner[commas[0] + 1:]] != ["string"]:
+                problems.append(f"{target}: CONVERT() in dynamic SQL takes only a string literal")
             i = j + 1
             continue
         if kind == "word" and (re.match(r"@(Sql|Quoted)\w*$", text, re.I) or up == "NULL"):

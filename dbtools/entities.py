@@ -481,7 +481,7 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
                    ("Reason", "nvarchar(400)" if mssql else "varchar(400)", NOT_NULL),
                    *loose, ("ExpectedRowVersion", version_type, NULL),
                    ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone",
-                    # SQL Server names its DEFAULT constraints DF_<Table>_<Column> (dbtools.mssql_ddl).
+                    # SQL Server names its DEFAULT constraints DF_<Table>_<Column> (dbtools.ddl).
                     f"NOT NULL CONSTRAINT {q('DF_' + spec.rejects + '_RejectedAt')} DEFAULT {now}" if mssql
                     else f"NOT NULL DEFAULT {now}")]
     body = _column_list(engine, reject_cols)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
-from . import mssql_ddl, mssql_script  # noqa: F401 - mssql_ddl registers compile hooks
+from . import ddl, mssql_script  # noqa: F401 - ddl registers compile hooks
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
 from .errors import DeploymentError
 from .environments import Target, connect, create_engine, offline_target, resolve_target
@@ -55,6 +55,8 @@ MIGRATION_LOCK = "dbtools.migrate"
 #: Seconds a migration waits for another one's lock before it fails naming the holder.
 LOCK_TIMEOUT_VARIABLE = "DBTOOLS_MIGRATE_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 60.0
+#: The longest wait sp_getapplock takes (its @LockTimeout is an int of milliseconds).
+MAX_LOCK_TIMEOUT = 2_000_000.0
 
 
 def lock_timeout() -> float:
@@ -64,8 +66,9 @@ def lock_timeout() -> float:
         value = float(raw) if raw else DEFAULT_LOCK_TIMEOUT
     except ValueError:
         value = -1.0
-    if not value >= 0:
-        raise DeploymentError(f"{LOCK_TIMEOUT_VARIABLE}={raw!r}: expected a number of seconds, 0 or more")
+    if not 0 <= value <= MAX_LOCK_TIMEOUT:
+        raise DeploymentError(f"{LOCK_TIMEOUT_VARIABLE}={raw!r}: expected a number of seconds from 0 to "
+                              f"{MAX_LOCK_TIMEOUT:,.0f}")
     return value
 
 
@@ -85,7 +88,7 @@ JOIN sys.dm_exec_sessions AS s ON s.session_id = l.request_session_id
 LEFT JOIN sys.dm_tran_session_transactions AS st ON st.session_id = l.request_session_id
 LEFT JOIN sys.dm_tran_active_transactions AS t ON t.transaction_id = st.transaction_id
 WHERE l.resource_type = N'APPLICATION' AND l.resource_database_id = DB_ID() AND l.request_status = N'GRANT'
-  AND l.resource_description LIKE N'%\\[{MIGRATION_LOCK}\\]%' ESCAPE N'\\'"""
+  AND l.resource_description LIKE N'%[[]{MIGRATION_LOCK}]%'"""
 
 
 def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, timeout: float) -> None:
@@ -96,12 +99,18 @@ def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, tim
     wait is over it fails with a DeploymentError naming the session that holds the lock.
     """
     if engine.name == "mssql":
-        got = conn.exec_driver_sql(
-            "SET NOCOUNT ON; DECLARE @Result int; "
+        # pyodbc's manual commit is IMPLICIT_TRANSACTIONS, and neither EXEC nor this SELECT starts
+        # a transaction: without one, a Transaction-owned applock is refused (-999). So open it here,
+        # as SQLAlchemy's own dialect does; the driver's COMMIT or ROLLBACK ends it.
+        result = conn.exec_driver_sql(
+            "SET NOCOUNT ON; IF @@TRANCOUNT = 0 BEGIN TRANSACTION; DECLARE @Result int; "
             "EXEC @Result = sys.sp_getapplock @Resource = ?, @LockMode = N'Exclusive', @LockOwner = N'Transaction', "
             "@LockTimeout = ?, @DbPrincipal = N'public'; SELECT @Result;",
             (MIGRATION_LOCK, int(timeout * 1000)),
-        ).scalar() >= 0
+        ).scalar()
+        if result < -1:  # -2 cancelled, -3 deadlock victim, -999 a parameter or call error
+            raise DeploymentError(f"the migration lock could not be taken on {where}: sp_getapplock returned {result}")
+        got = result >= 0
     else:
         deadline = time.monotonic() + timeout
         while not (got := conn.exec_driver_sql(f"SELECT pg_catalog.pg_try_advisory_xact_lock({_PG_LOCK_KEY})").scalar()):
@@ -264,6 +273,9 @@ def _run_offline(context, target: Target) -> None:
             context.execute(sql_text("SET XACT_ABORT ON"))
         if command_name(context) in WRITING_COMMANDS:
             context.execute(sql_text(offline_lock(engine, lock_timeout())))
+            # Checked again under the lock: another migration may have run while this one waited.
+            context.execute(sql_text(mssql_script.revision_recheck(engine.job_schema, start) if engine.name == "mssql"
+                                     else _pg_revision_check(engine, start, recheck=True)))
         context.run_migrations()
         destination = context.get_revision_argument()
         went_down = any(not up for _f, _t, up in outcome.steps)
@@ -282,7 +294,7 @@ def _revision_id(script: ScriptDirectory, argument: str | None) -> str | None:
     if argument in (None, "base"):
         return None
     revisions = [r for r in script.get_revisions(argument) if r is not None]
-    return ",".join(sorted(r.revision for r in revisions)) or None
+    return ", ".join(sorted(r.revision for r in revisions)) or None  # as the scripts' checks list them
 
 
 def offline_header(engine: EngineInfo, command: str, start: str | None, destination: str | None) -> str:
@@ -305,8 +317,9 @@ def offline_header(engine: EngineInfo, command: str, start: str | None, destinat
     )
 
 
-def _pg_revision_check(engine: EngineInfo, start: str | None) -> str:
-    """A DO block that stops a psql script unless the job schema is at ``start`` (None: no revision)."""
+def _pg_revision_check(engine: EngineInfo, start: str | None, *, recheck: bool = False) -> str:
+    """A DO block that stops a psql script unless the job schema is at ``start`` (None: no revision);
+    ``recheck``: the same under the migration lock, inside the transaction."""
     version = f"{engine.quote(engine.job_schema)}.alembic_version"
     expected = "NULL" if start is None else "'" + start.replace("'", "''") + "'"
     shown = "'base (no revision)'" if start is None else expected
@@ -318,9 +331,12 @@ def _pg_revision_check(engine: EngineInfo, start: str | None) -> str:
         f"        SELECT string_agg(version_num, ', ' ORDER BY version_num) INTO v FROM {version};\n"
         "    END IF;\n"
         f"    IF v IS DISTINCT FROM {expected} THEN\n"
-        "        RAISE EXCEPTION 'dbtools: this script migrates from revision %, but the database is at %; nothing was '\n"
-        "            'changed. Generate the script with --from set to the database''s revision.',\n"
-        f"            {shown}, coalesce(v, 'base (no revision)');\n"
+        + ("        RAISE EXCEPTION 'dbtools: the database is no longer at revision % (it is at %: another migration '\n"
+           "            'ran while this script waited for the migration lock); nothing was changed.',\n"
+           if recheck else
+           "        RAISE EXCEPTION 'dbtools: this script migrates from revision %, but the database is at %; nothing was '\n"
+           "            'changed. Generate the script with --from set to the database''s revision.',\n")
+        + f"            {shown}, coalesce(v, 'base (no revision)');\n"
         "    END IF;\n"
         "END\n"
         "$dbtools$"

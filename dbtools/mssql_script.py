@@ -71,32 +71,70 @@ def guard(condition: str | None = "XACT_STATE() <> 1 OR @@TRANCOUNT <> 1") -> st
     )
 
 
+def _version_read(table: str) -> str:
+    """Statements that leave the version(s) alembic_version holds in @Current (NULL: none)."""
+    literal = table.replace("'", "''")
+    return (
+        "DECLARE @Current nvarchar(200) = NULL;\n"
+        f"IF OBJECT_ID(N'{literal}', N'U') IS NOT NULL\n"
+        "    EXEC sys.sp_executesql\n"
+        f"        N'SELECT @Version = STRING_AGG(version_num, N'', '') WITHIN GROUP (ORDER BY version_num) FROM {literal.replace(chr(39), chr(39) * 2)};',\n"
+        "        N'@Version nvarchar(200) OUTPUT', @Version = @Current OUTPUT;\n"
+    )
+
+
+def _expected(start: str | None) -> tuple[str, str]:
+    """(the revision as a T-SQL literal or NULL, as shown in messages)."""
+    if start is None:
+        return "NULL", "N'base (no revision)'"
+    literal = "N'" + start.replace("'", "''") + "'"
+    return literal, literal
+
+
 def revision_check(database: str, schema: str, start: str | None) -> str:
     """The script's first check, before it creates or changes anything: it stops unless the job
     DB is at ``start``.
 
     ``start`` None: the script is for an empty database, so the job DB or its alembic_version must
-    be absent, or the table empty. The table is read through sp_executesql: a batch naming a table
-    that does not exist fails when the statement runs, whatever guards it.
+    be absent, or the table empty. The table is read through sp_executesql (a batch naming a table
+    that does not exist fails when the statement runs, whatever guards it), in a TRY: an error
+    there (no right to read it) stops the script too.
     """
-    quoted = "[" + database.replace("]", "]]") + "].[" + schema.replace("]", "]]") + "].[alembic_version]"
-    expected = "NULL" if start is None else "N'" + start.replace("'", "''") + "'"
-    shown = "N'base (no revision)'" if start is None else expected
+    table = "[" + database.replace("]", "]]") + "].[" + schema.replace("]", "]]") + "].[alembic_version]"
+    expected, shown = _expected(start)
     return (
-        "DECLARE @Current nvarchar(200) = NULL;\n"
-        f"IF OBJECT_ID(N'{quoted.replace(chr(39), chr(39) * 2)}', N'U') IS NOT NULL\n"
-        "    EXEC sys.sp_executesql\n"
-        f"        N'SELECT @Version = STRING_AGG(version_num, N'', '') WITHIN GROUP (ORDER BY version_num) FROM {quoted.replace(chr(39), chr(39) * 2)};',\n"
-        "        N'@Version nvarchar(200) OUTPUT', @Version = @Current OUTPUT;\n"
-        f"IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
-        "BEGIN\n"
-        f"    DECLARE @Expected nvarchar(200) = {shown};\n"
-        "    SET @Current = ISNULL(@Current, N'base (no revision)');\n"
+        "BEGIN TRY\n"
+        + "".join("    " + line + "\n" for line in _version_read(table).splitlines())
+        + f"    IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
+        "    BEGIN\n"
+        f"        DECLARE @Expected nvarchar(200) = {shown};\n"
+        "        SET @Current = ISNULL(@Current, N'base (no revision)');\n"
+        f"        EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
+        "        RAISERROR(N'dbtools: this script migrates from revision %s, but the database is at %s; nothing was "
+        "changed. Generate the script with --from set to the database''s revision.', 16, 1, @Expected, @Current);\n"
+        "        SET NOEXEC ON;\n"
+        "    END;\n"
+        "END TRY\n"
+        "BEGIN CATCH\n"
         f"    EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
-        "    RAISERROR(N'dbtools: this script migrates from revision %s, but the database is at %s; nothing was changed. "
-        "Generate the script with --from set to the database''s revision.', 16, 1, @Expected, @Current);\n"
+        "    DECLARE @ReadError nvarchar(2048) = ERROR_MESSAGE();\n"
+        "    RAISERROR(N'dbtools: the database''s revision could not be read (%s); nothing was changed.', 16, 1, @ReadError);\n"
         "    SET NOEXEC ON;\n"
-        "END"
+        "END CATCH"
+    )
+
+
+def revision_recheck(schema: str, start: str | None) -> str:
+    """The same check inside the migration transaction, under the migration lock: another
+    migration may have run while this script waited for it. A THROW rolls the transaction back."""
+    table = "[" + schema.replace("]", "]]") + "].[alembic_version]"
+    expected, _shown = _expected(start)
+    message = (f"dbtools: the database is no longer at revision {start or 'base (no revision)'} (another migration "
+               "ran while this script waited for the migration lock); nothing was changed.").replace("'", "''")
+    return (
+        _version_read(table)
+        + f"IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
+        f"    THROW 50022, N'{message}', 1"
     )
 
 

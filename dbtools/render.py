@@ -141,7 +141,8 @@ def _checked(engine: str, template: str, sql: str, name: str | None = None) -> R
 def standalone_file(engine_name: str, obj: RenderedObject) -> str:
     """One rendered object as a file a DBA can apply by hand.
 
-    SQL Server: a ``USE`` of the job database and, in a batch of their own, the SET options a
+    SQL Server: a ``USE`` of the job database, checked (in SSMS a failed USE leaves the session
+    where it was: ``NOEXEC`` then stops the rest), and, in a batch of their own, the SET options a
     module keeps (``ANSI_NULLS``, ``QUOTED_IDENTIFIER``: sqlcmd starts with the latter OFF), then
     the object, alone in its batch. A header says what applying it by hand skips.
     """
@@ -151,8 +152,14 @@ def standalone_file(engine_name: str, obj: RenderedObject) -> str:
             f"(checksum {obj.checksum[:12]}).\n"
             "-- Apply with sqlcmd -b -i FILE or in SSMS. Applied by hand it is not in the deployment log, and an\n"
             "-- engine procedure loses its signature: dbtools migrate (or its offline script) signs it again.\n"
-            f"USE [{JOB_DATABASE}];\nGO\nSET ANSI_NULLS ON;\nSET QUOTED_IDENTIFIER ON;\nGO\n"
-            f"{obj.sql.strip()}\nGO\n"
+            # In SSMS (or sqlcmd without -b) a failed USE would leave the session where it was, and
+            # the procedure would be created there: the database is checked, and NOEXEC stops the rest.
+            f"SET NOEXEC OFF;\nGO\nUSE [{JOB_DATABASE}];\nGO\n"
+            f"IF DB_NAME() <> N'{JOB_DATABASE}'\nBEGIN\n"
+            f"    RAISERROR(N'dbtools: database {JOB_DATABASE} is missing or closed to this login; nothing was created.', 16, 1);\n"
+            "    SET NOEXEC ON;\nEND;\nGO\n"
+            "SET ANSI_NULLS ON;\nSET QUOTED_IDENTIFIER ON;\nGO\n"
+            f"{obj.sql.strip()}\nGO\nSET NOEXEC OFF;\nGO\n"
         )
     return (
         f"-- dbtools {__version__}: {obj.kind.lower()} {obj.name}, rendered for PostgreSQL "

@@ -129,10 +129,14 @@ def test_render_writes_one_file_per_procedure_that_a_dba_can_apply_by_hand(tmp_p
         assert header.startswith(f"-- dbtools 0.1.0: {objects[name].kind.lower()} {objects[name].name}, rendered for ")
         if engine == "mssql":
             # The job database, the module's SET options in their own batch, the object alone in its batch.
-            assert body == ("USE [BlobDeltaJobs];\nGO\nSET ANSI_NULLS ON;\nSET QUOTED_IDENTIFIER ON;\nGO\n"
-                            + objects[name].sql.strip() + "\nGO\n")
+            batches = [b.strip() for b in split_batches(text)]
+            assert batches[:3] == ["SET NOEXEC OFF;", "USE [BlobDeltaJobs];",
+                                   "IF DB_NAME() <> N'BlobDeltaJobs'\nBEGIN\n    RAISERROR(N'dbtools: database "
+                                   "BlobDeltaJobs is missing or closed to this login; nothing was created.', 16, 1);\n"
+                                   "    SET NOEXEC ON;\nEND;"]
+            assert batches[3:] == ["SET ANSI_NULLS ON;\nSET QUOTED_IDENTIFIER ON;", objects[name].sql.strip(),
+                                   "SET NOEXEC OFF;"]
             assert violations(text) == [], name
-            assert [b.strip() for b in split_batches(text)][-1] == objects[name].sql.strip()
         else:
             assert body == objects[name].sql.strip() + "\n"
 

@@ -440,7 +440,8 @@ def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_hol
             if server.engine.name == "mssql":
                 pid = holder.exec_driver_sql("SELECT @@SPID").scalar()
                 assert holder.exec_driver_sql(
-                    "SET NOCOUNT ON; DECLARE @r int; EXEC @r = sys.sp_getapplock @Resource = N'dbtools.migrate', "
+                    "SET NOCOUNT ON; IF @@TRANCOUNT = 0 BEGIN TRANSACTION; DECLARE @r int; "
+                    "EXEC @r = sys.sp_getapplock @Resource = N'dbtools.migrate', "
                     "@LockMode = N'Exclusive', @LockOwner = N'Transaction', @DbPrincipal = N'public'; SELECT @r"
                 ).scalar() >= 0
             else:

@@ -253,3 +253,36 @@ def test_every_default_the_sql_server_script_creates_is_named_df_table_column(st
     for table, text in defaults:
         column = re.search(r"(?:^|\bADD )\[?(\w+)\]? \w", re.sub(r"^ALTER TABLE \S+ ", "", text)).group(1)
         assert f"CONSTRAINT [DF_{table}_{column}] DEFAULT " in text, (table, text)
+
+
+def test_a_from_empty_script_applies_to_a_job_database_downgraded_to_base(pg_admin_url, tmp_path):
+    # Alembic empties alembic_version at base but keeps the table; offline it cannot check first.
+    script = commands.migrate(url="postgresql://offline/db", sql=True).script
+
+    with fresh_pg_database(pg_admin_url) as db, fresh_pg_database(pg_admin_url) as online_db:
+        commands.migrate(url=db.render_as_string(hide_password=False))
+        commands.downgrade(url=db.render_as_string(hide_password=False), revision="base")
+        proc = apply_with_psql(db, script, tmp_path)
+        commands.migrate(url=online_db.render_as_string(hide_password=False))
+
+        assert proc.returncode == 0, proc.stderr
+        (snap, log, version), (online_snap, _online_log, online_version) = catalog_and_log(db), catalog_and_log(online_db)
+        assert (snap, version) == (online_snap, online_version)
+
+
+@pytest.mark.parametrize("engine_url", ["postgresql://offline/db", MSSQL_URL], ids=["postgresql", "mssql"])
+def test_an_offline_script_checks_the_revision_again_under_the_migration_lock(engine_url):
+    script = commands.migrate(url=engine_url, sql=True, start="0002").script
+
+    lock = script.index("dbtools.migrate")
+    if engine_url == MSSQL_URL:
+        batches = [b.strip() for b in split_batches(script)]
+        at = next(i for i, b in enumerate(batches) if "sys.sp_getapplock" in b)
+        # The lock's batch, its guard, then the check under the lock (and its guard).
+        assert batches[at + 2].startswith(mssql_script.revision_recheck("dbo", "0002"))
+        assert "THROW 50022, N'dbtools: the database is no longer at revision 0002" in batches[at + 2]
+        assert batches[at + 3].startswith("IF @@ERROR <> 0")
+    else:
+        after = script[lock:]
+        assert after.index("the database is no longer at revision %") < after.index("ALTER TABLE")
+        assert script.index("BEGIN;") < lock

@@ -3,7 +3,7 @@
 Until now SQLAlchemy and Alembic wrote every column default without a name, and SQL Server named
 each one itself (``DF__BlobDelta__Statu__3B75D760``): a different name on every server, which a
 later revision cannot drop or change by name. From this package version the migrations name every
-default they create (``dbtools.mssql_ddl``, also when they run from an empty database); this
+default they create (``dbtools.ddl``, also when they run from an empty database); this
 revision renames the system-named ones an earlier version created: in the job database, and in
 every database an entity spec puts its tables in. A constraint whose name is already taken by
 another object keeps its system name (and is listed by ``dbtools`` in no way: check

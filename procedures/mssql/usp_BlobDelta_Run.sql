@@ -507,7 +507,7 @@ BEGIN
                 -- on both sides, so two databases' catalog collations never conflict).
                 SET @TargetObjectId = OBJECT_ID(@TargetObject);
                 SET @SourceObjectId = OBJECT_ID(@SourceObject);
-                SET @SqlColumns = N'SELECT'
+                SET @SqlColumns = CONVERT(nvarchar(max), N'SELECT') -- nvarchar(max) from the start: never cut at 4000
                     + N' @ColumnList = STRING_AGG(CONVERT(nvarchar(max), QUOTENAME(tc.name)), N'', '')'
                     + N' WITHIN GROUP (ORDER BY tc.column_id),'
                     + N' @SourceColumnList = STRING_AGG(CONVERT(nvarchar(max), N''s.'' + QUOTENAME(tc.name)), N'', '')'
@@ -566,7 +566,13 @@ BEGIN
                     -- Nor any IGNORE_DUP_KEY index: it could discard the row before the id's key sees it.
                     + N' AND NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.indexes AS x'
                     + N' WHERE x.object_id = @TargetObjectId AND x.ignore_dup_key = 1) THEN 1 ELSE 0 END;';
+                -- OUTPUT parameters are in/out: a catalog row not found must not leave the previous table's value.
                 SET @TargetHasUniqueKey = NULL;
+                SET @TargetIsFileTable = NULL;
+                SET @TargetNameCollation = NULL;
+                SET @SourceNameCollation = NULL;
+                SET @TargetParentComputed = NULL;
+                SET @TargetKeyIsIdentity = NULL;
                 -- A FileTable sets is_directory once: a blob never changes kind, so it is never updated.
                 SET @FixedColumn = CASE WHEN @ScriptSet = N'Hierarchical' THEN N'is_directory' END;
                 EXEC sys.sp_executesql

@@ -19,7 +19,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.pool import NullPool
 
 from .engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
-from .environments import Target, connect, create_engine, offline_target, resolve_target
+from .environments import Target, connect, create_engine, database_errors, offline_target, resolve_target
 from .errors import ConfigurationError, DbToolsError, DeploymentError, first_line
 from .migration_env import Outcome
 from .paths import repo_root
@@ -119,7 +119,10 @@ def _check_order(lower: str, upper: str, lower_option: str, upper_option: str, d
 
 def render(engine: str, out_dir: Path) -> list[Path]:
     """Render every procedure of ``engine`` into ``out_dir``; return the files written."""
-    return write_rendered(engine_for(engine).name, out_dir)
+    try:
+        return write_rendered(engine_for(engine).name, out_dir)
+    except OSError as exc:
+        raise ConfigurationError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -315,10 +318,8 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
                 if watcher is not None:
                     watcher.join(timeout=10)
             if "error" in outcome:
-                exc = outcome["error"]
-                if isinstance(exc, sa.exc.DBAPIError):
-                    raise DeploymentError(f"run failed on {target.masked}: {first_line(exc.orig)}") from exc
-                raise exc
+                with database_errors(target, "plan" if plan else "resume" if resume else "run"):
+                    raise outcome["error"]
             result = outcome["result"]
             if plan:
                 return {"run_id": None, "status": result.status, "tables": [
@@ -328,7 +329,8 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
                      "steps": [{"step": s.step, "name": s.name, "inserted": s.inserted, "updated": s.updated,
                                 "deleted": s.deleted} for s in p.steps]}
                     for p in result.plan]}
-            status = runner.run_status(engine, target.engine, result.run_id)
+            with database_errors(target, "status"):
+                status = runner.run_status(engine, target.engine, result.run_id)
             return {"run_id": str(result.run_id), "status": result.status, "tables": _summary(status)}
         finally:
             engine.dispose()
@@ -341,7 +343,8 @@ def status(env: str | None = None, url: str | None = None, *, run_id) -> dict:
     with resolve_target(env, url) as target:
         engine = job_engine(target)
         try:
-            found = runner.run_status(engine, target.engine, run_id)
+            with database_errors(target, "status"):
+                found = runner.run_status(engine, target.engine, run_id)
         finally:
             engine.dispose()
     if found is None:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .engines import EngineInfo, engine_for
-from .errors import ConfigurationError, ConnectionFailed, first_line
+from .errors import ConfigurationError, ConnectionFailed, DeploymentError, first_line
 from .paths import home_dir, repo_root
 
 EMBEDDED = "embedded-postgresql"
@@ -253,6 +253,42 @@ def driver_missing(target: Target, exc: ImportError) -> str:
                 "without Microsoft's package source, unixODBC and the mssql-python-odbc wheel "
                 "(README: SQL Server drivers).")
     return f"{target.label}: database driver not available ({exc}); pip install -e . installs psycopg."
+
+
+#: How each engine says that the job database (or an object in it) is not there.
+_NOT_MIGRATED = (
+    re.compile(r'schema "BlobDeltaJobs" does not exist|relation "BlobDeltaJobs\.|'
+               r'(?:function|procedure) "?BlobDeltaJobs"?\.'),
+    re.compile(r"Cannot open database \"BlobDeltaJobs\"|Invalid object name 'dbo\.(?:BlobDelta|\w+_Staging)|"
+               r"Could not find stored procedure 'dbo\.(?:usp_BlobDelta|Upsert|Reconcile)"),
+)
+#: A connection that could not be made at all (nothing was done; nothing to retry or resume).
+_CONNECT_FAILED = re.compile(r"^connection failed:|\[08001\]|Login failed|Login timeout|\(18456\)", re.I)
+
+
+@contextlib.contextmanager
+def database_errors(target: Target, action: str) -> Iterator[None]:
+    """A DBAPI error of ``action`` on ``target`` as one line with the masked URL: a connection that
+    could not be made is :class:`ConnectionFailed`; a job database that was never migrated says
+    so; anything else names the action and the target."""
+    try:
+        yield
+    except Exception as exc:
+        # SQLAlchemy's wrapper, or a driver's own error (the COPY and TVP writers use the driver).
+        if isinstance(exc, sa.exc.DBAPIError):
+            orig = exc.orig
+        elif type(exc).__module__.split(".")[0] in ("psycopg", "pyodbc"):
+            orig = exc
+        else:
+            raise
+        text = first_line(orig)
+        if any(pattern.search(text) for pattern in _NOT_MIGRATED):
+            raise ConfigurationError(
+                f"no BlobDeltaJobs job database on {target.masked} ({target.label}), or not at this package's "
+                f"revision: run dbtools migrate first ({text})") from exc
+        if _CONNECT_FAILED.search(text):
+            raise ConnectionFailed(f"cannot connect to {target.masked} ({target.label}): {text}") from exc
+        raise DeploymentError(f"{action} failed on {target.masked} ({target.label}): {text}") from exc
 
 
 def connect(engine: sa.Engine, target: Target) -> sa.Connection:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from .commands import job_engine
 from .entities import spec_named
-from .environments import resolve_target
+from .environments import database_errors, resolve_target
 from .upsert import ROW_NUMBER, Counts, RowError, writer_for
 
 #: Rejected rows listed in the result (all of them are in the reject table).
@@ -67,8 +67,9 @@ def ingest(env: str | None = None, url: str | None = None, *, entity: str, path:
             if batch_size is not None:
                 options["batch_size"] = batch_size
             writer = writer_for(path, engine, spec, **options)
-            counts = writer.upsert(read_jsonl(stream, on_bytes))
-            rejects = _rejects(engine, target.engine, spec, writer.batch_ids) if counts.rejected else []
+            with database_errors(target, "ingest"):
+                counts = writer.upsert(read_jsonl(stream, on_bytes))
+                rejects = _rejects(engine, target.engine, spec, writer.batch_ids) if counts.rejected else []
             return IngestResult(spec.entity, path, counts, rejects, list(writer.batch_ids))
         finally:
             engine.dispose()

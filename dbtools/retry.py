@@ -3,10 +3,14 @@
 What counts as transient:
 
 * SQL Server: the error numbers Microsoft.Data.SqlClient retries by default (deadlock victim
-  1205, lock timeouts, Azure throttling and failover, login failures during failover...), plus
-  ODBC timeouts (SQLSTATE HYT00/HYT01) and broken links (08S01, 08001).
+  1205, lock timeouts, Azure throttling and failover...), less 4060 (cannot open the database),
+  plus ODBC timeouts (SQLSTATE HYT00/HYT01) and broken links (08S01).
 * PostgreSQL: SQLSTATE 40001 (serialization failure), 40P01 (deadlock), 57P01 (admin
   shutdown) and class 08 (connection exceptions), plus a connection lost without a SQLSTATE.
+
+A connection that cannot be made at all (a wrong password, an unknown database, role or host, a
+host that refuses; ODBC 08001, login failed 18456) is permanent: retrying it only delays the
+error. A server that says it is starting up or shutting down is still transient.
 * Any error after which SQLAlchemy invalidated the connection (it was dropped).
 
 Everything else (constraint violations, syntax errors, validation errors) is raised at once,
@@ -37,10 +41,19 @@ log = logging.getLogger("dbtools.retry")
 T = TypeVar("T")
 
 MSSQL_TRANSIENT_ERRORS = frozenset({
-    1204, 1205, 1222, 233, 997, 4060, 4221, 10060, 10928, 10929, 40143, 40197, 40501, 40540,
+    1204, 1205, 1222, 233, 997, 4221, 10060, 10928, 10929, 40143, 40197, 40501, 40540,
     40613, 42108, 42109, 49918, 49919, 49920,
 })
-MSSQL_TRANSIENT_SQLSTATES = frozenset({"HYT00", "HYT01", "08S01", "08001"})
+# Not 4060 (cannot open the database: SqlClient retries it for Azure failovers, but on a server of
+# one's own it is a database that does not exist) nor 08001 (no connection could be made): a
+# connection that cannot be made at all is reported at once.
+MSSQL_TRANSIENT_SQLSTATES = frozenset({"HYT00", "HYT01", "08S01"})
+# psycopg's message when a connection cannot be made (a wrong password, an unknown database or
+# role, a host that refuses or cannot be found): permanent, unless the server said it is starting
+# or stopping (SQLSTATE 57P03, cannot_connect_now).
+_PG_CONNECT_FAILED = re.compile(r"^connection failed:|^connection to server .* failed:", re.I)
+_PG_CONNECT_NOW = re.compile(r"the database system is (starting up|shutting down|in recovery mode)|"
+                             r"not yet accepting connections", re.I)
 POSTGRESQL_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01"})
 # The native error number pyodbc appends to each message: "... text (1205) (SQLExecDirectW)", and for
 # further messages "...; [01000] ... text (3621)". Only that position counts: "The duplicate key value
@@ -63,6 +76,9 @@ def transient_reason(exc: BaseException) -> str | None:
         if sqlstate and sqlstate.startswith("08"):
             return f"PostgreSQL SQLSTATE {sqlstate} (connection exception)"
         if sqlstate is None and type(orig).__name__ == "OperationalError":
+            text = str(orig).strip()
+            if _PG_CONNECT_FAILED.search(text) and not _PG_CONNECT_NOW.search(text):
+                return None  # never connected: a wrong password, database, role or host
             return "PostgreSQL connection lost"
         return None
     args = getattr(orig, "args", ())

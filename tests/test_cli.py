@@ -11,6 +11,7 @@ import click
 import pytest
 
 from dbtools.cli import cli
+from dbtools.environments import mask
 from dbtools.render import render_objects
 
 from .conftest import HEAD, UPGRADE_STEPS
@@ -199,3 +200,80 @@ def test_migrate_and_deployed_print_whole_names_when_piped(tmp_path):
         assert f"{obj.name} " in migrated.stdout and " Deployed " in migrated.stdout
         assert obj.name in listed.stdout and obj.checksum[:12] in listed.stdout
     assert migrated.stderr == "" and listed.stderr == ""
+
+
+REFUSED_URL = "postgresql://dba:${DBTOOLS_T_PW}@127.0.0.1:1/jobs"
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--mode", "all-tables"], ["status", "01900000-0000-7000-8000-000000000000"], ["deployed"],
+    ["ingest", "--entity", "CustomerActivityEvent", "--path", "bulk", "-"],
+], ids=lambda a: a[0])
+def test_a_server_that_refuses_is_one_masked_line_at_once_never_a_retry(args):
+    import time
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dbtools", *args, "--url", REFUSED_URL], input="{}\n",
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "DBTOOLS_T_PW": "Sup3rSecret"})
+    took = time.monotonic() - started
+
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        'dbtools: error: cannot connect to postgresql+psycopg://dba:***@127.0.0.1:1/jobs (--url): connection failed: '
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused']
+    assert "transient" not in proc.stderr + proc.stdout
+    assert took < 15, "no backoff before the error"
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("args", [
+    ["run", "--mode", "all-tables"], ["run", "--mode", "all-tables", "--plan"],
+    ["status", "01900000-0000-7000-8000-000000000000"],
+    ["ingest", "--entity", "CustomerActivityEvent", "--path", "bulk", "-"],
+], ids=lambda a: "-".join(a[:3]))
+def test_a_database_that_was_never_migrated_says_to_run_migrate(pg_admin_url, args):
+    from .conftest import fresh_pg_database
+
+    with fresh_pg_database(pg_admin_url) as url:
+        secret = {"DBTOOLS_T_PW": str(url.password)}
+        template = url.set(password="__S__").render_as_string(hide_password=False).replace("__S__", "${DBTOOLS_T_PW}")
+        proc = subprocess.run([sys.executable, "-m", "dbtools", *args, "--url", template], input=(
+            '{"event_id": "019a0000-0000-7000-8000-000000000001", "customer_id": 1, "activity_type": "login", '
+            '"time_stamp_utc": "2026-03-01T12:00:00Z"}\n'), capture_output=True, text=True, timeout=120,
+            env={**os.environ, **secret})
+
+    assert proc.returncode == 1, proc.stdout
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"dbtools: error: no BlobDeltaJobs job database on {mask(url)} (--url), or not at this "
+                           "package's revision: run dbtools migrate first ("), line
+
+
+@pytest.mark.postgresql_only
+@pytest.mark.parametrize("part", ["username", "database"])
+def test_an_unknown_role_or_database_is_one_line_at_once(pg_admin_url, part):
+    import time
+
+    url = pg_admin_url.set(**{part: "dbtools_no_such_" + part})
+    template = url.set(password="__S__").render_as_string(hide_password=False).replace("__S__", "${DBTOOLS_T_PW}")
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dbtools", "run", "--mode", "all-tables", "--url", template],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DBTOOLS_T_PW": str(pg_admin_url.password)})
+    took = time.monotonic() - started
+
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"dbtools: error: cannot connect to {mask(url)} (--url): connection failed:"), line
+    assert f'"dbtools_no_such_{part}" does not exist' in line
+    assert took < 15, "no backoff before the error"
+
+
+def test_render_to_a_path_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+
+    proc = dbtools("render", "--engine", "mssql", "--out", str(blocker / "rendered"))
+
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"dbtools: error: --out {blocker / 'rendered'}: cannot write there (Not a directory)"]

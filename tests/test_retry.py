@@ -35,9 +35,40 @@ def test_every_sqlclient_transient_error_number_is_transient(number):
     assert transient_reason(pyodbc_error("40001", number)) == f"SQL Server error {number}"
 
 
-@pytest.mark.parametrize("sqlstate", ["HYT00", "HYT01", "08S01", "08001"])
+@pytest.mark.parametrize("sqlstate", ["HYT00", "HYT01", "08S01"])
 def test_odbc_timeouts_and_broken_links_are_transient(sqlstate):
     assert transient_reason(pyodbc_error(sqlstate, 0, "Query timeout expired")) == f"ODBC SQLSTATE {sqlstate}"
+
+
+# psycopg's error when a connection cannot be made (or is lost): an OperationalError without SQLSTATE.
+FakePsycopgConnectError = psycopg.OperationalError
+
+
+@pytest.mark.parametrize("error", [
+    pyodbc_error("08001", 10061, "TCP Provider: No connection could be made because the target machine actively refused it."),
+    pyodbc_error("28000", 18456, "Login failed for user 'dba'."),
+    pyodbc_error("42000", 4060, 'Cannot open database "Nope" requested by the login. The login failed.'),
+    sa.exc.OperationalError("connect", {}, FakePsycopgConnectError(
+        'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused')),
+    sa.exc.OperationalError("connect", {}, FakePsycopgConnectError(
+        'connection failed: connection to server at "h", port 5432 failed: FATAL:  password authentication failed '
+        'for user "dba"')),
+    sa.exc.OperationalError("connect", {}, FakePsycopgConnectError(
+        'connection failed: connection to server on socket "/tmp/.s.PGSQL.5432" failed: FATAL:  database "nope" '
+        'does not exist')),
+], ids=["mssql-refused", "mssql-login", "mssql-unknown-database", "pg-refused", "pg-password", "pg-unknown-database"])
+def test_a_connection_that_cannot_be_made_is_permanent(error):
+    assert transient_reason(error) is None
+    # The same text from a connection that was made and then lost is transient.
+    if isinstance(error.orig, FakePsycopgConnectError):
+        lost = sa.exc.OperationalError("CALL x()", {}, FakePsycopgConnectError("consuming input failed: EOF"))
+        assert transient_reason(lost) == "PostgreSQL connection lost"
+
+
+def test_a_postgresql_server_that_is_starting_up_is_still_transient():
+    error = sa.exc.OperationalError("connect", {}, FakePsycopgConnectError(
+        'connection failed: connection to server at "h", port 5432 failed: FATAL:  the database system is starting up'))
+    assert transient_reason(error) == "PostgreSQL connection lost"
 
 
 @pytest.mark.parametrize("sqlstate", ["40001", "40P01", "57P01", "08000", "08003", "08006"])

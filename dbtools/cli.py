@@ -21,7 +21,8 @@ from rich.table import Table
 from . import __version__, commands
 from .engines import SUPPORTED
 from .environments import load_environments, mask, parse_url, refuse_literal_password
-from .errors import DbToolsError
+from . import runs
+from .errors import ConfigurationError, DbToolsError
 from .procs import ProcedureValidationError
 
 # Piped or logged output is never cut to 80 columns: names and checksums must stay whole.
@@ -196,41 +197,110 @@ def envs():
     out.print(table)
 
 
-def _print_step(step: dict) -> None:
-    if step["step_number"] == 0 and step["status"] == "Completed":
-        out.print(f"  {step['table_name']}: window [{step['window_start']}, {step['window_end']})")
-    elif step["status"] == "Failed":
-        out.print(f"  {step['table_name']}: step {step['step_number']} {step['step_name']} batch "
-                  f"{step['batch_number']} FAILED: {step['error']}", markup=False)
-    elif step["rows_processed"]:
-        out.print(f"  {step['table_name']}: step {step['step_number']} {step['step_name']} batch "
-                  f"{step['batch_number']}: {step['rows_processed']} row(s), {step['total_rows']} so far")
+def _print_step(batch: dict) -> None:
+    """One progress line per batch as the engine commits it (stdout)."""
+    where = f"  {batch['table']}: step {batch['step']} {batch['name']} batch {batch['batch']}"
+    if batch["step"] == 0 and batch["name"] == "Window" and batch["status"] == "Completed":
+        out.print(f"  {batch['table']}: window [{batch['window_start']}, {batch['window_end']})", markup=False)
+    elif batch["status"] == "Failed":
+        out.print(f"{where} FAILED: {batch['error']}", markup=False)
+    elif batch["rows_processed"]:
+        out.print(f"{where}: {batch['rows_processed']} row(s), {batch['total_rows']} so far", markup=False)
 
 
-def _print_run(result: dict, as_json: bool) -> None:
+def _duration(value) -> str:
+    return "" if value is None else f"{value:,.1f} s"
+
+
+def _names_table(*columns: str, title: str) -> Table:
+    """A table whose first column (a table name) wraps instead of being cut."""
+    table = Table(title=title)
+    for n, column in enumerate(columns):
+        table.add_column(column, overflow="fold", no_wrap=False, min_width=None if n else 12)
+    return table
+
+
+def _print_run(result: dict, as_json: bool, *, batches: bool = False) -> None:
+    """A run (or plan) in the schema of dbtools.runs: JSON, or tables and dbt-style summary lines."""
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.write(json.dumps(result) + "\n")
         return
-    table = Table("table", "window start", "window end", "rows", "status", title=f"Run {result['run_id'] or '(plan)'}")
+    planned = result["run_id"] is None
+    table = _names_table("table", "status", "window start (UTC)", "window end (UTC)", "rows",
+                         *(() if planned else ("duration",)), "error",
+                         title="Plan: nothing was changed" if planned else f"Run {result['run_id']}")
     for entry in result["tables"]:
-        table.add_row(entry["table"], str(entry["window_start"]), str(entry["window_end"]), str(entry["rows"]),
-                      entry["status"] if entry["error"] is None else f"{entry['status']}: {entry['error']}")
+        table.add_row(entry["table"], entry["status"], entry["window_start"] or "", entry["window_end"] or "",
+                      "" if entry["rows"] is None else f"{entry['rows']:,}",
+                      *(() if planned else (_duration(entry.get("duration_s")),)), entry["error"] or "")
     out.print(table)
-    steps = Table("table", "step", "name", "inserted", "updated", "deleted",
-                  title="Per step: what the run would do" if result["run_id"] is None else "Per step")
+    steps = _names_table("table", "step", "name", "inserted", "updated", "deleted",
+                         *(() if planned else ("moved", "batches", "duration")),
+                         title="Per step: what the run would do" if planned else "Per step")
     for entry in result["tables"]:
         for step in entry.get("steps", ()):
             steps.add_row(entry["table"], str(step["step"]), step["name"] + (" (back-fill)" if step["step"] == 2 else ""),
-                          str(step["inserted"]), str(step["updated"]), str(step["deleted"]))
+                          f"{step['inserted']:,}", f"{step['updated']:,}", f"{step['deleted']:,}",
+                          *(() if planned else (f"{step['moved']:,}", str(step["batches"]),
+                                                _duration(step["duration_s"]))))
     if steps.rows:
         out.print(steps)
-    out.print(f"RunId: {result['run_id']}" if result["run_id"] else "Plan only: nothing was changed.")
+    if batches and result.get("batches"):
+        listing = _names_table("table", "step", "name", "batch", "status", "rows", "total", "inserted", "updated",
+                               "deleted", "moved", "started (UTC)", "duration", "error", title="Batches")
+        for b in result["batches"]:
+            listing.add_row(b["table"], str(b["step"]), b["name"], str(b["batch"]), b["status"], str(b["rows_processed"]),
+                            str(b["total_rows"]),
+                            *("" if b[k] is None else f"{b[k]:,}" for k in ("inserted", "updated", "deleted", "moved")),
+                            b["started_at"] or "", _duration(b["duration_s"]), b["error"] or "")
+        out.print(listing)
+    _print_summary(result)
+
+
+def _print_summary(result: dict) -> None:
+    """dbt's closing lines: one per table with its duration, then the totals."""
+    tables = result["tables"]
+    if result["run_id"] is None:
+        counts = {s: sum(t["status"] == s for t in tables) for s in ("Planned", "Skipped", "Failed")}
+        out.print(f"Plan only: nothing was changed. tables: {counts['Planned']} planned, {counts['Skipped']} skipped, "
+                  f"{counts['Failed']} failed; rows: {result['rows']:,}")
+        out.print(f"Status: {result['status']}")
+        return
+    for n, entry in enumerate(tables, 1):
+        rows = f"{entry['rows']:,} row(s)"
+        took = f" in {_duration(entry['duration_s'])}" if entry.get("duration_s") is not None else ""
+        out.print(f"{n} of {len(tables)} {entry['status'].upper():<11} {entry['table']}: {rows}{took}", markup=False)
+    counts = {s: sum(t["status"] == s for t in tables) for s in runs.TABLE_STATES}
+    parts = [f"{counts[s]} {s.lower()}" for s in ("Succeeded", "Failed") ] + \
+            [f"{counts[s]} {s.lower()}" for s in ("Running", "Interrupted", "Pending") if counts[s]]
+    out.print(f"Done. tables: {', '.join(parts)}; rows: {result['rows']:,}; {_duration(result['duration_s'])}"
+              if result["status"] not in ("Running", "Interrupted") else
+              f"{result['status']}. tables: {', '.join(parts)}; rows so far: {result['rows']:,}; "
+              f"{_duration(result['duration_s'])}", markup=False)
+    out.print(f"RunId: {result['run_id']}")
     out.print(f"Status: {result['status']}")
+    if result["status"] in ("Failed", "Interrupted"):
+        out.print(f"Continue it with: dbtools resume {result['run_id']}", markup=False)
 
 
 def _exit_for(result: dict) -> None:
-    if result["status"] not in ("Succeeded", "Planned"):
+    """0 for a run that succeeded and a plan with a table to run; 1 otherwise."""
+    if result["run_id"] is None:
+        if result["tables"] and all(t["status"] == "Failed" for t in result["tables"]):
+            sys.exit(1)  # nothing in scope could be planned
+        return
+    if result["status"] != "Succeeded":
         sys.exit(1)
+
+
+def _write_results(path: Path | None, result: dict) -> None:
+    """--results-file: the same JSON as --json, written whatever the outcome."""
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"--results-file {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def _announce(run_id) -> None:
@@ -238,14 +308,20 @@ def _announce(run_id) -> None:
     err.print(f"RunId: {run_id} (if it stops, continue it with: dbtools resume {run_id})", markup=False)
 
 
-def _run_and_report(as_json: bool, **kwargs) -> None:
+def _run_and_report(as_json: bool, results_file: Path | None = None, **kwargs) -> None:
     try:
         result = commands.run(on_step=None if as_json else _print_step, on_start=_announce, **kwargs)
     except commands.RunInterrupted as exc:
         err.print(f"dbtools: {exc}", markup=False)
         sys.exit(130)
+    _write_results(results_file, result)
     _print_run(result, as_json)
     _exit_for(result)
+
+
+results_option = click.option(
+    "--results-file", "results_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Also write the result as JSON (the schema of --json) to this file.")
 
 
 @cli.command(name="run")
@@ -263,8 +339,9 @@ def _run_and_report(as_json: bool, **kwargs) -> None:
 @click.option("--plan", is_flag=True,
               help="Show each table's window and, per step, the rows a run would insert, update and delete; "
                    "change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
-def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_type, plan, as_json):
+@click.option("--json", "as_json", is_flag=True, help="Print the run (or plan) as one JSON object.")
+@results_option
+def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_type, plan, as_json, results_file):
     """Run delta loads through usp_BlobDelta_RunOperator and report the RunId.
 
     Prints the RunId as soon as the run starts, progress per table and batch while the engine
@@ -273,30 +350,50 @@ def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_
     Ctrl-C cancels the batch in flight, prints the RunId and the command that resumes it, and
     exits 130.
     """
-    _run_and_report(as_json, env=env, url=url, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
-                    business_unit=business_unit, sync_type=sync_type, plan=plan)
+    _run_and_report(as_json, results_file, env=env, url=url, mode=mode, table=table, batch_size=batch_size,
+                    max_dop=max_dop, business_unit=business_unit, sync_type=sync_type, plan=plan)
 
 
 @cli.command()
 @with_target
 @click.argument("run_id", type=click.UUID)
-@click.option("--json", "as_json", is_flag=True, help="Print the run, its tables and every step as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run, its tables, steps and batches as JSON.")
 def status(env, url, run_id, as_json):
-    """Show a run: its status, per-table windows and rows, and its steps."""
+    """Show a run: each table's state (Pending, Running, Succeeded, Failed, Interrupted), window,
+    rows and duration, per step and per batch with their times.
+
+    A run whose session is gone (its client was killed) shows as Interrupted: resume it.
+    """
     result = commands.status(env, url, run_id=run_id)
+    _print_run(result, as_json, batches=True)
+
+
+@cli.command(name="runs")
+@with_target
+@click.option("--last", "last", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs to list, newest first.")
+@click.option("--table", "table", metavar="NAME", help="Only runs that worked this configured table.")
+@click.option("--status", "status_filter", type=click.Choice(commands.RUN_STATES), default=None,
+              help="Only runs with this status (Interrupted: marked Running, but no session works it).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of runs (the schema of status, without batches).")
+def runs_command(env, url, last, table, status_filter, as_json):
+    """List recent runs with their status, duration, tables and rows: no RunId needed to find one."""
+    found = commands.list_runs(env, url, last=last, table=table, status=status_filter)
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.write(json.dumps(found) + "\n")
         return
-    _print_run(result, False)
-    steps = Table("table", "step", "name", "batch", "rows", "total", "inserted", "updated", "deleted", "moved",
-                  "status", "error", title="Batches")
-    for s in result["steps"]:
-        steps.add_row(s["table_name"], str(s["step_number"]), s["step_name"], str(s["batch_number"]),
-                      str(s["rows_processed"]), str(s["total_rows"]),
-                      *(("" if s[k] is None else str(s[k])) for k in ("rows_inserted", "rows_updated", "rows_deleted",
-                                                                       "rows_moved")),
-                      s["status"], s["error"] or "")
-    out.print(steps)
+    listing = _names_table("run id", "status", "started (UTC)", "duration", "type", "scope", "tables", "rows",
+                           title=f"Runs (newest first, at most {last})")
+    for run in found:
+        states = {}
+        for entry in run["tables"]:
+            states[entry["status"]] = states.get(entry["status"], 0) + 1
+        listing.add_row(run["run_id"], run["status"], run["started_at"], _duration(run["duration_s"]), run["run_type"],
+                        run["table"] or run["mode"], ", ".join(f"{n} {s.lower()}" for s, n in states.items()),
+                        f"{run['rows']:,}")
+    out.print(listing)
+    if not found:
+        out.print("No run matches.")
 
 
 @cli.command()
@@ -305,14 +402,15 @@ def status(env, url, run_id, as_json):
 @click.option("--wait", is_flag=True,
               help="When another session still executes the run (its client was killed, say), wait for it "
                    "instead of failing; a run it finishes meanwhile is reported as it ended.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
-def resume(env, url, run_id, wait, as_json):
+@click.option("--json", "as_json", is_flag=True, help="Print the run as one JSON object.")
+@results_option
+def resume(env, url, run_id, wait, as_json, results_file):
     """Continue an interrupted or failed run from its last completed batch, with its own windows.
 
     A run executes in one server session at a time: while another session still works it, resume
     fails with a message that says so, or waits with --wait.
     """
-    _run_and_report(as_json, env=env, url=url, mode="AllTables", resume=run_id, wait=wait)
+    _run_and_report(as_json, results_file, env=env, url=url, mode="AllTables", resume=run_id, wait=wait)
 
 
 @cli.command()
@@ -328,6 +426,10 @@ def demo(as_json):
         out.print("Migrated: " + ", ".join(result["migrated"]))
         out.print("Sample blobs: " + ", ".join(f"{k} {v}" for k, v in result["source_rows"].items()))
     _print_run(result, as_json)
+    if not as_json:
+        run_id = result["run_id"]
+        out.print(f"Look at it again (the demo database stays until the next demo): dbtools status {run_id} --env demo; "
+                  f"dbtools runs --env demo; dbtools report {run_id} --env demo --out run.html", markup=False)
     _exit_for(result)
 
 

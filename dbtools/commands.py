@@ -23,6 +23,7 @@ from .environments import Target, connect, create_engine, database_errors, offli
 from .errors import ConfigurationError, DbToolsError, DeploymentError, first_line
 from .migration_env import Outcome
 from .paths import repo_root
+from . import runs
 from .render import write_rendered
 from .repeatable import log_table
 
@@ -192,62 +193,25 @@ def _current_revision(conn: sa.Connection, schema: str) -> str | None:
 # ----------------------------------------------------------------------------- delta runs
 
 
-def _summary(status) -> list[dict]:
-    """Per table: window, rows written, status, error, and per step the rows inserted, updated,
-    deleted and moved along with a folder (summed over its completed batches), as a plan reports them.
-
-    Rows written are the steps' inserted + updated + deleted (a Full sync's clean slate, step 0,
-    excluded); a script without those counts contributes the rows its batches processed.
-    """
-    tables: dict[str, dict] = {}
-    steps: dict[str, dict[int, dict]] = {}
-    for step in status.steps:
-        name = step["table_name"]
-        entry = tables.setdefault(name, {
-            "table": name, "window_start": None, "window_end": None, "rows": 0,
-            "status": "Succeeded", "error": None})
-        if step["window_start"] is not None:
-            entry["window_start"] = str(step["window_start"])
-            entry["window_end"] = str(step["window_end"])
-        if step["status"] == "Failed":
-            entry["status"], entry["error"] = "Failed", step["error"]
-        if step["status"] != "Completed":
-            continue
-        counts = (step.get("rows_inserted"), step.get("rows_updated"), step.get("rows_deleted"))
-        summed = steps.setdefault(name, {}).setdefault(step["step_number"], {
-            "step": step["step_number"], "name": step["step_name"], "inserted": 0, "updated": 0, "deleted": 0, "moved": 0})
-        if step["step_name"] != "QueuePopulation":
-            summed["name"] = step["step_name"]
-        for key, value in zip(("inserted", "updated", "deleted", "moved"), (*counts, step.get("rows_moved"))):
-            summed[key] += value or 0
-        if step["step_number"] > 0 and step["step_name"] != "QueuePopulation":
-            entry["rows"] += sum(c or 0 for c in counts) if any(c is not None for c in counts) else step["rows_processed"]
-    for name, entry in tables.items():
-        entry["steps"] = [steps.get(name, {})[n] for n in sorted(steps.get(name, {}))]
-    return [tables[name] for name in sorted(tables)]
-
-
-def _watch(engine: sa.Engine, info, run_id, on_step, on_start, stop: threading.Event) -> None:
-    """Report the run's start (its header is committed) and every committed step row of ``run_id``
-    until ``stop`` is set."""
-    from .runner import run_status
-
-    seen = 0
+def _watch(engine: sa.Engine, info, run_id, on_step, on_start, stop: threading.Event, after: int = 0) -> None:
+    """Report the run's start (its header is committed) and every batch of ``run_id`` committed
+    after the step row ``after`` (a resume passes the run's last one: old progress is not
+    replayed), as the engine commits them, until ``stop`` is set."""
+    seen = after
     started = on_start is None
     while True:
         finished = stop.wait(0.25 if not started else 0.5)
         try:
-            status = run_status(engine, info, run_id)
+            with engine.connect() as conn:
+                if not started and runs.exists(conn, info, run_id):
+                    on_start(run_id)
+                    started = True
+                batches = runs.batches_after(conn, info, run_id, seen) if on_step is not None else []
         except sa.exc.DBAPIError:
-            status = None
-        if status is not None:
-            if not started:
-                on_start(run_id)
-                started = True
-            if on_step is not None:
-                for step in status.steps[seen:]:
-                    on_step(step)
-            seen = len(status.steps)
+            batches = []
+        for step_id, batch in batches:
+            on_step(batch)
+            seen = step_id
         if finished:
             return
 
@@ -283,8 +247,13 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
             watcher = None
             announce = on_start if run_id else None  # a resume's RunId is the caller's own
             if (on_step is not None or announce is not None) and (run_id or resume):
+                after = 0
+                if resume:
+                    with database_errors(target, "resume"), engine.connect() as conn:
+                        after = max((i for i, _b in runs.batches_after(conn, target.engine, resume, 0)), default=0)
                 watcher = threading.Thread(target=_watch, daemon=True,
-                                           args=(engine, target.engine, run_id or resume, on_step, announce, stop))
+                                           args=(engine, target.engine, run_id or resume, on_step, announce, stop),
+                                           kwargs={"after": after})
                 watcher.start()
             cancels: list = []
             outcome: dict = {}
@@ -322,41 +291,44 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
                     raise outcome["error"]
             result = outcome["result"]
             if plan:
-                return {"run_id": None, "status": result.status, "tables": [
-                    {"table": p.table, "window_start": p.window_start, "window_end": p.window_end,
-                     "rows": p.rows, "status": "Skipped" if p.skipped else "Planned" if p.error is None else "Failed",
-                     "error": p.error or p.skipped,
-                     "steps": [{"step": s.step, "name": s.name, "inserted": s.inserted, "updated": s.updated,
-                                "deleted": s.deleted} for s in p.steps]}
-                    for p in result.plan]}
-            with database_errors(target, "status"):
-                status = runner.run_status(engine, target.engine, result.run_id)
-            return {"run_id": str(result.run_id), "status": result.status, "tables": _summary(status)}
+                return runs.plan_view(result.plan, runner.MODES.get(mode, mode), table)
+            with database_errors(target, "status"), engine.connect() as conn:
+                return runs.load(conn, target.engine, result.run_id)
         finally:
             engine.dispose()
 
 
 def status(env: str | None = None, url: str | None = None, *, run_id) -> dict:
-    """A run's header, per-table summary and every step row."""
-    from . import runner
-
+    """A run in the schema of :mod:`dbtools.runs`: its header, each table's state, window, times and
+    steps, and every batch."""
     with resolve_target(env, url) as target:
         engine = job_engine(target)
         try:
-            with database_errors(target, "status"):
-                found = runner.run_status(engine, target.engine, run_id)
+            with database_errors(target, "status"), engine.connect() as conn:
+                found = runs.load(conn, target.engine, run_id)
         finally:
             engine.dispose()
     if found is None:
         raise ConfigurationError(f"RUN_ID {run_id} is not a run in BlobDeltaRun")
-    return {
-        "run_id": str(found.run_id), "status": found.status, "run_type": found.run_type, "mode": found.mode,
-        "table": found.table, "started_at": str(found.started_at),
-        "completed_at": None if found.completed_at is None else str(found.completed_at), "error": found.error,
-        "tables": _summary(found),
-        "steps": [{k: (str(v) if k in ("window_start", "window_end") and v is not None else v) for k, v in s.items()}
-                  for s in found.steps],
-    }
+    return found
+
+
+def list_runs(env: str | None = None, url: str | None = None, *, last: int = 20, table: str | None = None,
+              status: str | None = None) -> list[dict]:
+    """The latest runs, newest first, in the schema of :mod:`dbtools.runs` (without batches)."""
+    if status is not None and status not in RUN_STATES:
+        raise ConfigurationError(f"--status {status!r} is not a run status; allowed values: {', '.join(RUN_STATES)}")
+    with resolve_target(env, url) as target:
+        engine = job_engine(target)
+        try:
+            with database_errors(target, "runs"), engine.connect() as conn:
+                return runs.recent(conn, target.engine, last=last, table=table, status=status)
+        finally:
+            engine.dispose()
+
+
+#: A run's status as reported (Interrupted: Running in BlobDeltaRun, but no session works it).
+RUN_STATES = ("Running", "Interrupted", "Succeeded", "Failed")
 
 
 DEMO_DATABASE = "dbtools_demo"

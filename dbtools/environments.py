@@ -43,7 +43,12 @@ class Environment:
 
     @property
     def is_embedded(self) -> bool:
-        return self.url == EMBEDDED
+        return self.url == EMBEDDED or self.url.startswith(EMBEDDED + "/")
+
+    @property
+    def embedded_database(self) -> str | None:
+        """``embedded-postgresql/NAME``: the database NAME of the embedded server (else its default)."""
+        return self.url.partition("/")[2] or None if self.is_embedded else None
 
 
 def environments_file() -> Path:
@@ -100,7 +105,7 @@ def _refuse_literal_password(env: Environment, path: Path) -> None:
 def refuse_literal_password(url: str, *, option: str = "--url", allowed: bool = False) -> None:
     """A URL given on the command line holds its password as ``${VARIABLE}``, or it is refused
     (it would stay in the shell's history and in process listings) unless ``allowed``."""
-    if allowed or url == EMBEDDED:
+    if allowed or url == EMBEDDED or url.startswith(EMBEDDED + "/"):
         return
     try:
         parsed = make_url(url)
@@ -158,7 +163,7 @@ def expand_url(template: str, *, context: str, lookup=None) -> URL:
 def mask(url: str | URL) -> str:
     """Render a URL for humans with its password replaced by ``***``."""
     if isinstance(url, str):
-        if url == EMBEDDED:
+        if url == EMBEDDED or url.startswith(EMBEDDED + "/"):
             return url
         try:
             url = make_url(url)
@@ -314,7 +319,8 @@ def resolve_target(env: str | None = None, url: str | None = None) -> Iterator[T
         definition = _definition(env)
         if definition.is_embedded:
             with embedded_postgresql() as embedded_url:
-                yield Target(f"env {env}", embedded_url)
+                database = definition.embedded_database
+                yield Target(f"env {env}", embedded_url.set(database=database) if database else embedded_url)
         else:
             yield Target(f"env {env}", expand_url(definition.url, context=f"environment {env!r}"))
     else:

@@ -45,7 +45,7 @@ def test_help_explains_every_option(command):
 @pytest.mark.parametrize("args, exit_code, message", [
     (["migrate", "--bogus"], 2, "dbtools migrate: error: No such option '--bogus'"),
     (["render", "--engine", "oracle"], 2, "'oracle' is not one of 'mssql', 'postgresql'"),
-    (["migrate", "--env", "nope"], 1, "--env 'nope' is not defined; allowed values: dev, local, pg, prod, test"),
+    (["migrate", "--env", "nope"], 1, "--env 'nope' is not defined; allowed values: demo, dev, local, pg, prod, test"),
     (["migrate"], 1, "no target: give --env NAME or --url URL"),
     (["migrate", "--url", "oracle://u:pw@host/db"], 1, "engine 'oracle' is not supported; allowed values: mssql, postgresql"),
 ])

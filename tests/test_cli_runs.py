@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
@@ -69,7 +70,8 @@ def test_a_failed_run_exits_non_zero_and_resume_finishes_it(bed):
 
     assert failed.returncode == 1
     assert json.loads(shown.stdout)["status"] == "Failed"
-    assert [s["status"] for s in json.loads(shown.stdout)["steps"] if s["table_name"] == CLIENT][-1] == "Failed"
+    assert [b["status"] for b in json.loads(shown.stdout)["batches"] if b["table"] == CLIENT][-1] == "Failed"
+    assert {t["table"]: t["status"] for t in json.loads(shown.stdout)["tables"]} == {CLIENT: "Failed", REFERRAL: "Succeeded"}
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["run_id"] == run_id
     assert json.loads(resumed.stdout)["status"] == "Succeeded"
@@ -136,3 +138,141 @@ def test_a_plan_says_which_table_a_held_lease_would_make_a_run_skip(bed):
     assert tables[REFERRAL]["error"].startswith(f"Table '{REFERRAL}' is being processed by run {holder}")
     assert tables[REFERRAL]["steps"] == [] and tables[REFERRAL]["rows"] is None
     assert tables[CLIENT]["status"] == "Planned" and tables[CLIENT]["rows"] == len(bed.data.blobs["ClientAttachment"])
+
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _keys_and_times(document, path="$"):
+    """Every key of a JSON document and every timestamp-like value, with where it is."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            yield ("key", key, path)
+            yield from _keys_and_times(value, f"{path}.{key}")
+    elif isinstance(document, list):
+        for n, value in enumerate(document):
+            yield from _keys_and_times(value, f"{path}[{n}]")
+    elif isinstance(document, str) and re.match(r"^\d{4}-\d\d-\d\d", document):
+        yield ("time", document, path)
+
+
+def test_run_status_runs_and_the_results_file_share_one_schema(bed, tmp_path):
+    results = tmp_path / "results.json"
+    ran = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json", "--results-file", str(results))
+    run = json.loads(ran.stdout)
+    shown = json.loads(dbtools("status", "--url", bed.server.cli_url, run["run_id"], "--json").stdout)
+    listed = json.loads(dbtools("runs", "--url", bed.server.cli_url, "--json").stdout)
+
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(results.read_text()) == run
+    assert listed[0]["run_id"] == run["run_id"] and len(listed) == 1
+    # One document: status adds the batches, runs leaves them out; the rest is the same run.
+    assert {k: v for k, v in shown.items() if k not in ("batches",)} == {k: v for k, v in run.items() if k != "batches"}
+    assert {k: v for k, v in listed[0].items()} == {k: v for k, v in run.items() if k != "batches"}
+    for document in (run, shown, listed):
+        found = list(_keys_and_times(document))
+        assert not [k for kind, k, _p in found if kind == "key" and (k == "table_name" or k != k.lower())]
+        assert all(ISO_Z.match(v) for kind, v, _p in found if kind == "time"), [v for kind, v, _ in found if kind == "time"]
+    assert run["schema"] == "dbtools.run/1"
+    assert {t["status"] for t in run["tables"]} == {"Succeeded"}
+    assert all(isinstance(t["duration_s"], float) and t["duration_s"] >= 0 for t in run["tables"])
+    assert run["duration_s"] >= max(t["duration_s"] for t in run["tables"])
+    assert all(step["duration_s"] is not None and step["batches"] >= 1 for t in run["tables"] for step in t["steps"])
+    assert run["rows"] == sum(t["rows"] for t in run["tables"])
+
+
+def test_a_run_ends_with_a_line_per_table_and_a_summary(bed):
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables")
+
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stderr
+    per_table = [line for line in lines if re.match(r"^\d of 2 ", line)]
+    assert [line.split()[3:5] for line in per_table] == [["SUCCEEDED", CLIENT + ":"], ["SUCCEEDED", REFERRAL + ":"]]
+    assert all(re.search(r": [\d,]+ row\(s\) in [\d.,]+ s$", line) for line in per_table), per_table
+    done = next(line for line in lines if line.startswith("Done. "))
+    assert re.fullmatch(r"Done\. tables: 2 succeeded, 0 failed; rows: [\d,]+; [\d.,]+ s", done), done
+
+
+def test_status_of_an_interrupted_run_says_interrupted_and_which_tables_are_pending(bed):
+    # Assemble: a run stopped after its first committed batches (its session is gone): the first
+    # table is half done, the second never started.
+    from .blocking import interrupted_after
+
+    with interrupted_after(bed, 2):
+        dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--batch-size", "2")
+    run_id = json.loads(dbtools("runs", "--url", bed.server.cli_url, "--last", "1", "--json").stdout)[0]["run_id"]
+    bed.sql(f"UPDATE {bed.info.job_object('BlobDeltaRun')} SET {bed.info.quote('Status')} = 'Running', "
+            f"{bed.info.quote('RunCompletedAt')} = NULL")  # as after kill -9 of the client: still Running
+    # (the trigger failed the batch it stopped, and the next table's first: a killed client leaves neither)
+    q = bed.info.quote
+    bed.sql(f"DELETE FROM {bed.info.job_object('BlobDeltaRunStep')} WHERE {q('Status')} = 'Failed' "
+            f"OR {q('TableName')} = {bed.mark('t')}", bed.params(t=REFERRAL))
+
+    # Act
+    shown = dbtools("status", "--url", bed.server.cli_url, run_id, "--json")
+    interrupted = dbtools("runs", "--url", bed.server.cli_url, "--status", "Interrupted", "--json")
+    running = dbtools("runs", "--url", bed.server.cli_url, "--status", "Running", "--json")
+    human = dbtools("status", "--url", bed.server.cli_url, run_id)
+
+    # Assert
+    result = json.loads(shown.stdout)
+    assert shown.returncode == 0, shown.stderr
+    assert result["status"] == "Interrupted"
+    assert [(t["table"], t["status"]) for t in result["tables"]] == [(CLIENT, "Interrupted"), (REFERRAL, "Pending")]
+    assert result["tables"][1]["started_at"] is None and result["tables"][1]["duration_s"] is None
+    assert [r["run_id"] for r in json.loads(interrupted.stdout)] == [run_id]
+    assert json.loads(running.stdout) == []
+    assert f"Continue it with: dbtools resume {run_id}" in human.stdout
+    assert "Interrupted. tables: 0 succeeded, 0 failed, 1 interrupted, 1 pending" in human.stdout
+
+
+def test_runs_lists_the_latest_first_and_filters_by_table_and_status(bed):
+    bed.configure(CLIENT, ScriptSet="Flat")
+    failed = json.loads(dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json").stdout)
+    bed.configure(CLIENT, ScriptSet="Hierarchical")
+    single = json.loads(dbtools("run", "--url", bed.server.cli_url, "--mode", "single-table", "--table", REFERRAL,
+                                "--json").stdout)
+
+    everything = json.loads(dbtools("runs", "--url", bed.server.cli_url, "--json").stdout)
+    client_runs = json.loads(dbtools("runs", "--url", bed.server.cli_url, "--table", CLIENT, "--json").stdout)
+    failures = json.loads(dbtools("runs", "--url", bed.server.cli_url, "--status", "Failed", "--json").stdout)
+    one = json.loads(dbtools("runs", "--url", bed.server.cli_url, "--last", "1", "--json").stdout)
+    bad = dbtools("runs", "--url", bed.server.cli_url, "--status", "Done")
+
+    assert [r["run_id"] for r in everything] == [single["run_id"], failed["run_id"]]
+    assert [r["run_id"] for r in client_runs] == [failed["run_id"]]
+    assert [r["run_id"] for r in failures] == [failed["run_id"]]
+    assert [r["run_id"] for r in one] == [single["run_id"]]
+    assert bad.returncode == 2 and "'Done' is not one of 'Running', 'Interrupted', 'Succeeded', 'Failed'" in bad.stderr
+
+
+def test_resume_reports_only_the_batches_it_runs(bed):
+    from .blocking import interrupted_after
+
+    with interrupted_after(bed, 2):
+        first = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--batch-size", "2")
+    run_id = first.stderr.split("RunId: ")[1].split()[0]
+    before = [line for line in first.stdout.splitlines() if " batch " in line and "row(s)" in line]
+
+    resumed = dbtools("resume", "--url", bed.server.cli_url, run_id)
+
+    after = [line for line in resumed.stdout.splitlines() if " batch " in line and "row(s)" in line]
+    assert resumed.returncode == 0, resumed.stderr
+    assert before and after
+    assert not set(before) & set(after), "old progress is not replayed"
+
+
+def test_the_demo_names_the_environment_that_shows_its_run_again(tmp_path):
+    home = {"DBTOOLS_HOME": str(tmp_path)}
+    demo = dbtools("demo", env=home)
+    run_id = demo.stdout.split("RunId: ")[1].split()[0]
+
+    shown = dbtools("status", run_id, "--env", "demo", "--json", env=home)
+    listed = dbtools("runs", "--env", "demo", "--json", env=home)
+
+    assert demo.returncode == 0, demo.stderr
+    assert (f"Look at it again (the demo database stays until the next demo): dbtools status {run_id} --env demo; "
+            f"dbtools runs --env demo; dbtools report {run_id} --env demo --out run.html") in demo.stdout
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "Succeeded"
+    assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]

@@ -23,8 +23,9 @@ def write(tmp_path, text):
 def test_the_repository_environments_file_loads_and_holds_no_secret():
     envs = load_environments()
 
-    assert set(envs) == {"local", "dev", "test", "prod", "pg"}
-    assert envs["local"].is_embedded
+    assert set(envs) == {"local", "demo", "dev", "test", "prod", "pg"}
+    assert envs["local"].is_embedded and envs["local"].embedded_database is None
+    assert envs["demo"].is_embedded and envs["demo"].embedded_database == "dbtools_demo"
     for env in envs.values():
         assert "${" in env.url or env.is_embedded
 

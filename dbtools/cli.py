@@ -399,6 +399,18 @@ def runs_command(env, url, last, table, status_filter, as_json):
 @cli.command()
 @with_target
 @click.argument("run_id", type=click.UUID)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The HTML file to write (default: run-RUN_ID.html in the current directory).")
+def report(env, url, run_id, out):
+    """Write one self-contained HTML page about a run: a timeline with a bar per batch, rows per
+    second over the run, each table's window, and any errors. It needs no network to open."""
+    path = commands.report(env, url, run_id=run_id, out=out or Path(f"run-{run_id}.html"))
+    sys.stdout.write(f"Wrote {path}\n")
+
+
+@cli.command()
+@with_target
+@click.argument("run_id", type=click.UUID)
 @click.option("--wait", is_flag=True,
               help="When another session still executes the run (its client was killed, say), wait for it "
                    "instead of failing; a run it finishes meanwhile is reported as it ended.")

@@ -327,6 +327,18 @@ def list_runs(env: str | None = None, url: str | None = None, *, last: int = 20,
             engine.dispose()
 
 
+def report(env: str | None = None, url: str | None = None, *, run_id, out: Path) -> Path:
+    """Write the HTML picture of a run (:mod:`dbtools.report`) to ``out``; return the path."""
+    from . import report as pages
+
+    page = pages.render(status(env, url, run_id=run_id))
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
+    return out
+
+
 #: A run's status as reported (Interrupted: Running in BlobDeltaRun, but no session works it).
 RUN_STATES = ("Running", "Interrupted", "Succeeded", "Failed")
 

@@ -276,3 +276,64 @@ def test_the_demo_names_the_environment_that_shows_its_run_again(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["status"] == "Succeeded"
     assert [r["run_id"] for r in json.loads(listed.stdout)] == [run_id]
+
+
+def test_report_writes_one_self_contained_page_with_a_bar_per_batch(bed, tmp_path):
+    from html.parser import HTMLParser
+
+    # Assemble: a run with a failed table too, so the page has an error to show.
+    bed.configure(CLIENT, ScriptSet="Flat")
+    run = json.loads(dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json", "--batch-size", "3")
+                     .stdout)
+    page = tmp_path / "run.html"
+
+    # Act
+    proc = dbtools("report", run["run_id"], "--url", bed.server.cli_url, "--out", str(page))
+
+    # Assert
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"Wrote {page}\n"
+    text = page.read_text(encoding="utf-8")
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.external, self.charts, self.rows, self.errors, self.document = [], [], [], [], None
+            self._in = None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            for key in ("src", "href"):
+                if (attrs.get(key) or "").startswith(("http:", "https:", "//")):
+                    self.external.append(attrs[key])
+            if tag == "div" and attrs.get("id") in ("timeline", "rate", "windows"):
+                self.charts.append(attrs["id"])
+            if tag == "tr" and "data-table" in attrs:
+                self.rows.append(attrs["data-table"])
+            if tag == "script" and attrs.get("id") == "dbtools-run":
+                self._in = "document"
+            if tag == "li":
+                self._in = "error"
+
+        def handle_data(self, data):
+            if self._in == "document":
+                self.document = (self.document or "") + data
+            elif self._in == "error":
+                self.errors.append(data)
+
+        def handle_endtag(self, tag):
+            if tag in ("script", "li"):
+                self._in = None
+
+    parsed = Page()
+    parsed.feed(text)
+    status = json.loads(dbtools("status", run["run_id"], "--url", bed.server.cli_url, "--json").stdout)
+    assert text.startswith("<!DOCTYPE html>")
+    assert parsed.external == [], "no network needed"
+    assert "Plotly.newPlot" in text and text.count("Plotly.newPlot") == 3
+    assert parsed.charts == ["timeline", "rate", "windows"]
+    assert parsed.rows == [CLIENT, REFERRAL]
+    assert json.loads(parsed.document.replace("<\\/", "</"))["batches"] == status["batches"]
+    from dbtools.report import timeline_bars
+    assert len(timeline_bars(status)) == len(status["batches"]) > 2
+    assert any(e.startswith(f"{CLIENT}, step 1 Upsert, batch 1: ") for e in parsed.errors), parsed.errors

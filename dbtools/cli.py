@@ -454,18 +454,24 @@ def demo(as_json):
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Rows per batch (tvp default 1000, bulk default 50000; single: rows per progress step).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts and rejected lines.")
+@click.option("--max-rejects", "max_rejects", metavar="N|P%", default=None,
+              help="Exit 1 when more than N rows (or P% of the rows received) are rejected. Default: exit 1 "
+                   "only when every row is rejected.")
 @click.argument("source", type=click.File("r", encoding="utf-8"), metavar="FILE.jsonl|-")
-def ingest(env, url, entity, path, batch_size, as_json, source):
+def ingest(env, url, entity, path, batch_size, as_json, max_rejects, source):
     """Upsert JSON Lines into an entity and print what happened to every row.
 
     Each line is one JSON object keyed by the entity's columns (optionally ExpectedRowVersion).
     Prints received = inserted + updated + skipped + conflicted + rejected, and the rejected
     lines with their reasons (all of them are kept in the entity's reject table). Exits 0 when
-    every row was accounted for, including rejected ones.
+    every row was accounted for and the rejects stay within --max-rejects; 1 otherwise (the rows
+    that were not rejected are written either way).
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from .ingest import ingest as run_ingest
+    from .ingest import ingest as run_ingest, parse_max_rejects, rejects_exceeded
+
+    limit = parse_max_rejects(max_rejects)
 
     size = None
     try:
@@ -485,8 +491,12 @@ def ingest(env, url, entity, path, batch_size, as_json, source):
 
         result = run_ingest(env, url, entity=entity, path=path, stream=source, batch_size=batch_size,
                             on_chunk=on_chunk, on_bytes=lambda n: progress.advance(task, n))
+    exceeded = rejects_exceeded(result.counts, limit)
     if as_json:
         sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+        if exceeded:
+            err.print(f"dbtools: error: {exceeded}", markup=False)
+            sys.exit(1)
         return
     table = Table("received", "inserted", "updated", "skipped", "conflicted", "rejected",
                   title=f"{result.entity} via {result.path}")
@@ -497,3 +507,6 @@ def ingest(env, url, entity, path, batch_size, as_json, source):
         out.print(f"line {line}: {reason}", markup=False)
     if c.rejected > len(result.rejects):
         out.print(f"... and {c.rejected - len(result.rejects)} more rejected rows in the reject table", markup=False)
+    if exceeded:
+        err.print(f"dbtools: error: {exceeded}", markup=False)
+        sys.exit(1)

@@ -216,6 +216,39 @@ def _watch(engine: sa.Engine, info, run_id, on_step, on_start, stop: threading.E
             return
 
 
+def _check_business_unit(engine: sa.Engine, target: Target, unit, mode: str, table: str | None) -> None:
+    """Refuse a --bu that no business-unit table of the tables in scope lists (a typo would
+    otherwise plan and run 0 rows). Where the caller may not read the configuration or those
+    tables (a member of BlobDeltaOperator), nothing is checked: the engine finds no row."""
+    info = target.engine
+    q, t = info.quote, info.job_object
+    mark = "?" if info.name == "mssql" else "%(v)s"
+    bind = (lambda v: (v,)) if info.name == "mssql" else (lambda v: {"v": v})
+    value = str(unit) if info.name == "mssql" else unit
+    looked: list[str] = []
+    with engine.connect() as conn:
+        try:
+            scope = (f"{q('TableName')} = {mark}", bind(table)) if mode == "SingleTable" else \
+                (f"{q('IsActive')} = {'1' if info.name == 'mssql' else 'true'}", None)
+            rows = conn.exec_driver_sql(
+                f"SELECT {q('BusinessUnitDatabase')}, {q('BusinessUnitSchema')}, {q('BusinessUnitTable')}, "
+                f"{q('BusinessUnitIdColumn')} FROM {t('BlobDeltaTableConfig')} WHERE {scope[0]}", scope[1]).all()
+            for database, schema, name, column in rows:
+                if database is None or name is None:
+                    continue
+                where = info.mapped_object(database, schema or "dbo", name)
+                top, limit = ("TOP (1) ", "") if info.name == "mssql" else ("", " LIMIT 1")
+                if conn.exec_driver_sql(f"SELECT {top}1 FROM {where} WHERE {q(column)} = {mark}{limit}",
+                                        bind(value)).first() is not None:
+                    return
+                looked.append(where)
+        except sa.exc.DBAPIError:
+            return  # not ours to read: the engine checks what it can
+    if looked:
+        raise ConfigurationError(f"--bu {unit} is not a business unit of any table in scope "
+                                 f"(looked in {', '.join(sorted(set(looked)))})")
+
+
 class RunInterrupted(DbToolsError):
     """The user interrupted a run (Ctrl-C); the statement in flight was cancelled and rolled back."""
 
@@ -242,6 +275,8 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
     with resolve_target(env, url) as target:
         engine = job_engine(target)
         try:
+            if business_unit is not None and resume is None:
+                _check_business_unit(engine, target, business_unit, runner.MODES.get(mode, mode), table)
             run_id = None if plan or resume else uuid7(target.engine.name)
             stop = threading.Event()
             watcher = None

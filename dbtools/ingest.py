@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from .commands import job_engine
 from .entities import spec_named
+from .errors import ConfigurationError
 from .environments import database_errors, resolve_target
 from .upsert import ROW_NUMBER, Counts, RowError, writer_for
 
@@ -53,6 +54,43 @@ def read_jsonl(stream: IO[str], on_bytes: Callable[[int], None] | None = None) -
             continue
         row[ROW_NUMBER] = number
         yield row
+
+
+def parse_max_rejects(text: str | None) -> tuple[str, float] | None:
+    """``--max-rejects``: ``N`` rows or ``P%`` of the rows received; None: fail only when every row
+    was rejected."""
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        if raw.endswith("%"):
+            value = float(raw[:-1])
+            if not 0 <= value <= 100:
+                raise ValueError
+            return ("percent", value)
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return ("rows", float(value))
+    except ValueError:
+        raise ConfigurationError(f"--max-rejects {text!r}: expected a number of rows (0 or more) or a percentage "
+                                 "such as 5%") from None
+
+
+def rejects_exceeded(counts: Counts, limit: tuple[str, float] | None) -> str | None:
+    """Why the rejects of ``counts`` fail the ingest under ``limit``, or None when they do not."""
+    if limit is None:
+        if counts.received and counts.rejected == counts.received:
+            return f"every row was rejected ({counts.rejected:,} of {counts.received:,})"
+        return None
+    kind, value = limit
+    if kind == "rows" and counts.rejected > value:
+        return f"{counts.rejected:,} of {counts.received:,} rows were rejected: more than --max-rejects {int(value)}"
+    if kind == "percent" and counts.received and counts.rejected * 100 > value * counts.received:
+        share = counts.rejected * 100 / counts.received
+        return (f"{counts.rejected:,} of {counts.received:,} rows were rejected ({share:.1f}%): more than "
+                f"--max-rejects {value:g}%")
+    return None
 
 
 def ingest(env: str | None = None, url: str | None = None, *, entity: str, path: str, stream: IO[str],

@@ -85,3 +85,42 @@ def test_ingest_refuses_bad_options_naming_the_allowed_values_and_changes_nothin
     assert proc.returncode != 0
     assert message in proc.stderr
     assert bed.table(ACTIVITY) == [] and bed.rejects(ACTIVITY) == []
+
+
+@pytest.mark.parametrize("limit, code, message", [
+    (None, 0, None),
+    ("3", 0, None),
+    ("2", 1, "dbtools: error: 3 of 6 rows were rejected: more than --max-rejects 2"),
+    ("50%", 0, None),
+    ("40%", 1, "dbtools: error: 3 of 6 rows were rejected (50.0%): more than --max-rejects 40%"),
+    ("0", 1, "dbtools: error: 3 of 6 rows were rejected: more than --max-rejects 0"),
+], ids=["default", "3-rows", "2-rows", "50pc", "40pc", "none"])
+def test_ingest_exits_non_zero_when_rejects_pass_max_rejects_and_still_writes_the_good_rows(bed, limit, code, message):
+    args = [] if limit is None else ["--max-rejects", limit]
+
+    proc = ingest("--url", bed.server.cli_url, "--entity", "CustomerActivityEvent", "--path", "tvp", *args, "-",
+                  stdin=lines())
+
+    assert proc.returncode == code, proc.stderr
+    assert (proc.stderr.strip() or None) == message
+    assert len(bed.table(ACTIVITY)) == 2
+
+
+def test_ingest_of_lines_that_are_all_rejected_exits_non_zero_by_default(bed):
+    proc = ingest("--url", bed.server.cli_url, "--entity", "CustomerActivityEvent", "--path", "bulk", "--json", "-",
+                  stdin="{not json\n[1]\n")
+
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["rejected"] == 2
+    assert proc.stderr.strip() == "dbtools: error: every row was rejected (2 of 2)"
+
+
+@pytest.mark.parametrize("limit", ["-1", "x", "150%", "5.5"])
+def test_a_bad_max_rejects_is_refused_before_anything_is_read(bed, limit):
+    proc = ingest("--url", bed.server.cli_url, "--entity", "CustomerActivityEvent", "--path", "bulk",
+                  "--max-rejects", limit, "-", stdin=lines())
+
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"dbtools: error: --max-rejects {limit!r}: expected a number of rows (0 or more) "
+                                   "or a percentage such as 5%")
+    assert bed.table(ACTIVITY) == [] and bed.rejects(ACTIVITY) == []

@@ -337,3 +337,29 @@ def test_report_writes_one_self_contained_page_with_a_bar_per_batch(bed, tmp_pat
     from dbtools.report import timeline_bars
     assert len(timeline_bars(status)) == len(status["batches"]) > 2
     assert any(e.startswith(f"{CLIENT}, step 1 Upsert, batch 1: ") for e in parsed.errors), parsed.errors
+
+
+def test_a_plan_in_which_every_table_failed_exits_non_zero(bed):
+    for table in (CLIENT, REFERRAL):
+        bed.configure(table, SourceTable="NoSuchTable")
+
+    proc = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--plan", "--json")
+
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert [(t["table"], t["status"]) for t in result["tables"]] == [(CLIENT, "Failed"), (REFERRAL, "Failed")]
+    assert all("NoSuchTable" in t["error"] for t in result["tables"])
+
+
+def test_an_unknown_business_unit_is_refused_naming_where_it_was_looked_for(bed):
+    unknown = uuid.uuid4()
+    known = bed.data.business_units[0]
+
+    refused = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--plan", "--bu", str(unknown))
+    planned = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--plan", "--bu", str(known), "--json")
+
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (f"dbtools: error: --bu {unknown} is not a business unit of any table in scope "
+                                      f'(looked in "Gwent_LA_FileTable"."LA_BU")')
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["rows"] > 0

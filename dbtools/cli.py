@@ -148,13 +148,41 @@ def migrate(env, url, revision, sql, start):
               help="Revision to downgrade to; `base` removes every object dbtools created.")
 @click.option("--sql", is_flag=True, help="Print the offline script instead of connecting.")
 @click.option("--from", "start", metavar="REV", help="With --sql: the revision the database is at now.")
-def downgrade(env, url, revision, sql, start):
+@click.option("--yes", "yes", is_flag=True, help="Go ahead without asking (the tables listed lose their rows).")
+def downgrade(env, url, revision, sql, start, yes):
     """Downgrade the job database; drops the package's procedures first.
 
     Procedures belong to the head revision, so any downgrade drops them; upgrading to head
-    again redeploys them.
+    again redeploys them. It first shows the revisions it undoes and the tables that hold data
+    now, and goes on only with --yes or an interactive yes (an offline script asks nothing: it is
+    reviewed before it runs).
     """
+    if not sql:
+        preview = commands.downgrade_preview(env, url, revision=revision)
+        if not preview.revisions:
+            out.print(f"Nothing to undo: the job database is at {preview.current or 'base'}.")
+            return
+        out.print(f"Downgrade from {preview.current} to {preview.target} undoes:", markup=False)
+        for rev, doc in preview.revisions:
+            out.print(f"  {rev}  {doc}", markup=False)
+        holding = [(name, rows) for name, rows in preview.tables if rows]
+        out.print("Tables holding rows now (a revision that created one drops it, with its rows):"
+                  if holding else "No table holds a row.", markup=False)
+        for name, rows in holding:
+            out.print(f"  {name}: {rows:,} row(s)", markup=False)
+        _confirm(yes, f"downgrade to {preview.target}")
     _report(commands.downgrade(env, url, revision=revision, sql=sql, start=start))
+
+
+def _confirm(yes: bool, what: str) -> None:
+    """Go on with --yes, or when a person at a terminal says so; refuse otherwise."""
+    if yes:
+        return
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        if click.confirm(f"Go on with the {what}?", default=False):
+            return
+        raise ConfigurationError(f"{what}: nothing was changed")
+    raise ConfigurationError(f"{what} destroys what is listed above: pass --yes to go ahead; nothing was changed")
 
 
 @cli.command()
@@ -264,6 +292,9 @@ def _print_summary(result: dict) -> None:
         counts = {s: sum(t["status"] == s for t in tables) for s in ("Planned", "Skipped", "Failed")}
         out.print(f"Plan only: nothing was changed. tables: {counts['Planned']} planned, {counts['Skipped']} skipped, "
                   f"{counts['Failed']} failed; rows: {result['rows']:,}")
+        cleared = sum(s["deleted"] for t in tables for s in t["steps"] if s["step"] == 0)
+        if cleared:
+            out.print(f"The run would first delete {cleared:,} target row(s) in scope (full sync: step 0).")
         out.print(f"Status: {result['status']}")
         return
     for n, entry in enumerate(tables, 1):
@@ -341,7 +372,10 @@ results_option = click.option(
                    "change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run (or plan) as one JSON object.")
 @results_option
-def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_type, plan, as_json, results_file):
+@click.option("--yes", "yes", is_flag=True,
+              help="With --sync full: go ahead without asking (the target rows in scope are deleted first).")
+def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_type, plan, as_json, results_file,
+                yes):
     """Run delta loads through usp_BlobDelta_RunOperator and report the RunId.
 
     Prints the RunId as soon as the run starts, progress per table and batch while the engine
@@ -350,6 +384,18 @@ def run_command(env, url, mode, table, batch_size, max_dop, business_unit, sync_
     Ctrl-C cancels the batch in flight, prints the RunId and the command that resumes it, and
     exits 130.
     """
+    if sync_type == "full" and not plan:
+        # A Full sync first deletes the target's rows in scope: say how many (the plan's step 0), then ask.
+        preview = commands.run(env=env, url=url, mode=mode, table=table, batch_size=batch_size, max_dop=max_dop,
+                               business_unit=business_unit, sync_type=sync_type, plan=True)
+        deleting = [(t["table"], sum(s["deleted"] for s in t["steps"] if s["step"] == 0)) for t in preview["tables"]]
+        total = sum(n for _t, n in deleting)
+        printer = err if as_json else out
+        printer.print(f"A full sync first deletes {total:,} target row(s) in scope"
+                      + (f" (business unit {business_unit})" if business_unit else "") + ":", markup=False)
+        for name, rows in deleting:
+            printer.print(f"  {name}: {rows:,} row(s)", markup=False)
+        _confirm(yes, "full sync")
     _run_and_report(as_json, results_file, env=env, url=url, mode=mode, table=table, batch_size=batch_size,
                     max_dop=max_dop, business_unit=business_unit, sync_type=sync_type, plan=plan)
 

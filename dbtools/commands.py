@@ -118,6 +118,59 @@ def _check_order(lower: str, upper: str, lower_option: str, upper_option: str, d
                                  f"goes {way}; the revisions, oldest first: base, {order}")
 
 
+@dataclass
+class DowngradePreview:
+    """What a downgrade would destroy: the revisions it undoes and the tables (with their rows)
+    that live in the job database now, and the entities' tables wherever they are."""
+
+    current: str | None
+    target: str
+    revisions: list[tuple[str, str]]  # (revision, the first line of its docstring), newest first
+    tables: list[tuple[str, int]]     # (table as the engine names it, rows)
+
+
+def downgrade_preview(env: str | None = None, url: str | None = None, *, revision: str) -> DowngradePreview:
+    """What ``downgrade --to revision`` would undo and which tables hold data now (nothing changes)."""
+    from .entities import current_specs
+
+    script = ScriptDirectory.from_config(alembic_config())
+    with resolve_target(env, url) as target:
+        info = target.engine
+        if info.name == "mssql" and not _job_database_exists(target):
+            return DowngradePreview(None, revision, [], [])
+        engine = job_engine(target)
+        try:
+            with database_errors(target, "downgrade"), engine.connect() as conn:
+                current = _current_revision(conn, info.job_schema)
+                undone = []
+                if current is not None:
+                    stop = None if revision == "base" else revision
+                    for rev in script.iterate_revisions(current, stop or "base"):
+                        if rev.revision == stop:
+                            continue
+                        undone.append((rev.revision, (rev.doc or "").strip().splitlines()[0] if rev.doc else ""))
+                inspector = sa.inspect(conn)
+                names = [(info.job_schema, n) for n in sorted(inspector.get_table_names(schema=info.job_schema))]
+                tables = []
+                for schema, name in names:
+                    qualified = f"{info.quote(schema)}.{info.quote(name)}"
+                    tables.append((qualified, conn.exec_driver_sql(f"SELECT COUNT(*) FROM {qualified}").scalar()))
+                for spec in current_specs():
+                    if spec.database is None:
+                        continue  # in the job database: listed above
+                    for name in spec.tables:
+                        qualified = spec.table_object(info, name)
+                        try:
+                            with conn.begin_nested():
+                                rows = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {qualified}").scalar()
+                        except sa.exc.DBAPIError:
+                            continue  # not there (yet)
+                        tables.append((qualified, rows))
+        finally:
+            engine.dispose()
+    return DowngradePreview(current, revision, undone, tables)
+
+
 def render(engine: str, out_dir: Path) -> list[Path]:
     """Render every procedure of ``engine`` into ``out_dir``; return the files written."""
     try:

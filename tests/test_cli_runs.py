@@ -363,3 +363,41 @@ def test_an_unknown_business_unit_is_refused_naming_where_it_was_looked_for(bed)
                                       f'(looked in "Gwent_LA_FileTable"."LA_BU")')
     assert planned.returncode == 0, planned.stderr
     assert json.loads(planned.stdout)["rows"] > 0
+
+
+def test_a_full_sync_lists_the_rows_it_deletes_and_needs_yes(bed):
+    first = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json")
+    loaded = {t["table"]: t["rows"] for t in json.loads(first.stdout)["tables"]}
+    before = bed.job_state()
+
+    refused = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--sync", "full")
+    unchanged = bed.job_state()
+    agreed = dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--sync", "full", "--yes", "--json")
+
+    assert refused.returncode == 1
+    assert f"A full sync first deletes {sum(loaded.values()):,} target row(s) in scope:" in refused.stdout
+    for table, rows in loaded.items():
+        assert f"  {table}: {rows:,} row(s)" in refused.stdout
+    assert refused.stderr.strip() == ("dbtools: error: full sync destroys what is listed above: pass --yes to go "
+                                      "ahead; nothing was changed")
+    assert unchanged == before
+    assert agreed.returncode == 0, agreed.stderr
+    assert json.loads(agreed.stdout)["run_type"] == "Full"
+
+
+def test_downgrade_lists_the_revisions_and_tables_with_rows_and_needs_yes(bed):
+    from .conftest import HEAD
+
+    bed.run()
+    refused = dbtools("downgrade", "--url", bed.server.cli_url, "--to", "base")
+    still = bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaRun')}")[0][0]
+    agreed = dbtools("downgrade", "--url", bed.server.cli_url, "--to", "base", "--yes")
+
+    assert refused.returncode == 1
+    assert refused.stdout.startswith(f"Downgrade from {HEAD} to base undoes:\n  {HEAD}  ")
+    assert '  "BlobDeltaJobs"."BlobDeltaRun": 1 row(s)' in refused.stdout
+    assert refused.stderr.strip() == ("dbtools: error: downgrade to base destroys what is listed above: pass --yes to "
+                                      "go ahead; nothing was changed")
+    assert still == 1
+    assert agreed.returncode == 0, agreed.stderr
+    assert "downgraded 0001 -> base" in agreed.stdout

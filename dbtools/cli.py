@@ -65,12 +65,28 @@ class DbToolsGroup(click.Group):
                 raise
             text = str(exc).strip() or type(exc).__name__
             if isinstance(exc, ProcedureValidationError):
-                # Every problem the procedure found, one per line: they were raised together.
+                # Every problem the procedure found, one per line: they were raised together. The
+                # database names its parameter; the line starts with the option that sets it.
                 for line in text.splitlines():
-                    err.print(f"dbtools: error: {line}", markup=False)
+                    err.print(f"dbtools: error: {_with_option(line)}", markup=False)
             else:
                 err.print(f"dbtools: error: {text.splitlines()[0]}", markup=False)
             ctx.exit(1)
+
+
+#: The operator procedure's parameters and the options of run/resume that set them.
+PARAMETER_OPTIONS = {"@Mode": "--mode", "@TableName": "--table", "@BatchSize": "--batch-size", "@MaxDOP": "--max-dop",
+                     "@BusinessUnitId": "--bu", "@SyncType": "--sync", "@ResumeRunId": "RUN_ID", "@Wait": "--wait",
+                     "@Execute": "--plan"}
+
+
+def _with_option(line: str) -> str:
+    """A procedure's validation message, led by the CLI option of the first parameter it names."""
+    import re
+
+    first = re.search(r"@\w+", line)
+    option = PARAMETER_OPTIONS.get(first.group(0)) if first else None
+    return f"{option}: {line}" if option else line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -241,7 +257,7 @@ def _duration(value) -> str:
 
 
 def _names_table(*columns: str, title: str) -> Table:
-    """A table whose first column (a table name) wraps instead of being cut."""
+    """A table whose cells wrap (a table name included) instead of being cut: it fits 80 columns."""
     table = Table(title=title)
     for n, column in enumerate(columns):
         table.add_column(column, overflow="fold", no_wrap=False, min_width=None if n else 12)
@@ -249,39 +265,49 @@ def _names_table(*columns: str, title: str) -> Table:
 
 
 def _print_run(result: dict, as_json: bool, *, batches: bool = False) -> None:
-    """A run (or plan) in the schema of dbtools.runs: JSON, or tables and dbt-style summary lines."""
+    """A run (or plan) in the schema of dbtools.runs: JSON, or tables and dbt-style summary lines.
+
+    Tables keep to few columns (a table's name and its step share one; errors follow the table),
+    so that they fit an 80-column terminal without cutting anything.
+    """
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     planned = result["run_id"] is None
-    table = _names_table("table", "status", "window start (UTC)", "window end (UTC)", "rows",
-                         *(() if planned else ("duration",)), "error",
+    table = _names_table("table", "status", "rows", *(() if planned else ("time",)), "window (UTC)",
                          title="Plan: nothing was changed" if planned else f"Run {result['run_id']}")
     for entry in result["tables"]:
-        table.add_row(entry["table"], entry["status"], entry["window_start"] or "", entry["window_end"] or "",
-                      "" if entry["rows"] is None else f"{entry['rows']:,}",
-                      *(() if planned else (_duration(entry.get("duration_s")),)), entry["error"] or "")
+        window = f"{entry['window_start']} to\n{entry['window_end']}" if entry["window_start"] else ""
+        table.add_row(entry["table"], entry["status"], "" if entry["rows"] is None else f"{entry['rows']:,}",
+                      *(() if planned else (_duration(entry.get("duration_s")),)), window)
     out.print(table)
-    steps = _names_table("table", "step", "name", "inserted", "updated", "deleted",
-                         *(() if planned else ("moved", "batches", "duration")),
+    for entry in result["tables"]:
+        if entry["error"]:
+            out.print(f"  {entry['table']}: {entry['error']}", markup=False)
+    steps = _names_table("table, step", "inserted", "updated", "deleted",
+                         *(() if planned else ("moved", "batches", "time")),
                          title="Per step: what the run would do" if planned else "Per step")
     for entry in result["tables"]:
         for step in entry.get("steps", ()):
-            steps.add_row(entry["table"], str(step["step"]), step["name"] + (" (back-fill)" if step["step"] == 2 else ""),
+            name = step["name"] + (" (back-fill)" if step["step"] == 2 else "")
+            steps.add_row(f"{entry['table']}\n  {step['step']} {name}",
                           f"{step['inserted']:,}", f"{step['updated']:,}", f"{step['deleted']:,}",
                           *(() if planned else (f"{step['moved']:,}", str(step["batches"]),
                                                 _duration(step["duration_s"]))))
     if steps.rows:
         out.print(steps)
     if batches and result.get("batches"):
-        listing = _names_table("table", "step", "name", "batch", "status", "rows", "total", "inserted", "updated",
-                               "deleted", "moved", "started (UTC)", "duration", "error", title="Batches")
+        listing = _names_table("table, step, batch", "status", "rows", "ins/upd/del/mov", "started (UTC)", "time",
+                               title="Batches")
         for b in result["batches"]:
-            listing.add_row(b["table"], str(b["step"]), b["name"], str(b["batch"]), b["status"], str(b["rows_processed"]),
-                            str(b["total_rows"]),
-                            *("" if b[k] is None else f"{b[k]:,}" for k in ("inserted", "updated", "deleted", "moved")),
-                            b["started_at"] or "", _duration(b["duration_s"]), b["error"] or "")
+            counts = "/".join("-" if b[k] is None else f"{b[k]:,}" for k in ("inserted", "updated", "deleted", "moved"))
+            listing.add_row(f"{b['table']}\n  {b['step']} {b['name']} #{b['batch']}", b["status"],
+                            f"{b['rows_processed']:,}", counts, b["started_at"] or "", _duration(b["duration_s"]))
         out.print(listing)
+        for b in result["batches"]:
+            if b["error"]:
+                out.print(f"  {b['table']}, step {b['step']} {b['name']}, batch {b['batch']}: {b['error']}",
+                          markup=False)
     _print_summary(result)
 
 

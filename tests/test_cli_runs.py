@@ -82,10 +82,11 @@ def test_bad_parameters_are_all_reported_one_per_line_and_exit_non_zero(bed):
                    "--max-dop", "-2")
 
     assert proc.returncode == 1
+    # The option first, then the procedure's parameter it sets.
     assert proc.stderr.splitlines() == [
-        "dbtools: error: @TableName is required when @Mode = 'SingleTable'.",
-        "dbtools: error: @BatchSize must be 1 or more (got 0).",
-        "dbtools: error: @MaxDOP must be 0 or more (got -2).",
+        "dbtools: error: --table: @TableName is required when @Mode = 'SingleTable'.",
+        "dbtools: error: --batch-size: @BatchSize must be 1 or more (got 0).",
+        "dbtools: error: --max-dop: @MaxDOP must be 0 or more (got -2).",
     ]
 
 
@@ -401,3 +402,41 @@ def test_downgrade_lists_the_revisions_and_tables_with_rows_and_needs_yes(bed):
     assert still == 1
     assert agreed.returncode == 0, agreed.stderr
     assert "downgraded 0001 -> base" in agreed.stdout
+
+
+def test_status_in_an_80_column_terminal_wraps_table_names_and_cuts_none(bed):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    run_id = json.loads(dbtools("run", "--url", bed.server.cli_url, "--mode", "all-tables", "--json").stdout)["run_id"]
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 80, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "dbtools", "status", run_id, "--url", bed.server.cli_url],
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+                            env={**os.environ, "COLUMNS": "80", "TERM": "xterm"})
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=60)
+    os.close(leader)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))  # styles
+
+    assert proc.returncode == 0, screen
+    assert "…" not in screen, "nothing is cut"
+    lines = screen.splitlines()
+    assert [line for line in lines if len(line.rstrip()) > 80] == []
+    # A table name that does not fit its column continues on the next line of the same cell.
+    assert all(any(name[:12] in line for line in lines) and any(name[-10:] in line for line in lines)
+               for name in (CLIENT, REFERRAL))

@@ -116,8 +116,10 @@ def test_an_unknown_table_is_refused_with_the_configured_tables_as_allowed_value
     with pytest.raises(ProcedureValidationError) as raised:
         resolve(job, "Gwent_LA_FileTable.dbo.NoSuchTable")
 
+    # Each engine names the job table as it knows it: dbo.X on SQL Server, "BlobDeltaJobs"."X" on PostgreSQL.
+    config = "dbo.BlobDeltaTableConfig" if job.engine.name == "mssql" else '"BlobDeltaJobs"."BlobDeltaTableConfig"'
     assert str(raised.value) == (
-        "@TableName 'Gwent_LA_FileTable.dbo.NoSuchTable' is not configured in dbo.BlobDeltaTableConfig; "
+        f"@TableName 'Gwent_LA_FileTable.dbo.NoSuchTable' is not configured in {config}; "
         "allowed values: Gwent_LA_FileTable.dbo.ClientAttachment, Gwent_LA_FileTable.dbo.ReferralAttachment"
     )
 

@@ -78,7 +78,7 @@ BEGIN
     IF v_resume IS NOT NULL THEN
         SELECT r.* INTO v_run FROM {{ job('BlobDeltaRun') }} AS r WHERE r."RunId" = v_resume;
         IF NOT FOUND THEN
-            v_errors := v_errors || format('@ResumeRunId ''%s'' is not a run in dbo.BlobDeltaRun.', v_resume);
+            v_errors := v_errors || format('@ResumeRunId ''%s'' is not a run in "BlobDeltaJobs"."BlobDeltaRun".', v_resume);
         ELSIF v_run."Status" NOT IN ('Running', 'Failed') AND NOT v_wait THEN
             v_errors := v_errors || format('@ResumeRunId ''%s'' has status %s; only Running or Failed runs can be resumed.',
                                            v_resume, v_run."Status");
@@ -97,7 +97,7 @@ BEGIN
     END IF;
     IF v_given_run IS NOT NULL AND v_resume IS NULL AND v_execute IS NOT DISTINCT FROM true
        AND EXISTS (SELECT 1 FROM {{ job('BlobDeltaRun') }} AS r WHERE r."RunId" = v_given_run) THEN
-        v_errors := v_errors || format('@RunId ''%s'' already exists in dbo.BlobDeltaRun; continue it with @ResumeRunId.',
+        v_errors := v_errors || format('@RunId ''%s'' already exists in "BlobDeltaJobs"."BlobDeltaRun"; continue it with @ResumeRunId.',
                                        v_given_run);
     END IF;
     IF v_mode IS NULL OR v_mode NOT IN ('AllTables', 'SingleTable') THEN
@@ -117,7 +117,7 @@ BEGIN
     ) THEN
         SELECT string_agg(c."TableName", ', ' ORDER BY c."TableName" COLLATE "C") INTO v_configured
         FROM {{ job('BlobDeltaTableConfig') }} AS c;
-        v_errors := v_errors || left(format('@TableName %s is not configured in dbo.BlobDeltaTableConfig; allowed values: %s.',
+        v_errors := v_errors || left(format('@TableName %s is not configured in "BlobDeltaJobs"."BlobDeltaTableConfig"; allowed values: %s.',
                                             quote_literal(v_table_name), coalesce(v_configured, '(no tables configured)')), 2000);
     END IF;
     IF v_batch_size IS NULL OR v_batch_size < 1 THEN
@@ -164,7 +164,7 @@ BEGIN
                     FROM {{ job('BlobDeltaPlanScript') }} AS p
                     WHERE p."ScriptSet" = v_script_set AND p."IsActive";
                     IF NOT FOUND THEN
-                        RAISE EXCEPTION 'Script set % has no active plan script in dbo.BlobDeltaPlanScript.', v_script_set;
+                        RAISE EXCEPTION 'Script set % has no active plan script in "BlobDeltaJobs"."BlobDeltaPlanScript".', v_script_set;
                     END IF;
                     v_sql_plan := {{ job('fn_BlobDelta_FillScript') }}(v_table, v_plan_script);
                     IF v_debug >= 2 THEN

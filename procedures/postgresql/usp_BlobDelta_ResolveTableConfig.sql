@@ -41,7 +41,7 @@ DECLARE
 BEGIN
     ------------------------------------------------------------------- check parameters
     IF v_table_name IS NULL OR btrim(v_table_name) = '' THEN
-        v_errors := v_errors || '@TableName is required: give the TableName of a row in dbo.BlobDeltaTableConfig.'::text;
+        v_errors := v_errors || '@TableName is required: give the TableName of a row in "BlobDeltaJobs"."BlobDeltaTableConfig".'::text;
     ELSE
         SELECT c.* INTO v_config
         FROM {{ job('BlobDeltaTableConfig') }} AS c
@@ -50,12 +50,12 @@ BEGIN
             SELECT string_agg(c."TableName", ', ' ORDER BY c."TableName" COLLATE "C") INTO v_configured
             FROM {{ job('BlobDeltaTableConfig') }} AS c;
             v_errors := v_errors || left('@TableName ''' || v_table_name
-                || ''' is not configured in dbo.BlobDeltaTableConfig; allowed values: '
+                || ''' is not configured in "BlobDeltaJobs"."BlobDeltaTableConfig"; allowed values: '
                 || coalesce(v_configured, '(no tables configured)'), 2000);
         ELSIF v_config."BusinessUnitDatabase" IS NULL OR v_config."BusinessUnitTable" IS NULL THEN
             v_errors := v_errors || left('Table ''' || v_table_name
                 || ''': BlobDeltaTableConfig.BusinessUnitDatabase and BusinessUnitTable '
-                || 'are required (the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.dbo.LA_BU).', 2000);
+                || 'are required (the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.LA_BU).', 2000);
         END IF;
     END IF;
 

@@ -6,7 +6,7 @@
     SELECT r.* INTO v_run FROM {{ job('BlobDeltaRun') }} AS r WHERE r."RunId" = v_run_id;
     IF NOT FOUND OR v_run."Status" <> 'Running' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('Run %s is not a Running run in dbo.BlobDeltaRun.', coalesce(v_run_id::text, 'NULL'));
+            MESSAGE = format('Run %s is not a Running run in "BlobDeltaJobs"."BlobDeltaRun".', coalesce(v_run_id::text, 'NULL'));
     END IF;
 {%- endmacro -%}
 

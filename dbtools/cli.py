@@ -497,6 +497,32 @@ def resume(env, url, run_id, wait, as_json, results_file):
     _run_and_report(as_json, results_file, env=env, url=url, mode="AllTables", resume=run_id, wait=wait)
 
 
+@cli.command(name="sample")
+@with_target
+@click.option("--rows", type=click.IntRange(min=1), default=400, show_default=True,
+              help="At least this many blobs (folders and files) per sample table, rounded up to whole trees.")
+@click.option("--bus", "business_units", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Business units to spread them over.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: what was created.")
+def sample_command(env, url, rows, business_units, as_json):
+    """Create the sample source, metadata, business-unit and target tables in your own database,
+    then migrate (which grants the engine its rights on them), so that the next run works.
+
+    The tables are the ones the seeded configuration names (Gwent_LA_FileTable, its metadata in
+    AdvancedRBS_MetaData, the targets in Gwent_LA_FileTable_Delta): databases on SQL Server,
+    schemas on PostgreSQL. Existing ones are refused, never reused.
+    """
+    result = commands.sample(env, url, rows=rows, business_units=business_units)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    out.print("Created: " + ", ".join(result["databases"]), markup=False)
+    out.print("Blobs: " + ", ".join(f"{k} {v:,}" for k, v in result["blobs"].items())
+              + f"; business units: {len(result['business_units'])}", markup=False)
+    out.print("Migrated: " + (", ".join(result["migrated"]) or "already at head; engine access renewed"), markup=False)
+    out.print("Next: dbtools run --mode all-tables --plan (with the same --env/--url)", markup=False)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: run_id, status, tables.")
 def demo(as_json):

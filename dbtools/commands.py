@@ -431,6 +431,48 @@ def report(env: str | None = None, url: str | None = None, *, run_id, out: Path)
 RUN_STATES = ("Running", "Interrupted", "Succeeded", "Failed")
 
 
+def sample(env: str | None = None, url: str | None = None, *, rows: int = 400, business_units: int = 3) -> dict:
+    """Create the sample source, metadata, business-unit and target tables the seeded configuration
+    names (``rows`` blobs per table, rounded up to whole trees, over ``business_units`` units), then migrate, which
+    grants the engine its rights on them: the next run works. Refuses databases (SQL Server) or
+    schemas (PostgreSQL) that exist already: the sample uses the names of production databases."""
+    from datetime import datetime, timedelta
+
+    from . import sample as samples
+
+    if rows < 1 or business_units < 1:
+        raise ConfigurationError("--rows and --bus must be 1 or more")
+    with resolve_target(env, url) as target:
+        info = target.engine
+        names = (samples.SOURCE_DB, samples.TARGET_DB, samples.METADATA_DB)
+        server = create_engine(target, target.url.set(database="master") if info.name == "mssql" else None,
+                               poolclass=NullPool)
+        try:
+            with database_errors(target, "sample"), connect(server, target) as conn:
+                if info.name == "mssql":
+                    existing = [n for n in names if conn.exec_driver_sql("SELECT DB_ID(?)", (n,)).scalar() is not None]
+                else:
+                    existing = [r[0] for r in conn.exec_driver_sql(
+                        "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(%(n)s)", {"n": list(names)})]
+        finally:
+            server.dispose()
+        if existing:
+            kind = "database(s)" if info.name == "mssql" else "schema(s)"
+            raise ConfigurationError(f"the sample's {kind} {', '.join(sorted(existing))} exist already on {target.masked}; "
+                                     "the sample creates its own: drop them first, or use another server")
+        now = datetime.utcnow().replace(microsecond=0)
+        window = {"start": now - timedelta(days=20), "end": now - timedelta(hours=5)}
+        per_root = len(samples.generate(roots=1, business_units=1, **window).blobs[samples.TABLES[0]])
+        data = samples.generate(roots=-(-rows // per_root), business_units=business_units, **window)
+        with database_errors(target, "sample"):
+            created = samples.create_sample(target.url, info, data)
+        migrated = migrate(url=target.url.render_as_string(hide_password=False))
+    return {"databases": list(names), "created_databases": created,
+            "business_units": [str(u) for u in data.business_units],
+            "blobs": {name: len(blobs) for name, blobs in data.blobs.items()},
+            "migrated": [f"{a} -> {b}" for a, b, _up in migrated.outcome.steps]}
+
+
 DEMO_DATABASE = "dbtools_demo"
 
 

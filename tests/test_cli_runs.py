@@ -440,3 +440,26 @@ def test_status_in_an_80_column_terminal_wraps_table_names_and_cuts_none(bed):
     # A table name that does not fit its column continues on the next line of the same cell.
     assert all(any(name[:12] in line for line in lines) and any(name[-10:] in line for line in lines)
                for name in (CLIENT, REFERRAL))
+
+
+def test_sample_fills_a_database_of_your_own_so_that_the_next_run_works(pg_admin_url):
+    from .conftest import fresh_pg_database
+
+    with fresh_pg_database(pg_admin_url) as url:
+        secret = {"DBTOOLS_T_PW": str(url.password)}
+        template = url.set(password="__S__").render_as_string(hide_password=False).replace("__S__", "${DBTOOLS_T_PW}")
+        made = dbtools("sample", "--url", template, "--rows", "80", "--bus", "2", "--json", env=secret)
+        ran = dbtools("run", "--url", template, "--mode", "all-tables", "--json", env=secret)
+        again = dbtools("sample", "--url", template, env=secret)
+
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert set(created["blobs"]) == {"ReferralAttachment", "ClientAttachment"}
+    assert all(80 <= n < 2 * 80 for n in created["blobs"].values()), "rounded up to whole trees"
+    assert len(created["business_units"]) == 2
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "Succeeded" and json.loads(ran.stdout)["rows"] > 0
+    assert again.returncode == 1
+    assert again.stderr.strip().startswith(
+        "dbtools: error: the sample's schema(s) AdvancedRBS_MetaData, Gwent_LA_FileTable, Gwent_LA_FileTable_Delta "
+        "exist already on ")

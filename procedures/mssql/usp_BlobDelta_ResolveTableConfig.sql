@@ -152,7 +152,9 @@ BEGIN
             ELSE IF ISNULL(HAS_DBACCESS(@DatabaseName), 0) = 0
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
-                             + N' is not accessible to the caller (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database).', 2000));
+                             + N' is not accessible to the caller (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database); '
+                             + N'if it was created or configured after the last migrate, run dbtools migrate: it grants the engine '
+                             + N'its rights there.', 2000));
             ELSE
             BEGIN
                 SET @ObjectId = OBJECT_ID(@QualifiedName, N'U');

@@ -202,6 +202,61 @@ def _confirm(yes: bool, what: str) -> None:
 
 
 @cli.command()
+@with_target
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: current, head and every revision.")
+def history(env, url, as_json):
+    """List the package's revisions, oldest first: applied or pending, and who applied each and when
+    (from the deployment log)."""
+    result = commands.history(env, url)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    listing = _names_table("revision", "state", "applied (UTC)", "by", "description",
+                           title=f"Revisions on {result['target']} (head {result['head']})")
+    for rev in result["revisions"]:
+        listing.add_row(rev["revision"], rev["state"], rev["applied_at"] or "", rev["applied_by"] or "",
+                        rev["description"])
+    out.print(listing)
+    pending = [r["revision"] for r in result["revisions"] if r["state"] == "pending"]
+    out.print(f"Pending: {', '.join(pending)} (dbtools migrate applies them)" if pending else "Nothing pending.",
+              markup=False)
+
+
+@cli.command(name="check")
+@with_target
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: pending revisions and objects that drifted.")
+def check_command(env, url, as_json):
+    """Report drift and exit 1 when there is any: a pending revision, or a procedure that is missing,
+    not deployed at this package version, edited by hand since it was deployed, or deployed but not
+    part of this package. Changes nothing."""
+    result = commands.check(env, url)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        if result["pending"]:
+            out.print(f"Pending revisions: {', '.join(result['pending'])} (the database is at "
+                      f"{result['current'] or 'base'}; head is {result['head']})", markup=False)
+        for problem in result["objects"]:
+            out.print(f"{problem['object']}: {problem['problem']}", markup=False)
+        out.print("Drift: dbtools migrate puts it right (it redeploys what differs)." if result["drift"]
+                  else f"No drift: {result['target']} is at head ({result['head']}) with every procedure as deployed.",
+                  markup=False)
+    if result["drift"]:
+        sys.exit(1)
+
+
+@cli.command()
+@with_target
+@click.argument("revision", metavar="REV")
+def stamp(env, url, revision):
+    """Record REV as the job database's revision without running anything (Flyway's baseline): to
+    adopt a job database created by hand or by another tool. Deploys nothing; a following migrate
+    applies the later revisions and deploys the procedures."""
+    result = commands.stamp(env, url, revision=revision)
+    out.print(f"{result.outcome.target}: stamped {revision}", markup=False)
+
+
+@cli.command()
 @click.option("--engine", "engine", type=click.Choice(SUPPORTED), required=True,
               help="Engine whose procedures to render.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -25,7 +25,7 @@ from .migration_env import Outcome
 from .paths import repo_root
 from . import runs
 from .render import write_rendered
-from .repeatable import log_table
+from .repeatable import REVISION, log_table
 
 
 def alembic_config(target: Target | None = None, stdout=None) -> Config:
@@ -171,6 +171,139 @@ def downgrade_preview(env: str | None = None, url: str | None = None, *, revisio
     return DowngradePreview(current, revision, undone, tables)
 
 
+def _revision_log(conn: sa.Connection, info) -> dict[str, sa.Row]:
+    """The latest log row of each revision (who applied or undid it, when)."""
+    if not sa.inspect(conn).has_table(DEPLOYMENT_LOG, schema=info.job_schema):
+        return {}
+    table = log_table(info)
+    latest = (sa.select(sa.func.max(table.c.DeploymentId)).where(table.c.ObjectType == REVISION)
+              .group_by(table.c.ObjectName))
+    rows = conn.execute(sa.select(table).where(table.c.DeploymentId.in_(latest))).all()
+    return {r.ObjectName: r for r in rows}
+
+
+def history(env: str | None = None, url: str | None = None) -> dict:
+    """Every revision of the package, oldest first: applied or pending, and for an applied one who
+    applied it and when (from the deployment log; revisions applied before this package version
+    logged them show none)."""
+    script = ScriptDirectory.from_config(alembic_config())
+    with resolve_target(env, url) as target:
+        info = target.engine
+        current = None
+        logged: dict[str, sa.Row] = {}
+        if info.name != "mssql" or _job_database_exists(target):
+            engine = job_engine(target)
+            try:
+                with database_errors(target, "history"), engine.connect() as conn:
+                    current = _current_revision(conn, info.job_schema)
+                    logged = _revision_log(conn, info)
+            finally:
+                engine.dispose()
+    applied = {r.revision for r in script.iterate_revisions(current, "base")} if current else set()
+    revisions = []
+    for rev in reversed(list(script.walk_revisions())):
+        row = logged.get(rev.revision)
+        known = row is not None and row.Action == "Deployed" and rev.revision in applied
+        revisions.append({
+            "revision": rev.revision,
+            "description": (rev.doc or "").strip().splitlines()[0] if rev.doc else "",
+            "state": "current" if rev.revision == current else "applied" if rev.revision in applied else "pending",
+            "applied_at": runs.iso(row.DeployedAt) if known else None,
+            "applied_by": row.DeployedBy if known else None,
+            "package_version": row.PackageVersion if known else None,
+        })
+    return {"target": target.masked, "current": current, "head": script.get_current_head(), "revisions": revisions}
+
+
+def _catalog_definitions(conn: sa.Connection, info) -> dict[str, list[str]]:
+    """The job schema's routines as the catalog holds them: SQL Server's whole definition,
+    PostgreSQL's body (prosrc; a name may have overloads)."""
+    if info.name == "mssql":
+        rows = conn.exec_driver_sql(
+            "SELECT o.name, OBJECT_DEFINITION(o.object_id) FROM sys.objects AS o WHERE o.schema_id = SCHEMA_ID(?) "
+            "AND o.type IN ('P', 'FN', 'IF', 'TF', 'V')", (info.job_schema,)).all()
+    else:
+        rows = conn.exec_driver_sql(
+            "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n "
+            "ON n.oid = p.pronamespace WHERE n.nspname = %(s)s", {"s": info.job_schema}).all()
+    found: dict[str, list[str]] = {}
+    for name, text in rows:
+        found.setdefault(name, []).append(text or "")
+    return found
+
+
+def _comparable(engine_name: str, sql: str) -> str:
+    """What the catalog keeps of a rendered object: the whole statement (SQL Server, as sent), or
+    the body between its dollar quotes (PostgreSQL)."""
+    import re
+
+    text = sql.replace("\r\n", "\n")
+    if engine_name == "mssql":
+        return text.strip().rstrip(";").rstrip()
+    match = re.search(r"\bAS\s+(\$\w*\$)(.*)\1", text, re.S)
+    return match.group(2) if match else text
+
+
+def _stored(engine_name: str, definition: str) -> str:
+    """A catalog definition in the form :func:`_comparable` gives the rendered text."""
+    text = definition.replace("\r\n", "\n")
+    return text.strip().rstrip(";").rstrip() if engine_name == "mssql" else text
+
+
+def check(env: str | None = None, url: str | None = None) -> dict:
+    """Drift between the job database and this package: pending revisions, and each procedure
+    that is missing, not deployed at this version, edited by hand since (its definition differs
+    from the text it was deployed with), or not part of the package."""
+    from .render import render_objects
+
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    with resolve_target(env, url) as target:
+        info = target.engine
+        if info.name == "mssql" and not _job_database_exists(target):
+            return {"target": target.masked, "current": None, "head": head, "pending": [
+                r.revision for r in reversed(list(script.walk_revisions()))], "objects": [], "drift": True}
+        engine = job_engine(target)
+        try:
+            with database_errors(target, "check"), engine.connect() as conn:
+                current = _current_revision(conn, info.job_schema)
+                definitions = _catalog_definitions(conn, info)
+                state: dict[str, tuple[str, str | None]] = {}
+                if sa.inspect(conn).has_table(DEPLOYMENT_LOG, schema=info.job_schema):
+                    table = log_table(info)
+                    latest = (sa.select(sa.func.max(table.c.DeploymentId)).where(table.c.ObjectType != REVISION)
+                              .group_by(table.c.ObjectName))
+                    state = {r.ObjectName: (r.Action, r.Checksum) for r in conn.execute(
+                        sa.select(table.c.ObjectName, table.c.Action, table.c.Checksum)
+                        .where(table.c.DeploymentId.in_(latest)))}
+        finally:
+            engine.dispose()
+    applied = {r.revision for r in script.iterate_revisions(current, "base")} if current else set()
+    pending = [r.revision for r in reversed(list(script.walk_revisions())) if r.revision not in applied]
+    problems = []
+    shipped = {o.name: o for o in render_objects(info.name)}
+    for name, obj in sorted(shipped.items()):
+        action, checksum = state.get(name, (None, None))
+        if name not in definitions:
+            problems.append({"object": name, "kind": obj.kind, "problem": "missing"})
+        elif action != "Deployed" or checksum != obj.checksum:
+            problems.append({"object": name, "kind": obj.kind, "problem": "not deployed at this package version"})
+        elif _comparable(info.name, obj.sql) not in [_stored(info.name, d) for d in definitions[name]]:
+            problems.append({"object": name, "kind": obj.kind, "problem": "edited by hand since it was deployed"})
+    for name, (action, _checksum) in sorted(state.items()):
+        if action == "Deployed" and name not in shipped:
+            problems.append({"object": name, "kind": None, "problem": "deployed, but not part of this package"})
+    return {"target": target.masked, "current": current, "head": head, "pending": pending, "objects": problems,
+            "drift": bool(pending or problems)}
+
+
+def stamp(env: str | None = None, url: str | None = None, *, revision: str) -> MigrateResult:
+    """Record ``revision`` as the job database's revision without running anything (Flyway's
+    baseline): for a job database created by hand or by an older tool. Deploys nothing."""
+    with resolve_target(env, url) as target:
+        return MigrateResult(_run(command.stamp, target, revision, sql=False, buffer=None))
+
+
 def render(engine: str, out_dir: Path) -> list[Path]:
     """Render every procedure of ``engine`` into ``out_dir``; return the files written."""
     try:
@@ -210,7 +343,8 @@ def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, li
                 if not inspector.has_table(DEPLOYMENT_LOG, schema=schema):
                     return target, [], _current_revision(conn, schema)
                 table = log_table(target.engine)
-                rows = conn.execute(sa.select(table).order_by(table.c.DeploymentId)).all()
+                rows = conn.execute(sa.select(table).where(table.c.ObjectType != REVISION)
+                                    .order_by(table.c.DeploymentId)).all()
                 latest: dict[str, sa.Row] = {}
                 deploys: dict[str, int] = {}
                 for row in rows:

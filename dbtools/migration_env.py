@@ -22,10 +22,12 @@ preceded by a batch that sets ``QUOTED_IDENTIFIER`` and ``ANSI_NULLS`` ON.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from logging.config import fileConfig
 
 import sqlalchemy as sa
@@ -37,7 +39,7 @@ from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
 from .errors import DeploymentError
 from .environments import Target, connect, create_engine, offline_target, resolve_target
 from .privileges import apply_engine_access
-from .repeatable import DeployResult, deploy_all, drop_all, sql_text
+from .repeatable import DeployResult, deploy_all, drop_all, log_revision, sql_text
 
 log = logging.getLogger("dbtools.migrate")
 
@@ -386,6 +388,17 @@ def _run_online(context, target: Target) -> None:
 
 
 def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exists: bool) -> None:
+    if log_exists:
+        # Who applied or undid which revision, and when (dbtools history); a revision applied
+        # before the log existed (0001, in the run that creates it) is recorded with the rest.
+        script = ScriptDirectory.from_config(mc.config)
+        for source, destination, up in outcome.steps:
+            revision = destination if up else source
+            if revision == "base" or (not up and revision <= DEPLOYMENT_LOG_REVISION):
+                continue  # undoing 0002 or below removes the log itself
+            path = script.get_revision(revision).path
+            digest = hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+            log_revision(mc, engine, revision, "Deployed" if up else "Dropped", digest)
     # deploy_all and drop_all record what they did in the outcome themselves.
     if went_down:
         if log_exists:

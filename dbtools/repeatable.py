@@ -140,10 +140,23 @@ def log_action(ctx: MigrationContext, engine: EngineInfo, name: str, kind: str, 
     ctx.execute(table.insert().from_select(list(values), selectable))
 
 
-def deployed_state(ctx: MigrationContext, engine: EngineInfo) -> dict[str, tuple[str, str | None]]:
-    """Latest (action, checksum) per object from the deployment log (online only)."""
+#: The deployment log's ObjectType of a migration revision (upgraded: Deployed; downgraded: Dropped).
+REVISION = "REVISION"
+
+
+def log_revision(ctx: MigrationContext, engine: EngineInfo, revision: str, action: str, checksum: str | None) -> None:
+    """Record a revision applied (Deployed) or undone (Dropped): who and when, for dbtools history."""
     table = log_table(engine)
-    latest = sa.select(sa.func.max(table.c.DeploymentId)).group_by(table.c.ObjectName)
+    ctx.execute(table.insert().values(ObjectName=revision, ObjectType=REVISION, Action=action, Checksum=checksum,
+                                      PackageVersion=__version__))
+
+
+def deployed_state(ctx: MigrationContext, engine: EngineInfo) -> dict[str, tuple[str, str | None]]:
+    """Latest (action, checksum) per object from the deployment log (online only); revisions,
+    which the log records too, are not objects."""
+    table = log_table(engine)
+    latest = (sa.select(sa.func.max(table.c.DeploymentId)).where(table.c.ObjectType != REVISION)
+              .group_by(table.c.ObjectName))
     rows = ctx.connection.execute(
         sa.select(table.c.ObjectName, table.c.Action, table.c.Checksum).where(
             table.c.DeploymentId.in_(latest)

@@ -97,9 +97,20 @@ def test_upgrade_from_empty_creates_the_job_tables_and_deploys_every_procedure(s
         tables = set(sa.inspect(conn).get_table_names(schema=server.engine.job_schema))
     engine.dispose()
     assert tables == JOB_TABLES | {DEPLOYMENT_LOG, "alembic_version"}
-    assert deployment_log(server) == [
+    # The log records each revision applied (who and when: dbtools history), then each object deployed.
+    revisions = [(to, "REVISION", "Deployed", revision_checksum(to), "0.1.0") for _from, to, _up in UPGRADE_STEPS]
+    assert deployment_log(server) == revisions + [
         (name, obj.kind, "Deployed", obj.checksum, "0.1.0") for name, obj in sorted(shipped(server).items())
     ]
+
+
+def revision_checksum(revision: str) -> str:
+    import hashlib
+
+    from alembic.script import ScriptDirectory
+
+    path = ScriptDirectory.from_config(commands.alembic_config()).get_revision(revision).path
+    return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
 def test_up_down_up_leaves_an_identical_catalog_and_a_second_up_changes_nothing(server):
@@ -512,3 +523,79 @@ def test_every_default_constraint_is_named_df_table_column_and_an_old_system_nam
     assert renamed_before == 1
     assert rows and all((name, system) == (f"DF_{table}_{column}", False) for table, column, name, system in rows), rows
     assert ("BlobDeltaRun", "Status", "DF_BlobDeltaRun_Status", False) in [tuple(r) for r in rows]
+
+
+def cli(server, *args):
+    from .test_cli import dbtools
+
+    return dbtools(*args, "--url", server.cli_url)
+
+
+def test_history_lists_applied_and_pending_revisions_with_who_and_when(server):
+    import json
+
+    commands.migrate(url=server.url_string, revision=UPGRADE_STEPS[-2][1])
+
+    proc = cli(server, "history", "--json")
+
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    revisions = [step[1] for step in UPGRADE_STEPS]
+    assert [r["revision"] for r in result["revisions"]] == revisions
+    assert [r["state"] for r in result["revisions"]] == ["applied"] * (len(revisions) - 2) + ["current", "pending"]
+    assert (result["current"], result["head"]) == (revisions[-2], revisions[-1])
+    user = server.url.username
+    for r in result["revisions"][:-1]:
+        assert r["applied_by"] and (user is None or user in r["applied_by"]), r
+        assert r["applied_at"].endswith("Z") and r["package_version"] == "0.1.0"
+    assert result["revisions"][-1]["applied_at"] is None and result["revisions"][-1]["description"]
+
+
+def test_check_finds_no_drift_at_head_then_a_missing_an_edited_procedure_and_a_pending_revision(server):
+    import json
+
+    commands.migrate(url=server.url_string)
+    clean = cli(server, "check")
+    names = sorted(shipped(server))
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        if server.engine.name == "mssql":
+            conn.exec_driver_sql(f"DROP PROCEDURE dbo.{names[0]}")
+            edited = shipped(server)[names[1]].sql.replace("SET NOCOUNT ON;", "SET NOCOUNT ON; -- edited by hand", 1)
+            conn.exec_driver_sql(edited)
+        else:
+            conn.exec_driver_sql(f'DROP ROUTINE "BlobDeltaJobs"."{names[0]}"')
+            edited = shipped(server)[names[1]].sql.replace("BEGIN\n", "BEGIN\n    -- edited by hand\n", 1)
+            conn.exec_driver_sql(edited.replace("%", "%%"))  # the driver's placeholders
+    engine.dispose()
+    drifted = cli(server, "check", "--json")
+    commands.downgrade(url=server.url_string, revision=UPGRADE_STEPS[-2][1])
+    pending = cli(server, "check", "--json")
+
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "No drift" in clean.stdout
+    assert drifted.returncode == 1
+    assert json.loads(drifted.stdout)["objects"] == [
+        {"object": names[0], "kind": shipped(server)[names[0]].kind, "problem": "missing"},
+        {"object": names[1], "kind": shipped(server)[names[1]].kind, "problem": "edited by hand since it was deployed"}]
+    assert json.loads(drifted.stdout)["pending"] == []
+    assert pending.returncode == 1
+    assert json.loads(pending.stdout)["pending"] == [UPGRADE_STEPS[-1][1]]
+
+
+def test_stamp_adopts_a_job_database_without_running_or_deploying_anything(server):
+    import json
+
+    commands.migrate(url=server.url_string)
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM {server.engine.job_object('alembic_version')}")
+    engine.dispose()
+    before = (catalog(server), deployment_log(server))
+
+    proc = cli(server, "stamp", HEAD)
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith(f"stamped {HEAD}")
+    assert json.loads(cli(server, "history", "--json").stdout)["current"] == HEAD
+    assert (catalog(server), deployment_log(server)) == before

@@ -25,7 +25,7 @@ from .migration_env import Outcome
 from .paths import repo_root
 from . import runs
 from .render import write_rendered
-from .repeatable import REVISION, log_table
+from .repeatable import REVISION, catalog_definitions, edited, log_table
 
 
 def alembic_config(target: Target | None = None, stdout=None) -> Config:
@@ -215,41 +215,6 @@ def history(env: str | None = None, url: str | None = None) -> dict:
     return {"target": target.masked, "current": current, "head": script.get_current_head(), "revisions": revisions}
 
 
-def _catalog_definitions(conn: sa.Connection, info) -> dict[str, list[str]]:
-    """The job schema's routines as the catalog holds them: SQL Server's whole definition,
-    PostgreSQL's body (prosrc; a name may have overloads)."""
-    if info.name == "mssql":
-        rows = conn.exec_driver_sql(
-            "SELECT o.name, OBJECT_DEFINITION(o.object_id) FROM sys.objects AS o WHERE o.schema_id = SCHEMA_ID(?) "
-            "AND o.type IN ('P', 'FN', 'IF', 'TF', 'V')", (info.job_schema,)).all()
-    else:
-        rows = conn.exec_driver_sql(
-            "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n "
-            "ON n.oid = p.pronamespace WHERE n.nspname = %(s)s", {"s": info.job_schema}).all()
-    found: dict[str, list[str]] = {}
-    for name, text in rows:
-        found.setdefault(name, []).append(text or "")
-    return found
-
-
-def _comparable(engine_name: str, sql: str) -> str:
-    """What the catalog keeps of a rendered object: the whole statement (SQL Server, as sent), or
-    the body between its dollar quotes (PostgreSQL)."""
-    import re
-
-    text = sql.replace("\r\n", "\n")
-    if engine_name == "mssql":
-        return text.strip().rstrip(";").rstrip()
-    match = re.search(r"\bAS\s+(\$\w*\$)(.*)\1", text, re.S)
-    return match.group(2) if match else text
-
-
-def _stored(engine_name: str, definition: str) -> str:
-    """A catalog definition in the form :func:`_comparable` gives the rendered text."""
-    text = definition.replace("\r\n", "\n")
-    return text.strip().rstrip(";").rstrip() if engine_name == "mssql" else text
-
-
 def check(env: str | None = None, url: str | None = None) -> dict:
     """Drift between the job database and this package: pending revisions, and each procedure
     that is missing, not deployed at this version, edited by hand since (its definition differs
@@ -267,7 +232,7 @@ def check(env: str | None = None, url: str | None = None) -> dict:
         try:
             with database_errors(target, "check"), engine.connect() as conn:
                 current = _current_revision(conn, info.job_schema)
-                definitions = _catalog_definitions(conn, info)
+                definitions = catalog_definitions(conn, info)
                 state: dict[str, tuple[str, str | None]] = {}
                 if sa.inspect(conn).has_table(DEPLOYMENT_LOG, schema=info.job_schema):
                     table = log_table(info)
@@ -288,7 +253,7 @@ def check(env: str | None = None, url: str | None = None) -> dict:
             problems.append({"object": name, "kind": obj.kind, "problem": "missing"})
         elif action != "Deployed" or checksum != obj.checksum:
             problems.append({"object": name, "kind": obj.kind, "problem": "not deployed at this package version"})
-        elif _comparable(info.name, obj.sql) not in [_stored(info.name, d) for d in definitions[name]]:
+        elif edited(info.name, obj, definitions[name]):
             problems.append({"object": name, "kind": obj.kind, "problem": "edited by hand since it was deployed"})
     for name, (action, _checksum) in sorted(state.items()):
         if action == "Deployed" and name not in shipped:

@@ -256,7 +256,7 @@ def driver_missing(target: Target, exc: ImportError) -> str:
         return (f"{target.label}: the SQL Server driver cannot load ({exc}). Install the ODBC driver manager "
                 "unixODBC (libodbc.so.2) and Microsoft ODBC Driver 18 (msodbcsql18), then pip install -e '.[mssql]'; "
                 "without Microsoft's package source, unixODBC and the mssql-python-odbc wheel "
-                "(README: SQL Server drivers).")
+                "(docs/deployment.md: SQL Server drivers).")
     return f"{target.label}: database driver not available ({exc}); pip install -e . installs psycopg."
 
 

@@ -20,6 +20,8 @@ script (``--sql``) and talks to a live database.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -182,6 +184,44 @@ def existing_objects(connection: sa.Connection, engine: EngineInfo) -> set[str]:
     return {r[0] for r in connection.exec_driver_sql(sql, {"s": engine.job_schema})}
 
 
+def catalog_definitions(connection: sa.Connection, engine: EngineInfo) -> dict[str, list[str]]:
+    """The job schema's routines as the catalog holds them: SQL Server's whole definition,
+    PostgreSQL's body (prosrc; a name may have overloads)."""
+    if engine.name == "mssql":
+        rows = connection.exec_driver_sql(
+            "SELECT o.name, OBJECT_DEFINITION(o.object_id) FROM sys.objects AS o WHERE o.schema_id = SCHEMA_ID(?) "
+            "AND o.type IN ('P', 'FN', 'IF', 'TF', 'V')", (engine.job_schema,)).all()
+    else:
+        rows = connection.exec_driver_sql(
+            "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n "
+            "ON n.oid = p.pronamespace WHERE n.nspname = %(s)s", {"s": engine.job_schema}).all()
+    found: dict[str, list[str]] = {}
+    for name, text in rows:
+        found.setdefault(name, []).append(text or "")
+    return found
+
+
+def _comparable(engine_name: str, text: str, *, rendered: bool) -> str:
+    """What the catalog keeps of an object: the whole statement (SQL Server, as sent), or the body
+    between its dollar quotes (PostgreSQL: a rendered statement is cut down to it)."""
+    text = text.replace("\r\n", "\n")
+    if engine_name == "mssql":
+        # SQL Server keeps the text of the CREATE as sent, but an ALTER is stored as CREATE: compare
+        # from the object's kind on.
+        text = re.sub(r"^\s*(?:CREATE(?:\s+OR\s+ALTER)?|ALTER)\s+", "", text, count=1, flags=re.I)
+        return text.strip().rstrip(";").rstrip()
+    if not rendered:
+        return text
+    match = re.search(r"\bAS\s+(\$\w*\$)(.*)\1", text, re.S)
+    return match.group(2) if match else text
+
+
+def edited(engine_name: str, obj: RenderedObject, definitions: list[str]) -> bool:
+    """Whether the catalog's definition of ``obj`` differs from its rendered text (changed by hand)."""
+    expected = _comparable(engine_name, obj.sql, rendered=True)
+    return expected not in [_comparable(engine_name, d, rendered=False) for d in definitions]
+
+
 def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
     """Deploy every changed or missing object; drop objects the package no longer ships.
 
@@ -197,10 +237,14 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
         return _record(ctx, results)
     state = deployed_state(ctx, engine)
     present = existing_objects(ctx.connection, engine)
+    definitions = catalog_definitions(ctx.connection, engine)
     shipped = {obj.name for obj in objects}
     for obj in objects:
         action, checksum = state.get(obj.name, (None, None))
-        if action == "Deployed" and checksum == obj.checksum and obj.name in present:
+        # Unchanged only when the log says so and the catalog agrees: a procedure dropped or edited
+        # by hand since it was deployed is deployed again.
+        if (action == "Deployed" and checksum == obj.checksum and obj.name in present
+                and not edited(engine.name, obj, definitions.get(obj.name, []))):
             results.append(DeployResult(obj.name, obj.kind, "Unchanged", obj.checksum))
             continue
         execute_object(ctx, engine, obj)

@@ -111,7 +111,7 @@ def test_a_sql_server_url_without_an_odbc_driver_manager_gives_one_line_naming_w
         "dbtools: error: --url: the SQL Server driver cannot load (libodbc.so.2: cannot open shared object file: "
         "No such file or directory). Install the ODBC driver manager unixODBC (libodbc.so.2) and Microsoft ODBC "
         "Driver 18 (msodbcsql18), then pip install -e '.[mssql]'; without Microsoft's package source, unixODBC and "
-        "the mssql-python-odbc wheel (README: SQL Server drivers)."]
+        "the mssql-python-odbc wheel (docs/deployment.md: SQL Server drivers)."]
     assert "Sup3rSecret" not in proc.stderr + proc.stdout
 
 

@@ -599,3 +599,23 @@ def test_stamp_adopts_a_job_database_without_running_or_deploying_anything(serve
     assert proc.stdout.strip().endswith(f"stamped {HEAD}")
     assert json.loads(cli(server, "history", "--json").stdout)["current"] == HEAD
     assert (catalog(server), deployment_log(server)) == before
+
+
+def test_a_procedure_edited_by_hand_is_deployed_again_by_the_next_migrate(server):
+    commands.migrate(url=server.url_string)
+    name = sorted(shipped(server))[1]
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        if server.engine.name == "mssql":
+            conn.exec_driver_sql(shipped(server)[name].sql.replace("SET NOCOUNT ON;", "SET NOCOUNT ON; -- edited", 1))
+        else:
+            conn.exec_driver_sql(shipped(server)[name].sql.replace("BEGIN\n", "BEGIN\n    -- edited\n", 1)
+                                 .replace("%", "%%"))
+    engine.dispose()
+    edited_text = routine_text(server, name)
+
+    result = commands.migrate(url=server.url_string)
+
+    assert [(o.name, o.action) for o in result.outcome.objects if o.action != "Unchanged"] == [(name, "Deployed")]
+    assert "edited" in edited_text and "edited" not in routine_text(server, name)
+    assert cli(server, "check").returncode == 0

@@ -55,7 +55,7 @@ BEGIN
         ELSIF v_config."BusinessUnitDatabase" IS NULL OR v_config."BusinessUnitTable" IS NULL THEN
             v_errors := v_errors || left('Table ''' || v_table_name
                 || ''': BlobDeltaTableConfig.BusinessUnitDatabase and BusinessUnitTable '
-                || 'are required (the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.LA_BU).', 2000);
+                || 'are required (the business-unit table that scopes a run, e.g. Gwent_LA_FileTable.dbo.LA_BU).', 2000);
         END IF;
     END IF;
 

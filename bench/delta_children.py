@@ -1,7 +1,7 @@
 """Revision 0009's Children script against 0004's, in batches (PostgreSQL only).
 
 Reproduces the tables under "Revision 0009" in docs/benchmarks.md, on a private pgserver with the
-delta benchmark's tree (bench/delta_engine.py: 2,000 roots, 20,000 folders, 180,000 files):
+delta benchmark's tree (bench/delta_setup.py: 2,000 roots, 20,000 folders, 180,000 files):
 
 1. Step 3 alone, in keyset batches as the engine runs it, after steps 1 and 2 (roots and folders
    copied, the target analysed): 0004's Children script and the deployed one (0009's), each batch
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psycopg
 
-from delta_engine import SETUP_COMMON, SETUP_TREE, bare_insert, count, execute, reset_target, run_table, timed
+from delta_setup import SETUP_COMMON, SETUP_TREE, bare_insert, count, execute, reset_target, run_table, timed
 from delta_tree_parts import CHECKSUM, STEPS_1_AND_2, agree, in_turns, seeded, substituted
 from embedded import ENGINE_PARAMETERS, connect, fresh_database, private_server
 

@@ -1,7 +1,7 @@
 """Where a Flat batch's time goes, and what a set-based engine could reach (PostgreSQL only).
 
 Reproduces the two tables under "Where a Flat batch's time goes" in docs/benchmarks.md, on a
-private pgserver with the delta benchmark's 1M-row Flat table (bench/delta_engine.py):
+private pgserver with the delta benchmark's 1M-row Flat table (bench/delta_setup.py):
 
 1. One 50,000-row batch at the middle of the window (half the rows already in the target),
    run by the revision 0004 Flat script, by variants of it with parts removed, and by the
@@ -25,7 +25,7 @@ import time
 import psycopg
 import sqlalchemy as sa
 
-from delta_engine import SETUP_COMMON, SETUP_FLAT, execute
+from delta_setup import SETUP_COMMON, SETUP_FLAT, execute
 from embedded import connect, fresh_database, run_prepared, private_server
 
 COLUMNS = ['"Id"', '"Body"', '"ModifiedOn"', '"OwningBusinessUnit"']

@@ -2,7 +2,7 @@
 
 Reproduces the tables under "Where a set-based hierarchical first load could land" and "A batched
 first load in path order" in docs/benchmarks.md, on a private pgserver with the delta benchmark's
-tree (bench/delta_engine.py: 2,000 roots, 20,000 folders, 180,000 files). The contenders take
+tree (bench/delta_setup.py: 2,000 roots, 20,000 folders, 180,000 files). The contenders take
 turns, the order alternating by round, after the target's starting state has been rebuilt from
 scratch; in tables 1 to 3 each runs in a transaction that is rolled back, in table 4 each commits
 as the engine does. A table whose contenders did not write the same rows in every round (count
@@ -40,7 +40,7 @@ import time
 
 import psycopg
 
-from delta_engine import SETUP_COMMON, SETUP_TREE, execute
+from delta_setup import SETUP_COMMON, SETUP_TREE, execute
 from embedded import connect, fresh_database, run_prepared, private_server
 
 COLUMNS = "stream_id, name, file_stream, path_locator, parent_path_locator, is_directory, creation_time, last_write_time"

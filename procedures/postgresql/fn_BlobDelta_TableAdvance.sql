@@ -98,6 +98,12 @@ BEGIN
         IF v_run."MaxDOP" > 0 THEN
             PERFORM pg_catalog.set_config('max_parallel_workers_per_gather', v_run."MaxDOP"::text, true);
         END IF;
+        -- The step scripts are written to probe indexes and row addresses per row, never to read a
+        -- whole table. The statistics of a target being filled or emptied mislead the planner both
+        -- ways (an emptied and reloaded target looks empty, a cleared one looks full), and it would
+        -- then scan it, once per batch or once per row: with sequential scans priced out, the
+        -- probes stay probes. For this batch's transaction only (set_config ..., true).
+        PERFORM pg_catalog.set_config('enable_seqscan', 'off', true);
         -- A script's second result column (its last ModifiedOn) is optional: without it
         -- v_last stays NULL and the next batch starts where this one started. Positions
         -- are kept to the millisecond; a finer ModifiedOn may have been rounded up, so the

@@ -47,7 +47,9 @@ WITH batch AS (
             SELECT unnest(ARRAY(SELECT d2.ctid FROM {TargetObject} AS d2
                                 WHERE d2.path_locator COLLATE "C" > mv.old_path COLLATE "C"
                                   AND d2.path_locator COLLATE "C" < (left(mv.old_path, -1) || '0') COLLATE "C"
-                                  AND NOT EXISTS (SELECT 1 FROM batch AS b WHERE b.stream_id = d2.stream_id)))
+                                  AND NOT EXISTS (SELECT 1 FROM batch AS b WHERE b.stream_id = d2.stream_id)
+                                -- in the path index's order: its range, whatever the statistics say
+                                ORDER BY d2.path_locator COLLATE "C"))
             FROM moves AS mv))
     RETURNING 1
 ), updated AS (

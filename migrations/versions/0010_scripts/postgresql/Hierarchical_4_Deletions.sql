@@ -9,7 +9,11 @@
 -- NULL) rather than orphan it. A logged blob that is still in the source is not deleted. Every
 -- other log row taken is marked applied by this run. Returns the number of log rows taken, no
 -- position, then rows inserted (none), updated (none), deleted and moved (none).
-WITH batch AS (
+-- Every step below is bounded by what the batch names, whatever the statistics say (a target
+-- emptied and reloaded can look empty while it is full): the batch and what it finds are
+-- materialized first, the target is probed per row (LATERAL ... LIMIT 1, a range of the path index
+-- per folder, [NOT] EXISTS ... OFFSET 0), and rows are deleted by row address.
+WITH batch AS MATERIALIZED (
     SELECT l.ctid AS log_row, l.stream_id
     FROM {DeletionLogObject} AS l
     LEFT JOIN LATERAL (SELECT v."BusinessUnit" FROM {VersionObject} AS v
@@ -19,35 +23,41 @@ WITH batch AS (
       AND ($5 IS NULL OR coalesce(l."BusinessUnit", v."BusinessUnit") = $5)
     ORDER BY l."DeletionId"
     LIMIT $1
-), gone AS (
+), gone AS MATERIALIZED (
     SELECT b.log_row, t.path_locator
     FROM batch AS b
-    JOIN {TargetObject} AS t ON t.stream_id = b.stream_id
-    WHERE NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = b.stream_id)
-), blocked AS (
+    CROSS JOIN LATERAL (SELECT t.path_locator FROM {TargetObject} AS t WHERE t.stream_id = b.stream_id LIMIT 1) AS t
+    WHERE NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = b.stream_id OFFSET 0)
+), blocked AS MATERIALIZED (
     -- A folder whose target subtree still holds a blob of the source: deferred.
     SELECT g.log_row, g.path_locator
     FROM gone AS g
-    WHERE EXISTS (SELECT 1 FROM {TargetObject} AS d
-                  JOIN {SourceObject} AS s ON s.stream_id = d.stream_id
-                  WHERE d.path_locator COLLATE "C" > g.path_locator COLLATE "C"
-                    AND d.path_locator COLLATE "C" < (left(g.path_locator, -1) || '0') COLLATE "C")
-), doomed AS (
-    SELECT DISTINCT d.stream_id
+    CROSS JOIN LATERAL (SELECT 1 FROM {TargetObject} AS d
+                        WHERE d.path_locator COLLATE "C" > g.path_locator COLLATE "C"
+                          AND d.path_locator COLLATE "C" < (left(g.path_locator, -1) || '0') COLLATE "C"
+                          AND EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = d.stream_id OFFSET 0)
+                        ORDER BY d.path_locator COLLATE "C"  -- the path index's range
+                        LIMIT 1) AS held
+), doomed AS MATERIALIZED (
+    SELECT DISTINCT d.row_address, d.stream_id
     FROM gone AS g
-    JOIN {TargetObject} AS d
-      ON d.path_locator COLLATE "C" >= g.path_locator COLLATE "C"
-     AND d.path_locator COLLATE "C" < (left(g.path_locator, -1) || '0') COLLATE "C"
+    CROSS JOIN LATERAL (SELECT d.ctid AS row_address, d.stream_id FROM {TargetObject} AS d
+                        WHERE d.path_locator COLLATE "C" >= g.path_locator COLLATE "C"
+                          AND d.path_locator COLLATE "C" < (left(g.path_locator, -1) || '0') COLLATE "C"
+                        ORDER BY d.path_locator COLLATE "C") AS d  -- the path index's range
     WHERE NOT EXISTS (SELECT 1 FROM blocked AS k WHERE k.log_row = g.log_row)
-      AND NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = d.stream_id)
+      AND NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = d.stream_id OFFSET 0)
 ), deleted AS (
     DELETE FROM {TargetObject} AS t
-    USING doomed AS x
-    WHERE t.stream_id = x.stream_id
+    WHERE t.ctid = ANY (ARRAY(SELECT x.row_address FROM doomed AS x))
     RETURNING t.stream_id
 ), unversioned AS (
     DELETE FROM {VersionObject} AS v
-    WHERE v."TableName" = $7 AND v.stream_id = ANY (ARRAY(SELECT x.stream_id FROM deleted AS x))
+    WHERE v.ctid = ANY (ARRAY(
+            SELECT r.row_address
+            FROM deleted AS x
+            CROSS JOIN LATERAL (SELECT v2.ctid AS row_address FROM {VersionObject} AS v2
+                                WHERE v2."TableName" = $7 AND v2.stream_id = x.stream_id LIMIT 1) AS r))
 ), marked AS (
     UPDATE {DeletionLogObject} AS l
     SET "RunId" = $6,

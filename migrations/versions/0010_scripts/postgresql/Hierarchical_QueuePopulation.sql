@@ -31,20 +31,21 @@ WITH changed AS (
 ), deleted_folders AS (
     SELECT t.path_locator
     FROM {DeletionLogObject} AS l
-    JOIN {TargetObject} AS t ON t.stream_id = l.stream_id
+    CROSS JOIN LATERAL (SELECT t.path_locator FROM {TargetObject} AS t WHERE t.stream_id = l.stream_id LIMIT 1) AS t
     LEFT JOIN LATERAL (SELECT v."BusinessUnit" FROM {VersionObject} AS v
                        WHERE v."TableName" = $7 AND v.stream_id = l.stream_id LIMIT 1) AS v ON true
     WHERE l."TableName" = $7 AND l."AppliedAt" IS NULL
       AND coalesce(l."DeletedAt", l."DetectedAt") < $4
       AND ($5 IS NULL OR coalesce(l."BusinessUnit", v."BusinessUnit") = $5)
-      AND NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = l.stream_id)
+      AND NOT EXISTS (SELECT 1 FROM {SourceObject} AS s WHERE s.stream_id = l.stream_id OFFSET 0)
 ), survivors AS (
     SELECT s.path_locator AS leaf
     FROM deleted_folders AS f
-    JOIN {TargetObject} AS d
-      ON d.path_locator COLLATE "C" > f.path_locator COLLATE "C"
-     AND d.path_locator COLLATE "C" < (left(f.path_locator, -1) || '0') COLLATE "C"
-    JOIN {SourceObject} AS s ON s.stream_id = d.stream_id
+    CROSS JOIN LATERAL (SELECT d.stream_id FROM {TargetObject} AS d
+                        WHERE d.path_locator COLLATE "C" > f.path_locator COLLATE "C"
+                          AND d.path_locator COLLATE "C" < (left(f.path_locator, -1) || '0') COLLATE "C"
+                        ORDER BY d.path_locator COLLATE "C") AS d  -- the path index's range
+    CROSS JOIN LATERAL (SELECT s.path_locator FROM {SourceObject} AS s WHERE s.stream_id = d.stream_id LIMIT 1) AS s
 ), ancestor_paths AS (
     SELECT DISTINCT left(n.leaf, g.i) AS path_locator
     FROM (SELECT c.parent_path_locator AS leaf FROM changed AS c WHERE c.parent_path_locator IS NOT NULL
@@ -52,20 +53,25 @@ WITH changed AS (
     CROSS JOIN LATERAL generate_series(2, length(n.leaf)) AS g (i)
     WHERE substr(n.leaf, g.i, 1) = '/'
 ), needed AS (
+    -- Each ancestor path probes the source and the target by index, whatever the planner guesses of
+    -- the number of paths (generate_series) or of the tables' sizes (a first load's target).
     SELECT p.stream_id, p.name, p.parent_path_locator, m.bu
     FROM ancestor_paths AS a
-    JOIN {SourceObject} AS p ON p.path_locator = a.path_locator
+    CROSS JOIN LATERAL (SELECT p.stream_id, p.name, p.parent_path_locator, p.path_locator FROM {SourceObject} AS p
+                        WHERE p.path_locator = a.path_locator LIMIT 1) AS p
     LEFT JOIN LATERAL (SELECT m.{MetadataBusinessUnitCol} AS bu
                        FROM {MetadataObject} AS m WHERE m.{MetadataIdColumn} = p.stream_id LIMIT 1) AS m ON true
-    WHERE NOT EXISTS (SELECT 1 FROM {TargetObject} AS t WHERE t.stream_id = p.stream_id AND t.path_locator = p.path_locator)
+    WHERE NOT EXISTS (SELECT 1 FROM {TargetObject} AS t
+                      WHERE t.stream_id = p.stream_id AND t.path_locator = p.path_locator OFFSET 0)
       -- not one of step 1's candidates
       AND NOT EXISTS (SELECT 1 FROM changed AS c WHERE c.stream_id = p.stream_id AND c.parent_path_locator IS NULL)
 ), queued AS (
+    -- A blob queued already by this run (a resumed population) is left as it is: the queue's key
+    -- decides, not a probe the planner could turn into a walk of the run's queue.
     INSERT INTO {QueueObject} ("RunId", "TableName", stream_id, "BusinessUnit")
     SELECT $6, $7, n.stream_id, n.bu
     FROM needed AS n
-    WHERE NOT EXISTS (SELECT 1 FROM {QueueObject} AS q
-                      WHERE q."RunId" = $6 AND q."TableName" = $7 AND q.stream_id = n.stream_id)
+    ON CONFLICT ("RunId", "TableName", stream_id) DO NOTHING
     RETURNING 1
 ), writes AS (
     SELECT c.stream_id, c.name, c.parent_path_locator FROM changed AS c

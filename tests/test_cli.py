@@ -130,7 +130,10 @@ def test_render_writes_one_file_per_procedure_that_a_dba_can_apply_by_hand(tmp_p
         assert header.startswith(f"-- dbtools 0.1.0: {objects[name].kind.lower()} {objects[name].name}, rendered for ")
         if engine == "mssql":
             # The job database, the module's SET options in their own batch, the object alone in its batch.
-            batches = [b.strip() for b in split_batches(text)]
+            # The leading comment block (header and how to apply) stands before the first batch.
+            assert text.split("\nSET NOEXEC OFF;\n", 1)[0].count("\n") == 2
+            assert all(line.startswith("-- ") for line in text.split("\nSET NOEXEC OFF;\n", 1)[0].splitlines())
+            batches = [b.strip() for b in split_batches(body)]
             assert batches[:3] == ["SET NOEXEC OFF;", "USE [BlobDeltaJobs];",
                                    "IF DB_NAME() <> N'BlobDeltaJobs'\nBEGIN\n    RAISERROR(N'dbtools: database "
                                    "BlobDeltaJobs is missing or closed to this login; nothing was created.', 16, 1);\n"

@@ -1,7 +1,7 @@
 """Benchmark the delta engine on PostgreSQL: changes, moves and first loads of real-sized files
 (issue 17), on a private pgserver (nothing else is touched).
 
-Every Hierarchical table here is FileTable-shaped (``dbtools.sample.blob_table_ddl``: the path is
+Every Hierarchical table here is FileTable-shaped (``dbtools.delta.sample.blob_table_ddl``: the path is
 the key, ``parent_path_locator`` is computed from it, a parent must exist), as revision 0010
 requires, with its metadata table (``ModifiedOn`` index including the id and the business unit)
 and the business-unit table. Every table is configured with ``SafetyBufferMinutes`` = 0, so that
@@ -84,9 +84,10 @@ from sqlalchemy.pool import NullPool
 
 from embedded import connect, fresh_database, private_server
 
-from dbtools import commands, runner
-from dbtools.engines import engine_for
-from dbtools.sample import blob_table_ddl
+from dbtools import commands
+from dbtools.db.engines import engine_for
+from dbtools.delta import runner
+from dbtools.delta.sample import blob_table_ddl
 
 PG = engine_for("postgresql")
 JOB = '"BlobDeltaJobs"'

@@ -15,8 +15,8 @@ import time
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from dbtools import runner
-from dbtools.engines import engine_for
+from dbtools.delta import runner
+from dbtools.db.engines import engine_for
 
 
 SETUP_COMMON = """

@@ -60,10 +60,10 @@ from sqlalchemy.dialects import postgresql
 
 from embedded import fresh_database, private_server
 
-from dbtools import upsert
-from dbtools.engines import engine_for
-from dbtools.entities import spec_named
-from dbtools.upsert import chunks, writer_for
+from dbtools.upsert import writers
+from dbtools.db.engines import engine_for
+from dbtools.upsert.specs import spec_named
+from dbtools.upsert.writers import chunks, writer_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -242,12 +242,12 @@ class DbClock:
 
 def run_writer(path: str, batch_size: int | None = None, **options) -> Callable:
     def run(engine, rows: Iterable[dict], clock: DbClock):
-        original = upsert.call_procedure  # the writers' procedure calls (reconcile / batch / single)
-        upsert.call_procedure = clock.wrap(original)
+        original = writers.call_procedure  # the writers' procedure calls (reconcile / batch / single)
+        writers.call_procedure = clock.wrap(original)
         try:
             counts = writer_for(path, engine, SPEC, batch_size=batch_size, **options).upsert(rows)
         finally:
-            upsert.call_procedure = original
+            writers.call_procedure = original
         return counts.as_dict()
     return run
 

@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, commands
-from .engines import SUPPORTED
-from .environments import load_environments, mask, parse_url, refuse_literal_password
-from . import runs
+from .db.engines import SUPPORTED
+from .db.environments import load_environments, mask, parse_url, refuse_literal_password
+from .db.procs import ProcedureValidationError
+from .delta import runs
 from .errors import ConfigurationError, DbToolsError
-from .procs import ProcedureValidationError
 
 # Piped or logged output is never cut to 80 columns: names and checksums must stay whole.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
@@ -264,7 +264,7 @@ def stamp(env, url, revision):
 def render(engine, out_dir):
     """Render the procedures of one engine from their Jinja2 templates."""
     if out_dir is None:
-        from .render import render_objects
+        from .deploy.render import render_objects
 
         for obj in render_objects(engine):
             sys.stdout.write(f"-- {obj.name} ({obj.kind.lower()}, sha256 {obj.checksum})\n{obj.sql}\n")
@@ -320,7 +320,7 @@ def _names_table(*columns: str, title: str) -> Table:
 
 
 def _print_run(result: dict, as_json: bool, *, batches: bool = False) -> None:
-    """A run (or plan) in the schema of dbtools.runs: JSON, or tables and dbt-style summary lines.
+    """A run (or plan) in the schema of dbtools.delta.runs: JSON, or tables and dbt-style summary lines.
 
     Tables keep to few columns (a table's name and its step share one; errors follow the table),
     so that they fit an 80-column terminal without cutting anything.
@@ -622,7 +622,7 @@ def ingest(env, url, entity, path, batch_size, as_json, max_rejects, source):
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from .ingest import ingest as run_ingest, parse_max_rejects, rejects_exceeded
+    from .upsert.ingest import ingest as run_ingest, parse_max_rejects, rejects_exceeded
 
     limit = parse_max_rejects(max_rejects)
 

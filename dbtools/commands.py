@@ -18,14 +18,15 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.pool import NullPool
 
-from .engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
-from .environments import Target, connect, create_engine, database_errors, offline_target, resolve_target
+from .db.engines import DEPLOYMENT_LOG, JOB_DATABASE, engine_for
+from .db.environments import (Target, connect, create_engine, database_errors, job_engine, offline_target,
+                              resolve_target)
+from .delta import runs
+from .deploy.migration_env import Outcome
+from .deploy.render import write_rendered
+from .deploy.repeatable import REVISION, catalog_definitions, edited, log_table
 from .errors import ConfigurationError, DbToolsError, DeploymentError, first_line
-from .migration_env import Outcome
 from .paths import repo_root
-from . import runs
-from .render import write_rendered
-from .repeatable import REVISION, catalog_definitions, edited, log_table
 
 
 def alembic_config(target: Target | None = None, stdout=None) -> Config:
@@ -131,7 +132,7 @@ class DowngradePreview:
 
 def downgrade_preview(env: str | None = None, url: str | None = None, *, revision: str) -> DowngradePreview:
     """What ``downgrade --to revision`` would undo and which tables hold data now (nothing changes)."""
-    from .entities import current_specs
+    from .upsert.specs import current_specs
 
     script = ScriptDirectory.from_config(alembic_config())
     with resolve_target(env, url) as target:
@@ -219,7 +220,7 @@ def check(env: str | None = None, url: str | None = None) -> dict:
     """Drift between the job database and this package: pending revisions, and each procedure
     that is missing, not deployed at this version, edited by hand since (its definition differs
     from the text it was deployed with), or not part of the package."""
-    from .render import render_objects
+    from .deploy.render import render_objects
 
     script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
@@ -287,12 +288,6 @@ class DeployedObject:
     deployed_at: object
     deployed_by: str
     deploy_count: int
-
-
-def job_engine(target: Target) -> sa.Engine:
-    """An engine on the job DB of ``target`` (the BlobDeltaJobs database on SQL Server)."""
-    url = target.url.set(database=JOB_DATABASE) if target.engine.name == "mssql" else target.url
-    return create_engine(target, url, poolclass=NullPool)
 
 
 def deployed(env: str | None = None, url: str | None = None) -> tuple[Target, list[DeployedObject], str | None]:
@@ -421,7 +416,7 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
     Ctrl-C (KeyboardInterrupt) cancels the statement in flight and raises :class:`RunInterrupted`,
     which names the RunId to resume.
     """
-    from . import runner
+    from .delta import runner
     from .uuid7 import uuid7
 
     with resolve_target(env, url) as target:
@@ -486,7 +481,7 @@ def run(env: str | None = None, url: str | None = None, *, mode: str, table: str
 
 
 def status(env: str | None = None, url: str | None = None, *, run_id) -> dict:
-    """A run in the schema of :mod:`dbtools.runs`: its header, each table's state, window, times and
+    """A run in the schema of :mod:`dbtools.delta.runs`: its header, each table's state, window, times and
     steps, and every batch."""
     with resolve_target(env, url) as target:
         engine = job_engine(target)
@@ -502,7 +497,7 @@ def status(env: str | None = None, url: str | None = None, *, run_id) -> dict:
 
 def list_runs(env: str | None = None, url: str | None = None, *, last: int = 20, table: str | None = None,
               status: str | None = None) -> list[dict]:
-    """The latest runs, newest first, in the schema of :mod:`dbtools.runs` (without batches)."""
+    """The latest runs, newest first, in the schema of :mod:`dbtools.delta.runs` (without batches)."""
     if status is not None and status not in RUN_STATES:
         raise ConfigurationError(f"--status {status!r} is not a run status; allowed values: {', '.join(RUN_STATES)}")
     with resolve_target(env, url) as target:
@@ -515,8 +510,8 @@ def list_runs(env: str | None = None, url: str | None = None, *, last: int = 20,
 
 
 def report(env: str | None = None, url: str | None = None, *, run_id, out: Path) -> Path:
-    """Write the HTML picture of a run (:mod:`dbtools.report`) to ``out``; return the path."""
-    from . import report as pages
+    """Write the HTML picture of a run (:mod:`dbtools.delta.report`) to ``out``; return the path."""
+    from .delta import report as pages
 
     page = pages.render(status(env, url, run_id=run_id))
     try:
@@ -537,7 +532,7 @@ def sample(env: str | None = None, url: str | None = None, *, rows: int = 400, b
     schemas (PostgreSQL) that exist already: the sample uses the names of production databases."""
     from datetime import datetime, timedelta
 
-    from . import sample as samples
+    from .delta import sample as samples
 
     if rows < 1 or business_units < 1:
         raise ConfigurationError("--rows and --bus must be 1 or more")
@@ -585,8 +580,8 @@ def demo(on_step=None, *, roots: int = 40, fanout: int = 3, depth: int = 3) -> d
     """
     from datetime import datetime, timedelta
 
-    from . import sample
-    from .environments import embedded_postgresql
+    from .delta import sample
+    from .db.environments import embedded_postgresql
 
     with embedded_postgresql() as server_url:
         admin = sa.create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")

@@ -1,7 +1,7 @@
-"""Alembic environment: all logic lives in :mod:`dbtools.migration_env` (library first)."""
+"""Alembic environment: all logic lives in :mod:`dbtools.deploy.migration_env` (library first)."""
 
 from alembic import context
 
-from dbtools.migration_env import run
+from dbtools.deploy.migration_env import run
 
 run(context)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from dbtools.conventions import tsql_tokens
+from dbtools.deploy.conventions import tsql_tokens
 
 MODULE = re.compile(r"^CREATE( OR ALTER)? (PROCEDURE|PROC|FUNCTION|VIEW|TRIGGER)\b|^ALTER (PROCEDURE|PROC|FUNCTION|VIEW|TRIGGER)\b")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from dbtools.sample import TARGET_DB
+from dbtools.delta.sample import TARGET_DB
 
 GATE_KEY = 770077
 

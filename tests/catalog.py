@@ -11,7 +11,7 @@ import hashlib
 
 import sqlalchemy as sa
 
-from dbtools.engines import EngineInfo
+from dbtools.db.engines import EngineInfo
 
 PG_SNAPSHOT = {
     "columns": """

@@ -27,8 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from dbtools.engines import JOB_DATABASE, EngineInfo, engine_for
-from dbtools.environments import parse_url
+from dbtools.db.engines import JOB_DATABASE, EngineInfo, engine_for
+from dbtools.db.environments import parse_url
 
 ENGINES = ("postgresql", "mssql")
 

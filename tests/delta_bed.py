@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from dbtools import commands, runner, sample
-from dbtools.sample import METADATA_DB, SOURCE_DB, TARGET_DB, Blob, SampleData
+from dbtools import commands
+from dbtools.delta import runner, sample
+from dbtools.delta.sample import METADATA_DB, SOURCE_DB, TARGET_DB, Blob, SampleData
 
 REFERRAL = "Gwent_LA_FileTable.dbo.ReferralAttachment"
 CLIENT = "Gwent_LA_FileTable.dbo.ClientAttachment"

@@ -11,8 +11,8 @@ import click
 import pytest
 
 from dbtools.cli import cli
-from dbtools.environments import mask
-from dbtools.render import render_objects
+from dbtools.db.environments import mask
+from dbtools.deploy.render import render_objects
 
 from .conftest import HEAD, UPGRADE_STEPS
 

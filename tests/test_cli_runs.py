@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from dbtools.sample import TABLES
+from dbtools.delta.sample import TABLES
 
 from .delta_bed import CLIENT, REFERRAL, make_bed
 from .test_cli import dbtools
@@ -335,7 +335,7 @@ def test_report_writes_one_self_contained_page_with_a_bar_per_batch(bed, tmp_pat
     assert parsed.charts == ["timeline", "rate", "windows"]
     assert parsed.rows == [CLIENT, REFERRAL]
     assert json.loads(parsed.document.replace("<\\/", "</"))["batches"] == status["batches"]
-    from dbtools.report import timeline_bars
+    from dbtools.delta.report import timeline_bars
     assert len(timeline_bars(status)) == len(status["batches"]) > 2
     assert any(e.startswith(f"{CLIENT}, step 1 Upsert, batch 1: ") for e in parsed.errors), parsed.errors
 

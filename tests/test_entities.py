@@ -1,4 +1,4 @@
-"""Entity specs (dbtools.entities): parsing, freezing, and the objects a migration creates."""
+"""Entity specs (dbtools.upsert.specs, dbtools.deploy.entities): parsing, freezing, and the objects a migration creates."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from dbtools import commands
-from dbtools.engines import engine_for
-from dbtools.entities import current_specs, load_spec, parse_spec
+from dbtools.db.engines import engine_for
+from dbtools.upsert.specs import current_specs, load_spec, parse_spec
 from dbtools.errors import ConfigurationError
-from dbtools.render import render_objects
+from dbtools.deploy.render import render_objects
 
 from .catalog import snapshot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dbtools.environments import (
+from dbtools.db.environments import (
     expand_url,
     load_environments,
     mask,

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from dbtools import runner
-from dbtools.engines import JOB_DATABASE
+from dbtools.delta import runner
+from dbtools.db.engines import JOB_DATABASE
 from dbtools.errors import driver_message
-from dbtools.privileges import ROLE
-from dbtools.sample import METADATA_DB, SOURCE_DB, TARGET_DB
+from dbtools.deploy.privileges import ROLE
+from dbtools.delta.sample import METADATA_DB, SOURCE_DB, TARGET_DB
 
 from .delta_bed import REFERRAL, TABLES, make_bed, window_of
 

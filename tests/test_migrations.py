@@ -12,12 +12,13 @@ from dataclasses import replace
 import pytest
 import sqlalchemy as sa
 
-from dbtools import commands, repeatable
-from dbtools.engines import DEPLOYMENT_LOG
-from dbtools.environments import mask
+from dbtools import commands
+from dbtools.deploy import repeatable
+from dbtools.db.engines import DEPLOYMENT_LOG
+from dbtools.db.environments import mask
 from dbtools.errors import DeploymentError
-from dbtools.entities import current_specs
-from dbtools.render import render_objects
+from dbtools.upsert.specs import current_specs
+from dbtools.deploy.render import render_objects
 
 from .catalog import snapshot
 from .conftest import HEAD, UPGRADE_STEPS
@@ -478,8 +479,8 @@ def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_hol
 
 @pytest.mark.parametrize("version, refused", [((14, 11), True), ((15, 6), True), ((16, 0), False), ((17, 2), False)])
 def test_migrate_refuses_a_postgresql_older_than_16_before_writing_anything(version, refused):
-    from dbtools.engines import engine_for
-    from dbtools.migration_env import require_server_version
+    from dbtools.db.engines import engine_for
+    from dbtools.deploy.migration_env import require_server_version
 
     if refused:
         with pytest.raises(DeploymentError) as raised:

@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from dbtools import commands, mssql_script
-from dbtools.engines import engine_for
-from dbtools.render import render_objects
+from dbtools import commands
+from dbtools.deploy import mssql_script
+from dbtools.db.engines import engine_for
+from dbtools.deploy.render import render_objects
 
 from .batch_rules import split_batches, violations
 from .catalog import snapshot

@@ -77,6 +77,10 @@ def test_the_wheel_ships_every_tracked_file_of_the_top_level_folders_inside_the_
     assert shipped == expected
     assert same
     assert not [n for n in names if "__pycache__" in n]
+    # Every module, the subpackages' (deploy/, delta/, upsert/, db/) included.
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "dbtools").rglob("*.py") if "__pycache__" not in p.parts}
+    assert {"dbtools/deploy/__init__.py", "dbtools/upsert/specs.py"} <= modules
+    assert modules - names == set()
 
 
 def test_the_installed_wheel_reads_its_own_resources_not_the_checkout(installed, tmp_path):

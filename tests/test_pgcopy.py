@@ -1,4 +1,4 @@
-"""dbtools.pgcopy: the binary COPY bodies the bulk writer encodes while reading ahead."""
+"""dbtools.upsert.pgcopy: the binary COPY bodies the bulk writer encodes while reading ahead."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool
 
-from dbtools import pgcopy
+from dbtools.upsert import pgcopy
 
 pytestmark = pytest.mark.postgresql_only
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dbtools.errors import driver_message
-from dbtools.procs import ProcedureValidationError, _translate
+from dbtools.db.procs import ProcedureValidationError, _translate
 
 
 class FakePyodbcError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from dbtools import render
+from dbtools.deploy import render
 from dbtools.errors import DeploymentError
 
 

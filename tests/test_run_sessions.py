@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from dbtools import commands, runner
+from dbtools import commands
+from dbtools.delta import runner
 
 from .blocking import blocked_sessions, files_gated, in_thread, session_id, wait_until
 from .delta_bed import REFERRAL, make_bed, window_of

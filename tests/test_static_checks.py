@@ -7,10 +7,10 @@ import re
 import pytest
 from sqlfluff.core import FluffConfig, Linter
 
-from dbtools.conventions import check, check_plpgsql, check_tsql
-from dbtools.privileges import POSTGRESQL_ENGINE_FUNCTIONS
-from dbtools.entities import current_specs
-from dbtools.render import render_objects
+from dbtools.deploy.conventions import check, check_plpgsql, check_tsql
+from dbtools.deploy.privileges import POSTGRESQL_ENGINE_FUNCTIONS
+from dbtools.upsert.specs import current_specs
+from dbtools.deploy.render import render_objects
 
 MSSQL_OBJECTS = render_objects("mssql")
 PG_OBJECTS = render_objects("postgresql")
@@ -206,8 +206,8 @@ def test_each_postgresql_convention_violation_is_reported(mutation, problem):
 
 @pytest.mark.parametrize("template", ["engine_access.sql", "engine_access_drop.sql"])
 def test_the_sql_server_engine_access_batches_parse_and_are_safe_for_sqlcmd_and_pyodbc(template):
-    from dbtools.engines import engine_for
-    from dbtools.privileges import render_access_template
+    from dbtools.db.engines import engine_for
+    from dbtools.deploy.privileges import render_access_template
 
     sql = render_access_template(engine_for("mssql"), template)
 
@@ -219,8 +219,8 @@ def test_the_sql_server_engine_access_batches_parse_and_are_safe_for_sqlcmd_and_
 
 @pytest.mark.parametrize("spec", current_specs(), ids=lambda s: s.entity)
 def test_the_sql_server_tvp_batch_parses_and_carries_every_column_of_the_row_type(spec):
-    from dbtools.engines import engine_for
-    from dbtools.upsert import mssql_tvp_batch
+    from dbtools.db.engines import engine_for
+    from dbtools.upsert.writers import mssql_tvp_batch
 
     sql = mssql_tvp_batch(engine_for("mssql"), spec)
 
@@ -253,7 +253,7 @@ def test_the_sql_server_statements_the_writers_issue_themselves_parse_with_one_m
 
     import sqlalchemy as sa
 
-    from dbtools.upsert import RowError, writer_for
+    from dbtools.upsert.writers import RowError, writer_for
 
     engine = type("Engine", (), {"url": sa.make_url("mssql+pyodbc://u:p@server/db?driver=ODBC+Driver+18")})()
     writer = writer_for(path, engine, spec)

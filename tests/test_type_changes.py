@@ -1,4 +1,4 @@
-"""Changing a TVP/composite type that procedures depend on (dbtools.types.replace_type)."""
+"""Changing a TVP/composite type that procedures depend on (dbtools.deploy.types.replace_type)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
-from dbtools import commands, repeatable, types
-from dbtools.render import RenderedObject, render_objects
+from dbtools import commands
+from dbtools.deploy import repeatable, types
+from dbtools.deploy.render import RenderedObject, render_objects
 
 from .catalog import snapshot
 from .test_migrations import deployment_log

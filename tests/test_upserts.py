@@ -1,4 +1,4 @@
-"""Entity upserts through the three paths (dbtools.upsert and the rendered procedures).
+"""Entity upserts through the three paths (dbtools.upsert.writers and the rendered procedures).
 
 Every test runs on both engines; the writers and procedures must agree row for row and count
 for count. Assemble / Act / Assert; whole tables are compared, never counts alone.
@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import NullPool
 
-from dbtools.engines import JOB_DATABASE
-from dbtools.entities import create_entity, drop_entity
-from dbtools.procs import ProcedureValidationError, call_procedure
-from dbtools.render import jinja_environment, render_entity_objects
+from dbtools.db.engines import JOB_DATABASE
+from dbtools.deploy.entities import create_entity, drop_entity
+from dbtools.db.procs import ProcedureValidationError, call_procedure
+from dbtools.deploy.render import jinja_environment, render_entity_objects
 from dbtools.retry import RetryPolicy
-from dbtools.repeatable import sql_text
-from dbtools.upsert import (COUNT_OUTPUTS, ONE_OUTPUTS, PATHS, Counts, UpsertError, _stored_reason, prefetched, prepare,
-                            writer_for)
+from dbtools.deploy.repeatable import sql_text
+from dbtools.upsert.writers import (COUNT_OUTPUTS, ONE_OUTPUTS, PATHS, Counts, UpsertError, _stored_reason, prefetched,
+                                    prepare, writer_for)
 from dbtools.uuid7 import uuid7
 
 from .test_retry import kill_session, recording_policy
@@ -488,7 +488,7 @@ def test_a_batch_id_applied_by_another_session_meanwhile_is_replayed_not_failed(
     ids = keys(3)
     rows = [activity(ids[0], 1), activity(ids[1], 1, kind="bogus"), {**activity(ids[2], 1), "customer_id": "x"}]
     batch = uuid7(bed.server.engine.name)
-    monkeypatch.setattr("dbtools.upsert.uuid7", lambda *args: batch)
+    monkeypatch.setattr("dbtools.upsert.writers.uuid7", lambda *args: batch)
     first, retry = (writer_for(path, bed.engine, ACTIVITY) for _ in range(2))
     chunk = next(first._prepared_chunks(rows))
     attempts = []

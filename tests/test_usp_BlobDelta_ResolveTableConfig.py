@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from dbtools import commands
-from dbtools.procs import ProcedureValidationError, call_procedure
+from dbtools.db.procs import ProcedureValidationError, call_procedure
 
 from .catalog import snapshot
 

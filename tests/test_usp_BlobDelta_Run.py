@@ -10,10 +10,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from dbtools.procs import ProcedureValidationError
+from dbtools.db.procs import ProcedureValidationError
 from dbtools.retry import RetryPolicy
-from dbtools import sample
-from dbtools.sample import Blob
+from dbtools.delta import sample
+from dbtools.delta.sample import Blob
 
 from .blocking import blocked_sessions, files_gated, in_thread, kill, locked, session_id, wait_until
 from .delta_bed import CLIENT, REFERRAL, TABLES, make_bed, utcnow, window_of
@@ -384,8 +384,8 @@ def test_a_run_id_that_already_exists_is_refused(bed):
     done = bed.run(mode="SingleTable", table=CLIENT)
 
     with pytest.raises(ProcedureValidationError, match=f"@RunId '{done.run_id}' already exists"):
-        from dbtools.procs import call_procedure
-        from dbtools.runner import OPERATOR_OUTPUTS
+        from dbtools.db.procs import call_procedure
+        from dbtools.delta.runner import OPERATOR_OUTPUTS
 
         engine = bed.engine().execution_options(isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
@@ -647,8 +647,8 @@ def test_hostile_table_and_column_names_in_configuration_run_a_whole_delta_as_pl
 
 
 def test_run_ids_the_engine_makes_itself_are_uuid7_in_the_engines_order(bed):
-    from dbtools.procs import call_procedure
-    from dbtools.runner import OPERATOR_OUTPUTS
+    from dbtools.db.procs import call_procedure
+    from dbtools.delta.runner import OPERATOR_OUTPUTS
     from dbtools.uuid7 import sort_key
 
     engine = bed.engine().execution_options(isolation_level="AUTOCOMMIT")

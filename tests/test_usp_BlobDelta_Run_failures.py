@@ -12,8 +12,8 @@ import contextlib
 import pytest
 import sqlalchemy as sa
 
-from dbtools import render
-from dbtools.sample import TARGET_DB
+from dbtools.deploy import render
+from dbtools.delta.sample import TARGET_DB
 
 from .delta_bed import CLIENT, REFERRAL, TABLES, make_bed, window_of
 
@@ -251,8 +251,8 @@ def test_an_error_nothing_can_record_fails_the_run_with_every_lease_released_and
 @pytest.mark.parametrize("execute", [False, True], ids=["plan", "run"])
 def test_a_plan_or_a_run_inside_an_open_transaction_is_refused_and_changes_nothing(bed, execute):
     # Assemble
-    from dbtools.procs import call_procedure
-    from dbtools.runner import OPERATOR_OUTPUTS
+    from dbtools.db.procs import call_procedure
+    from dbtools.delta.runner import OPERATOR_OUTPUTS
 
     before = bed.job_state()
     engine = bed.engine()

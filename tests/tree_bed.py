@@ -16,7 +16,7 @@ import itertools
 import uuid
 from datetime import datetime
 
-from dbtools.sample import METADATA_DB, SOURCE_DB, TARGET_DB
+from dbtools.delta.sample import METADATA_DB, SOURCE_DB, TARGET_DB
 
 from .delta_bed import DeltaBed
 

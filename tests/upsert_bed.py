@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dbtools import commands
-from dbtools.entities import EntitySpec, spec_named
-from dbtools.upsert import Counts
+from dbtools.upsert.specs import EntitySpec, spec_named
+from dbtools.upsert.writers import Counts
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)
 ACTIVITY = spec_named("CustomerActivityEvent")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from dbtools.migration_helpers import Flag, LongText, Name, Timestamp, check, current_engine, current_user, utc_now
+from dbtools.deploy.migration_helpers import Flag, LongText, Name, Timestamp, check, current_engine, current_user, utc_now
 
 revision = "0001"
 down_revision = None

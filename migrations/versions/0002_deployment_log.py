@@ -1,7 +1,7 @@
 """Deployment log for repeatable objects (procedures).
 
 One row per deploy or drop of a procedure, with the SHA-256 of its rendered text; see
-dbtools/repeatable.py for the policy. Downgrading past this revision drops the package's
+dbtools/deploy/repeatable.py for the policy. Downgrading past this revision drops the package's
 procedures first, so none outlives the log that tracks it.
 
 Revision ID: 0002
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from alembic import op
 
-from dbtools.engines import DEPLOYMENT_LOG
-from dbtools.migration_helpers import current_engine
-from dbtools.repeatable import drop_all, log_columns
+from dbtools.db.engines import DEPLOYMENT_LOG
+from dbtools.deploy.migration_helpers import current_engine
+from dbtools.deploy.repeatable import drop_all, log_columns
 
 revision = "0002"
 down_revision = "0001"

@@ -22,7 +22,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import op
 
-from dbtools.migration_helpers import Name, check, current_engine
+from dbtools.deploy.migration_helpers import Name, check, current_engine
 
 revision = "0003"
 down_revision = "0002"

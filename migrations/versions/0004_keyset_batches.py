@@ -25,7 +25,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import op
 
-from dbtools.migration_helpers import Timestamp, current_engine
+from dbtools.deploy.migration_helpers import Timestamp, current_engine
 
 revision = "0004"
 down_revision = "0003"

@@ -4,7 +4,7 @@ Members of ``BlobDeltaOperator`` run deltas through ``usp_BlobDelta_RunOperator`
 run tables (``BlobDeltaRun``, ``BlobDeltaRunStep``); nothing else. This revision creates the
 role and its SELECT grants. The rights that belong to procedures (EXECUTE; on SQL Server the
 certificate that signs them and the certificate users in the job database and in every
-configured database) follow the procedures: ``dbtools.privileges.apply_engine_access`` renews
+configured database) follow the procedures: ``dbtools.deploy.privileges.apply_engine_access`` renews
 them after every deployment at head.
 
 On PostgreSQL a second NOLOGIN role, ``BlobDeltaEngine``, owns the engine's SECURITY DEFINER
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from alembic import op
 
-from dbtools.migration_helpers import current_engine
-from dbtools.privileges import ENGINE_ROLE, READ_TABLES, ROLE, execute_batch, render_access_template
-from dbtools.repeatable import sql_text
+from dbtools.deploy.migration_helpers import current_engine
+from dbtools.deploy.privileges import ENGINE_ROLE, READ_TABLES, ROLE, execute_batch, render_access_template
+from dbtools.deploy.repeatable import sql_text
 
 revision = "0005"
 down_revision = "0004"

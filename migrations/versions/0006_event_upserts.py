@@ -4,8 +4,8 @@
 counts, so that a batch retried after an unknown commit outcome returns the same counts and
 changes nothing. The entity's lookup, target, staging and reject tables and its row type come
 from the copy of ``entities/customer_activity_event.toml`` frozen beside this file
-(``0006_entities/``); its three procedures are rendered from the current spec at deployment
-(dbtools.entities).
+(``0006_entities/``, read by dbtools.upsert.specs, created by dbtools.deploy.entities); its three
+procedures are rendered from the current spec at deployment.
 
 Revision ID: 0006
 Revises: 0005
@@ -17,8 +17,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from dbtools.entities import frozen_spec, create_entity, drop_entity
-from dbtools.migration_helpers import Name, Timestamp, current_engine, current_user, utc_now
+from dbtools.deploy.entities import create_entity, drop_entity
+from dbtools.deploy.migration_helpers import Name, Timestamp, current_engine, current_user, utc_now
+from dbtools.upsert.specs import frozen_spec
 
 revision = "0006"
 down_revision = "0005"

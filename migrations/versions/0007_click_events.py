@@ -2,7 +2,7 @@
 
 A second entity added the way every entity is: its spec (``entities/click_event.toml``, frozen
 beside this file in ``0007_entities/``) and this revision, with no hand-written SQL. The
-tables and row type come from dbtools.entities; the three procedures are rendered from the
+tables and row type come from dbtools.deploy.entities; the three procedures are rendered from the
 spec at deployment.
 
 Revision ID: 0007
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from dbtools.entities import create_entity, drop_entity, frozen_spec
+from dbtools.deploy.entities import create_entity, drop_entity
+from dbtools.upsert.specs import frozen_spec
 
 revision = "0007"
 down_revision = "0006"

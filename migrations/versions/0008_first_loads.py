@@ -32,7 +32,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import op
 
-from dbtools.migration_helpers import Flag, current_engine
+from dbtools.deploy.migration_helpers import Flag, current_engine
 
 revision = "0008"
 down_revision = "0007"

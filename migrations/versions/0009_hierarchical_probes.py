@@ -34,7 +34,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import op
 
-from dbtools.migration_helpers import current_engine
+from dbtools.deploy.migration_helpers import current_engine
 
 revision = "0009"
 down_revision = "0008"

@@ -44,8 +44,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mssql, postgresql
 
-from dbtools.migration_helpers import Flag, LongText, Timestamp, check, current_engine, utc_now
-from dbtools.repeatable import drop_object
+from dbtools.deploy.migration_helpers import Flag, LongText, Timestamp, check, current_engine, utc_now
+from dbtools.deploy.repeatable import drop_object
 
 revision = "0010"
 down_revision = "0009"

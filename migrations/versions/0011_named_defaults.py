@@ -3,7 +3,7 @@
 Until now SQLAlchemy and Alembic wrote every column default without a name, and SQL Server named
 each one itself (``DF__BlobDelta__Statu__3B75D760``): a different name on every server, which a
 later revision cannot drop or change by name. From this package version the migrations name every
-default they create (``dbtools.ddl``, also when they run from an empty database); this
+default they create (``dbtools.deploy.ddl``, also when they run from an empty database); this
 revision renames the system-named ones an earlier version created: in the job database, and in
 every database an entity spec puts its tables in. A constraint whose name is already taken by
 another object keeps its system name (and is listed by ``dbtools`` in no way: check
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from alembic import op
 
-from dbtools.engines import JOB_DATABASE
-from dbtools.entities import current_specs
-from dbtools.migration_helpers import current_engine
+from dbtools.db.engines import JOB_DATABASE
+from dbtools.deploy.migration_helpers import current_engine
+from dbtools.upsert.specs import current_specs
 
 revision = "0011"
 down_revision = "0010"

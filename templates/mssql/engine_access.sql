@@ -1,6 +1,6 @@
 {%- from "mssql/engine_access_cleanup.sql" import set_cleanup_sql, cleanup_every_database -%}
 {#- Module signing for the delta engine: one batch, run in the job database after every
-    procedure deployment (dbtools.privileges.apply_engine_access).
+    procedure deployment (dbtools.deploy.privileges.apply_engine_access).
 
     Variables: procedures (names of the package procedures in dbo), certificate (the
     certificate's name, also the name of every user made from it), job_database.

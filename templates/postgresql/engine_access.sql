@@ -1,5 +1,5 @@
 {#- The engine's rights on PostgreSQL: one DO block, run after every procedure deployment
-    (dbtools.privileges.apply_engine_access), in the migration's transaction.
+    (dbtools.deploy.privileges.apply_engine_access), in the migration's transaction.
 
     Variables: definer_functions (the SECURITY DEFINER steps of usp_BlobDelta_Run),
     helper_routines (what those steps call), engine_role, job_schema.

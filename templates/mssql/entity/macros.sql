@@ -1,5 +1,5 @@
 {#- Fragments shared by an entity's three procedures (templates/mssql/entity/*.sql), the SQL
-    Server twins of templates/postgresql/entity/macros.sql. `e` is a dbtools.entities.EntitySpec;
+    Server twins of templates/postgresql/entity/macros.sql. `e` is a dbtools.upsert.specs.EntitySpec;
     `ref(alias, name)` spells a column of a row: alias 'v' means the procedure's own parameter
     @<name>, anything else alias.[name]. Each macro leaves the first line's indentation to its
     call site. -#}

@@ -1,5 +1,5 @@
 {#- Fragments shared by an entity's three procedures (templates/postgresql/entity/*.sql).
-    `e` is a dbtools.entities.EntitySpec; `ref(alias, name)` spells a column of a row: alias
+    `e` is a dbtools.upsert.specs.EntitySpec; `ref(alias, name)` spells a column of a row: alias
     'c' means the procedure's own column variables c_<name> (a prefix no other variable uses,
     so no column name can collide with them), anything else alias."name". -#}
 

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from .engines import EngineInfo
+from ..db.engines import EngineInfo
 
 SOURCE_DB = "Gwent_LA_FileTable"
 TARGET_DB = "Gwent_LA_FileTable_Delta"

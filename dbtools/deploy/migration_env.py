@@ -7,8 +7,8 @@
    to it; on PostgreSQL ``CREATE SCHEMA "BlobDeltaJobs"`` in the connected database. The
    version table lives in the job DB.
 3. Run the revisions in one transaction, then, still inside it, deploy or drop the
-   repeatable objects (see :mod:`dbtools.repeatable`) and, after a deployment, renew the
-   engine's signatures and grants (see :mod:`dbtools.privileges`).
+   repeatable objects (see :mod:`dbtools.deploy.repeatable`) and, after a deployment, renew the
+   engine's signatures and grants (see :mod:`dbtools.deploy.privileges`).
 
 Only ``upgrade`` and ``downgrade`` deploy, and only they and ``stamp`` bootstrap. The read-only
 commands (``current``, ``history -i``, ``check``, ...) run against the job DB as it is, and a
@@ -34,10 +34,10 @@ import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
+from ..db.engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
+from ..db.environments import Target, connect, create_engine, offline_target, resolve_target
+from ..errors import DeploymentError
 from . import ddl, mssql_script  # noqa: F401 - ddl registers compile hooks
-from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo
-from .errors import DeploymentError
-from .environments import Target, connect, create_engine, offline_target, resolve_target
 from .privileges import apply_engine_access
 from .repeatable import DeployResult, deploy_all, drop_all, log_revision, sql_text
 
@@ -303,7 +303,7 @@ def offline_header(engine: EngineInfo, command: str, start: str | None, destinat
     """The comment an offline script starts with: what it is, for whom, from where to where."""
     from datetime import datetime, timezone
 
-    from . import __version__
+    from .. import __version__
 
     verb = {"upgrade": "upgrade", "downgrade": "downgrade", "do_stamp": "stamp"}.get(command, command)
     run = ("sqlcmd -b -i FILE (or SSMS)" if engine.name == "mssql"
@@ -406,7 +406,7 @@ def _finish(mc, engine: EngineInfo, outcome: Outcome, went_down: bool, log_exist
         outcome.note = "downgraded: the package's procedures belong to its head revision and were dropped"
     elif outcome.at_head and log_exists:
         deploy_all(mc, engine)
-        # Signatures and EXECUTE grants follow the procedures (dbtools.privileges).
+        # Signatures and EXECUTE grants follow the procedures (dbtools.deploy.privileges).
         apply_engine_access(mc, engine)
     else:
         outcome.note = "below head: procedures are deployed only at the package's head revision"

@@ -26,7 +26,7 @@ import re
 
 from alembic.runtime.migration import MigrationContext
 
-from .engines import EngineInfo, engine_for
+from ..db.engines import EngineInfo, engine_for
 from .render import RenderedObject, render_objects
 from .repeatable import drop_object, log_action, sql_text
 

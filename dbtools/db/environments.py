@@ -24,10 +24,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
 
-from .engines import EngineInfo, engine_for
-from .errors import ConfigurationError, ConnectionFailed, DeploymentError, first_line
-from .paths import home_dir, repo_root
+from ..errors import ConfigurationError, ConnectionFailed, DeploymentError, first_line
+from ..paths import home_dir, repo_root
+from .engines import JOB_DATABASE, EngineInfo, engine_for
 
 EMBEDDED = "embedded-postgresql"
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -248,6 +249,12 @@ def create_engine(target: Target, url: sa.URL | None = None, **kwargs) -> sa.Eng
         return sa.create_engine(url if url is not None else target.url, **kwargs)
     except ImportError as exc:
         raise ConnectionFailed(driver_missing(target, exc)) from exc
+
+
+def job_engine(target: Target) -> sa.Engine:
+    """An engine on the job DB of ``target`` (the BlobDeltaJobs database on SQL Server)."""
+    url = target.url.set(database=JOB_DATABASE) if target.engine.name == "mssql" else target.url
+    return create_engine(target, url, poolclass=NullPool)
 
 
 def driver_missing(target: Target, exc: ImportError) -> str:

@@ -28,8 +28,8 @@ import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import mssql, postgresql
 
-from . import __version__
-from .engines import DEPLOYMENT_LOG, EngineInfo
+from .. import __version__
+from ..db.engines import DEPLOYMENT_LOG, EngineInfo
 from .render import RenderedObject, render_objects
 
 ACTIONS = ("Deployed", "Dropped")

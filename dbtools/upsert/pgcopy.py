@@ -7,7 +7,7 @@ formatting every row while holding the GIL. The format is PostgreSQL's documente
 and per field a length (-1 for NULL) and the value in the type's binary send format, then a -1
 trailer.
 
-Supported types are the staging tables' (dbtools.entities ``loose_type``): ``uuid``, ``int4``,
+Supported types are the staging tables' (dbtools.upsert.specs ``loose_type``): ``uuid``, ``int4``,
 ``int8``, ``text`` and ``timestamp`` (without time zone, naive datetimes).
 
 Rows are formatted by psycopg's own row formatter when psycopg runs its C implementation

@@ -35,7 +35,7 @@ import re
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext
 
-from .engines import EngineInfo
+from ..db.engines import EngineInfo
 from .render import jinja_environment, render_objects
 from .repeatable import sql_text
 

@@ -46,13 +46,13 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from ..db.engines import EngineInfo, engine_for
+from ..db.procs import call_procedure, run_mssql_batch
+from ..errors import DbToolsError
+from ..retry import DEFAULT_POLICY, RetryPolicy
+from ..uuid7 import uuid7
 from . import pgcopy
-from .engines import EngineInfo, engine_for
-from .entities import BATCH_LOG, Column, EntitySpec
-from .errors import DbToolsError
-from .procs import call_procedure, run_mssql_batch
-from .retry import DEFAULT_POLICY, RetryPolicy
-from .uuid7 import uuid7
+from .specs import BATCH_LOG, Column, EntitySpec
 
 PATHS = ("single", "tvp", "bulk")
 DEFAULT_BATCH_SIZE = {"single": 1, "tvp": 1000, "bulk": 50_000}
@@ -709,7 +709,7 @@ class BulkStagingWriter(Writer):
             finally:
                 cursor.close()
         else:
-            # Binary format, encoded ahead (dbtools.pgcopy): formatting rows here, with psycopg's
+            # Binary format, encoded ahead (dbtools.upsert.pgcopy): formatting rows here, with psycopg's
             # dumpers, held the GIL against the reading thread for a third of the chunk's time.
             raw = conn.connection.dbapi_connection
             if raw.info.encoding != "utf-8":  # the body's text is UTF-8; back to the session's at commit

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 JOB_DATABASE = "BlobDeltaJobs"
 DEPLOYMENT_LOG = "BlobDeltaDeploymentLog"

@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..errors import DbToolsError, driver_message
 from .engines import EngineInfo
-from .errors import DbToolsError, driver_message
 
 VALIDATION_ERROR_NUMBER = 50010
 VALIDATION_SQLSTATE = "22023"

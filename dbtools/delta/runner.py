@@ -19,11 +19,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .engines import EngineInfo
-from .errors import DbToolsError, driver_message
-from .procs import ProcedureValidationError, call_procedure
-from .retry import DEFAULT_POLICY, RetryPolicy
-from .uuid7 import uuid7
+from ..db.engines import EngineInfo
+from ..db.procs import ProcedureValidationError, call_procedure
+from ..errors import DbToolsError, driver_message
+from ..retry import DEFAULT_POLICY, RetryPolicy
+from ..uuid7 import uuid7
 
 MODES = {"all-tables": "AllTables", "single-table": "SingleTable"}
 SYNC_TYPES = {"incremental": "Incremental", "full": "Full"}

@@ -14,11 +14,10 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from .commands import job_engine
-from .entities import spec_named
-from .errors import ConfigurationError
-from .environments import database_errors, resolve_target
-from .upsert import ROW_NUMBER, Counts, RowError, writer_for
+from ..db.environments import database_errors, job_engine, resolve_target
+from ..errors import ConfigurationError
+from .specs import spec_named
+from .writers import ROW_NUMBER, Counts, RowError, writer_for
 
 #: Rejected rows listed in the result (all of them are in the reject table).
 MAX_REPORTED = 50

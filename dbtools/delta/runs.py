@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .engines import EngineInfo
+from ..db.engines import EngineInfo
 
 #: A version for consumers of --json and --results-file.
 SCHEMA = "dbtools.run/1"

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__
+from .. import __version__
+from ..db.engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo, engine_for
+from ..errors import DeploymentError
+from ..paths import procedures_dir, templates_dir
+from ..upsert.specs import current_specs
 
 VERSION_DATE = "2026-11-22"
-from .engines import DEPLOYMENT_LOG, JOB_DATABASE, EngineInfo, engine_for
-from .errors import DeploymentError
-from .paths import procedures_dir, templates_dir
 
 _KIND = {
     "mssql": re.compile(r"^\s*CREATE\s+OR\s+ALTER\s+(PROCEDURE|FUNCTION|VIEW)\b", re.I | re.M),
@@ -97,12 +98,10 @@ ENTITY_TEMPLATES = (("upsert_one", "upsert_one"), ("upsert_many", "upsert_many")
 
 
 def render_entity_objects(engine: EngineInfo, env: jinja2.Environment, specs=None) -> list[RenderedObject]:
-    """The three procedures of each spec (default: every spec in ``entities/``; dbtools.entities).
+    """The three procedures of each spec (default: every spec in ``entities/``; dbtools.upsert.specs).
 
     ``tbl(name)`` in the templates names one of the entity's tables, in its database.
     """
-    from .entities import current_specs
-
     objects = []
     for spec in current_specs() if specs is None else specs:
         for stem, attribute in ENTITY_TEMPLATES:

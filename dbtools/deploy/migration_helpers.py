@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mssql
 
-from .engines import EngineInfo, engine_for
+from ..db.engines import EngineInfo, engine_for
 from .repeatable import current_user_default, timestamp_type, utc_now_default
 
 __all__ = [

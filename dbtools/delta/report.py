@@ -2,7 +2,7 @@
 
 The page holds a timeline with a bar per batch (a row per table and step), the rows per second
 over the run, each table's window, the tables and their errors, and the run itself as JSON (the
-schema of :mod:`dbtools.runs`) for machines. The charts are Plotly's, with plotly.js inlined once:
+schema of :mod:`dbtools.delta.runs`) for machines. The charts are Plotly's, with plotly.js inlined once:
 the page needs no network.
 """
 
@@ -92,7 +92,7 @@ def _cell(value) -> str:
 
 
 def render(run: dict) -> str:
-    """The page for ``run`` (a :func:`dbtools.runs.load` document, with its batches)."""
+    """The page for ``run`` (a :func:`dbtools.delta.runs.load` document, with its batches)."""
     timeline, rate, window = _figures(run)
     charts = [timeline.to_html(full_html=False, include_plotlyjs=True, div_id="timeline"),
               rate.to_html(full_html=False, include_plotlyjs=False, div_id="rate"),

@@ -2,8 +2,8 @@
 generated rows and a plain (not FileTable-shaped) tree of 2,000 roots x 10 folders x 9 files.
 
 ``bench/delta_engine.py`` used to hold them; since issue 17 it measures FileTable-shaped trees
-(revision 0010), and these stay here, unchanged, for ``bench/delta_flat_parts.py``,
-``bench/delta_tree_parts.py`` and ``bench/delta_children.py``. Revision 0010 refuses a Hierarchical
+(revision 0010), and these stay here, unchanged, for the experiments in ``bench/experiments/``
+(``delta_flat_parts.py``, ``delta_tree_parts.py`` and ``delta_children.py``). Revision 0010 refuses a Hierarchical
 target whose ``parent_path_locator`` is not computed, so runs of the engine on ``SETUP_TREE``'s
 tree fail at head; its Flat table and the scripts' own statements still work.
 """

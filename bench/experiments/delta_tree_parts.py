@@ -1,5 +1,9 @@
 """Candidates for a set-based hierarchical first load against the goal's bare insert (PostgreSQL only).
 
+Settled (2026-12-03): no design measured meets the hierarchical first-load goal (0.8 of a bare
+insert) at ordinary batch sizes; a first load in path order reaches it only with batches about as
+large as the window (0.80 in batches of 100,000), so none was built. An experiment, not rerun since.
+
 Reproduces the tables under "Where a set-based hierarchical first load could land" and "A batched
 first load in path order" in docs/benchmarks.md, on a private pgserver with the delta benchmark's
 tree (bench/delta_setup.py: 2,000 roots, 20,000 folders, 180,000 files). The contenders take
@@ -29,16 +33,20 @@ and checksum of the ids) is refused:
    small batches, whose rows need ancestors of the other units: the same rows as the unbatched
    first loads without target checks, and no child without its parent after any batch.
 
-Usage: python bench/delta_tree_parts.py [--roots 2000] [--batch-size 50000] [--repeat 15]
+Usage: python bench/experiments/delta_tree_parts.py [--roots 2000] [--batch-size 50000] [--repeat 15]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: delta_setup, embedded
 
 from delta_setup import SETUP_COMMON, SETUP_TREE, execute
 from embedded import connect, fresh_database, run_prepared, private_server

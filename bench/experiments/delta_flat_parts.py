@@ -1,5 +1,9 @@
 """Where a Flat batch's time goes, and what a set-based engine could reach (PostgreSQL only).
 
+Settled (2026-12-03): a Flat batch's time is its per-row target and source probes; revision 0008
+dropped the target lookups past a first load's start and the self-join (0.91 of a bare insert per
+batch, against 0.53 for 0004), so no set-based path was built. An experiment, not rerun since.
+
 Reproduces the two tables under "Where a Flat batch's time goes" in docs/benchmarks.md, on a
 private pgserver with the delta benchmark's 1M-row Flat table (bench/delta_setup.py):
 
@@ -12,7 +16,7 @@ private pgserver with the delta benchmark's 1M-row Flat table (bench/delta_setup
    anti-join (nested loops disabled; left alone, the planner picks a nested loop over the
    target's heap, which does not finish in minutes).
 
-Usage: python bench/delta_flat_parts.py [--rows 1000000] [--batch-size 50000] [--repeat 7]
+Usage: python bench/experiments/delta_flat_parts.py [--rows 1000000] [--batch-size 50000] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from __future__ import annotations
 import argparse
 import pathlib
 import statistics
+import sys
 import time
 
 import psycopg
 import sqlalchemy as sa
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # bench/: delta_setup, embedded
 
 from delta_setup import SETUP_COMMON, SETUP_FLAT, execute
 from embedded import connect, fresh_database, run_prepared, private_server
@@ -41,7 +48,7 @@ SOURCE_PROBE = ("    CROSS JOIN LATERAL (SELECT * FROM {SourceObject} AS s "
 TARGET_PROBE = ("    LEFT JOIN LATERAL (SELECT true AS present, t.{MetadataModifiedOnCol} AS modified_on FROM {TargetObject} AS t\n"
                 "                       WHERE t.{MetadataIdColumn} = m.{MetadataIdColumn} LIMIT 1) AS t ON true\n")
 COUNT = '\nSELECT count(*)::integer, max("dbtools$ModifiedOn") FROM batch'
-SCRIPT_0004 = (pathlib.Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0004_scripts"
+SCRIPT_0004 = (pathlib.Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0004_scripts"
                / "postgresql" / "Flat_1_Upsert.sql")
 # {SourceRow} as the engine fills it for a Flat table that is its own metadata table.
 SELF_ROW = "CROSS JOIN LATERAL (SELECT m.*) AS s"

@@ -1,5 +1,10 @@
 """Revision 0009's Children script against 0004's, in batches (PostgreSQL only).
 
+Settled (2026-12-03): PostgreSQL's Children script probes per row, as revision 0009 ships it
+(0.37 of a bare insert against 0004's 0.20 for step 3 in batches of 500). An experiment on the
+plain tree of bench/delta_setup.py: its engine runs fail at head, since revision 0010 refuses a
+Hierarchical target whose parent_path_locator is not computed.
+
 Reproduces the tables under "Revision 0009" in docs/benchmarks.md, on a private pgserver with the
 delta benchmark's tree (bench/delta_setup.py: 2,000 roots, 20,000 folders, 180,000 files):
 
@@ -16,17 +21,20 @@ delta benchmark's tree (bench/delta_setup.py: 2,000 roots, 20,000 folders, 180,0
 
 The contenders take turns, the order alternating by round, with a ``CHECKPOINT`` before each.
 
-Usage: python bench/delta_children.py [--roots 2000] [--batch-sizes 500,5000,50000] [--rounds 6]
+Usage: python bench/experiments/delta_children.py [--roots 2000] [--batch-sizes 500,5000,50000] [--rounds 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: delta_setup, embedded
 
 from delta_setup import SETUP_COMMON, SETUP_TREE, bare_insert, count, execute, reset_target, run_table, timed
 from delta_tree_parts import CHECKSUM, STEPS_1_AND_2, agree, in_turns, seeded, substituted
@@ -34,7 +42,7 @@ from embedded import ENGINE_PARAMETERS, connect, fresh_database, private_server
 
 from dbtools import commands
 
-VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
+VERSIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 OLD = "0004's Children script"
 NEW = "deployed Children script (0009)"
 BARE = "bare insert"

@@ -16,6 +16,7 @@ from dbtools import commands
 from dbtools.deploy import repeatable
 from dbtools.db.engines import DEPLOYMENT_LOG
 from dbtools.db.environments import mask
+from dbtools.deploy.migration_env import MSSQL_LOCK
 from dbtools.errors import DeploymentError
 from dbtools.upsert.specs import current_specs
 from dbtools.deploy.render import render_objects
@@ -93,10 +94,15 @@ def test_upgrade_from_empty_creates_the_job_tables_and_deploys_every_procedure(s
     assert [(o.name, o.action) for o in result.outcome.objects] == [
         (name, "Deployed") for name in sorted(shipped(server))
     ]
+    # A new connection sees the migration committed, revision and tables: on SQL Server the online
+    # lock leaves one transaction level, so the driver's single COMMIT ends the transaction.
     engine = server.job_engine()
     with engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names(schema=server.engine.job_schema))
+        versions = conn.exec_driver_sql(
+            f"SELECT version_num FROM {server.engine.job_object('alembic_version')}").scalars().all()
     engine.dispose()
+    assert versions == [HEAD]
     assert tables == JOB_TABLES | {DEPLOYMENT_LOG, "alembic_version"}
     # The log records each revision applied (who and when: dbtools history), then each object deployed.
     revisions = [(to, "REVISION", "Deployed", revision_checksum(to), "0.1.0") for _from, to, _up in UPGRADE_STEPS]
@@ -451,11 +457,10 @@ def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_hol
         with holder.begin():
             if server.engine.name == "mssql":
                 pid = holder.exec_driver_sql("SELECT @@SPID").scalar()
-                assert holder.exec_driver_sql(
-                    "SET NOCOUNT ON; IF @@TRANCOUNT = 0 BEGIN TRANSACTION; DECLARE @r int; "
-                    "EXEC @r = sys.sp_getapplock @Resource = N'dbtools.migrate', "
-                    "@LockMode = N'Exclusive', @LockOwner = N'Transaction', @DbPrincipal = N'public'; SELECT @r"
-                ).scalar() >= 0
+                # The migration's own lock statement: one transaction level, so the holder's
+                # rollback (closing it) ends the transaction and frees the lock.
+                got, trancount = holder.exec_driver_sql(MSSQL_LOCK, ("dbtools.migrate", 0)).one()
+                assert (got >= 0, trancount) == (True, 1)
             else:
                 pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
                 holder.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended('dbtools.migrate', 0))")

@@ -93,6 +93,28 @@ WHERE l.resource_type = N'APPLICATION' AND l.resource_database_id = DB_ID() AND 
   AND l.resource_description LIKE N'%[[]{MIGRATION_LOCK}]%'"""
 
 
+#: The online lock on SQL Server, in the migration's own transaction, made one level deep.
+#: pyodbc's manual commit runs the session with IMPLICIT_TRANSACTIONS ON, and neither SET, DECLARE,
+#: EXEC nor a table-less SELECT starts a transaction: without one a Transaction-owned applock is
+#: refused (-999), so it is opened here. Under IMPLICIT_TRANSACTIONS ON an explicit BEGIN TRANSACTION
+#: opens two nested levels (SET IMPLICIT_TRANSACTIONS docs), and the driver's COMMIT or ROLLBACK at
+#: the end is one request: so the extra level is committed at once (a COMMIT above level 1 commits
+#: nothing, it only decrements @@TRANCOUNT; the applock belongs to the transaction, not to a level).
+#: @@TRANCOUNT comes back with the result, and the lock is not requested unless it is exactly 1.
+MSSQL_LOCK = """SET NOCOUNT ON;
+DECLARE @TranCountBefore int = @@TRANCOUNT, @Result int = NULL;
+IF @TranCountBefore = 0
+BEGIN
+    BEGIN TRANSACTION;
+    IF @@TRANCOUNT > 1
+        COMMIT TRANSACTION;
+END;
+IF @@TRANCOUNT = 1
+    EXEC @Result = sys.sp_getapplock @Resource = ?, @LockMode = N'Exclusive', @LockOwner = N'Transaction',
+        @LockTimeout = ?, @DbPrincipal = N'public';
+SELECT @Result, @@TRANCOUNT;"""
+
+
 def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, timeout: float) -> None:
     """Take the migration lock in ``conn``'s open transaction, waiting at most ``timeout`` seconds.
 
@@ -101,15 +123,12 @@ def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, tim
     wait is over it fails with a DeploymentError naming the session that holds the lock.
     """
     if engine.name == "mssql":
-        # pyodbc's manual commit is IMPLICIT_TRANSACTIONS, and neither EXEC nor this SELECT starts
-        # a transaction: without one, a Transaction-owned applock is refused (-999). So open it here,
-        # as SQLAlchemy's own dialect does; the driver's COMMIT or ROLLBACK ends it.
-        result = conn.exec_driver_sql(
-            "SET NOCOUNT ON; IF @@TRANCOUNT = 0 BEGIN TRANSACTION; DECLARE @Result int; "
-            "EXEC @Result = sys.sp_getapplock @Resource = ?, @LockMode = N'Exclusive', @LockOwner = N'Transaction', "
-            "@LockTimeout = ?, @DbPrincipal = N'public'; SELECT @Result;",
-            (MIGRATION_LOCK, int(timeout * 1000)),
-        ).scalar()
+        result, trancount = conn.exec_driver_sql(MSSQL_LOCK, (MIGRATION_LOCK, int(timeout * 1000))).one()
+        if trancount != 1:
+            # The driver's one COMMIT would then leave a level open, and closing the connection
+            # would roll the whole migration back after reporting success.
+            raise DeploymentError(f"the migration transaction on {where} is {trancount} levels deep, not one "
+                                  "(@@TRANCOUNT); nothing was changed")
         if result < -1:  # -2 cancelled, -3 deadlock victim, -999 a parameter or call error
             raise DeploymentError(f"the migration lock could not be taken on {where}: sp_getapplock returned {result}")
         got = result >= 0

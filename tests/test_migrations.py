@@ -531,6 +531,71 @@ def test_every_default_constraint_is_named_df_table_column_and_an_old_system_nam
     assert ("BlobDeltaRun", "Status", "DF_BlobDeltaRun_Status", False) in [tuple(r) for r in rows]
 
 
+def revision_module(revision: str):
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(commands.alembic_config()).get_revision(revision).module
+
+
+def test_0011_renames_only_the_packages_own_tables_each_named_as_a_literal(monkeypatch):
+    # Assemble: every table revisions 0001-0010 create in the job DB, read from their offline script.
+    import re
+
+    from dbtools.db.engines import JOB_DATABASE, engine_for
+
+    named = revision_module("0011")
+    script = commands.migrate(url="mssql+pyodbc://u@h/master?driver=ODBC+Driver+18+for+SQL+Server",
+                              sql=True, revision=UPGRADE_STEPS[-2][1]).script
+    created = set(re.findall(r"CREATE TABLE (?:\[dbo\]|dbo)\.\[?(\w+)", script)) - {"alembic_version"}
+    spec = next(s for s in current_specs() if s.lookups)
+    monkeypatch.setattr(named, "current_specs", lambda: [replace(spec, database="Sales")])
+
+    # Act
+    owned = named.owned_tables()
+    batch = named.rename_batch(engine_for("mssql"), {"O'Brien]s", "Plain"})
+
+    # Assert: the job DB's tables are exactly what the revisions created there; in an entity
+    # database exactly that spec's tables; names go in as quoted literals with ' doubled.
+    assert list(owned) == [JOB_DATABASE, "Sales"]
+    assert owned[JOB_DATABASE] == created
+    assert owned["Sales"] == set(spec.tables)
+    assert "t.object_id IN (OBJECT_ID(N'[dbo].[O''Brien]]s]', N'U'),\n" in batch
+    assert "OBJECT_ID(N'[dbo].[Plain]', N'U'))\n" in batch
+    assert "ROW_NUMBER() OVER (PARTITION BY s.schema_id, n.NewName" in batch and "WHERE r.Candidate = 1;" in batch
+
+
+@pytest.mark.mssql_only
+def test_0011_leaves_other_tables_alone_and_renames_one_of_two_defaults_whose_new_names_coincide(server):
+    from dbtools.db.engines import engine_for
+
+    # Assemble: at head, another application's table with a system-named default, and two tables
+    # whose defaults both map to DF_T_A_B_C.
+    commands.migrate(url=server.url_string)
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE dbo.OtherApplication (Flag int NOT NULL DEFAULT 0); "
+                             "CREATE TABLE dbo.T_A_B (C int NOT NULL DEFAULT 1); "
+                             "CREATE TABLE dbo.T_A (B_C int NOT NULL DEFAULT 2);")
+
+    # Act: the package's batch, once for the package's tables, once for the two colliding ones.
+    named = revision_module("0011")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(named.rename_batch(engine_for("mssql"), set(named.owned_tables()[named.JOB_DATABASE])))
+        conn.exec_driver_sql(named.rename_batch(engine_for("mssql"), {"T_A_B", "T_A"}))
+        rows = conn.exec_driver_sql(
+            "SELECT t.name, dc.name, dc.is_system_named FROM sys.default_constraints AS dc "
+            "JOIN sys.tables AS t ON t.object_id = dc.parent_object_id "
+            "WHERE t.name IN (N'OtherApplication', N'T_A_B', N'T_A') ORDER BY t.name").all()
+    engine.dispose()
+
+    # Assert: the other table keeps its system name; one of the two (the lower object_id) is
+    # renamed, the other keeps its system name instead of failing the batch (Msg 15335).
+    assert [(table, system) for table, _name, system in rows if table == "OtherApplication"] == [
+        ("OtherApplication", True)]
+    pair = sorted((bool(system), name) for table, name, system in rows if table != "OtherApplication")
+    assert len(pair) == 2 and pair[0] == (False, "DF_T_A_B_C") and pair[1][0] is True, rows
+
+
 def cli(server, *args):
     from .test_cli import dbtools
 

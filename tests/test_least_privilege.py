@@ -30,9 +30,10 @@ def bed(server):
 
 
 @contextlib.contextmanager
-def operator_login(server, *, member: bool = True) -> Iterator[sa.Engine]:
+def operator_login(server, *, member: bool = True, configured_users: bool = True) -> Iterator[sa.Engine]:
     """A new login whose only right is membership of BlobDeltaOperator (or nothing at all, with
-    ``member=False``); an engine on the job DB as it."""
+    ``member=False``); an engine on the job DB as it. SQL Server: ``configured_users=False`` gives
+    it no user in the configured databases."""
     name = f"dbtools_op_{secrets.token_hex(4)}"
     password = "Op-" + secrets.token_hex(12) + "-x1"
     admin = sa.create_engine(server.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -45,7 +46,7 @@ def operator_login(server, *, member: bool = True) -> Iterator[sa.Engine]:
                                  + (f" ALTER ROLE {q(ROLE)} ADD MEMBER {q(name)};" if member else ""))
             # A login must be able to enter each configured database (the resolver checks
             # HAS_DBACCESS): a user there with no rights at all, as the README tells DBAs.
-            for database in (SOURCE_DB, TARGET_DB, METADATA_DB):
+            for database in (SOURCE_DB, TARGET_DB, METADATA_DB) if configured_users else ():
                 conn.exec_driver_sql(f"USE {q(database)}; CREATE USER {q(name)} FOR LOGIN {q(name)};")
             url = server.url.set(username=name, password=password, database=JOB_DATABASE)
         else:
@@ -116,6 +117,47 @@ def test_a_member_of_the_operator_role_runs_deltas_and_reads_the_run_tables(bed)
         assert sorted({s["table_name"] for s in status.steps}) == sorted(TABLES)
         requested_by = bed.sql(f"SELECT {bed.info.quote('RequestedBy')} FROM {bed.info.job_object('BlobDeltaRun')}")
         assert [r[0] for r in requested_by] == [member.url.username]
+
+
+@pytest.mark.mssql_only
+def test_a_login_without_a_user_in_the_configured_databases_is_told_so_in_lines_that_fit(bed):
+    # Assemble: a member whose login has no user in the source, target and metadata databases.
+    with operator_login(bed.server, configured_users=False) as member:
+        # Act
+        result = runner.run_operator(member, bed.info, mode="SingleTable", table=REFERRAL, execute=False)
+
+    # Assert: one line per role names what HAS_DBACCESS found and the fix; all four fit the cap.
+    error = result.plan[0].error
+    lines = error.splitlines()
+    assert [line.split(": ", 1)[1].split(" database ")[0] for line in lines] == [
+        "source", "target", "metadata", "business unit"], error
+    assert all(line.startswith(f"Table '{REFERRAL}': ") and " has no user for the caller's login (BlobDeltaTableConfig."
+               in line and line.endswith("Database); add one there (it needs no rights).") for line in lines), error
+    assert "(truncated)" not in error
+
+
+@pytest.mark.postgresql_only
+def test_a_schema_the_engine_role_may_not_use_is_named_with_the_fix_and_migrate_fixes_it(bed):
+    from dbtools import commands
+
+    # Assemble: the engine role loses USAGE on the source schema (as for a schema configured after
+    # the last deployment).
+    bed.sql(f"REVOKE USAGE ON SCHEMA {bed.info.quote(SOURCE_DB)} FROM \"BlobDeltaEngine\"")
+    engine = bed.engine()
+    try:
+        # Act
+        refused = runner.run_operator(engine, bed.info, mode="SingleTable", table=REFERRAL, execute=False)
+        commands.migrate(url=bed.server.url_string)
+        planned = runner.run_operator(engine, bed.info, mode="SingleTable", table=REFERRAL, execute=False)
+    finally:
+        engine.dispose()
+
+    # Assert
+    assert refused.plan[0].error.splitlines() == [
+        f"Table '{REFERRAL}': {role} database \"{SOURCE_DB}\" gives role \"BlobDeltaEngine\" no USAGE "
+        f"(BlobDeltaTableConfig.{prefix}Database); run dbtools migrate, which grants it."
+        for role, prefix in (("source", "Source"), ("business unit", "BusinessUnit"))]
+    assert planned.plan[0].error is None
 
 
 @pytest.mark.mssql_only

@@ -149,12 +149,14 @@ BEGIN
                 VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
                              + N' is not online (state ' + ISNULL(CONVERT(nvarchar(60), DATABASEPROPERTYEX(@DatabaseName, 'Status')), N'unknown')
                              + N').', 2000));
+            -- HAS_DBACCESS asks whether the caller's login may enter the database. The engine's rights
+            -- there come from its signature, which gives rights but not entry: the login needs a user
+            -- there, with no rights.
             ELSE IF ISNULL(HAS_DBACCESS(@DatabaseName), 0) = 0
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
-                             + N' is not accessible to the caller (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database); '
-                             + N'if it was created or configured after the last migrate, run dbtools migrate: it grants the engine '
-                             + N'its rights there.', 2000));
+                             + N' has no user for the caller''s login (BlobDeltaTableConfig.' + @ConfigPrefix
+                             + N'Database); add one there (it needs no rights).', 2000));
             ELSE
             BEGIN
                 SET @ObjectId = OBJECT_ID(@QualifiedName, N'U');

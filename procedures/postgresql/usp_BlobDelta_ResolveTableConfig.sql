@@ -86,10 +86,13 @@ BEGIN
         IF v_namespace IS NULL THEN
             v_errors := v_errors || left(format('Table ''%s'': %s database %s does not exist or is not visible to the caller (BlobDeltaTableConfig.%sDatabase).',
                 v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, v_object.config_prefix), 2000);
+        -- The engine's SECURITY DEFINER functions call this as the engine role, whose USAGE on the
+        -- configured schemas a deployment grants (dbtools migrate).
         ELSIF NOT pg_catalog.has_schema_privilege(v_namespace, 'USAGE') THEN
-            v_errors := v_errors || left(format('Table ''%s'': %s database %s is not accessible to the caller (BlobDeltaTableConfig.%sDatabase); '
-                'if it was created or configured after the last migrate, run dbtools migrate: it grants the engine its rights there.',
-                v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, v_object.config_prefix), 2000);
+            v_errors := v_errors || left(format('Table ''%s'': %s database %s gives role %s no USAGE (BlobDeltaTableConfig.%sDatabase); '
+                'run dbtools migrate, which grants it.',
+                v_table_name, v_object.role, {{ quotename('v_object.database_name') }}, {{ quotename('current_user') }},
+                v_object.config_prefix), 2000);
         ELSE
             SELECT k.oid INTO v_oid
             FROM pg_catalog.pg_class AS k

@@ -162,6 +162,20 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
                             mssql_script.FINISH + ";"]
 
 
+@pytest.mark.parametrize("start", [None, "0010"])
+def test_the_sql_server_revision_check_raises_outside_the_try_that_reads_the_version(start):
+    # A RAISERROR of severity 11 or more inside a TRY jumps to its CATCH: the wrong-revision stop
+    # would be reported as "the database's revision could not be read".
+    check = mssql_script.revision_check("BlobDeltaJobs", "dbo", start)
+    inside_try = check[check.index("BEGIN TRY\n"):check.index("END TRY\n")]
+    inside_catch = check[check.index("BEGIN CATCH\n"):check.index("END CATCH;\n")]
+
+    assert "sp_executesql" in inside_try and "RAISERROR" not in inside_try
+    assert inside_catch == "BEGIN CATCH\n    SET @ReadError = ERROR_MESSAGE();\n"
+    assert check.index("could not be read") < check.index("this script migrates from revision")
+    assert "ELSE IF ISNULL(@Current, N'') <> ISNULL(" + ("NULL" if start is None else f"N'{start}'") + ", N'')" in check
+
+
 @pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
 def test_every_batch_of_the_sql_server_transaction_proves_it_ran_before_the_next_one_runs(direction):
     """SSMS runs on after an error; each batch's guard stops the script unless the batch before

@@ -71,15 +71,16 @@ def guard(condition: str | None = "XACT_STATE() <> 1 OR @@TRANCOUNT <> 1") -> st
     )
 
 
-def _version_read(table: str) -> str:
-    """Statements that leave the version(s) alembic_version holds in @Current (NULL: none)."""
+def _version_read(table: str, indent: str = "") -> str:
+    """A statement that leaves the version(s) alembic_version holds in @Current (NULL: none).
+    @Current nvarchar(200) must be declared (and NULL) before it."""
     literal = table.replace("'", "''")
     return (
-        "DECLARE @Current nvarchar(200) = NULL;\n"
-        f"IF OBJECT_ID(N'{literal}', N'U') IS NOT NULL\n"
-        "    EXEC sys.sp_executesql\n"
-        f"        N'SELECT @Version = STRING_AGG(version_num, N'', '') WITHIN GROUP (ORDER BY version_num) FROM {literal.replace(chr(39), chr(39) * 2)};',\n"
-        "        N'@Version nvarchar(200) OUTPUT', @Version = @Current OUTPUT;\n"
+        f"{indent}IF OBJECT_ID(N'{literal}', N'U') IS NOT NULL\n"
+        f"{indent}    EXEC sys.sp_executesql\n"
+        f"{indent}        N'SELECT @Version = STRING_AGG(version_num, N'', '') WITHIN GROUP (ORDER BY version_num) "
+        f"FROM {literal.replace(chr(39), chr(39) * 2)};',\n"
+        f"{indent}        N'@Version nvarchar(200) OUTPUT', @Version = @Current OUTPUT;\n"
     )
 
 
@@ -98,29 +99,35 @@ def revision_check(database: str, schema: str, start: str | None) -> str:
     ``start`` None: the script is for an empty database, so the job DB or its alembic_version must
     be absent, or the table empty. The table is read through sp_executesql (a batch naming a table
     that does not exist fails when the statement runs, whatever guards it), in a TRY: an error
-    there (no right to read it) stops the script too.
+    there (no right to read it) stops the script too. Only the read sits in the TRY: a RAISERROR
+    of severity 11 or more inside it would jump to the CATCH, and the DBA would read "could not be
+    read" instead of the revision the database is at.
     """
     table = "[" + database.replace("]", "]]") + "].[" + schema.replace("]", "]]") + "].[alembic_version]"
     expected, shown = _expected(start)
     return (
+        "DECLARE @Current nvarchar(200) = NULL, @ReadError nvarchar(2048) = NULL;\n"
         "BEGIN TRY\n"
-        + "".join("    " + line + "\n" for line in _version_read(table).splitlines())
-        + f"    IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
-        "    BEGIN\n"
-        f"        DECLARE @Expected nvarchar(200) = {shown};\n"
-        "        SET @Current = ISNULL(@Current, N'base (no revision)');\n"
-        f"        EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
-        "        RAISERROR(N'dbtools: this script migrates from revision %s, but the database is at %s; nothing was "
-        "changed. Generate the script with --from set to the database''s revision.', 16, 1, @Expected, @Current);\n"
-        "        SET NOEXEC ON;\n"
-        "    END;\n"
-        "END TRY\n"
+        + _version_read(table, "    ")
+        + "END TRY\n"
         "BEGIN CATCH\n"
+        "    SET @ReadError = ERROR_MESSAGE();\n"
+        "END CATCH;\n"
+        "IF @ReadError IS NOT NULL\n"
+        "BEGIN\n"
         f"    EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
-        "    DECLARE @ReadError nvarchar(2048) = ERROR_MESSAGE();\n"
         "    RAISERROR(N'dbtools: the database''s revision could not be read (%s); nothing was changed.', 16, 1, @ReadError);\n"
         "    SET NOEXEC ON;\n"
-        "END CATCH"
+        "END\n"
+        f"ELSE IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
+        "BEGIN\n"
+        f"    DECLARE @Expected nvarchar(200) = {shown};\n"
+        "    SET @Current = ISNULL(@Current, N'base (no revision)');\n"
+        f"    EXEC sys.sp_set_session_context @key = N'{FAILED_KEY}', @value = 1;\n"
+        "    RAISERROR(N'dbtools: this script migrates from revision %s, but the database is at %s; nothing was "
+        "changed. Generate the script with --from set to the database''s revision.', 16, 1, @Expected, @Current);\n"
+        "    SET NOEXEC ON;\n"
+        "END"
     )
 
 
@@ -132,7 +139,8 @@ def revision_recheck(schema: str, start: str | None) -> str:
     message = (f"dbtools: the database is no longer at revision {start or 'base (no revision)'} (another migration "
                "ran while this script waited for the migration lock); nothing was changed.").replace("'", "''")
     return (
-        _version_read(table)
+        "DECLARE @Current nvarchar(200) = NULL;\n"
+        + _version_read(table)
         + f"IF ISNULL(@Current, N'') <> ISNULL({expected}, N'')\n"
         f"    THROW 50022, N'{message}', 1"
     )

@@ -224,11 +224,14 @@ def history(env, url, as_json):
 
 @cli.command(name="check")
 @with_target
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: pending revisions and objects that drifted.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: pending revisions, objects that drifted, objects it could not read.")
 def check_command(env, url, as_json):
     """Report drift and exit 1 when there is any: a pending revision, or a procedure that is missing,
     not deployed at this package version, edited by hand since it was deployed, or deployed but not
-    part of this package. Changes nothing."""
+    part of this package. Exit 2 when there is none, but this login could not read everything it
+    compares (SQL Server: VIEW DEFINITION on the job schema); it says which right it needs. Changes
+    nothing."""
     result = commands.check(env, url)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
@@ -236,13 +239,20 @@ def check_command(env, url, as_json):
         if result["pending"]:
             out.print(f"Pending revisions: {', '.join(result['pending'])} (the database is at "
                       f"{result['current'] or 'base'}; head is {result['head']})", markup=False)
-        for problem in result["objects"]:
+        for problem in result["objects"] + result["unverified"]:
             out.print(f"{problem['object']}: {problem['problem']}", markup=False)
-        out.print("Drift: dbtools migrate puts it right (it redeploys what differs)." if result["drift"]
-                  else f"No drift: {result['target']} is at head ({result['head']}) with every procedure as deployed.",
-                  markup=False)
+        if result["drift"]:
+            out.print("Drift: dbtools migrate puts it right (it redeploys what differs).", markup=False)
+        elif result["unverified"]:
+            out.print(f"Not verified: this login could not read {len(result['unverified'])} of the objects "
+                      "compared (see above); run check as the deploying login, or grant what it names.", markup=False)
+        else:
+            out.print(f"No drift: {result['target']} is at head ({result['head']}) with every procedure as deployed.",
+                      markup=False)
     if result["drift"]:
         sys.exit(1)
+    if result["unverified"]:
+        sys.exit(2)
 
 
 @cli.command()

@@ -24,7 +24,8 @@ from .db.environments import (Target, connect, create_engine, database_errors, j
 from .delta import runs
 from .deploy.migration_env import Outcome
 from .deploy.render import write_rendered
-from .deploy.repeatable import REVISION, catalog_definitions, edited, log_table
+from .deploy.repeatable import (REVISION, catalog_definitions, definitions_readable, edited, log_readable, log_table,
+                                unreadable, unreadable_definition)
 from .errors import ConfigurationError, DbToolsError, DeploymentError, first_line
 from .paths import repo_root
 
@@ -219,7 +220,11 @@ def history(env: str | None = None, url: str | None = None) -> dict:
 def check(env: str | None = None, url: str | None = None) -> dict:
     """Drift between the job database and this package: pending revisions, and each procedure
     that is missing, not deployed at this version, edited by hand since (its definition differs
-    from the text it was deployed with), or not part of the package."""
+    from the text it was deployed with), or not part of the package.
+
+    What this login may not read is listed apart, with the right it needs (``unverified``), and
+    never counted as drift: on SQL Server a login without VIEW DEFINITION on the job schema sees
+    NULL for a module it may execute and does not see the others at all."""
     from .deploy.render import render_objects
 
     script = ScriptDirectory.from_config(alembic_config())
@@ -228,39 +233,68 @@ def check(env: str | None = None, url: str | None = None) -> dict:
         info = target.engine
         if info.name == "mssql" and not _job_database_exists(target):
             return {"target": target.masked, "current": None, "head": head, "pending": [
-                r.revision for r in reversed(list(script.walk_revisions()))], "objects": [], "drift": True}
+                r.revision for r in reversed(list(script.walk_revisions()))], "objects": [], "unverified": [],
+                "drift": True}
         engine = job_engine(target)
         try:
             with database_errors(target, "check"), engine.connect() as conn:
                 current = _current_revision(conn, info.job_schema)
                 definitions = catalog_definitions(conn, info)
-                state: dict[str, tuple[str, str | None]] = {}
+                readable = definitions_readable(conn, info)
+                state: dict[str, tuple[str, str | None]] | None = {}
                 if sa.inspect(conn).has_table(DEPLOYMENT_LOG, schema=info.job_schema):
-                    table = log_table(info)
-                    latest = (sa.select(sa.func.max(table.c.DeploymentId)).where(table.c.ObjectType != REVISION)
-                              .group_by(table.c.ObjectName))
-                    state = {r.ObjectName: (r.Action, r.Checksum) for r in conn.execute(
-                        sa.select(table.c.ObjectName, table.c.Action, table.c.Checksum)
-                        .where(table.c.DeploymentId.in_(latest)))}
+                    if not log_readable(conn, info):
+                        state = None
+                    else:
+                        table = log_table(info)
+                        latest = (sa.select(sa.func.max(table.c.DeploymentId)).where(table.c.ObjectType != REVISION)
+                                  .group_by(table.c.ObjectName))
+                        state = {r.ObjectName: (r.Action, r.Checksum) for r in conn.execute(
+                            sa.select(table.c.ObjectName, table.c.Action, table.c.Checksum)
+                            .where(table.c.DeploymentId.in_(latest)))}
         finally:
             engine.dispose()
     applied = {r.revision for r in script.iterate_revisions(current, "base")} if current else set()
     pending = [r.revision for r in reversed(list(script.walk_revisions())) if r.revision not in applied]
-    problems = []
-    shipped = {o.name: o for o in render_objects(info.name)}
+    problems, unverified = object_drift(info, render_objects(info.name), definitions, state, readable=readable)
+    return {"target": target.masked, "current": current, "head": head, "pending": pending, "objects": problems,
+            "unverified": unverified, "drift": bool(pending or problems)}
+
+
+def object_drift(info, objects, definitions: dict[str, list[str | None]],
+                 state: dict[str, tuple[str, str | None]] | None, *, readable: bool) -> tuple[list[dict], list[dict]]:
+    """(drift, unverified) of the package's ``objects`` against the catalog's ``definitions`` and
+    the deployment log's latest ``state`` per object (None: this login may not read the log);
+    ``readable``: whether this login sees every module of the job schema and its definition."""
+    problems: list[dict] = []
+    unverified: list[dict] = []
+    if state is None:
+        unverified.append({"object": DEPLOYMENT_LOG, "kind": "TABLE", "problem": (
+            f"not readable: this login needs SELECT on {info.job_object(DEPLOYMENT_LOG)}; procedures were compared "
+            "with this package's text only")})
+    shipped = {o.name: o for o in objects}
     for name, obj in sorted(shipped.items()):
-        action, checksum = state.get(name, (None, None))
-        if name not in definitions:
+        found = definitions.get(name)
+        if (found is None and not readable) or (found is not None and unreadable(found)):
+            # Not listed, or listed without its text: this login may not see it, which is not drift.
+            unverified.append({"object": name, "kind": obj.kind, "problem": unreadable_definition(info)})
+            continue
+        if found is None:
             problems.append({"object": name, "kind": obj.kind, "problem": "missing"})
-        elif action != "Deployed" or checksum != obj.checksum:
+            continue
+        if state is None:
+            if edited(info.name, obj, found):
+                problems.append({"object": name, "kind": obj.kind, "problem": "differs from this package's text"})
+            continue
+        action, checksum = state.get(name, (None, None))
+        if action != "Deployed" or checksum != obj.checksum:
             problems.append({"object": name, "kind": obj.kind, "problem": "not deployed at this package version"})
-        elif edited(info.name, obj, definitions[name]):
+        elif edited(info.name, obj, found):
             problems.append({"object": name, "kind": obj.kind, "problem": "edited by hand since it was deployed"})
-    for name, (action, _checksum) in sorted(state.items()):
+    for name, (action, _checksum) in sorted((state or {}).items()):
         if action == "Deployed" and name not in shipped:
             problems.append({"object": name, "kind": None, "problem": "deployed, but not part of this package"})
-    return {"target": target.masked, "current": current, "head": head, "pending": pending, "objects": problems,
-            "drift": bool(pending or problems)}
+    return problems, unverified
 
 
 def stamp(env: str | None = None, url: str | None = None, *, revision: str) -> MigrateResult:

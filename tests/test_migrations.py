@@ -654,6 +654,104 @@ def test_check_finds_no_drift_at_head_then_a_missing_an_edited_procedure_and_a_p
     assert json.loads(pending.stdout)["pending"] == [UPGRADE_STEPS[-1][1]]
 
 
+@pytest.mark.parametrize("engine_name", ["mssql", "postgresql"])
+def test_a_definition_this_login_may_not_read_is_unverified_never_drift(engine_name):
+    from dbtools.db.engines import engine_for
+
+    # Assemble: the package's objects as SQL Server shows them to a login without VIEW DEFINITION:
+    # one it may execute is listed with a NULL definition, the others are not listed.
+    info = engine_for(engine_name)
+    objects = render_objects(engine_name)
+    first, *rest = sorted(objects, key=lambda o: o.name)
+    definitions = {first.name: [None]}
+    state = {o.name: ("Deployed", o.checksum) for o in objects}
+    needed = repeatable.unreadable_definition(info)
+
+    # Act
+    hidden = commands.object_drift(info, objects, definitions, state, readable=False)
+    visible = commands.object_drift(info, objects, definitions, state, readable=True)
+    as_kept = {o.name: [repeatable._comparable(engine_name, o.sql, rendered=True)] for o in objects}
+    no_log = commands.object_drift(info, objects, as_kept, None, readable=True)
+
+    # Assert: nothing is drift; each object names the right needed. With the right on the schema
+    # an unlisted object is missing, and a NULL text still says nothing about an edit.
+    assert hidden == ([], [{"object": o.name, "kind": o.kind, "problem": needed} for o in [first, *rest]])
+    assert needed.startswith("definition not readable: this login needs VIEW DEFINITION on schema ")
+    assert visible == ([{"object": o.name, "kind": o.kind, "problem": "missing"} for o in rest],
+                       [{"object": first.name, "kind": first.kind, "problem": needed}])
+    assert no_log[0] == [] and [u["object"] for u in no_log[1]] == [DEPLOYMENT_LOG]
+    assert no_log[1][0]["problem"].startswith(f"not readable: this login needs SELECT on {info.job_object(DEPLOYMENT_LOG)}")
+    assert commands.object_drift(info, objects, {**as_kept, first.name: ["edited"]}, None, readable=True)[0] == [
+        {"object": first.name, "kind": first.kind, "problem": "differs from this package's text"}]
+    assert repeatable.edited(engine_name, first, [None]) is False
+
+
+def test_check_exits_2_when_it_finds_no_drift_but_could_not_read_everything(monkeypatch):
+    from click.testing import CliRunner
+
+    from dbtools.cli import cli as dbtools_cli
+
+    unverified = [{"object": "usp_X", "kind": "PROCEDURE", "problem": "definition not readable: this login needs "
+                   "VIEW DEFINITION on schema [dbo]"}]
+    monkeypatch.setattr(commands, "check", lambda env, url: {
+        "target": "h", "current": HEAD, "head": HEAD, "pending": [], "objects": [], "unverified": unverified,
+        "drift": False})
+
+    result = CliRunner().invoke(dbtools_cli, ["check", "--url", "postgresql://h/db"])
+
+    assert result.exit_code == 2, result.output
+    assert "usp_X: definition not readable: this login needs VIEW DEFINITION on schema [dbo]" in result.output
+    assert "Not verified: this login could not read 1 of the objects compared" in result.output
+    assert "No drift" not in result.output and "Drift:" not in result.output
+
+
+def test_check_by_a_login_that_may_not_read_everything_names_the_right_and_finds_no_drift(server):
+    import secrets
+
+    from sqlalchemy.pool import NullPool
+
+    from dbtools.db.engines import JOB_DATABASE
+
+    # Assemble: at head, a login that may read the job tables but not the module definitions
+    # (SQL Server: db_datareader and EXECUTE on one procedure) or, on PostgreSQL, not the log.
+    commands.migrate(url=server.url_string)
+    name, password = f"dbtools_ro_{secrets.token_hex(4)}", "Ro-" + secrets.token_hex(12) + "-x1"
+    q = server.engine.quote
+    admin = sa.create_engine(server.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if server.engine.name == "mssql":
+            conn.exec_driver_sql(f"CREATE LOGIN {q(name)} WITH PASSWORD = N'{password}', CHECK_POLICY = OFF")
+            conn.exec_driver_sql(f"USE {q(JOB_DATABASE)}; CREATE USER {q(name)} FOR LOGIN {q(name)}; "
+                                 f"ALTER ROLE db_datareader ADD MEMBER {q(name)}; "
+                                 f"GRANT EXECUTE ON dbo.usp_BlobDelta_RunOperator TO {q(name)};")
+        else:
+            conn.exec_driver_sql(f"CREATE ROLE {q(name)} LOGIN PASSWORD '{password}'")
+            conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {q(server.engine.job_schema)} TO {q(name)}")
+            conn.exec_driver_sql(f"GRANT SELECT ON {server.engine.job_object('alembic_version')} TO {q(name)}")
+    url = server.url.set(username=name, password=password).render_as_string(hide_password=False)
+    try:
+        # Act
+        result = commands.check(url=url)
+    finally:
+        with admin.connect() as conn:
+            if server.engine.name == "mssql":
+                conn.exec_driver_sql(f"USE {q(JOB_DATABASE)}; DROP USER {q(name)}; USE master; DROP LOGIN {q(name)};")
+            else:
+                conn.exec_driver_sql(f"DROP OWNED BY {q(name)}")
+                conn.exec_driver_sql(f"DROP ROLE {q(name)}")
+        admin.dispose()
+
+    # Assert: no drift; what it could not read is listed with the right it needs.
+    assert (result["pending"], result["objects"], result["drift"]) == ([], [], False)
+    if server.engine.name == "mssql":
+        assert result["unverified"] == [
+            {"object": n, "kind": o.kind, "problem": "definition not readable: this login needs VIEW DEFINITION on schema [dbo]"}
+            for n, o in sorted(shipped(server).items())]
+    else:
+        assert [(u["object"], u["problem"].split(";")[0]) for u in result["unverified"]] == [
+            (DEPLOYMENT_LOG, f"not readable: this login needs SELECT on {server.engine.job_object(DEPLOYMENT_LOG)}")]
+
+
 def test_stamp_adopts_a_job_database_without_running_or_deploying_anything(server):
     import json
 

@@ -20,6 +20,7 @@ script (``--sql``) and talks to a live database.
 
 from __future__ import annotations
 
+import logging
 import re
 
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from sqlalchemy.dialects import mssql, postgresql
 from .. import __version__
 from ..db.engines import DEPLOYMENT_LOG, EngineInfo
 from .render import RenderedObject, render_objects
+
+log = logging.getLogger("dbtools.migrate")
 
 ACTIONS = ("Deployed", "Dropped")
 
@@ -184,9 +187,12 @@ def existing_objects(connection: sa.Connection, engine: EngineInfo) -> set[str]:
     return {r[0] for r in connection.exec_driver_sql(sql, {"s": engine.job_schema})}
 
 
-def catalog_definitions(connection: sa.Connection, engine: EngineInfo) -> dict[str, list[str]]:
+def catalog_definitions(connection: sa.Connection, engine: EngineInfo) -> dict[str, list[str | None]]:
     """The job schema's routines as the catalog holds them: SQL Server's whole definition,
-    PostgreSQL's body (prosrc; a name may have overloads)."""
+    PostgreSQL's body (prosrc; a name may have overloads).
+
+    SQL Server shows a login only the modules it has some permission on, and OBJECT_DEFINITION
+    gives NULL (kept as None here) without VIEW DEFINITION: see :func:`definitions_readable`."""
     if engine.name == "mssql":
         rows = connection.exec_driver_sql(
             "SELECT o.name, OBJECT_DEFINITION(o.object_id) FROM sys.objects AS o WHERE o.schema_id = SCHEMA_ID(?) "
@@ -195,10 +201,26 @@ def catalog_definitions(connection: sa.Connection, engine: EngineInfo) -> dict[s
         rows = connection.exec_driver_sql(
             "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n "
             "ON n.oid = p.pronamespace WHERE n.nspname = %(s)s", {"s": engine.job_schema}).all()
-    found: dict[str, list[str]] = {}
+    found: dict[str, list[str | None]] = {}
     for name, text in rows:
-        found.setdefault(name, []).append(text or "")
+        found.setdefault(name, []).append(text)
     return found
+
+
+def unreadable_definition(engine: EngineInfo) -> str:
+    """What a login needs to read the job schema's definitions (SQL Server: VIEW DEFINITION)."""
+    return f"definition not readable: this login needs VIEW DEFINITION on schema {engine.quote(engine.job_schema)}"
+
+
+def definitions_readable(connection: sa.Connection, engine: EngineInfo) -> bool:
+    """Whether this login sees every module of the job schema and its definition. SQL Server:
+    VIEW DEFINITION on the schema (held directly, through the database, or implied by CONTROL or
+    db_owner); without it, a module it may only execute reads as NULL and the others are not
+    listed at all. PostgreSQL: pg_proc is readable by every role."""
+    if engine.name != "mssql":
+        return True
+    return connection.exec_driver_sql(
+        "SELECT ISNULL(HAS_PERMS_BY_NAME(?, N'SCHEMA', N'VIEW DEFINITION'), 0)", (engine.job_schema,)).scalar() == 1
 
 
 def _comparable(engine_name: str, text: str, *, rendered: bool) -> str:
@@ -216,10 +238,31 @@ def _comparable(engine_name: str, text: str, *, rendered: bool) -> str:
     return match.group(2) if match else text
 
 
-def edited(engine_name: str, obj: RenderedObject, definitions: list[str]) -> bool:
-    """Whether the catalog's definition of ``obj`` differs from its rendered text (changed by hand)."""
+def log_readable(connection: sa.Connection, engine: EngineInfo) -> bool:
+    """Whether this login may read the deployment log (which must exist)."""
+    if engine.name == "mssql":
+        sql = "SELECT ISNULL(HAS_PERMS_BY_NAME(?, N'OBJECT', N'SELECT'), 0)"
+        return connection.exec_driver_sql(sql, (engine.job_object(DEPLOYMENT_LOG),)).scalar() == 1
+    return bool(connection.exec_driver_sql(
+        "SELECT pg_catalog.has_schema_privilege(%(s)s, 'USAGE') "
+        "AND pg_catalog.has_table_privilege(%(t)s, 'SELECT')",
+        {"s": engine.job_schema, "t": engine.job_object(DEPLOYMENT_LOG)}).scalar())
+
+
+def unreadable(definitions: list[str | None]) -> bool:
+    """Whether the catalog lists the object but this login may not read its definition (SQL
+    Server's OBJECT_DEFINITION is NULL without VIEW DEFINITION)."""
+    return bool(definitions) and all(d is None for d in definitions)
+
+
+def edited(engine_name: str, obj: RenderedObject, definitions: list[str | None]) -> bool:
+    """Whether the catalog's definition of ``obj`` differs from its rendered text (changed by hand).
+    A definition this login cannot read (None) is not evidence of an edit: see :func:`unreadable`."""
+    readable = [d for d in definitions if d is not None]
+    if definitions and not readable:
+        return False
     expected = _comparable(engine_name, obj.sql, rendered=True)
-    return expected not in [_comparable(engine_name, d, rendered=False) for d in definitions]
+    return expected not in [_comparable(engine_name, d, rendered=False) for d in readable]
 
 
 def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
@@ -241,6 +284,8 @@ def deploy_all(ctx: MigrationContext, engine: EngineInfo) -> list[DeployResult]:
     shipped = {obj.name for obj in objects}
     for obj in objects:
         action, checksum = state.get(obj.name, (None, None))
+        if unreadable(definitions.get(obj.name, [])):
+            log.warning("%s: %s; whether it was edited by hand is not known", obj.name, unreadable_definition(engine))
         # Unchanged only when the log says so and the catalog agrees: a procedure dropped or edited
         # by hand since it was deployed is deployed again.
         if (action == "Deployed" and checksum == obj.checksum and obj.name in present

@@ -181,11 +181,11 @@ def downgrade(env, url, revision, sql, start, yes):
         out.print(f"Downgrade from {preview.current} to {preview.target} undoes:", markup=False)
         for rev, doc in preview.revisions:
             out.print(f"  {rev}  {doc}", markup=False)
-        holding = [(name, rows) for name, rows in preview.tables if rows]
+        holding = [(name, rows, exact) for name, rows, exact in preview.tables if rows]
         out.print("Tables holding rows now (a revision that created one drops it, with its rows):"
                   if holding else "No table holds a row.", markup=False)
-        for name, rows in holding:
-            out.print(f"  {name}: {rows:,} row(s)", markup=False)
+        for name, rows, exact in holding:
+            out.print(f"  {name}: {'' if exact else 'about '}{rows:,} row(s)", markup=False)
         _confirm(yes, f"downgrade to {preview.target}")
     _report(commands.downgrade(env, url, revision=revision, sql=sql, start=start))
 

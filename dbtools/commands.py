@@ -127,8 +127,36 @@ class DowngradePreview:
 
     current: str | None
     target: str
-    revisions: list[tuple[str, str]]  # (revision, the first line of its docstring), newest first
-    tables: list[tuple[str, int]]     # (table as the engine names it, rows)
+    revisions: list[tuple[str, str]]      # (revision, the first line of its docstring), newest first
+    tables: list[tuple[str, int, bool]]   # (table as the engine names it, rows, whether counted exactly)
+
+
+#: PostgreSQL: a table of at most this many pages (10 MB) is counted exactly; a larger one is
+#: estimated as the planner does (pg_class.reltuples per relpages, times its pages now).
+EXACT_COUNT_PAGES = 1280
+
+
+def _row_count(conn: sa.Connection, info, qualified: str, database: str | None = None) -> tuple[int, bool] | None:
+    """(rows, exact) of a table, or None when it is not there. Nothing is scanned on SQL Server,
+    nor on PostgreSQL beyond a small table: SQL Server's figure comes from sys.partitions (no scan,
+    no lock; approximate while other transactions change the table), PostgreSQL's from the
+    catalog unless the table is small enough to count."""
+    if info.name == "mssql":
+        partitions = f"{info.quote(database)}.sys.partitions" if database else "sys.partitions"
+        rows = conn.exec_driver_sql(
+            f"SELECT SUM(p.rows) FROM {partitions} AS p WHERE p.object_id = OBJECT_ID(?) AND p.index_id IN (0, 1)",
+            (qualified,)).scalar()
+        return None if rows is None else (int(rows), False)
+    row = conn.exec_driver_sql(
+        "SELECT c.reltuples, c.relpages, "
+        "pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::bigint "
+        "FROM pg_catalog.pg_class AS c WHERE c.oid = pg_catalog.to_regclass(%(t)s)", {"t": qualified}).first()
+    if row is None:
+        return None
+    tuples, analysed_pages, pages = row
+    if pages <= EXACT_COUNT_PAGES or tuples < 0 or analysed_pages <= 0:
+        return conn.exec_driver_sql(f"SELECT COUNT(*) FROM {qualified}").scalar(), True
+    return round(tuples / analysed_pages * pages), False
 
 
 def downgrade_preview(env: str | None = None, url: str | None = None, *, revision: str) -> DowngradePreview:
@@ -156,7 +184,9 @@ def downgrade_preview(env: str | None = None, url: str | None = None, *, revisio
                 tables = []
                 for schema, name in names:
                     qualified = f"{info.quote(schema)}.{info.quote(name)}"
-                    tables.append((qualified, conn.exec_driver_sql(f"SELECT COUNT(*) FROM {qualified}").scalar()))
+                    counted = _row_count(conn, info, qualified)
+                    if counted is not None:
+                        tables.append((qualified, *counted))
                 for spec in current_specs():
                     if spec.database is None:
                         continue  # in the job database: listed above
@@ -164,10 +194,11 @@ def downgrade_preview(env: str | None = None, url: str | None = None, *, revisio
                         qualified = spec.table_object(info, name)
                         try:
                             with conn.begin_nested():
-                                rows = conn.exec_driver_sql(f"SELECT COUNT(*) FROM {qualified}").scalar()
+                                counted = _row_count(conn, info, qualified, spec.database)
                         except sa.exc.DBAPIError:
-                            continue  # not there (yet)
-                        tables.append((qualified, rows))
+                            continue  # its database is not there (yet), or not open to this login
+                        if counted is not None:
+                            tables.append((qualified, *counted))
         finally:
             engine.dispose()
     return DowngradePreview(current, revision, undone, tables)

@@ -752,6 +752,37 @@ def test_check_by_a_login_that_may_not_read_everything_names_the_right_and_finds
             (DEPLOYMENT_LOG, f"not readable: this login needs SELECT on {server.engine.job_object(DEPLOYMENT_LOG)}")]
 
 
+def test_the_downgrade_preview_reads_row_counts_without_scanning_a_large_table(server, monkeypatch):
+    # Assemble: a table of 5,000 rows in the job schema, its statistics fresh.
+    commands.migrate(url=server.url_string)
+    info = server.engine
+    qualified = info.job_object("dbtools_count_probe")
+    engine = server.job_engine()
+    with engine.begin() as conn:
+        if info.name == "mssql":
+            conn.exec_driver_sql(f"SELECT TOP (5000) CONVERT(int, 1) AS i INTO {qualified} "
+                                 "FROM sys.all_columns AS a CROSS JOIN sys.all_columns AS b")
+        else:
+            conn.exec_driver_sql(f"CREATE TABLE {qualified} AS SELECT g AS i FROM generate_series(1, 5000) AS g")
+            conn.exec_driver_sql(f"ANALYZE {qualified}")
+
+    # Act
+    with engine.connect() as conn:
+        small = commands._row_count(conn, info, qualified)
+        missing = commands._row_count(conn, info, info.job_object("dbtools_no_such_table"))
+        monkeypatch.setattr(commands, "EXACT_COUNT_PAGES", 0)  # as if it were a large table
+        large = commands._row_count(conn, info, qualified)
+    engine.dispose()
+
+    # Assert: SQL Server reads sys.partitions (no scan, approximate by definition); PostgreSQL
+    # counts a small table and estimates a large one from the catalog as its planner does.
+    assert missing is None
+    if info.name == "mssql":
+        assert small == large == (5000, False)
+    else:
+        assert (small, large) == ((5000, True), (5000, False))
+
+
 def test_stamp_adopts_a_job_database_without_running_or_deploying_anything(server):
     import json
 

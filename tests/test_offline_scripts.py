@@ -162,6 +162,17 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
                             mssql_script.FINISH + ";"]
 
 
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_the_sql_server_script_writes_the_deployment_log_without_returning_result_sets(direction):
+    # OUTPUT without INTO: a stray result set per row in sqlcmd and SSMS, and Msg 334 once a
+    # trigger is put on the log.
+    script = mssql_offline_script(direction)
+    rows = [line for line in script.splitlines() if line.startswith("INSERT INTO dbo.[BlobDeltaDeploymentLog]")]
+
+    assert rows and all(" OUTPUT " not in line for line in rows)
+    assert "OUTPUT inserted.[DeploymentId]" not in script
+
+
 @pytest.mark.parametrize("start", [None, "0010"])
 def test_the_sql_server_revision_check_raises_outside_the_try_that_reads_the_version(start):
     # A RAISERROR of severity 11 or more inside a TRY jumps to its CATCH: the wrong-revision stop

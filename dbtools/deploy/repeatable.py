@@ -75,7 +75,11 @@ def log_columns(engine: EngineInfo) -> list[sa.Column]:
 
 
 def log_table(engine: EngineInfo) -> sa.Table:
-    return sa.Table(DEPLOYMENT_LOG, sa.MetaData(), *log_columns(engine), schema=engine.job_schema)
+    """The deployment log as the package writes and reads it. Its INSERTs return nothing: without
+    ``implicit_returning=False`` SQLAlchemy adds ``OUTPUT inserted.[DeploymentId]`` on SQL Server,
+    a stray result set per row in sqlcmd and SSMS, and Msg 334 once a trigger is put on the log."""
+    return sa.Table(DEPLOYMENT_LOG, sa.MetaData(), *log_columns(engine), schema=engine.job_schema,
+                    implicit_returning=False)
 
 
 def sql_text(sql: str) -> sa.TextClause:

@@ -312,3 +312,51 @@ def test_an_offline_script_checks_the_revision_again_under_the_migration_lock(en
         after = script[lock:]
         assert after.index("the database is no longer at revision %") < after.index("ALTER TABLE")
         assert script.index("BEGIN;") < lock
+
+
+def _offline_mssql_operations():
+    import io
+
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    buffer = io.StringIO()
+    context = MigrationContext.configure(
+        dialect_name="mssql", opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True})
+    return Operations(context), buffer
+
+
+def test_a_default_whose_text_holds_default_is_named_before_its_own_default_keyword():
+    from sqlalchemy.dialects import mssql
+    from sqlalchemy.schema import CreateTable
+
+    table = sa.Table("Modes", sa.MetaData(), sa.Column("Id", sa.Integer, primary_key=True, autoincrement=False),
+                     sa.Column("Mode", sa.String(30), nullable=False, server_default="IN DEFAULT MODE"))
+    op, buffer = _offline_mssql_operations()
+
+    created = str(CreateTable(table).compile(dialect=mssql.dialect()))
+    op.add_column("Modes", sa.Column("Other", sa.String(30), server_default=sa.text("N'A DEFAULT B'")))
+
+    assert "[Mode] VARCHAR(30) NOT NULL CONSTRAINT [DF_Modes_Mode] DEFAULT 'IN DEFAULT MODE'," in created
+    assert "ALTER TABLE [Modes] ADD [Other] VARCHAR(30) NULL CONSTRAINT [DF_Modes_Other] DEFAULT N'A DEFAULT B';" \
+        in buffer.getvalue()
+
+
+def test_an_offline_bulk_insert_sets_identity_insert_only_for_rows_that_give_the_identity_a_value():
+    # An integer primary key is IDENTITY through SQLAlchemy's implicit autoincrement, without
+    # sa.Identity; rows that leave it out must not run under IDENTITY_INSERT ON (Msg 545).
+    implicit = sa.Table("Implicit", sa.MetaData(), sa.Column("Id", sa.Integer, primary_key=True),
+                        sa.Column("Name", sa.String(10)))
+    explicit = sa.Table("Explicit", sa.MetaData(), sa.Column("Id", sa.Integer, sa.Identity(), primary_key=True),
+                        sa.Column("Name", sa.String(10)))
+    plain = sa.Table("Plain", sa.MetaData(), sa.Column("Code", sa.String(10), primary_key=True))
+    op, buffer = _offline_mssql_operations()
+
+    op.bulk_insert(implicit, [{"Id": 1, "Name": "a"}])
+    op.bulk_insert(implicit, [{"Name": "b"}])
+    op.bulk_insert(explicit, [{"Id": 7, "Name": "c"}])
+    op.bulk_insert(plain, [{"Code": "d"}])
+
+    wrapped = re.findall(r"SET IDENTITY_INSERT \[(\w+)\] (ON|OFF)", buffer.getvalue())
+    assert wrapped == [("Implicit", "ON"), ("Implicit", "OFF"), ("Explicit", "ON"), ("Explicit", "OFF")]
+    assert "INSERT INTO [Implicit] ([Name]) VALUES ('b');" in buffer.getvalue()

@@ -36,25 +36,31 @@ def _bracket(name: str) -> str:
     return "[" + name.replace("]", "]]") + "]"
 
 
-def _named(text: str, table: str, column) -> str:
-    """A column specification whose inline DEFAULT (always last in it) carries its name."""
+def _named(text: str, table: str, column, compiler) -> str:
+    """A column specification whose inline DEFAULT carries its name.
+
+    SQL Server's column specification ends in ``" DEFAULT " + <the compiled default>`` when it has
+    one (an IDENTITY column has none); the name goes before exactly that suffix, so a default whose
+    own text holds " DEFAULT " (``server_default="IN DEFAULT MODE"``) is not split inside it."""
     if column.server_default is None:
         return text
-    head, keyword, tail = text.rpartition(" DEFAULT ")
-    if not keyword:
+    default = compiler.get_column_default_string(column)
+    suffix = f" DEFAULT {default}" if default is not None else None
+    if suffix is None or not text.endswith(suffix):
         return text
-    return f"{head} CONSTRAINT {_bracket(default_constraint_name(table, column.name))} DEFAULT {tail}"
+    return f"{text[:-len(suffix)]} CONSTRAINT {_bracket(default_constraint_name(table, column.name))}{suffix}"
 
 
 @compiles(CreateColumn, "mssql")
 def _create_column(element: CreateColumn, compiler, **kw) -> str:
     column = element.element
-    return _named(compiler.visit_create_column(element, **kw), column.table.name, column)
+    return _named(compiler.visit_create_column(element, **kw), column.table.name, column, compiler)
 
 
 @compiles(AddColumn, "mssql")
 def _add_column(element: AddColumn, compiler, **kw) -> str:
-    return _named(alembic_mssql.visit_add_column(element, compiler, **kw), element.table_name, element.column)
+    return _named(alembic_mssql.visit_add_column(element, compiler, **kw), element.table_name, element.column,
+                  compiler)
 
 
 @compiles(ColumnDefault, "mssql")

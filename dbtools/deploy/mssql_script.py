@@ -178,6 +178,16 @@ FINISH = (
 )
 
 
+def identity_columns(table) -> set[str]:
+    """Names of the columns SQL Server creates as IDENTITY for ``table`` (a ``sa.Table``; a
+    lightweight ``sa.table`` has none it could know of)."""
+    names = {column.name for column in table.c if getattr(column, "identity", None) is not None}
+    auto = getattr(table, "autoincrement_column", None)  # Table only: its implicit IDENTITY column
+    if auto is not None:
+        names.add(auto.name)
+    return names
+
+
 class GuardedMSSQLImpl(MSSQLImpl):
     """MSSQLImpl whose offline output proves every batch of the migration transaction ran."""
 
@@ -207,8 +217,12 @@ class GuardedMSSQLImpl(MSSQLImpl):
 
     def bulk_insert(self, table, rows, **kw) -> None:
         """Offline, Alembic wraps every bulk insert in ``SET IDENTITY_INSERT ... ON/OFF``, which
-        fails (Msg 8106) on a table without an identity column: only a table with one gets it."""
-        if self.as_sql and not any(getattr(column, "identity", None) is not None for column in table.c):
+        fails on a table without an identity column (Msg 8106) and on rows that leave the identity
+        out (Msg 545). Only rows that give the identity column a value get it, as SQLAlchemy does
+        online. The identity column is one with ``sa.Identity`` or the one SQL Server makes
+        IDENTITY through SQLAlchemy's implicit autoincrement (a lone integer primary key): describe
+        such a table with ``sa.Table``, as a lightweight ``sa.table`` cannot say which it is."""
+        if self.as_sql and not any(name in row for row in rows for name in identity_columns(table)):
             return DefaultImpl.bulk_insert(self, table, rows, **kw)
         return super().bulk_insert(table, rows, **kw)
 

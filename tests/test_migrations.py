@@ -16,7 +16,7 @@ from dbtools import commands
 from dbtools.deploy import repeatable
 from dbtools.db.engines import DEPLOYMENT_LOG
 from dbtools.db.environments import mask
-from dbtools.deploy.migration_env import MSSQL_LOCK
+from dbtools.deploy.migration_env import mssql_lock
 from dbtools.errors import DeploymentError
 from dbtools.upsert.specs import current_specs
 from dbtools.deploy.render import render_objects
@@ -459,7 +459,7 @@ def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_hol
                 pid = holder.exec_driver_sql("SELECT @@SPID").scalar()
                 # The migration's own lock statement: one transaction level, so the holder's
                 # rollback (closing it) ends the transaction and frees the lock.
-                got, trancount = holder.exec_driver_sql(MSSQL_LOCK, ("dbtools.migrate", 0)).one()
+                got, trancount = holder.exec_driver_sql(mssql_lock(0)).one()
                 assert (got >= 0, trancount) == (True, 1)
             else:
                 pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
@@ -480,6 +480,27 @@ def test_a_migration_waits_for_the_lock_a_bounded_time_then_fails_naming_the_hol
     assert "waited 1.5 s (DBTOOLS_MIGRATE_LOCK_TIMEOUT)" in str(refused.value)
     assert 1.5 <= waited < 30
     assert (catalog(server), deployment_log(server)) == before
+
+
+def test_the_sql_server_migration_lock_leaves_one_transaction_level_and_refuses_any_other():
+    from types import SimpleNamespace
+
+    from dbtools.db.engines import engine_for
+    from dbtools.deploy.migration_env import take_migration_lock
+
+    sql = mssql_lock(1.5)
+    nested = SimpleNamespace(exec_driver_sql=lambda statement: SimpleNamespace(one=lambda: (None, 2)))
+
+    # A plain batch (no parameter markers: no sp_executesql frame around BEGIN TRANSACTION); the
+    # extra level an explicit BEGIN opens under IMPLICIT_TRANSACTIONS ON is committed at once.
+    assert "?" not in sql
+    assert ("IF @TranCountBefore = 0\nBEGIN\n    BEGIN TRANSACTION;\n    IF @@TRANCOUNT > 1\n"
+            "        COMMIT TRANSACTION;\nEND;\nIF @@TRANCOUNT = 1\n    EXEC @Result = sys.sp_getapplock ") in sql
+    assert "@LockTimeout = 1500, @DbPrincipal = N'public';" in sql and sql.endswith("SELECT @Result, @@TRANCOUNT;")
+    with pytest.raises(DeploymentError) as refused:
+        take_migration_lock(nested, engine_for("mssql"), "h/master", 1.5)
+    assert str(refused.value) == ("the migration transaction on h/master is 2 levels deep, not one (@@TRANCOUNT); "
+                                  "nothing was changed")
 
 
 @pytest.mark.parametrize("version, refused", [((14, 11), True), ((15, 6), True), ((16, 0), False), ((17, 2), False)])

@@ -93,26 +93,36 @@ WHERE l.resource_type = N'APPLICATION' AND l.resource_database_id = DB_ID() AND 
   AND l.resource_description LIKE N'%[[]{MIGRATION_LOCK}]%'"""
 
 
-#: The online lock on SQL Server, in the migration's own transaction, made one level deep.
-#: pyodbc's manual commit runs the session with IMPLICIT_TRANSACTIONS ON, and neither SET, DECLARE,
-#: EXEC nor a table-less SELECT starts a transaction: without one a Transaction-owned applock is
-#: refused (-999), so it is opened here. Under IMPLICIT_TRANSACTIONS ON an explicit BEGIN TRANSACTION
-#: opens two nested levels (SET IMPLICIT_TRANSACTIONS docs), and the driver's COMMIT or ROLLBACK at
-#: the end is one request: so the extra level is committed at once (a COMMIT above level 1 commits
-#: nothing, it only decrements @@TRANCOUNT; the applock belongs to the transaction, not to a level).
-#: @@TRANCOUNT comes back with the result, and the lock is not requested unless it is exactly 1.
-MSSQL_LOCK = """SET NOCOUNT ON;
-DECLARE @TranCountBefore int = @@TRANCOUNT, @Result int = NULL;
-IF @TranCountBefore = 0
-BEGIN
-    BEGIN TRANSACTION;
-    IF @@TRANCOUNT > 1
-        COMMIT TRANSACTION;
-END;
-IF @@TRANCOUNT = 1
-    EXEC @Result = sys.sp_getapplock @Resource = ?, @LockMode = N'Exclusive', @LockOwner = N'Transaction',
-        @LockTimeout = ?, @DbPrincipal = N'public';
-SELECT @Result, @@TRANCOUNT;"""
+def mssql_lock(timeout: float) -> str:
+    """The online lock on SQL Server, in the migration's own transaction, made one level deep.
+
+    pyodbc's manual commit runs the session with IMPLICIT_TRANSACTIONS ON, and neither SET, DECLARE,
+    EXEC nor a table-less SELECT starts a transaction: without one a Transaction-owned applock is
+    refused (-999), so it is opened here. Under IMPLICIT_TRANSACTIONS ON an explicit BEGIN
+    TRANSACTION opens two nested levels (SET IMPLICIT_TRANSACTIONS docs), and the driver's COMMIT or
+    ROLLBACK at the end is one request: so the extra level this batch opened is committed at once
+    (a COMMIT above level 1 commits nothing, it only decrements @@TRANCOUNT; the applock belongs to
+    the transaction, not to a level). @@TRANCOUNT comes back with the result, and the lock is not
+    requested unless it is exactly 1.
+
+    The batch takes no parameters, so the driver sends it as a plain batch (as SQLAlchemy sends its
+    own ``IF @@TRANCOUNT = 0 BEGIN TRANSACTION``), not inside sp_executesql or sp_prepexec, whose
+    frame could report a changed @@TRANCOUNT (Msg 266).
+    """
+    return (
+        "SET NOCOUNT ON;\n"
+        "DECLARE @TranCountBefore int = @@TRANCOUNT, @Result int = NULL;\n"
+        "IF @TranCountBefore = 0\n"
+        "BEGIN\n"
+        "    BEGIN TRANSACTION;\n"
+        "    IF @@TRANCOUNT > 1\n"
+        "        COMMIT TRANSACTION;\n"
+        "END;\n"
+        "IF @@TRANCOUNT = 1\n"
+        f"    EXEC @Result = sys.sp_getapplock @Resource = N'{MIGRATION_LOCK}', @LockMode = N'Exclusive', "
+        f"@LockOwner = N'Transaction',\n        @LockTimeout = {int(timeout * 1000)}, @DbPrincipal = N'public';\n"
+        "SELECT @Result, @@TRANCOUNT;"
+    )
 
 
 def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, timeout: float) -> None:
@@ -123,7 +133,7 @@ def take_migration_lock(conn: sa.Connection, engine: EngineInfo, where: str, tim
     wait is over it fails with a DeploymentError naming the session that holds the lock.
     """
     if engine.name == "mssql":
-        result, trancount = conn.exec_driver_sql(MSSQL_LOCK, (MIGRATION_LOCK, int(timeout * 1000))).one()
+        result, trancount = conn.exec_driver_sql(mssql_lock(timeout)).one()
         if trancount != 1:
             # The driver's one COMMIT would then leave a level open, and closing the connection
             # would roll the whole migration back after reporting success.

@@ -1,69 +1,69 @@
-"""Benchmark the event upsert paths on PostgreSQL (a private pgserver; nothing else is touched).
+"""Benchmark the event upsert paths on PostgreSQL, honestly (a private pgserver; nothing else is touched).
 
-One deterministic stream of CustomerActivityEvent rows (seeded; generated lazily, never a list)
-goes, from the same pre-loaded starting state, through:
+Method (issue 20):
 
-* the three writers of dbtools.upsert: ``bulk`` (COPY into staging + reconcile procedure, 50,000
-  rows per chunk), ``tvp`` (array of the row type, 1,000 rows per call) and ``single`` (one
-  procedure call per row; only at --single-events rows, 10,000 by default); ``bulk`` also with
-  ``prefetch=False`` (no chunk read ahead while the database works), to show what that brings;
-* the hand-tuned baseline: COPY into a TEMP table with the target's columns, then ONE
-  ``INSERT ... SELECT DISTINCT ON (event_id) ... ON CONFLICT (event_id) DO UPDATE ... WHERE``,
-  committed per 50,000-row chunk;
-* the SQLAlchemy peer, what a user would otherwise write: ``postgresql.insert(table)
-  .on_conflict_do_update(...)`` executed with a list of 1,000 parameter dicts (executemany,
-  which runs the statement row by row, so in-batch duplicates need no dedupe).
+* **Input built before the clock.** Every contender's child process generates the same seeded
+  stream of CustomerActivityEvent rows into a list of dicts *before* it starts its clock; only
+  the row labelled "streaming input" reads the lazy generator while timed (its time includes
+  generating the rows, about 6 s per million).
+* **A fresh process per contender run** (``python bench/upserts.py --child ...``), against an
+  identical reset target: the entity's tables truncated, the pre-existing rows reloaded from a
+  saved copy, ``VACUUM (ANALYZE)``, ``CHECKPOINT``, all before the child starts.
+* **Rounds**: at least 5; the order of the contenders is rotated every round, so that a change of
+  the shared machine's speed falls on all of them alike. The median and every round are reported,
+  and the goal ratios per round (within one round the contenders ran minutes apart at most).
+* **An oracle**: all pre-loaded and streamed rows are copied into one table and reduced with a
+  plain ``DISTINCT ON (event_id) ... ORDER BY event_id, time_stamp_utc DESC, seq`` (newest wins;
+  on a tie the earlier row, so the stored one); every contender's final table is compared with it
+  (row count and an MD5 digest of every column but ``row_version``). A contender that disagrees is
+  marked in the tables; the benchmark fails if one of dbtools' paths or the baseline disagrees.
+* **The tuned baseline**: binary ``COPY`` into one of two UNLOGGED tables, in 100,000-row chunks,
+  a loader thread copying (and encoding) chunk N+1 on its own connection while a second connection
+  runs ``INSERT ... SELECT DISTINCT ON (event_id) ... ORDER BY event_id, time_stamp_utc DESC
+  ON CONFLICT (event_id) DO UPDATE ... WHERE t.time_stamp_utc < EXCLUDED.time_stamp_utc`` and
+  ``TRUNCATE`` of chunk N, with ``work_mem = '256MB'``, ``jit = off`` (``synchronous_commit`` stays on,
+  as for the writers: a commit the caller saw must survive a crash).
+* **Peers**: SQLAlchemy ``postgresql.insert(...).on_conflict_do_update(...)`` executemany in
+  1,000-row transactions (row by row; the script checks SQLAlchemy does not batch it), and dlt's
+  ``merge`` (``bench`` extra: primary key ``event_id``, ``dedup_sort`` desc on ``time_stamp_utc``,
+  its default ``delete-insert`` strategy and loader format, into its own table reloaded the same way).
+* **Memory**: peak RSS (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would include the parent's) of the writer's own process,
+  streaming input, at 300,000 and 3,000,000 events (``--rss-events``).
 
-Before each contender the target, staging, reject and batch-log tables are truncated and the
-same existing events (a quarter of the stream's size) are pre-loaded, untimed, with the bulk
-writer. The measured stream is 70 % new events, 20 % newer versions of pre-loaded events, 5 %
-stale versions of pre-loaded events (older than the stored row) and 5 % in-batch duplicates
-(an exact repeat of a row sent earlier in the same 1,000-row block, so inside one chunk of
-every contender). After each contender the target is digested (every column but row_version)
-and every contender must leave the same table, or the benchmark fails.
-
-Goals (issue text): bulk >= 0.9 of the baseline's rate and >= 2x the peer's; tvp >= 20x single
-at 10k rows; peak Python memory (tracemalloc) of the bulk and tvp writers flat from 1/10 of the
-stream to all of it (ratio <= 1.5). Also UUIDv7 against UUIDv4 keys for the bulk path.
-
-Every timed contender runs --repeat times (default 3), the contenders taking turns, and its
-median run is reported: the shared machine's speed changes during a run, and taking turns puts
-such a change on every contender alike.
-
-Usage: python bench/upserts.py [--events 1000000] [--single-events 10000] [--repeat 3] [--quick] [--record]
-Prints the tables; with --record also rewrites the "Event upserts" section of docs/benchmarks.md.
+Usage: python bench/upserts.py [--events 1000000] [--rounds 5] [--quick] [--save out.json]
+       python bench/upserts.py --render before.json after.json   (docs/benchmarks.md section + SVG chart)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import platform
+import queue
 import random
 import re
+import resource
 import statistics
+import subprocess
 import sys
+import tempfile
+import threading
 import time
-import tracemalloc
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from rich.console import Console
-from rich.table import Table
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.pool import NullPool
 
-from embedded import fresh_database, private_server
-
-from dbtools.upsert import writers
 from dbtools.db.engines import engine_for
 from dbtools.upsert.specs import spec_named
-from dbtools.upsert.writers import chunks, writer_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -178,10 +178,17 @@ class EventStream:
         self.mix = mix
 
 
+BASELINE_CHUNK = 100_000
+SMALL_EVENTS = 10_000
+
+
 # ----------------------------------------------------------------------------- the server
-def scalar(engine, sql):
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(sql).scalar()
+BENCH = '"bench"'  # the benchmark's own schema: saved pre-load, oracle, the baseline's staging
+ROW_COLUMNS = ", ".join(Q(c) for c in COLUMNS)
+PRELOAD, ALL_ROWS, ORACLE = f"{BENCH}.preload", f"{BENCH}.all_rows", f"{BENCH}.oracle"
+STAGES = (f"{BENCH}.stage_0", f"{BENCH}.stage_1")
+DLT_DATASET, DLT_TABLE = "dlt_events", "events"
+DLT_TARGET, DLT_PRELOAD = f'"{DLT_DATASET}"."{DLT_TABLE}"', f"{BENCH}.dlt_preload"
 
 
 def maintenance(engine, *statements):
@@ -190,110 +197,165 @@ def maintenance(engine, *statements):
             conn.exec_driver_sql(statement)
 
 
-def prepare_state(engine, stream: EventStream) -> None:
-    """Empty the entity's tables and pre-load the existing events (untimed), then settle."""
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"TRUNCATE {TARGET}, {STAGING}, {REJECTS}, {BATCH_LOG}")
+def exists(engine, relation: str) -> bool:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT to_regclass(%s) IS NOT NULL", (relation,)).scalar()
+
+
+def row_hashes(source: str, timestamp: str = Q("time_stamp_utc")) -> str:
+    """(e, h) per row of ``source``: the key, and an MD5 of every column but row_version, normalised
+    (dlt keeps the key as text, the timestamp with time zone and the JSON as jsonb)."""
+    return (f"SELECT {Q('event_id')}::uuid AS e, md5(concat_ws('|', {Q('event_id')}::uuid::text, "
+            f"{Q('customer_id')}::text, {Q('activity_type')}, ({timestamp})::timestamp::text, "
+            f"{Q('details_json')}::jsonb::text)) AS h FROM {source}")
+
+
+def digest_of(engine, source: str, timestamp: str = Q("time_stamp_utc")) -> tuple[int, str]:
+    hashes = f"SELECT e, h FROM {ORACLE}" if source == ORACLE else row_hashes(source, timestamp)
+    with engine.connect() as conn:
+        rows, digest = conn.exec_driver_sql(
+            f"SELECT count(*), md5(string_agg(x.h, '' ORDER BY x.e)) FROM ({hashes}) AS x").one()
+    return rows, digest
+
+
+def setup_group(engine, stream: EventStream, dlt: bool, workdir: str, url: str) -> dict:
+    """Pre-load ``stream``'s existing events once (with the bulk writer, untimed), save them, and
+    build the newest-wins oracle of pre-load + stream. Returns the oracle's row count and digest."""
+    from dbtools.upsert.writers import writer_for
+
+    maintenance(engine, f"CREATE SCHEMA IF NOT EXISTS {BENCH}",
+                f"DROP TABLE IF EXISTS {PRELOAD}, {ALL_ROWS}, {ORACLE}, {DLT_PRELOAD}, {', '.join(STAGES)}",
+                f"TRUNCATE {TARGET}, {STAGING}, {REJECTS}, {BATCH_LOG}")
     counts = writer_for("bulk", engine, SPEC).upsert(stream.preload())
     assert counts.inserted == stream.existing, counts
-    maintenance(engine, f"VACUUM (ANALYZE) {TARGET}", f"VACUUM (ANALYZE) {STAGING}",
-                f"VACUUM (ANALYZE) {BATCH_LOG}", "CHECKPOINT")
+    stage_columns = ", ".join(f"{Q(c.name)} {'text' if c.type == 'json' else c.target_type(PG)}" for c in SPEC.columns)
+    maintenance(engine, f"CREATE TABLE {PRELOAD} AS SELECT * FROM {TARGET}",
+                *(f"CREATE UNLOGGED TABLE {stage} ({stage_columns})" for stage in STAGES),
+                f"CREATE UNLOGGED TABLE {ALL_ROWS} (seq bigint NOT NULL, {stage_columns})")
+    # The oracle: every row the target has seen (pre-load first), reduced by the rule alone.
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {ALL_ROWS} (seq, {ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int8", "uuid", "int4", "text", "timestamp", "text"])
+                for seq, r in enumerate(stream.preload(), start=-stream.existing):
+                    copy.write_row((seq, *(r[c] if c != "details_json" else json.dumps(r[c]) for c in COLUMNS)))
+                for seq, r in enumerate(stream.rows(), start=1):
+                    copy.write_row((seq, *(r[c] if c != "details_json" else json.dumps(r[c]) for c in COLUMNS)))
+        conn.commit()
+    finally:
+        raw.close()
+    winners = (f"(SELECT DISTINCT ON ({Q('event_id')}) * FROM {ALL_ROWS} "
+               f"ORDER BY {Q('event_id')}, {Q('time_stamp_utc')} DESC, seq) AS w")
+    maintenance(engine, f"CREATE TABLE {ORACLE} AS {row_hashes(winners)}", f"ALTER TABLE {ORACLE} ADD PRIMARY KEY (e)",
+                f"DROP TABLE {ALL_ROWS}", f"ANALYZE {ORACLE}")
+    rows, digest = digest_of(engine, ORACLE)
+    expected = stream.existing + stream.mix["new"]
+    if rows != expected:
+        raise SystemExit(f"FAILED: the oracle holds {rows:,} rows, {expected:,} expected")
+    if dlt:  # dlt's own table, pre-loaded by dlt itself once, then saved like the target's rows
+        maintenance(engine, f'DROP SCHEMA IF EXISTS "{DLT_DATASET}" CASCADE',
+                    f'DROP SCHEMA IF EXISTS "{DLT_DATASET}_staging" CASCADE')
+        run_child("dlt preload", url, stream.events, workdir)
+        maintenance(engine, f"CREATE TABLE {DLT_PRELOAD} AS SELECT * FROM {DLT_TARGET}")
+    return {"rows": rows, "digest": digest}
 
 
-DIGEST = f"""
-SELECT count(*), count(*) FILTER (WHERE {Q(SPEC.version)} > 1), coalesce(sum({Q(SPEC.version)}), 0),
-       md5(string_agg(md5(concat_ws('|', {Q('event_id')}, {Q('customer_id')}, {Q('activity_type')},
-                                        {Q('time_stamp_utc')}, {Q('details_json')}::jsonb::text)),
-                      '' ORDER BY {Q('event_id')}))
-FROM {TARGET}
-"""
+def reset(engine, dlt: bool) -> None:
+    """The identical starting state for every run: target reloaded, vacuumed, analysed, checkpointed."""
+    statements = [f"TRUNCATE {TARGET}, {STAGING}, {REJECTS}, {BATCH_LOG}, {', '.join(STAGES)}",
+                  f"INSERT INTO {TARGET} SELECT * FROM {PRELOAD}"]
+    tables = [TARGET, STAGING, REJECTS, BATCH_LOG, *STAGES]
+    if dlt:
+        statements += [f"TRUNCATE {DLT_TARGET}", f"INSERT INTO {DLT_TARGET} SELECT * FROM {DLT_PRELOAD}"]
+        tables.append(DLT_TARGET)
+    maintenance(engine, *statements, f"VACUUM (ANALYZE) {', '.join(tables)}", "CHECKPOINT")
 
 
-@dataclass
-class State:
-    rows: int
-    updated_rows: int  # rows with row_version > 1
-    versions: int  # sum of row_version (differs by path: the peer counts every applied row)
-    digest: str  # every column but row_version, rows in key order
+def check(engine, oracle: dict, name: str) -> dict:
+    """The contender's final table against the oracle: rows, digest, and how many rows differ."""
+    source, timestamp = (DLT_TARGET, f"{Q('time_stamp_utc')} AT TIME ZONE 'UTC'") if name == DLT \
+        else (TARGET, Q("time_stamp_utc"))
+    rows, digest = digest_of(engine, source, timestamp)
+    differ = 0
+    if (rows, digest) != (oracle["rows"], oracle["digest"]):
+        with engine.connect() as conn:
+            differ = conn.exec_driver_sql(
+                f"SELECT count(*) FROM {ORACLE} AS o FULL JOIN ({row_hashes(source, timestamp)}) AS c USING (e) "
+                "WHERE o.h IS DISTINCT FROM c.h").scalar()
+    return {"rows": rows, "digest": digest, "agrees": differ == 0 and rows == oracle["rows"], "differ": differ}
 
 
-def state_of(engine) -> State:
-    with engine.connect() as conn:
-        rows, updated, versions, digest = conn.exec_driver_sql(DIGEST).one()
-    return State(rows, updated, int(versions), digest)
-
-
-# ----------------------------------------------------------------------------- the contenders
-class DbClock:
-    """Seconds spent inside the database calls of a contender (the rest is client work)."""
-
-    def __init__(self):
-        self.seconds = 0.0
-
-    def wrap(self, fn: Callable) -> Callable:
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - start
-        return timed
-
-
-def run_writer(path: str, batch_size: int | None = None, **options) -> Callable:
-    def run(engine, rows: Iterable[dict], clock: DbClock):
-        original = writers.call_procedure  # the writers' procedure calls (reconcile / batch / single)
-        writers.call_procedure = clock.wrap(original)
-        try:
-            counts = writer_for(path, engine, SPEC, batch_size=batch_size, **options).upsert(rows)
-        finally:
-            writers.call_procedure = original
-        return counts.as_dict()
-    return run
-
-
-STAGE_COLUMNS = ", ".join(f"{Q(c.name)} {c.target_type(PG)}" for c in SPEC.columns)
-BASELINE_INSERT = f"""
-INSERT INTO {TARGET} AS t ({", ".join(Q(c) for c in COLUMNS)})
-SELECT DISTINCT ON (s.{Q('event_id')}) {", ".join("s." + Q(c) for c in COLUMNS)}
-FROM pg_temp.stage AS s
+# ----------------------------------------------------------------------------- the contenders (child side)
+BASELINE, BULK, STREAMING, TVP, PEER, DLT, SINGLE = (
+    "baseline (tuned)", "bulk", "bulk, streaming input", "tvp", "SQLAlchemy executemany", "dlt merge", "single")
+BASELINE_APPLY = f"""
+INSERT INTO {TARGET} AS t ({ROW_COLUMNS})
+SELECT DISTINCT ON (s.{Q('event_id')}) {", ".join("s." + Q(c) + ("::json" if c == "details_json" else "") for c in COLUMNS)}
+FROM {{stage}} AS s
 ORDER BY s.{Q('event_id')}, s.{Q('time_stamp_utc')} DESC
 ON CONFLICT ({Q('event_id')}) DO UPDATE SET
     {", ".join(f"{Q(c)} = EXCLUDED.{Q(c)}" for c in COLUMNS if c != 'event_id')},
     {Q(SPEC.version)} = t.{Q(SPEC.version)} + 1
 WHERE t.{Q('time_stamp_utc')} < EXCLUDED.{Q('time_stamp_utc')}
 """
+BASELINE_SETTINGS = "SET work_mem = '256MB'; SET jit = off"
 
 
-def run_baseline(engine, rows: Iterable[dict], clock: DbClock):
-    """Hand-tuned: COPY into a TEMP table, one INSERT ... ON CONFLICT ... WHERE, per chunk."""
-    raw = engine.raw_connection()
-    try:
-        conn = raw.driver_connection
-        conn.execute(f"CREATE TEMP TABLE stage ({STAGE_COLUMNS}) ON COMMIT DELETE ROWS")
-        conn.commit()
-        affected = 0
-        dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        for chunk in chunks(rows, BASELINE_CHUNK):
-            with conn.cursor() as cur:
-                with cur.copy(f"COPY pg_temp.stage ({', '.join(Q(c) for c in COLUMNS)}) FROM STDIN") as copy:
-                    for r in chunk:
-                        copy.write_row((r["event_id"], r["customer_id"], r["activity_type"], r["time_stamp_utc"],
-                                        dumps(r["details_json"])))
-                start = time.perf_counter()
-                cur.execute(BASELINE_INSERT)
-                clock.seconds += time.perf_counter() - start
-                affected += cur.rowcount
-                conn.commit()
-        conn.execute("DROP TABLE pg_temp.stage")
-        conn.commit()
-    finally:
-        raw.close()
+def connect(url: str):
+    import psycopg
+
+    u = sa.make_url(url)
+    params = u.translate_connect_args(username="user", database="dbname")
+    params.update(u.query)
+    return psycopg.connect(**params)
+
+
+def run_baseline(url: str, rows: list[dict]) -> dict:
+    """The tuned hand-written load (see the module docstring)."""
+    apply_conn, load_conn = connect(url), connect(url)
+    apply_conn.execute(BASELINE_SETTINGS)
+    apply_conn.commit()
+    free = [threading.Semaphore(1) for _ in STAGES]
+    ready: queue.Queue = queue.Queue()
+    failed: list[BaseException] = []
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+    def load():
+        try:
+            for k, first in enumerate(range(0, len(rows), BASELINE_CHUNK)):
+                stage = k % 2
+                free[stage].acquire()
+                with load_conn.cursor() as cur:
+                    with cur.copy(f"COPY {STAGES[stage]} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                        copy.set_types(["uuid", "int4", "text", "timestamp", "text"])
+                        for r in rows[first:first + BASELINE_CHUNK]:
+                            copy.write_row((r["event_id"], r["customer_id"], r["activity_type"], r["time_stamp_utc"],
+                                            dumps(r["details_json"])))
+                load_conn.commit()
+                ready.put(stage)
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            ready.put(None)
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    affected = 0
+    while (stage := ready.get()) is not None:
+        with apply_conn.cursor() as cur:
+            cur.execute(BASELINE_APPLY.format(stage=STAGES[stage]))
+            affected += cur.rowcount
+            cur.execute(f"TRUNCATE {STAGES[stage]}")
+        apply_conn.commit()
+        free[stage].release()
+    loader.join()
+    apply_conn.close()
+    load_conn.close()
+    if failed:
+        raise failed[0]
     return {"inserted + updated": affected}
-
-
-def peer_table(engine) -> sa.Table:
-    return sa.Table(SPEC.table, sa.MetaData(), schema=PG.job_schema, autoload_with=engine)
 
 
 def peer_statement(table: sa.Table):
@@ -311,7 +373,7 @@ def check_peer(engine) -> str:
     if engine.dialect.use_insertmanyvalues_wo_returning:
         raise SystemExit("SQLAlchemy would batch the peer's executemany into multi-row VALUES; "
                          "the peer would then fail on in-batch duplicates")
-    table = peer_table(engine)
+    table = sa.Table(SPEC.table, sa.MetaData(), schema=PG.job_schema, autoload_with=engine)
     key = uuid.uuid4()
     rows = [{"event_id": key, "customer_id": 1, "activity_type": "login", "time_stamp_utc": STREAM_T0 + STEP * i,
              "details_json": {"i": i}} for i in (1, 2, 0)]
@@ -323,102 +385,149 @@ def check_peer(engine) -> str:
             tx.rollback()
     if tuple(stored) != ({"i": 2}, 2):
         raise SystemExit(f"the peer's executemany did not apply row by row: {tuple(stored)}")
-    return "executemany row by row (psycopg pipeline); a key twice in one call works"
+    return ("SQLAlchemy's executemany runs the statement row by row (psycopg pipeline; insertmanyvalues is "
+            "not used for it), so a key twice in one call works")
 
 
-def run_peer(engine, rows: Iterable[dict], clock: DbClock):
-    """What a user would otherwise write: insert().on_conflict_do_update, executemany per chunk."""
-    table = peer_table(engine)
+def run_peer(engine, rows: list[dict]) -> dict:
+    from dbtools.upsert.writers import chunks
+
+    table = sa.Table(SPEC.table, sa.MetaData(), schema=PG.job_schema, autoload_with=engine)
     stmt = peer_statement(table)
     sent = 0
     for chunk in chunks(rows, PEER_CHUNK):
         with engine.begin() as conn:
-            start = time.perf_counter()
-            conn.execute(stmt, chunk)  # (includes SQLAlchemy's parameter processing)
-            clock.seconds += time.perf_counter() - start
+            conn.execute(stmt, chunk)
         sent += len(chunk)
     return {"sent": sent}
 
 
-@dataclass
-class Result:
-    name: str
-    events: int
-    batch: int
-    seconds: float
-    db_seconds: float
-    detail: dict
-    state: State
-    keys: str = "v7"
+def dlt_pipeline(url: str, workdir: str):
+    import dlt
 
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds
+    u = sa.make_url(url)
+    credentials = {"database": u.database, "username": u.username, "password": u.password or "",
+                   "host": u.host or "localhost", "port": u.port or 5432, "query": dict(u.query)}
+    return dlt.pipeline(pipeline_name="bench_events", pipelines_dir=str(Path(workdir) / "dlt"),
+                        destination=dlt.destinations.postgres(credentials=credentials), dataset_name=DLT_DATASET)
 
 
-def measure(engine, entries: list[tuple[str, Callable, EventStream, int]], repeat: int,
-            console: Console) -> list[Result]:
-    """Time each (name, run, stream, batch) entry ``repeat`` times; keep each one's median run.
+def run_dlt(url: str, rows, workdir: str) -> dict:
+    """dlt's merge, as its docs configure it for "newest version per key"."""
+    import dlt
 
-    The entries take turns (round robin), so a change of the shared machine's speed during the
-    benchmark falls on all of them alike instead of on whichever ran at that moment.
-    """
-    runs: list[list[Result]] = [[] for _ in entries]
-    for _ in range(repeat):
-        for (name, run, stream, batch), results in zip(entries, runs):
-            prepare_state(engine, stream)
-            clock = DbClock()
-            start = time.perf_counter()
-            detail = run(engine, stream.rows(), clock)
-            seconds = time.perf_counter() - start
-            results.append(Result(name, stream.events, batch, seconds, clock.seconds, detail, state_of(engine),
-                                  stream.keys))
-            console.log(f"{name} ({stream.keys}, {stream.events:,} events): {seconds:.2f} s "
-                        f"({stream.events / seconds:,.0f} rows/s), {detail}")
-    medians = []
-    for results in runs:
-        result = sorted(results, key=lambda r: r.seconds)[len(results) // 2]
-        if len(results) > 1:
-            console.log(f"{result.name} ({result.keys}): median {result.seconds:.2f} s of "
-                        + ", ".join(f"{r.seconds:.2f}" for r in results))
-        medians.append(result)
-    return medians
+    @dlt.resource(name=DLT_TABLE, primary_key="event_id", write_disposition="merge",
+                  columns={"details_json": {"data_type": "json"}, "time_stamp_utc": {"dedup_sort": "desc"}})
+    def events():
+        yield rows
+
+    info = dlt_pipeline(url, workdir).run(events())
+    return {"loads": len(info.loads_ids)}
 
 
-def measure_memory(engine, path: str, stream: EventStream, console: Console) -> float:
-    """Peak Python memory (tracemalloc, MiB) of one writer over the whole stream."""
-    prepare_state(engine, stream)
-    rows = stream.rows()
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        writer_for(path, engine, SPEC).upsert(rows)
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
-    finally:
-        tracemalloc.stop()
-    console.log(f"memory {path}, {stream.events:,} events: peak {peak:.1f} MiB")
-    return peak
+def peak_rss_mib() -> float:
+    """This process's peak RSS (MiB). ``VmHWM`` rather than ``getrusage``'s ``ru_maxrss``: Linux
+    carries ru_maxrss over fork and exec, so a child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_source(stream: EventStream) -> float:
+def child(args) -> None:
+    """One contender run in this (fresh) process; prints ``RESULT {json}`` last."""
+    from dbtools.upsert.writers import DEFAULT_BATCH_SIZE, writer_for
+
+    name = args.child
+    stream = EventStream(args.events)
+    if name == "dlt preload":
+        run_dlt(args.url, list(stream.preload()), args.workdir)
+        print("RESULT " + json.dumps({}))
+        return
+    streaming = name == STREAMING or args.streaming
+    rows = stream.rows() if streaming else list(stream.rows())
+    gc.collect()
+    gc.freeze()  # the input is the harness's: no garbage collection walks it during the run
+    engine = sa.create_engine(args.url)
+    path = {BULK: "bulk", STREAMING: "bulk", TVP: "tvp", SINGLE: "single"}.get(name)
+    batch = DEFAULT_BATCH_SIZE.get(path) if path else {BASELINE: BASELINE_CHUNK, PEER: PEER_CHUNK}.get(name, 0)
     start = time.perf_counter()
-    for _ in stream.rows():
-        pass
-    return time.perf_counter() - start
+    cpu = time.process_time()
+    if path:
+        detail = writer_for(path, engine, SPEC).upsert(rows).as_dict()
+    elif name == BASELINE:
+        detail = run_baseline(args.url, rows)
+    elif name == PEER:
+        detail = run_peer(engine, rows)
+    elif name == DLT:
+        detail = run_dlt(args.url, rows, args.workdir)
+    else:
+        raise SystemExit(f"unknown contender {name!r}")
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    engine.dispose()
+    rss = peak_rss_mib()
+    print("RESULT " + json.dumps({"seconds": seconds, "cpu": cpu, "rss_mib": rss, "batch": batch, "detail": detail,
+                                  "mix": dict(stream.mix)}))
 
 
-def verify(group: str, results: list[Result], console: Console) -> None:
-    digests = {r.state.digest for r in results}
-    rows = {r.state.rows for r in results}
-    if len(digests) != 1 or len(rows) != 1:
-        for r in results:
-            console.print(f"  {r.name}: {r.state}")
-        raise SystemExit(f"FAILED: {group}: the contenders left DIFFERENT target tables; the comparison is void")
-    console.print(f"{group}: target tables identical across {', '.join(r.name for r in results)} "
-                  f"({results[0].state.rows:,} rows, digest {results[0].state.digest[:12]})")
+# ----------------------------------------------------------------------------- the parent
+def run_child(name: str, url: str, events: int, workdir: str, streaming: bool = False) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--url", url, "--events", str(events),
+               "--workdir", workdir] + (["--streaming"] if streaming else [])
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    results = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not results:
+        raise SystemExit(f"FAILED: {name} ({events:,} events) exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return json.loads(results[-1][len("RESULT "):])
 
 
-# ----------------------------------------------------------------------------- the report
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def measure_group(engine, url: str, workdir: str, stream: EventStream, names: list[str], rounds: int,
+                  log: Callable[[str], None]) -> dict:
+    dlt = DLT in names
+    oracle = setup_group(engine, stream, dlt, workdir, url)
+    log(f"{stream.events:,} events: oracle {oracle['rows']:,} rows, digest {oracle['digest'][:12]}")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            reset(engine, dlt)
+            before = load()
+            result = run_child(name, url, stream.events, workdir)
+            result.update(round=r + 1, load=before, rate=stream.events / result["seconds"], **check(engine, oracle, name))
+            runs[name].append(result)
+            log(f"round {r + 1} {name}: {result['seconds']:.2f} s, {result['rate']:,.0f} rows/s, "
+                f"RSS {result['rss_mib']:.0f} MiB, {'agrees' if result['agrees'] else 'DISAGREES'} "
+                f"(differ {result['differ']:,}), load {before}")
+    for name, results in runs.items():
+        if name != DLT and not all(x["agrees"] for x in results):
+            raise SystemExit(f"FAILED: {name} left a table that disagrees with the newest-wins oracle: {results}")
+    return {"events": stream.events, "existing": stream.existing, "mix": dict(stream.mix), "oracle": oracle,
+            "runs": runs}
+
+
+def measure_memory(engine, url: str, workdir: str, sizes: list[int], paths: list[str],
+                   log: Callable[[str], None]) -> dict:
+    """Peak RSS of a writer's own process, streaming input, per input size."""
+    from dbtools.upsert.writers import writer_for
+
+    memory: dict[str, dict[str, float]] = {path: {} for path in paths}
+    for size in sizes:
+        stream = EventStream(size)
+        for path in paths:
+            maintenance(engine, f"TRUNCATE {TARGET}, {STAGING}, {REJECTS}, {BATCH_LOG}")
+            writer_for("bulk", engine, SPEC).upsert(stream.preload())
+            maintenance(engine, f"VACUUM (ANALYZE) {TARGET}", "CHECKPOINT")
+            result = run_child({"bulk": BULK, "tvp": TVP}[path], url, size, workdir, streaming=True)
+            memory[path][str(size)] = result["rss_mib"]
+            log(f"RSS {path}, {size:,} events (streaming): {result['rss_mib']:.1f} MiB, {result['seconds']:.1f} s")
+    return memory
+
+
 def machine(version: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -428,200 +537,83 @@ def machine(version: str) -> str:
                 break
     except OSError:
         pass
-    memory = ""
-    try:
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 2**20:.0f} GiB RAM"
-    except (OSError, ValueError, IndexError):
-        pass
-    return (f"{os.cpu_count()} cores ({cpu}){memory}, {platform.system()} {platform.release()}, "
+    kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return (f"{os.cpu_count()} cores ({cpu}), {kib / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, PostgreSQL {version} (pgserver)")
 
 
-def met(ok: bool) -> str:
-    return "**met**" if ok else "**missed**"
+def dlt_available() -> str | None:
+    """None when dlt can run here, else why not."""
+    try:
+        import dlt  # noqa: F401
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        return f"dlt is not installed ({exc}); install the bench extra: pip install -e '.[bench]'"
+    return None
 
 
-def render(report: dict) -> str:
-    """The "Event upserts" section of docs/benchmarks.md, between its markers."""
-    r, n = report, report["events"]
-    mix = r["mix"]
-    total = sum(mix.values())
-    lines = [BEGIN, "## Event upserts (`bench/upserts.py`)", "",
-             "Generated by the script (`--record`); rerun it rather than editing by hand.", "",
-             "```sh", f".venv/bin/python {r['command']}", "```", "",
-             f"Measured {r['date']} on {r['machine']}.", "",
-             f"Stream: {n:,} CustomerActivityEvent rows after {r['existing']:,} pre-loaded events (untimed, "
-             "reloaded before every contender): "
-             + ", ".join(f"{mix[k] / total:.1%} {label}" for k, label in
-                         (("new", "new"), ("newer", "newer versions of pre-loaded events"),
-                          ("stale", "stale versions (older than stored)"),
-                          ("duplicate", f"in-batch duplicates (repeats within a {DUP_WINDOW:,}-row block)")))
-             + f". Seeded (`{SEED}`), generated lazily; every contender gets the same rows and the same "
-             "starting table, and every contender left the same target table (digest of all columns but "
-             f"`row_version`: `{r['digest'][:12]}`, {r['rows']:,} rows; at {r['single_events']:,} events: "
-             f"`{r['digest_small'][:12]}`). Generating the stream alone takes {r['source']:.2f} s "
-             "(included in every time below). Keys are UUIDv7 unless stated. "
-             + (f"Every time is the median of {r['repeat']} runs, the contenders taking turns (round robin), "
-                "so that a change of the machine's speed falls on all of them alike." if r["repeat"] > 1
-                else "Every time is a single run."), "",
-             "| contender | events | batch | time (s) | rows/s | in database calls (s) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for res in r["results"]:
-        lines.append(f"| {res.name} | {res.events:,} | {res.batch:,} | {res.seconds:.2f} | {res.rate:,.0f} "
-                     f"| {res.db_seconds:.2f} |")
-    lines += ["", "*In database calls*: the procedure calls (writers: reconcile, batch or single-row procedure; "
-              "for tvp this includes psycopg adapting the row array), the INSERT (baseline), the executemany "
-              "call (peer). The rest is client work (generating, converting and COPYing rows) and commits.", "",
-              "| goal | measured | |", "| --- | ---: | --- |"]
-    for label, value, ok in r["goals"]:
-        lines.append(f"| {label} | {value} | {met(ok)} |")
-    sizes = r["memory_sizes"]
-    lines += ["", "Peak Python memory (tracemalloc) of the writers over the whole stream, including the "
-              "generator's bounded state:", "",
-              "| writer | " + " | ".join(f"{s:,} events (MiB)" for s in sizes) + " | ratio | goal <= 1.5 |",
-              "| --- | " + " | ".join("---:" for _ in sizes) + " | ---: | --- |"]
-    for path, peaks in r["memory"].items():
-        ratio = peaks[-1] / peaks[0]
-        lines.append(f"| {path} | " + " | ".join(f"{p:.1f}" for p in peaks) + f" | {ratio:.2f} | {met(ratio <= 1.5)} |")
-    v7, v4 = r["keys"]
-    lines += ["", f"Bulk path, {n:,} events, UUIDv7 against UUIDv4 keys (same mix; only the keys differ):", "",
-              "| keys | time (s) | rows/s | in database calls (s) |", "| --- | ---: | ---: | ---: |"]
-    for res in (v7, v4):
-        lines.append(f"| {res.keys} | {res.seconds:.2f} | {res.rate:,.0f} | {res.db_seconds:.2f} |")
-    lines.append(f"| v7 / v4 rate | {v7.rate / v4.rate:.2f} | | |")
-    names = [res.name if res.events == n else f"{res.name} ({res.events // 1000:,}k)" for res in r["results"]]
-    top = max(res.rate for res in r["results"])
-    lines += ["", "```mermaid", "xychart-beta",
-              f'    title "Rows per second ({n:,} events; single and its tvp pair at {r["single_events"]:,})"',
-              "    x-axis [" + ", ".join(f'"{name}"' for name in names) + "]",
-              f'    y-axis "rows/s" 0 --> {int(top * 1.1)}',
-              "    bar [" + ", ".join(f"{res.rate:.0f}" for res in r["results"]) + "]", "```", "", END]
-    return "\n".join(lines)
-
-
-def record(section: str) -> None:
-    text = DOC.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    blocks = list(pattern.finditer(text))
-    if blocks:
-        # The first block is replaced; any further copy (e.g. a doubled merge) is dropped.
-        for block in reversed(blocks[1:]):
-            text = text[:block.start()].rstrip("\n") + "\n\n" + text[block.end():].lstrip("\n")
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-
-
-def show(console: Console, report: dict) -> None:
-    table = Table(title=f"Event upserts, {report['events']:,} events ({report['machine']})")
-    for col in ("contender", "keys", "events", "batch", "time (s)", "rows/s", "db calls (s)"):
-        table.add_column(col, justify="left" if col in ("contender", "keys") else "right")
-    for res in [*report["results"], report["keys"][1]]:
-        table.add_row(res.name, res.keys, f"{res.events:,}", f"{res.batch:,}", f"{res.seconds:.2f}",
-                      f"{res.rate:,.0f}", f"{res.db_seconds:.2f}")
-    console.print(table)
-    goals = Table(title="Goals")
-    for col in ("goal", "measured", ""):
-        goals.add_column(col)
-    for label, value, ok in report["goals"]:
-        goals.add_row(label, value, "met" if ok else "[bold red]missed[/]")
-    console.print(goals)
-    memory = Table(title="Peak Python memory (tracemalloc, MiB)")
-    memory.add_column("writer")
-    for size in report["memory_sizes"]:
-        memory.add_column(f"{size:,}", justify="right")
-    memory.add_column("ratio", justify="right")
-    for path, peaks in report["memory"].items():
-        memory.add_row(path, *(f"{p:.1f}" for p in peaks), f"{peaks[-1] / peaks[0]:.2f}")
-    console.print(memory)
-    console.print(f"generating the stream alone: {report['source']:.2f} s; {report['peer_check']}")
-
-
-# ----------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=None, help="measured events (default 1,000,000)")
-    parser.add_argument("--single-events", type=int, default=10_000,
-                        help="events for the single-row path and its tvp comparison")
-    parser.add_argument("--quick", action="store_true", help="100,000 events (unless --events): a fast check")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="timed runs per contender, taking turns (the median is kept; default 3)")
-    parser.add_argument("--record", action="store_true", help="rewrite the Event upserts section of docs/benchmarks.md")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds, order rotated (default 5)")
+    parser.add_argument("--single-events", type=int, default=None, help="events for single and its tvp pair")
+    parser.add_argument("--rss-events", default=None, help="sizes for the peak RSS runs (default 300000,3000000)")
+    parser.add_argument("--contenders", default=None, help="comma-separated subset of the main contenders")
+    parser.add_argument("--no-dlt", action="store_true", help="leave dlt out")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak RSS runs")
+    parser.add_argument("--rss-paths", default="bulk,tvp", help="writers of the peak RSS runs (default bulk,tvp)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 50,000 events, 2 rounds, small RSS runs")
+    parser.add_argument("--save", type=Path, help="write the results as JSON")
+    parser.add_argument("--render", type=Path, nargs="+", help="render saved results (before, after) into the docs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--streaming", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    n = args.events or (100_000 if args.quick else 1_000_000)
-    console = Console(stderr=True)
+    if args.child:
+        return child(args)
+    if args.render:
+        import upserts_report
 
-    with private_server() as admin_url:
+        return upserts_report.render_docs(args.render)
+    n = args.events or (50_000 if args.quick else 1_000_000)
+    rounds = args.rounds or (2 if args.quick else 5)
+    small_n = args.single_events or (2_000 if args.quick else SMALL_EVENTS)
+    rss_sizes = [int(x) for x in (args.rss_events or ("20000,200000" if args.quick else "300000,3000000")).split(",")]
+    names = args.contenders.split(",") if args.contenders else [BASELINE, BULK, STREAMING, TVP, PEER, DLT]
+    why_no_dlt = "left out (--no-dlt)" if args.no_dlt else dlt_available()
+    if why_no_dlt and DLT in names:
+        names.remove(DLT)
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    from embedded import fresh_database, private_server
+
+    report: dict = {"date": dt.datetime.now().isoformat(timespec="minutes"), "load_start": load(),
+                    "command": " ".join(["bench/upserts.py", *sys.argv[1:]]), "rounds": rounds,
+                    "baseline_settings": BASELINE_SETTINGS, "baseline_chunk": BASELINE_CHUNK, "no_dlt": why_no_dlt}
+    with private_server() as admin_url, tempfile.TemporaryDirectory(prefix="dbtools-upserts-") as workdir:
         url = fresh_database(admin_url, "bench")
-        engine = sa.create_engine(url)  # pooled: the writers take a connection per chunk (or row)
-        version = scalar(engine, "SHOW server_version")
-        peer_check = check_peer(engine)
-        console.log(peer_check)
-
-        stream = EventStream(n)
-        source = time_source(stream)
-        mix = stream.mix
-        console.log(f"stream of {n:,} events generated in {source:.2f} s: {dict(mix)}")
-        v4_stream = EventStream(n, keys="v4")
-        contenders = [("bulk", run_writer("bulk"), stream, BULK_BATCH),
-                      ("bulk, no read-ahead", run_writer("bulk", prefetch=False), stream, BULK_BATCH),
-                      ("baseline (COPY + one INSERT)", run_baseline, stream, BASELINE_CHUNK),
-                      ("tvp", run_writer("tvp"), stream, TVP_BATCH),
-                      ("SQLAlchemy peer (executemany)", run_peer, stream, PEER_CHUNK),
-                      ("bulk", run_writer("bulk"), v4_stream, BULK_BATCH)]
-        *main_results, v4 = measure(engine, contenders, args.repeat, console)
-        verify(f"{n:,} events", main_results, console)
-        expected_rows = stream.existing + mix["new"]
-        if main_results[0].state.rows != expected_rows:
-            raise SystemExit(f"FAILED: {main_results[0].state.rows:,} rows in the target, {expected_rows:,} expected")
-
-        small = EventStream(args.single_events)
-        small_results = measure(engine, [("tvp", run_writer("tvp"), small, TVP_BATCH),
-                                         ("single", run_writer("single"), small, 1)], args.repeat, console)
-        verify(f"{small.events:,} events", small_results, console)
-
-        v7 = main_results[0]
-        if (v4.state.rows, v4.state.updated_rows, v4.state.versions) != (v7.state.rows, v7.state.updated_rows,
-                                                                           v7.state.versions):
-            raise SystemExit(f"FAILED: v4 and v7 streams did different work: {v4.state} / {v7.state}")
-
-        # 1/10 of the stream, but at least two bulk chunks (a smaller run holds a smaller chunk).
-        sizes = (n // 10 if n // 10 >= 2 * BULK_BATCH else min(2 * BULK_BATCH, n // 2), n)
-        memory = {path: [measure_memory(engine, path, EventStream(size), console) for size in sizes]
-                  for path in ("bulk", "tvp")}
+        url_text = url.render_as_string(hide_password=False)
+        engine = sa.create_engine(url, poolclass=NullPool)
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SHOW server_version").scalar()
+        report["machine"] = machine(version)
+        report["peer_check"] = check_peer(engine)
+        log(report["peer_check"])
+        report["main"] = measure_group(engine, url_text, workdir, EventStream(n), names, rounds, log)
+        report["small"] = measure_group(engine, url_text, workdir, EventStream(small_n), [TVP, SINGLE], rounds, log)
+        if not args.no_memory:
+            report["memory"] = measure_memory(engine, url_text, workdir, rss_sizes, args.rss_paths.split(","), log)
         engine.dispose()
+    report["load_end"] = load()
+    import upserts_report
 
-    by = {r.name: r for r in main_results}
-    bulk, baseline, peer = by["bulk"], by["baseline (COPY + one INSERT)"], by["SQLAlchemy peer (executemany)"]
-    tvp_small, single = small_results
-    goals = [
-        (f"bulk / baseline rate, {n:,} events (goal >= 0.9)", f"{bulk.rate / baseline.rate:.2f}",
-         bulk.rate / baseline.rate >= 0.9),
-        (f"bulk / SQLAlchemy peer rate, {n:,} events (goal >= 2)", f"{bulk.rate / peer.rate:.2f}",
-         bulk.rate / peer.rate >= 2),
-        (f"tvp / single rate, {small.events:,} events (goal >= 20)", f"{tvp_small.rate / single.rate:.1f}",
-         tvp_small.rate / single.rate >= 20),
-    ]
-    for path, peaks in memory.items():
-        goals.append((f"{path} writer peak memory, {sizes[1]:,} / {sizes[0]:,} events (goal <= 1.5)",
-                      f"{peaks[1] / peaks[0]:.2f}", peaks[1] / peaks[0] <= 1.5))
-    report = {
-        "events": n, "existing": stream.existing, "mix": mix, "single_events": small.events,
-        "results": [*main_results, *small_results], "keys": (v7, v4), "goals": goals,
-        "memory_sizes": sizes, "memory": memory, "repeat": args.repeat, "source": source, "peer_check": peer_check,
-        "digest": main_results[0].state.digest, "rows": main_results[0].state.rows,
-        "digest_small": small_results[0].state.digest,
-        "machine": machine(version), "date": dt.date.today().isoformat(),
-        "command": " ".join(["bench/upserts.py", *sys.argv[1:]]),
-    }
-    show(console, report)
-    section = render(report)
-    print(section)
-    if args.record:
-        record(section)
-        console.log(f"recorded in {DOC.relative_to(ROOT)}")
+    print(upserts_report.summary(report))
+    if args.save:
+        args.save.write_text(json.dumps(report, indent=1, default=str))
+        log(f"saved {args.save}")
 
 
 if __name__ == "__main__":

@@ -13,14 +13,15 @@ WITH batch AS (
            m.{MetadataModifiedOnCol}::timestamp AS "dbtools$ModifiedOn",
            m.{MetadataBusinessUnitCol} AS "dbtools$BusinessUnit",
            t.present IS NOT NULL AS "dbtools$Exists",
-           t.path_locator AS "dbtools$TargetPath"
+           t.path_locator AS "dbtools$TargetPath",
+           v.present IS NOT NULL AS "dbtools$Recorded"
     FROM {MetadataObject} AS m
     CROSS JOIN LATERAL (SELECT 1 FROM {BusinessUnitObject} AS bu
                         WHERE bu.{BusinessUnitIdColumn} = m.{MetadataBusinessUnitCol} LIMIT 1) AS bu
     CROSS JOIN LATERAL (SELECT s.* FROM {SourceObject} AS s WHERE s.stream_id = m.{MetadataIdColumn} LIMIT 1) AS s
     LEFT JOIN LATERAL (SELECT true AS present, t.path_locator FROM {TargetObject} AS t
                        WHERE t.stream_id = s.stream_id LIMIT 1) AS t ON true
-    LEFT JOIN LATERAL (SELECT v."ModifiedOn" FROM {VersionObject} AS v
+    LEFT JOIN LATERAL (SELECT true AS present, v."ModifiedOn" FROM {VersionObject} AS v
                        WHERE v."TableName" = $7 AND v.stream_id = s.stream_id LIMIT 1) AS v ON true
     WHERE m.{MetadataModifiedOnCol} >= greatest($3, $8) AND m.{MetadataModifiedOnCol} < $4  -- greatest() skips a NULL $8
       AND ($5 IS NULL OR m.{MetadataBusinessUnitCol} = $5)
@@ -66,13 +67,18 @@ WITH batch AS (
     SELECT {ColumnList} FROM batch AS b
     WHERE NOT b."dbtools$Exists"
     RETURNING 1
+), recorded AS (
+    -- Versions: a blob seen before has its row rewritten, a new one gets a plain insert.
+    UPDATE {VersionObject} AS v
+    SET "ModifiedOn" = b."dbtools$ModifiedOn", "BusinessUnit" = b."dbtools$BusinessUnit",
+        "RunId" = $6, "CopiedAt" = (now() AT TIME ZONE 'UTC')
+    FROM batch AS b
+    WHERE b."dbtools$Recorded" AND v."TableName" = $7 AND v.stream_id = b.stream_id
 ), versions AS (
-    INSERT INTO {VersionObject} AS v ("TableName", stream_id, "ModifiedOn", "BusinessUnit", "RunId", "CopiedAt")
+    INSERT INTO {VersionObject} ("TableName", stream_id, "ModifiedOn", "BusinessUnit", "RunId", "CopiedAt")
     SELECT $7, b.stream_id, b."dbtools$ModifiedOn", b."dbtools$BusinessUnit", $6, (now() AT TIME ZONE 'UTC')
     FROM batch AS b
-    ON CONFLICT ("TableName", stream_id) DO UPDATE
-    SET "ModifiedOn" = EXCLUDED."ModifiedOn", "BusinessUnit" = EXCLUDED."BusinessUnit",
-        "RunId" = EXCLUDED."RunId", "CopiedAt" = EXCLUDED."CopiedAt"
+    WHERE NOT b."dbtools$Recorded"
 )
 SELECT count(*)::integer, max(b."dbtools$ModifiedOn"),
        (SELECT count(*) FROM inserted)::integer, (SELECT count(*) FROM updated)::integer, 0,

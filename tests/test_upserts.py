@@ -524,12 +524,18 @@ class CommitThenDrop(RetryPolicy):
     """Commits the first attempt, then reports the connection lost: an outcome the client cannot know."""
 
     dropped: list = dataclasses.field(default_factory=list)
+    #: Which unit of work (1: the first the writer runs) commits and then loses its connection.
+    drop_on: int = 1
+    runs: list = dataclasses.field(default_factory=list)
 
     def run(self, engine, work):
+        self.runs.append(1)
+        drop = len(self.runs) == self.drop_on
+
         def attempt():
             with engine.begin() as conn:
                 result = work(conn)
-            if not self.dropped:
+            if drop and not self.dropped:
                 self.dropped.append(1)
                 raise sa.exc.OperationalError("COMMIT", None, ConnectionError("connection lost"),
                                               connection_invalidated=True)
@@ -546,8 +552,12 @@ def test_a_chunk_committed_before_its_connection_dropped_is_replayed_and_files_i
     if with_valid_rows:
         rows.insert(0, activity(ids[0], 1))
     events = []
+    # The bulk path on PostgreSQL stages a chunk in a unit of work of its own before the reconcile:
+    # drop the reconcile's (the staging one's is the next test's).
+    staged_first = path == "bulk" and with_valid_rows and bed.server.engine.name == "postgresql"
     writer = writer_for(path, bed.engine, ACTIVITY,
-                        policy=CommitThenDrop(initial_wait=0.01, sleep=lambda _: None, on_retry=events.append))
+                        policy=CommitThenDrop(initial_wait=0.01, sleep=lambda _: None, on_retry=events.append,
+                                              drop_on=2 if staged_first else 1))
 
     counts = writer.upsert(rows)
 
@@ -566,6 +576,24 @@ def test_a_chunk_committed_before_its_connection_dropped_is_replayed_and_files_i
     # One log row for the chunk: the reconcile's (valid rows only), or the writer's for a chunk of rejects.
     assert [(str(b).lower(), int(n), int(r)) for b, n, r in logged] == [
         (str(writer.batch_ids[0]), 1, 0) if with_valid_rows else (str(writer.batch_ids[0]), 2, 2)]
+
+
+@pytest.mark.postgresql_only
+def test_a_chunk_staged_ahead_whose_commit_was_lost_is_staged_again_once_and_applied_once(bed):
+    ids = keys(7)
+    rows = [activity(k, 1) for k in ids] + [activity(ids[0], 2, customer=9), {**activity(ids[1], 3), "customer_id": "x"}]
+    events = []
+    writer = writer_for("bulk", bed.engine, ACTIVITY, batch_size=3,
+                        policy=CommitThenDrop(initial_wait=0.01, sleep=lambda _: None, on_retry=events.append))
+
+    counts = writer.upsert(rows)
+
+    assert len(events) == 1, "the staging COPY, committed and then dropped, was retried once"
+    oracle = Oracle(valid=lambda row: row["customer_id"] != "x")
+    assert counts == oracle.apply(rows[:3]) + oracle.apply(rows[3:6]) + oracle.apply(rows[6:])
+    assert bed.table(ACTIVITY) == oracle.table()
+    assert bed.rejects(ACTIVITY) == [(9, "customer_id 'x' is not an integer", None)]
+    assert bed.staged(ACTIVITY) == 0, "the first attempt's staged rows were replaced, not applied twice"
 
 
 SINGLE_REPLAYS = {
@@ -705,7 +733,16 @@ def test_a_chunk_that_fails_stops_the_reading_ahead(bed, path, monkeypatch):
     while any(t.name == "dbtools-prefetch" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not any(t.name == "dbtools-prefetch" for t in threading.enumerate()), "the reading thread ended"
-    assert len(taken) <= 3 * 2, "at most the failed chunk, the ready one and the one being read"
+    if path == "bulk" and bed.server.engine.name == "postgresql":
+        # Two more chunks are taken by the staging stage (one staged, one being staged); of the
+        # five, only three still hold their COPY body (a staged chunk drops it).
+        assert len(taken) <= 5 * 2, "the failed chunk, one staged, one being staged, one ready, one being read"
+        deadline = time.monotonic() + 10
+        while bed.staged(ACTIVITY) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert bed.staged(ACTIVITY) == 0, "the chunks staged ahead of the failure were removed"
+    else:
+        assert len(taken) <= 3 * 2, "at most the failed chunk, the ready one and the one being read"
     assert bed.table(ACTIVITY) == []
 
 

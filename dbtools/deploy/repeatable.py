@@ -75,11 +75,14 @@ def log_columns(engine: EngineInfo) -> list[sa.Column]:
 
 
 def log_table(engine: EngineInfo) -> sa.Table:
-    """The deployment log as the package writes and reads it. Its INSERTs return nothing: without
-    ``implicit_returning=False`` SQLAlchemy adds ``OUTPUT inserted.[DeploymentId]`` on SQL Server,
-    a stray result set per row in sqlcmd and SSMS, and Msg 334 once a trigger is put on the log."""
+    """The deployment log as the package writes and reads it.
+
+    On SQL Server its INSERTs return nothing: with implicit RETURNING SQLAlchemy adds
+    ``OUTPUT inserted.[DeploymentId]``, a stray result set per row in sqlcmd and SSMS, and Msg 334
+    once a trigger is put on the log. PostgreSQL keeps it: without RETURNING, SQLAlchemy's offline
+    (literal) rendering writes the identity key as an explicit NULL."""
     return sa.Table(DEPLOYMENT_LOG, sa.MetaData(), *log_columns(engine), schema=engine.job_schema,
-                    implicit_returning=False)
+                    implicit_returning=engine.name != "mssql")
 
 
 def sql_text(sql: str) -> sa.TextClause:

@@ -596,6 +596,40 @@ def test_a_chunk_staged_ahead_whose_commit_was_lost_is_staged_again_once_and_app
     assert bed.staged(ACTIVITY) == 0, "the first attempt's staged rows were replaced, not applied twice"
 
 
+@pytest.mark.mssql_only
+@pytest.mark.parametrize("bulkcopy", [True, False], ids=["mssql-python bulk copy", "pyodbc fast_executemany"])
+def test_sql_server_stages_through_mssql_python_bulk_copy_or_pyodbc_to_the_same_table(bed, bulkcopy):
+    from dbtools.upsert.writers import mssql_bulkcopy_available
+
+    if bulkcopy and not mssql_bulkcopy_available():
+        pytest.skip("mssql-python 1.4+ (its bulk copy) is not installed")
+    ids = keys(7)
+    rows = [activity(k, 1) for k in ids] + [activity(ids[0], 2, customer=9), {**activity(ids[1], 3), "customer_id": "x"},
+                                            activity(ids[2], 0), activity(ids[3], 2, details={"note": "naïve 😀"})]
+    writer = writer_for("bulk", bed.engine, ACTIVITY, batch_size=3, mssql_bulkcopy=bulkcopy)
+
+    counts = writer.upsert(rows)
+
+    oracle = Oracle(valid=lambda row: row["customer_id"] != "x")
+    assert counts == sum((oracle.apply(rows[i:i + 3]) for i in range(0, len(rows), 3)), Counts())
+    assert bed.table(ACTIVITY) == oracle.table()
+    assert bed.rejects(ACTIVITY) == [(9, "customer_id 'x' is not an integer", None)]
+    assert bed.staged(ACTIVITY) == 0
+
+
+def test_mssql_python_gets_the_pyodbc_connection_string_without_its_driver():
+    from dbtools.upsert.writers import mssql_python_connection_string
+
+    url = sa.make_url("mssql+pyodbc://dbtools:p%3Bw@db.example:1433/BlobDeltaJobs"
+                      "?driver=ODBC+Driver+18+for+SQL+Server&TrustServerCertificate=yes")
+
+    text = mssql_python_connection_string(url)
+
+    assert "driver" not in text.lower()
+    assert "Server=db.example,1433" in text and "Database=BlobDeltaJobs" in text and "UID=dbtools" in text
+    assert "PWD={p;w}" in text and "TrustServerCertificate=yes" in text
+
+
 SINGLE_REPLAYS = {
     # first row -> (the row, its reject as filed (RowNumber, Reason, key), or None for a valid row)
     "a row the writer rejects": (lambda key: {**activity(key, 1), "customer_id": "x"},

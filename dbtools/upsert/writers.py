@@ -371,6 +371,15 @@ class Chunk:
     payload: Any = None  # the path's encoding of the valid rows (bulk on PostgreSQL: the COPY body)
 
 
+class _RowArray(NamedTuple):
+    """PostgreSQL tvp path: ``dump(rows)`` makes a chunk's parameter, which ``dumper`` (registered
+    for ``cls`` on the connection) sends as it is."""
+
+    dump: Callable[[list[PreparedRow]], Any]
+    cls: type
+    dumper: type
+
+
 class ChunkBuilder(NamedTuple):
     """How a path collects a chunk's valid rows: ``add(row)`` each, then ``finish() -> (rows, payload)``."""
 
@@ -617,21 +626,62 @@ class TvpWriter(Writer):
 
     path = "tvp"
 
+    def upsert(self, rows: Iterable[Mapping[str, Any] | RowError]) -> Counts:
+        if self.info.name != "mssql" and getattr(self, "_array", None) is None:
+            self._array = self.policy.run(self.engine, self._row_array)
+        return super().upsert(rows)
+
+    def _row_array(self, conn: sa.Connection) -> _RowArray:
+        """PostgreSQL: how to dump a chunk as the binary array of the row type, without a connection."""
+        from psycopg import adapters, sql
+        from psycopg.adapt import AdaptersMap, Dumper, PyFormat, Transformer
+        from psycopg.pq import Format
+        from psycopg.types.composite import CompositeInfo, register_composite
+
+        raw = conn.connection.dbapi_connection
+        info = CompositeInfo.fetch(raw, sql.Identifier(self.info.job_schema, self.spec.row_type))
+        if info is None:
+            raise UpsertError(f"row type {self.info.job_object(self.spec.row_type)} is missing; run dbtools migrate")
+        context = AdaptersMap(adapters)
+        register_composite(info, context)
+        make = info.python_type
+
+        class Dumped:  # a chunk's array, already in binary form
+            __slots__ = ("data",)
+
+            def __init__(self, data: Any):
+                self.data = data
+
+        dumper = type("RowArrayDumper", (Dumper,), {"format": Format.BINARY, "oid": info.array_oid,
+                                                     "dump": lambda self, obj: obj.data})
+
+        def dump(rows: list[PreparedRow]) -> Dumped:
+            payload = [make(r.row_number, *r.values, r.expected) for r in rows]
+            transformer = Transformer(context)
+            return Dumped(transformer.get_dumper(payload, PyFormat.BINARY).dump(payload))
+        return _RowArray(dump, Dumped, dumper)
+
+    def _chunk_builder(self, batch_id: uuid.UUID) -> ChunkBuilder:
+        """PostgreSQL: the chunk's array is dumped to its binary form by the reading (ahead) side,
+        so that the connection's thread only sends it (dumping held the GIL for a third of a call)."""
+        array = getattr(self, "_array", None)
+        if array is None:
+            return super()._chunk_builder(batch_id)
+        prepared: list[PreparedRow] = []
+        return ChunkBuilder(prepared.append, lambda: (None, array.dump(prepared) if prepared else None))
+
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:
         if self.info.name == "mssql":
             return self._apply_mssql(conn, batch_id, rows)
-        from psycopg import sql
-        from psycopg.types.composite import CompositeInfo, register_composite
-
+        if getattr(self, "_array", None) is None:  # called without upsert() (tests): dump here
+            self._array = self._row_array(conn)
+        if payload is None:
+            payload = self._array.dump(rows)
         raw = conn.connection.dbapi_connection
-        if getattr(self, "_composite", None) is None:
-            self._composite = CompositeInfo.fetch(raw, sql.Identifier(self.info.job_schema, self.spec.row_type))
-            if self._composite is None:
-                raise UpsertError(f"row type {self.info.job_object(self.spec.row_type)} is missing; run dbtools migrate")
-        register_composite(self._composite, raw)
-        make = self._composite.python_type
-        payload = [make(r.row_number, *r.values, r.expected) for r in rows]
+        if raw.info.encoding != "utf-8":  # the array's text was dumped in UTF-8; back to the session's at commit
+            raw.execute("SET LOCAL client_encoding TO 'UTF8'")
+        raw.adapters.register_dumper(self._array.cls, self._array.dumper)
         # The array goes in binary format: psycopg's text format quotes every field in Python and
         # cost 56 ms per 1,000 rows against 4 ms (docs/benchmarks.md).
         out = call_procedure(conn, self.info, self.spec.upsert_many, {"Rows": payload, "BatchId": batch_id},
@@ -689,13 +739,44 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def mssql_bulkcopy_available() -> bool:
+    """Whether Microsoft's mssql-python driver with its bulk copy (``Cursor.bulkcopy``, 1.4+) is installed."""
+    try:
+        from mssql_python.cursor import Cursor
+    except Exception:  # not installed, or its native part cannot load here
+        return False
+    return hasattr(Cursor, "bulkcopy")
+
+
+def mssql_python_connection_string(url: sa.URL) -> str:
+    """The ODBC connection string of a SQLAlchemy SQL Server URL for mssql-python: the one pyodbc
+    would get, without its DRIVER (mssql-python brings its own)."""
+    from sqlalchemy.dialects.mssql.pyodbc import dialect
+
+    args, _ = dialect().create_connect_args(url.set(drivername="mssql+pyodbc"))
+    text = args[0] if args else ""
+    parts = [p for p in re.split(r";(?![^{]*})", text) if p and not p.strip().lower().startswith("driver=")]
+    return ";".join(parts)
+
+
+@dataclass
 class BulkStagingWriter(Writer):
-    """Chunks bulk-loaded into the staging table, then reconciled, in one transaction."""
+    """Chunks bulk-loaded into the staging table, then reconciled.
+
+    PostgreSQL: binary ``COPY`` on a second connection, a chunk ahead of the reconcile. SQL Server:
+    the TDS bulk copy of Microsoft's mssql-python driver (``cursor.bulkcopy``) when it is installed,
+    also a chunk ahead (it runs in a session of its own); otherwise pyodbc ``fast_executemany``
+    inside the reconcile's transaction.
+    """
 
     path = "bulk"
+    #: SQL Server: load staging with mssql-python's bulk copy (None: when it is installed).
+    mssql_bulkcopy: bool | None = None
 
     def __post_init__(self):
         super().__post_init__()
+        if self.info.name == "mssql" and self.mssql_bulkcopy is None:
+            self.mssql_bulkcopy = mssql_bulkcopy_available()
         self._new_copy_body = None if self.info.name == "mssql" else pgcopy.body_factory(
             ["uuid", "int8", *(_copy_type(c, self.info) for c in self.spec.columns), "int8"])
 
@@ -717,7 +798,7 @@ class BulkStagingWriter(Writer):
         else reads; the reconcile applies and removes them in one transaction, as before, and
         the batch log still makes a retried reconcile safe. SQL Server keeps loading in the
         reconcile's transaction (one connection at a time)."""
-        if self.info.name == "mssql":
+        if self.info.name == "mssql" and not self.mssql_bulkcopy:
             return prepared
         self._staged_lock = threading.Lock()
         self._staged_ids: set[uuid.UUID] = set()
@@ -727,15 +808,18 @@ class BulkStagingWriter(Writer):
     def _staging(self, prepared: Iterator[Chunk]) -> Iterator[Chunk]:
         try:
             for chunk in prepared:
-                if chunk.payload is not None:
-                    self.policy.run(self.engine, lambda conn, chunk=chunk: self._copy(conn, chunk.batch_id,
-                                                                                     chunk.payload, replace=True))
+                if chunk.valid:
+                    if self.info.name == "mssql":
+                        self.policy.call(lambda chunk=chunk: self._bulkcopy_mssql(chunk.batch_id, chunk.rows))
+                    else:
+                        self.policy.run(self.engine, lambda conn, chunk=chunk: self._copy(conn, chunk.batch_id,
+                                                                                         chunk.payload, replace=True))
                     with self._staged_lock:
                         if self._abandoned:  # the upsert failed meanwhile: this chunk will not be applied
                             self._unstage({chunk.batch_id})
                             return
                         self._staged_ids.add(chunk.batch_id)
-                    chunk.payload = None  # staged: a retry of the reconcile finds the rows there
+                    chunk.payload = chunk.rows = None  # staged: a retry of the reconcile finds the rows there
                 yield chunk
         finally:
             prepared.close()
@@ -754,8 +838,8 @@ class BulkStagingWriter(Writer):
         table = self.spec.table_object(self.info, self.spec.staging)
         try:
             with self.engine.begin() as conn:
-                conn.exec_driver_sql(f"DELETE FROM {table} WHERE {self.info.quote('BatchId')} = ANY(%s)",
-                                     (list(batch_ids),))
+                conn.exec_driver_sql(f"DELETE FROM {table} WHERE {self.info.quote('BatchId')} = {self._mark}",
+                                     [(b,) for b in batch_ids])
         except Exception:  # the original error matters more; the rows are only ever read by their batch id
             pass
 
@@ -765,6 +849,32 @@ class BulkStagingWriter(Writer):
             with self._staged_lock:
                 self._staged_ids.discard(chunk.batch_id)
         return counts
+
+    def _bulkcopy_mssql(self, batch_id: uuid.UUID, rows: list[PreparedRow]) -> None:
+        """SQL Server: stage one chunk with mssql-python's TDS bulk copy, in a session of its own.
+
+        Rows an earlier attempt of this chunk may have committed are removed first, and that is
+        committed before the copy starts (the copy's session would wait for its locks). The copy
+        is one batch (``batch_size`` = the chunk): it commits whole or not at all.
+        """
+        import mssql_python
+
+        q = self.info.quote
+        table = self.spec.table_object(self.info, self.spec.staging)
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"DELETE FROM {table} WHERE {q('BatchId')} = ?", (batch_id,))
+        columns = ["BatchId", *row_fields(self.spec)]
+        data = [(batch_id, r.row_number, *r.values, _version_bytes(r.expected)) for r in rows]
+        connection = mssql_python.connect(mssql_python_connection_string(self.engine.url))
+        try:
+            cursor = connection.cursor()
+            # Its own session (mssql_py_core opens one from this connection's settings): it commits
+            # apart from any transaction here, which is why it stages a chunk ahead, like COPY on PostgreSQL.
+            cursor.bulkcopy(table, data, batch_size=len(data), keep_nulls=True,
+                            column_mappings=list(enumerate(columns)))
+            connection.commit()
+        finally:
+            connection.close()
 
     def _copy(self, conn: sa.Connection, batch_id: uuid.UUID, payload: Any, replace: bool = False) -> None:
         """PostgreSQL: COPY one chunk's binary body into staging (``replace``: first remove rows an
@@ -788,7 +898,7 @@ class BulkStagingWriter(Writer):
         q = self.info.quote
         columns = ["BatchId", *row_fields(self.spec)]
         table = self.spec.table_object(self.info, self.spec.staging)
-        if self.info.name == "mssql":
+        if self.info.name == "mssql" and rows is not None:  # not staged ahead: pyodbc, in this transaction
             cursor = conn.connection.dbapi_connection.cursor()
             try:
                 cursor.fast_executemany = True

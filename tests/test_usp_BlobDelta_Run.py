@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from dbtools.db.procs import ProcedureValidationError
 from dbtools.retry import RetryPolicy
@@ -1062,6 +1063,23 @@ def test_a_hierarchical_target_whose_parent_column_is_stored_is_refused_before_a
     q = bed.info.quote
     assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaHighWatermark')} "
                    f"WHERE {q('TableName')} = 'Plain'") == [(0,)], "no lease was taken"
+
+
+def test_the_twin_target_computes_file_type_and_cached_file_size_and_refuses_a_write_that_names_them(bed):
+    # The sample tables are as strict as a FileTable: its computed columns cannot be written.
+    target = bed.table("Gwent_LA_FileTable_Delta", "ReferralAttachment")
+    size = "octet_length(file_stream)" if bed.info.name == "postgresql" else "CAST(DATALENGTH(file_stream) AS bigint)"
+
+    result = bed.run(mode="SingleTable", table=REFERRAL)
+
+    assert result.status == "Succeeded"
+    rows = bed.sql(f"SELECT name, file_type, cached_file_size, {size} FROM {target}")
+    assert {ft for _name, ft, _cached, _length in rows} == {"bin", None}, "files and folders"
+    assert all((ft, cached) == ((name.rsplit(".", 1)[1] if "." in name else None), length)
+               for name, ft, cached, length in rows)
+    with pytest.raises(sa.exc.DBAPIError):
+        bed.sql(f"UPDATE {target} SET file_type = 'txt'")
+    assert bed.sql(f"SELECT name, file_type, cached_file_size, {size} FROM {target}") == rows
 
 
 def test_a_flat_target_whose_key_is_an_identity_column_is_refused_before_anything_is_written(bed):

@@ -9,7 +9,8 @@ needs: metadata (ModifiedOn), source and target (stream_id) and (path_locator).
 A FileTable needs FILESTREAM, which no container has, so the sample source and target are
 plain tables shaped and constrained as a FileTable is, on both engines: ``path_locator`` is the
 primary key, ``stream_id`` is unique, ``parent_path_locator`` is computed from ``path_locator``
-(so it cannot be written), a parent must exist (a foreign key), names are unique within a
+and ``file_type`` and ``cached_file_size`` from the name and the content (so none can be
+written), a parent must exist (a foreign key), names are unique within a
 directory and a directory holds no ``file_stream``. The engine must therefore write these tables
 as it would write a FileTable: a statement that leaves an orphan, names the computed column or
 duplicates a name fails here as it does there.
@@ -128,6 +129,9 @@ def blob_table_ddl(engine: EngineInfo, database: str, name: str) -> str:
             'parent_path_locator text COLLATE "C" GENERATED ALWAYS AS '
             "(CASE WHEN path_locator ~ '^/[^/]+/$' THEN NULL ELSE substring(path_locator FROM '^(.*/)[^/]+/$') END) STORED, "
             "is_directory boolean NOT NULL, creation_time timestamptz NOT NULL, last_write_time timestamptz NOT NULL, "
+            # As a FileTable's, computed: an INSERT or UPDATE that names them fails.
+            "file_type text GENERATED ALWAYS AS (substring(name FROM '[.]([^.]*)$')) STORED, "
+            "cached_file_size bigint GENERATED ALWAYS AS (octet_length(file_stream)) STORED, "
             f"CONSTRAINT {q('PK_' + name)} PRIMARY KEY (path_locator), "
             f"CONSTRAINT {q('UQ_' + name + '_stream_id')} UNIQUE (stream_id), "
             # SQL Server checks a unique index once per statement: deferrable (initially immediate) is that here.
@@ -145,6 +149,9 @@ def blob_table_ddl(engine: EngineInfo, database: str, name: str) -> str:
         # A FileTable's own definition of the column.
         "parent_path_locator AS (CASE WHEN path_locator.GetLevel() = 1 THEN NULL ELSE path_locator.GetAncestor(1) END) PERSISTED, "
         "is_directory bit NOT NULL, creation_time datetimeoffset(7) NOT NULL, last_write_time datetimeoffset(7) NOT NULL, "
+        # As a FileTable's, computed (Msg 271 for an INSERT or UPDATE that names them).
+        "file_type AS (CASE WHEN CHARINDEX(N'.', name) > 0 THEN RIGHT(name, CHARINDEX(N'.', REVERSE(name)) - 1) END), "
+        "cached_file_size AS (CAST(DATALENGTH(file_stream) AS bigint)), "
         f"CONSTRAINT {q('PK_' + name)} PRIMARY KEY NONCLUSTERED (path_locator), "
         f"CONSTRAINT {q('UQ_' + name + '_stream_id')} UNIQUE (stream_id), "
         f"CONSTRAINT {q('UQ_' + name + '_name')} UNIQUE (parent_path_locator, name), "

@@ -9,16 +9,20 @@ from column name to value) through one of:
     chunks of ``batch_size`` rows passed as one row-type parameter (a SQL Server table-valued
     parameter; a PostgreSQL array of the composite type) to the batch procedure;
 ``bulk``
-    chunks bulk-loaded into the staging table under a new batch id (PostgreSQL ``COPY``;
-    SQL Server pyodbc ``fast_executemany``), then reconciled by the reconcile procedure, in
-    one transaction per chunk.
+    chunks bulk-loaded into the staging table under a new batch id, then reconciled by the
+    reconcile procedure in one transaction per chunk. PostgreSQL: binary ``COPY`` on a second
+    connection, committed, a chunk ahead of the reconcile; SQL Server: mssql-python's bulk copy
+    the same way when it is installed, else pyodbc ``fast_executemany`` in the reconcile's
+    transaction.
 
 All three apply the same rules (``entities/README.md``) and return the same counts:
 received = inserted + updated + skipped + conflicted + rejected, for every chunk.
 
 Input is consumed lazily. The batch paths read and convert the next chunk in a thread while
 the database applies the current one (``prefetch``), so at most three chunks are held: the one
-applied (which is also what a retry replays), the next one ready, and the one being read.
+applied (which is also what a retry replays), the next one ready, and the one being read. The
+bulk path's staging stage takes two more (one staged, one being staged); a staged chunk keeps
+only its rows' rejects and counts, so at most three chunk bodies are in memory.
 
 Every unit of work (one row, one chunk) runs under the transient-fault retry policy
 (:mod:`dbtools.retry`); a chunk retried after an unknown commit outcome is recognised by its

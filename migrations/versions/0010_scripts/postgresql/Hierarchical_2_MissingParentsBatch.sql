@@ -29,20 +29,19 @@ WITH batch AS (
     -- in ['/1/3/', '/1/30')), per move and by row address, so no statistics can turn it into a
     -- scan of the whole target. The copies themselves are rewritten from the source below.
     UPDATE {TargetObject} AS d
-    SET path_locator = (SELECT mv.new_path || substr(d.path_locator, length(mv.old_path) + 1)
-                        FROM moves AS mv
-                        WHERE d.path_locator COLLATE "C" > mv.old_path COLLATE "C"
-                          AND d.path_locator COLLATE "C" < (left(mv.old_path, -1) || '0') COLLATE "C"
-                        ORDER BY length(mv.old_path) DESC
-                        LIMIT 1)
-    WHERE d.ctid = ANY (ARRAY(
-            SELECT unnest(ARRAY(SELECT d2.ctid FROM {TargetObject} AS d2
-                                WHERE d2.path_locator COLLATE "C" > mv.old_path COLLATE "C"
-                                  AND d2.path_locator COLLATE "C" < (left(mv.old_path, -1) || '0') COLLATE "C"
-                                  AND NOT EXISTS (SELECT 1 FROM batch AS b WHERE b.stream_id = d2.stream_id)
-                                -- in the path index's order: its range, whatever the statistics say
-                                ORDER BY d2.path_locator COLLATE "C"))
-            FROM moves AS mv))
+    SET path_locator = x.new_path
+    FROM (SELECT DISTINCT ON (d2.row_address) d2.row_address,
+                 mv.new_path || substr(d2.path_locator, length(mv.old_path) + 1) AS new_path
+          FROM moves AS mv
+          CROSS JOIN LATERAL (SELECT d2.ctid AS row_address, d2.path_locator FROM {TargetObject} AS d2
+                              WHERE d2.path_locator COLLATE "C" > mv.old_path COLLATE "C"
+                                AND d2.path_locator COLLATE "C" < (left(mv.old_path, -1) || '0') COLLATE "C"
+                                AND NOT EXISTS (SELECT 1 FROM batch AS b WHERE b.stream_id = d2.stream_id)
+                              -- in the path index's order: its range, whatever the statistics say
+                              ORDER BY d2.path_locator COLLATE "C") AS d2
+          -- the deepest moved copy above the row decides
+          ORDER BY d2.row_address, length(mv.old_path) DESC) AS x
+    WHERE d.ctid = x.row_address
     RETURNING 1
 ), updated AS (
     INSERT INTO {TargetObject} AS t ({ColumnList})

@@ -190,6 +190,7 @@ def test_a_target_dropped_before_its_turn_fails_that_table_alone_with_its_lease_
     assert result.status == "Failed"
     assert steps_of(status, dropped) == [(0, "Window", "Failed")]
     assert status.error.startswith(f"Table '{dropped}': ") and dropped.rsplit(".", 1)[1] in status.error
+    assert status.error.count(f"Table '{dropped}'") == 1, status.error
     assert bed.watermark(dropped)[0:4] == (None, None, False, None)
     assert_loaded(bed, status, other)
     assert bed.watermark(other)[1:4] == (result.run_id, False, None)

@@ -952,7 +952,8 @@ BEGIN
                     FROM {{ job('BlobDeltaHighWatermark') }} AS w
                     WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                     COMMIT TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
                     CONTINUE;
                 END;
 
@@ -1241,7 +1242,8 @@ BEGIN
                     FROM {{ job('BlobDeltaHighWatermark') }} AS w
                     WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                     COMMIT TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
                     CONTINUE;
                 END;
 
@@ -1293,10 +1295,12 @@ BEGIN
                     -- Not even that could be recorded: the outermost CATCH gives back every lease the
                     -- run holds and marks it Failed, with this table's error (@Failures) and its own.
                     IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
                     THROW;
                 END CATCH;
-                INSERT INTO @Failures (Message) VALUES (N'Table ''' + @CurrentTable + N''': ' + @Error);
+                INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
             END CATCH;
         END;
 

@@ -113,7 +113,9 @@ def section(report: dict, title: str) -> list[str]:
              f"{m['events']:,} events after {m['existing']:,} pre-loaded: "
              + ", ".join(f"{mix.get(k, 0) / total:.1%} {k}" for k in ("new", "newer", "stale", "duplicate"))
              + f". Oracle: {m['oracle']['rows']:,} rows, digest `{m['oracle']['digest'][:12]}`.", ""]
-    lines += contender_table(report, "main") + [""] + ratio_table(report) + [""]
+    lines += contender_table(report, "main") + [
+        "", "*Peak RSS* in this table includes the input the child built before its clock (a list of dicts); the "
+        "memory table below measures the writers on streaming input.", ""] + ratio_table(report) + [""]
     s = report["small"]
     lines += [f"Single row against tvp, {s['events']:,} events:", ""] + contender_table(report, "small") + [""]
     memory = report.get("memory")

@@ -182,6 +182,7 @@ def test_a_held_lease_fails_that_table_fast_naming_the_holder_and_the_other_tabl
     assert skipped[CLIENT].skipped is None and skipped[CLIENT].rows > 0
     assert result.status == "Failed"
     assert f"is being processed by run {holder}" in status.error
+    assert status.error.count(f"Table '{REFERRAL}'") == 1, status.error
     assert bed.target_ids(REFERRAL) == set()
     assert bed.target_ids(CLIENT) != set()
     assert bed.watermark(REFERRAL)[3] == holder, "someone else's lease is left alone"

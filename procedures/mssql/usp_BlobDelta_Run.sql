@@ -952,7 +952,7 @@ BEGIN
                     FROM {{ job('BlobDeltaHighWatermark') }} AS w
                     WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                     COMMIT TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
                                                              ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
                     CONTINUE;
                 END;
@@ -1242,7 +1242,7 @@ BEGIN
                     FROM {{ job('BlobDeltaHighWatermark') }} AS w
                     WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                     COMMIT TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
                                                              ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
                     CONTINUE;
                 END;
@@ -1295,11 +1295,11 @@ BEGIN
                     -- Not even that could be recorded: the outermost CATCH gives back every lease the
                     -- run holds and marks it Failed, with this table's error (@Failures) and its own.
                     IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
                                                              ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
                     THROW;
                 END CATCH;
-                INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N''':', @Error) = 1 THEN @Error -- the resolver names it
+                INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
                                                              ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
             END CATCH;
         END;

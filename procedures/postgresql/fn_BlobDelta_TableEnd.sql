@@ -113,7 +113,7 @@ BEGIN
             SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
             WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
             UPDATE {{ job('BlobDeltaRun') }} AS r
-            SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", CASE WHEN starts_with(error, format('Table ''%s'':', v_table)) THEN error -- the resolver names it
+            SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", CASE WHEN starts_with(error, format('Table ''%s''', v_table)) THEN error -- it names its table
                      ELSE format('Table ''%s'': %s', v_table, error) END)
             WHERE r."RunId" = v_run_id;
         EXCEPTION WHEN OTHERS THEN

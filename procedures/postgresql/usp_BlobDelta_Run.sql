@@ -124,7 +124,7 @@ BEGIN
             EXCEPTION WHEN OTHERS THEN
                 -- The header keeps the table's error; the run ends with the one that stopped it.
                 GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_fatal = MESSAGE_TEXT;
-                v_header := CASE WHEN starts_with(v_error, format('Table ''%s'':', v_table)) THEN v_error -- the resolver names it
+                v_header := CASE WHEN starts_with(v_error, format('Table ''%s''', v_table)) THEN v_error -- it names its table
                      ELSE format('Table ''%s'': %s', v_table, v_error) END;
                 v_error := v_fatal;
             END;

@@ -4,7 +4,9 @@ What counts as transient:
 
 * SQL Server: the error numbers Microsoft.Data.SqlClient retries by default (deadlock victim
   1205, lock timeouts, Azure throttling and failover...), less 4060 (cannot open the database),
-  plus ODBC timeouts (SQLSTATE HYT00/HYT01) and broken links (08S01).
+  plus ODBC timeouts (SQLSTATE HYT00/HYT01) and broken links (08S01). mssql-python's bulk copy
+  reports these as a plain RuntimeError (or mssql_python exceptions) with the server's text: they
+  are recognised by that text ("Connection is broken", the deadlock message, an error number).
 * PostgreSQL: SQLSTATE 40001 (serialization failure), 40P01 (deadlock), 57P01 (admin
   shutdown) and class 08 (connection exceptions), plus a connection lost without a SQLSTATE.
 
@@ -59,6 +61,36 @@ POSTGRESQL_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01"})
 # further messages "...; [01000] ... text (3621)". Only that position counts: "The duplicate key value
 # is (1205)." is not a deadlock.
 _NATIVE_ERROR = re.compile(r"\((\d+)\)(?=\s*(?:\(SQL\w+\)|;|$))")
+# mssql-python's bulk copy (mssql_py_core) raises a plain RuntimeError for a server error (its text
+# is the server's message) and for "Connection is broken: ..."; mssql_python's own exceptions carry
+# the driver's text. Neither has a SQLSTATE attribute or a fixed place for the error number, so they
+# are recognised by text: an error number written "Msg 1205", "error 1205" or "number: 1205" (not a
+# bare "(1205)": "The duplicate key value is (1205)." is not a deadlock), an ODBC SQLSTATE in
+# brackets, the connection-broken text, or the messages of the commonest transient errors.
+_MSSQL_PYTHON_NUMBER = re.compile(r"\b(?:Msg|error|number|code)\s*(?:number)?\s*[:=#]?\s*(\d{3,5})\b", re.I)
+_MSSQL_PYTHON_SQLSTATE = re.compile(r"\[(HYT00|HYT01|08S01)\]")
+_MSSQL_PYTHON_TEXTS = (
+    (re.compile(r"Connection is broken|connection has been closed", re.I), "connection broken"),
+    (re.compile(r"was deadlocked on .*deadlock victim", re.I | re.S), "SQL Server error 1205"),
+    (re.compile(r"Lock request time out period exceeded", re.I), "SQL Server error 1222"),
+    (re.compile(r"is not currently available\. Please retry", re.I), "SQL Server error 40613"),
+    (re.compile(r"The service has encountered an error processing your request", re.I), "SQL Server error 40197"),
+    (re.compile(r"The service is currently busy", re.I), "SQL Server error 40501"),
+)
+
+
+def _mssql_python_reason(text: str) -> str | None:
+    """Why an mssql-python / mssql_py_core error with this text is transient, or None."""
+    for number in _MSSQL_PYTHON_NUMBER.findall(text):
+        if int(number) in MSSQL_TRANSIENT_ERRORS:
+            return f"SQL Server error {number}"
+    state = _MSSQL_PYTHON_SQLSTATE.search(text)
+    if state:
+        return f"ODBC SQLSTATE {state.group(1)}"
+    for pattern, reason in _MSSQL_PYTHON_TEXTS:
+        if pattern.search(text):
+            return reason
+    return None
 
 
 def transient_reason(exc: BaseException) -> str | None:
@@ -92,6 +124,11 @@ def transient_reason(exc: BaseException) -> str | None:
         return None
     if isinstance(orig, (TimeoutError, ConnectionError)):
         return type(orig).__name__
+    if type(orig) is RuntimeError or module.startswith(("mssql_python", "mssql_py_core")):
+        # mssql-python / its bulk copy's core (a plain RuntimeError: not a subclass such as RecursionError)
+        if type(orig).__name__ == "ConnectionStringParseError":
+            return None
+        return _mssql_python_reason(str(orig))
     return None
 
 

@@ -267,3 +267,43 @@ def test_a_transient_number_in_a_further_message_still_counts():
                                     "terminated. (3621) (SQLExecDirectW); [40001] [Microsoft][ODBC Driver 18 for SQL "
                                     "Server][SQL Server]Transaction was deadlocked. (1205)")
     assert transient_reason(sa.exc.OperationalError("EXEC", (), orig)) == "SQL Server error 1205"
+
+
+# mssql-python's bulk copy: mssql_py_core raises a plain RuntimeError with the server's text
+# (mssql-py-core src/utils.rs convert_tds_error), mssql_python its own exceptions (one string).
+@pytest.mark.parametrize("text, reason", [
+    ("Connection is broken: Connection reset by peer (os error 104)", "connection broken"),
+    ("Transaction (Process ID 52) was deadlocked on lock resources with another process and has been chosen "
+     "as the deadlock victim. Rerun the transaction.", "SQL Server error 1205"),
+    ("Lock request time out period exceeded.", "SQL Server error 1222"),
+    ("Msg 40613, Level 17, State 1: Database 'db' on server 'srv' is not currently available.",
+     "SQL Server error 40613"),
+    ("SQL Server error (number: 40197, state: 1): The service has encountered an error processing your request.",
+     "SQL Server error 40197"),
+    ("The service is currently busy. Retry the request after 10 seconds.", "SQL Server error 40501"),
+    ("error 49918: Cannot process request. Not enough resources to process request.", "SQL Server error 49918"),
+])
+def test_mssql_python_bulk_copy_runtime_errors_with_transient_text_are_transient(text, reason):
+    assert transient_reason(RuntimeError(text)) == reason
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("Violation of PRIMARY KEY constraint 'PK_T'. The duplicate key value is (1205)."),
+    RuntimeError("The INSERT permission was denied on the object 'T_Staging' (Msg 229)."),
+    RuntimeError("Invalid object name 'dbo.T_Staging'."),
+    RecursionError("Connection is broken"),  # not a plain RuntimeError: not the driver's
+])
+def test_other_runtime_errors_are_not_transient(error):
+    assert transient_reason(error) is None
+
+
+def test_mssql_python_exceptions_are_classified_by_their_text():
+    exceptions = pytest.importorskip("mssql_python.exceptions")
+
+    broken = exceptions.OperationalError("Communication link failure", "[08S01] [Microsoft] TCP Provider: reset")
+    denied = exceptions.ProgrammingError("Permission denied", "[42000] Msg 229: The SELECT permission was denied")
+    refused = exceptions.ConnectionStringParseError(["Unknown keyword 'connection timeout' is not recognized"])
+
+    assert transient_reason(broken) == "ODBC SQLSTATE 08S01"
+    assert transient_reason(denied) is None
+    assert transient_reason(refused) is None

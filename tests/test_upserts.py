@@ -630,6 +630,149 @@ def test_mssql_python_gets_the_pyodbc_connection_string_without_its_driver():
     assert "PWD={p;w}" in text and "TrustServerCertificate=yes" in text
 
 
+
+# ----------------------------------------------------------------------------- SQL Server: bulk copy or pyodbc
+AZURE_ODBC = ("Driver={ODBC Driver 18 for SQL Server};Server=tcp:srv.database.windows.net,1433;Database=db;"
+              "Uid=dbtools;Pwd={p;w};Encrypt=yes;TrustServerCertificate=no;Connection Timeout=30;")
+
+
+@pytest.mark.parametrize("url, refused", [
+    (sa.URL.create("mssql+pyodbc", query={"odbc_connect": AZURE_ODBC}), ["Connection Timeout"]),
+    ("mssql+pyodbc://u:p@h:1433/db?driver=ODBC+Driver+18+for+SQL+Server&MARS_Connection=yes", ["MARS_Connection"]),
+    ("mssql+pyodbc://u:p@h:1433/db?driver=ODBC+Driver+18+for+SQL+Server&LongAsMax=Yes", ["LongAsMax"]),
+    ("mssql+pyodbc://u:p@h:1433/db?driver=ODBC+Driver+18+for+SQL+Server&odbc_autotranslate=no", ["AutoTranslate"]),
+    ("mssql+pyodbc://u:p@h:1433/db?driver=ODBC+Driver+18+for+SQL+Server&ApplicationIntent=ReadWrite"
+     "&MultiSubnetFailover=yes&Encrypt=yes&TrustServerCertificate=yes", []),
+])
+def test_a_keyword_mssql_python_refuses_selects_pyodbc_for_the_staging(url, refused):
+    from dbtools.upsert.writers import mssql_python_connection_string, mssql_python_refused_keywords
+
+    url = sa.make_url(url)
+
+    assert mssql_python_refused_keywords(url) == refused
+    assert (mssql_python_connection_string(url) is None) == bool(refused)
+    writer = writer_for("bulk", _FakeMssqlEngine(url), ACTIVITY)
+    assert writer.mssql_bulkcopy is (not refused and mssql_bulkcopy_available())
+
+
+def test_the_shipped_sql_server_environments_select_the_bulk_copy():
+    import re
+    import tomllib
+
+    from dbtools.paths import repo_root
+    from dbtools.upsert.writers import mssql_python_connection_string
+
+    environments = tomllib.loads((repo_root() / "environments.toml").read_text(encoding="utf-8"))
+    urls = [sa.make_url(re.sub(r"\$\{\w+\}", "x", env["url"])) for env in environments.values()
+            if env["url"].startswith("mssql")]
+
+    assert len(urls) >= 3
+    for url in urls:
+        assert mssql_python_connection_string(url) is not None, url
+
+
+def test_the_keywords_taken_for_the_bulk_copy_are_ones_mssql_python_accepts_and_passes_on():
+    constants = pytest.importorskip("mssql_python.constants")
+    helpers = pytest.importorskip("mssql_python.helpers")
+    from dbtools.upsert.writers import MSSQL_PYTHON_KEYWORDS
+
+    assert MSSQL_PYTHON_KEYWORDS <= set(constants._ALLOWED_CONNECTION_STRING_PARAMS)
+    assert MSSQL_PYTHON_KEYWORDS <= set(helpers._PYCORE_CONNECTION_KEY_MAP)
+
+
+def mssql_bulkcopy_available():
+    from dbtools.upsert.writers import mssql_bulkcopy_available as available
+
+    return available()
+
+
+class _FakeMssqlEngine:
+    """Just enough of an Engine for a SQL Server writer built here (no server): its URL, and
+    begin() recording the statements of each transaction."""
+
+    def __init__(self, url="mssql+pyodbc://u:p@h:1433/db?driver=ODBC+Driver+18+for+SQL+Server&Encrypt=yes"):
+        self.url = sa.make_url(url)
+        self.transactions = []
+
+    def begin(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def transaction():
+            statements = []
+            conn = type("Conn", (), {"exec_driver_sql": lambda _, sql, params=None: statements.append(sql.split()[0])})()
+            yield conn
+            self.transactions.append(statements)  # committed
+        return transaction()
+
+
+def _staging_writer(monkeypatch, bulkcopy_error, mssql_bulkcopy=True, url=None):
+    from dbtools.upsert import writers
+
+    engine = _FakeMssqlEngine(*([url] if url else []))
+    writer = writer_for("bulk", engine, ACTIVITY, mssql_bulkcopy=mssql_bulkcopy)
+    copies = []
+
+    def bulkcopy(batch_id, rows):
+        copies.append(batch_id)
+        if bulkcopy_error is not None:
+            raise bulkcopy_error
+
+    monkeypatch.setattr(writer, "_bulkcopy_mssql", bulkcopy)
+    monkeypatch.setattr(writer, "_insert_mssql", lambda conn, batch_id, rows: conn.exec_driver_sql("INSERT ..."))
+    assert isinstance(writer, writers.BulkStagingWriter)
+    return writer, engine, copies
+
+
+@pytest.mark.parametrize("error", [
+    ImportError("No module named 'mssql_py_core'"),
+    RuntimeError("The SELECT permission was denied on the object 'CustomerActivity_Staging'."),
+    ValueError("Unknown keyword 'connection timeout' is not recognized"),
+], ids=["native core missing", "server refusal", "connection string refused"])
+def test_a_bulk_copy_that_fails_stages_the_chunk_through_pyodbc_and_the_rest_too(monkeypatch, error):
+    writer, engine, copies = _staging_writer(monkeypatch, error)
+    first, second = uuid7(), uuid7()
+
+    writer._stage_mssql(first, [])
+    writer._stage_mssql(second, [])
+
+    assert copies == [first], "after an error that is not transient, no further bulk copy is tried"
+    assert writer.mssql_bulkcopy is False
+    # The bulk copy's own DELETE (committed), then per chunk DELETE + INSERT in one committed transaction.
+    assert engine.transactions == [["DELETE"], ["DELETE", "INSERT"], ["DELETE", "INSERT"]]
+
+
+def test_a_transient_bulk_copy_error_stages_that_chunk_through_pyodbc_and_keeps_the_bulk_copy(monkeypatch):
+    writer, engine, copies = _staging_writer(monkeypatch, RuntimeError("Connection is broken: reset by peer"))
+    batch = uuid7()
+
+    writer._stage_mssql(batch, [])
+
+    assert copies == [batch]
+    assert writer.mssql_bulkcopy is True
+    assert engine.transactions == [["DELETE"], ["DELETE", "INSERT"]]
+
+
+def test_a_bulk_copy_that_succeeds_is_the_only_staging(monkeypatch):
+    writer, engine, copies = _staging_writer(monkeypatch, None)
+    batch = uuid7()
+
+    writer._stage_mssql(batch, [])
+
+    assert copies == [batch] and writer.mssql_bulkcopy is True
+    assert engine.transactions == [["DELETE"]]
+
+
+def test_a_bulk_copy_forced_on_for_a_url_mssql_python_refuses_stages_through_pyodbc(monkeypatch):
+    url = "mssql+pyodbc://u:p@h:1433/db?driver=ODBC+Driver+18+for+SQL+Server&LongAsMax=Yes"
+    writer, engine, copies = _staging_writer(monkeypatch, None, url=url)
+
+    writer._stage_mssql(uuid7(), [])
+
+    assert copies == [] and writer.mssql_bulkcopy is False
+    assert engine.transactions == [["DELETE", "INSERT"]]
+
+
 SINGLE_REPLAYS = {
     # first row -> (the row, its reject as filed (RowNumber, Reason, key), or None for a valid row)
     "a row the writer rejects": (lambda key: {**activity(key, 1), "customer_id": "x"},

@@ -39,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import logging
 import queue
 import re
 import threading
@@ -53,10 +54,12 @@ import sqlalchemy as sa
 from ..db.engines import EngineInfo, engine_for
 from ..db.procs import call_procedure, run_mssql_batch
 from ..errors import DbToolsError
-from ..retry import DEFAULT_POLICY, RetryPolicy
+from ..retry import DEFAULT_POLICY, RetryPolicy, transient_reason
 from ..uuid7 import uuid7
 from . import pgcopy
 from .specs import BATCH_LOG, Column, EntitySpec
+
+log = logging.getLogger("dbtools.upsert")
 
 PATHS = ("single", "tvp", "bulk")
 DEFAULT_BATCH_SIZE = {"single": 1, "tvp": 1000, "bulk": 50_000}
@@ -743,24 +746,56 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+#: The connection-string keywords (lower case) that both ``mssql_python.connect`` accepts (its
+#: ``constants._ALLOWED_CONNECTION_STRING_PARAMS``; anything else raises ConnectionStringParseError)
+#: and its bulk copy forwards to its own TDS session (``helpers._PYCORE_CONNECTION_KEY_MAP``), as
+#: of mssql-python 1.16. DRIVER is removed first. A URL with any other keyword (``Connection
+#: Timeout``, ``MARS_Connection``, ``LongAsMax``, ``AutoTranslate``, ``ColumnEncryption``,
+#: ``Failover_Partner``, ``DSN``...) stages through pyodbc instead.
+MSSQL_PYTHON_KEYWORDS = frozenset({
+    "server", "addr", "address", "database", "uid", "pwd", "authentication", "trusted_connection",
+    "encrypt", "trustservercertificate", "trust_server_certificate", "hostnameincertificate",
+    "servercertificate", "serverspn", "multisubnetfailover", "applicationintent", "connectretrycount",
+    "connectretryinterval", "keepalive", "keepaliveinterval", "ipaddresspreference", "packetsize",
+    "packet size",
+})
+
+
 def mssql_bulkcopy_available() -> bool:
-    """Whether Microsoft's mssql-python driver with its bulk copy (``Cursor.bulkcopy``, 1.4+) is installed."""
+    """Whether Microsoft's mssql-python driver with its bulk copy (``Cursor.bulkcopy``, 1.4+) and the
+    bulk copy's native core (``mssql_py_core``, a separate wheel) are installed and load here."""
     try:
         from mssql_python.cursor import Cursor
+        import mssql_py_core  # noqa: F401  (what Cursor.bulkcopy imports at its first call)
     except Exception:  # not installed, or its native part cannot load here
         return False
     return hasattr(Cursor, "bulkcopy")
 
 
-def mssql_python_connection_string(url: sa.URL) -> str:
-    """The ODBC connection string of a SQLAlchemy SQL Server URL for mssql-python: the one pyodbc
-    would get, without its DRIVER (mssql-python brings its own)."""
+def _odbc_parts(url: sa.URL) -> list[str]:
+    """The ``Key=Value`` parts of the ODBC connection string pyodbc would get for ``url``, without DRIVER."""
     from sqlalchemy.dialects.mssql.pyodbc import dialect
 
     args, _ = dialect().create_connect_args(url.set(drivername="mssql+pyodbc"))
     text = args[0] if args else ""
-    parts = [p for p in re.split(r";(?![^{]*})", text) if p and not p.strip().lower().startswith("driver=")]
-    return ";".join(parts)
+    return [p for p in re.split(r";(?![^{]*})", text)
+            if p.strip() and not p.strip().lower().startswith("driver=")]
+
+
+def mssql_python_refused_keywords(url: sa.URL) -> list[str]:
+    """The keywords of ``url``'s ODBC connection string that mssql-python's bulk copy cannot take
+    (see MSSQL_PYTHON_KEYWORDS); empty when it can take them all."""
+    keys = [p.split("=", 1)[0].strip() for p in _odbc_parts(url)]
+    return [k for k in keys if k.lower() not in MSSQL_PYTHON_KEYWORDS]
+
+
+def mssql_python_connection_string(url: sa.URL) -> str | None:
+    """The ODBC connection string of a SQLAlchemy SQL Server URL for mssql-python: the one pyodbc
+    would get, without its DRIVER (mssql-python brings its own). None when it carries a keyword
+    mssql-python refuses or would not pass to its bulk copy: stage through pyodbc then."""
+    if mssql_python_refused_keywords(url):
+        return None
+    return ";".join(_odbc_parts(url))
 
 
 @dataclass
@@ -768,19 +803,29 @@ class BulkStagingWriter(Writer):
     """Chunks bulk-loaded into the staging table, then reconciled.
 
     PostgreSQL: binary ``COPY`` on a second connection, a chunk ahead of the reconcile. SQL Server:
-    the TDS bulk copy of Microsoft's mssql-python driver (``cursor.bulkcopy``) when it is installed,
-    also a chunk ahead (it runs in a session of its own); otherwise pyodbc ``fast_executemany``
-    inside the reconcile's transaction.
+    the TDS bulk copy of Microsoft's mssql-python driver (``cursor.bulkcopy``) when it is installed
+    and the URL carries only keywords it accepts, also a chunk ahead (it runs in a session of its
+    own); otherwise pyodbc ``fast_executemany`` inside the reconcile's transaction. A chunk whose
+    bulk copy fails is staged through pyodbc instead (its own committed transaction, still a chunk
+    ahead); after an error that is not transient, the rest of the upsert stages through pyodbc.
     """
 
     path = "bulk"
-    #: SQL Server: load staging with mssql-python's bulk copy (None: when it is installed).
+    #: SQL Server: load staging with mssql-python's bulk copy (None: when it is installed and
+    #: the URL's connection string suits it).
     mssql_bulkcopy: bool | None = None
 
     def __post_init__(self):
         super().__post_init__()
-        if self.info.name == "mssql" and self.mssql_bulkcopy is None:
-            self.mssql_bulkcopy = mssql_bulkcopy_available()
+        self._mssql_python_connstr = None
+        if self.info.name == "mssql" and self.mssql_bulkcopy is not False:
+            self._mssql_python_connstr = mssql_python_connection_string(self.engine.url)
+            if self.mssql_bulkcopy is None:
+                available = mssql_bulkcopy_available()
+                self.mssql_bulkcopy = available and self._mssql_python_connstr is not None
+                if available and self._mssql_python_connstr is None:
+                    log.info("bulk upserts stage through pyodbc: mssql-python does not accept the URL's %s",
+                             ", ".join(mssql_python_refused_keywords(self.engine.url)))
         self._new_copy_body = None if self.info.name == "mssql" else pgcopy.body_factory(
             ["uuid", "int8", *(_copy_type(c, self.info) for c in self.spec.columns), "int8"])
 
@@ -814,7 +859,7 @@ class BulkStagingWriter(Writer):
             for chunk in prepared:
                 if chunk.valid:
                     if self.info.name == "mssql":
-                        self.policy.call(lambda chunk=chunk: self._bulkcopy_mssql(chunk.batch_id, chunk.rows))
+                        self.policy.call(lambda chunk=chunk: self._stage_mssql(chunk.batch_id, chunk.rows))
                     else:
                         self.policy.run(self.engine, lambda conn, chunk=chunk: self._copy(conn, chunk.batch_id,
                                                                                          chunk.payload, replace=True))
@@ -854,31 +899,88 @@ class BulkStagingWriter(Writer):
                 self._staged_ids.discard(chunk.batch_id)
         return counts
 
+    def _stage_mssql(self, batch_id: uuid.UUID, rows: list[PreparedRow]) -> None:
+        """SQL Server, a chunk ahead: stage one chunk, committed, with mssql-python's bulk copy, or
+        through pyodbc when that is not usable (a connection string it refuses, its native core
+        missing) or fails for this chunk. Either way the chunk's earlier rows are deleted first, so
+        a chunk is never staged twice."""
+        if self.mssql_bulkcopy:
+            if self._mssql_python_connstr is None:  # forced on for a URL mssql-python refuses
+                self._stop_bulkcopy("mssql-python does not accept the URL's "
+                                    + ", ".join(mssql_python_refused_keywords(self.engine.url)))
+            else:
+                self._delete_staged(batch_id)  # pyodbc: its errors are the retry policy's
+                try:
+                    self._bulkcopy_mssql(batch_id, rows)
+                    return
+                except Exception as exc:  # anything mssql-python or its core raised for this chunk
+                    reason = transient_reason(exc)
+                    if reason is None:
+                        self._stop_bulkcopy(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                    else:
+                        log.warning("mssql-python bulk copy of batch %s failed (%s); staging it through pyodbc",
+                                    batch_id, reason)
+        with self.engine.begin() as conn:  # DELETE and INSERT in one committed transaction
+            conn.exec_driver_sql(f"DELETE FROM {self._staging_table()} WHERE {self.info.quote('BatchId')} = ?",
+                                 (batch_id,))
+            self._insert_mssql(conn, batch_id, rows)
+
+    def _stop_bulkcopy(self, why: str) -> None:
+        if self.mssql_bulkcopy:
+            log.warning("bulk upserts stage through pyodbc from here on: %s", why)
+        self.mssql_bulkcopy = False
+
+    def _staging_table(self) -> str:
+        return self.spec.table_object(self.info, self.spec.staging)
+
+    def _delete_staged(self, batch_id: uuid.UUID) -> None:
+        """Remove rows an earlier attempt of this chunk may have committed, and commit that before a
+        bulk copy starts (the copy's session would wait for this one's locks)."""
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"DELETE FROM {self._staging_table()} WHERE {self.info.quote('BatchId')} = ?",
+                                 (batch_id,))
+
     def _bulkcopy_mssql(self, batch_id: uuid.UUID, rows: list[PreparedRow]) -> None:
         """SQL Server: stage one chunk with mssql-python's TDS bulk copy, in a session of its own.
 
-        Rows an earlier attempt of this chunk may have committed are removed first, and that is
-        committed before the copy starts (the copy's session would wait for its locks). The copy
-        is one batch (``batch_size`` = the chunk): it commits whole or not at all.
+        The copy is one batch (``batch_size`` = the chunk): it commits whole or not at all. It has
+        no operation timeout (``timeout=0``, as pyodbc's default): mssql-python's default, 30 s for
+        the whole copy, lock waits included, is reachable by a large chunk on a slow link.
         """
         import mssql_python
 
-        q = self.info.quote
-        table = self.spec.table_object(self.info, self.spec.staging)
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"DELETE FROM {table} WHERE {q('BatchId')} = ?", (batch_id,))
         columns = ["BatchId", *row_fields(self.spec)]
         data = [(batch_id, r.row_number, *r.values, _version_bytes(r.expected)) for r in rows]
-        connection = mssql_python.connect(mssql_python_connection_string(self.engine.url))
+        connection = mssql_python.connect(self._mssql_python_connstr)
         try:
             cursor = connection.cursor()
             # Its own session (mssql_py_core opens one from this connection's settings): it commits
             # apart from any transaction here, which is why it stages a chunk ahead, like COPY on PostgreSQL.
-            cursor.bulkcopy(table, data, batch_size=len(data), keep_nulls=True,
+            cursor.bulkcopy(self._staging_table(), data, batch_size=len(data), timeout=0, keep_nulls=True,
                             column_mappings=list(enumerate(columns)))
             connection.commit()
         finally:
-            connection.close()
+            try:
+                connection.close()
+            except Exception:  # the copy's outcome is what matters
+                pass
+
+    def _insert_mssql(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow]) -> None:
+        """SQL Server: INSERT one chunk into staging with pyodbc ``fast_executemany``, in ``conn``'s transaction."""
+        q = self.info.quote
+        columns = ["BatchId", *row_fields(self.spec)]
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.fast_executemany = True
+            # No TABLOCK: on an INSERT target it is TABLOCKX, held to commit, and would make
+            # concurrent writers of one entity queue; a parameter array is never minimally logged.
+            sql = (f"INSERT INTO {self._staging_table()} ({', '.join(q(c) for c in columns)}) "
+                   f"VALUES ({', '.join('?' for _ in columns)})")
+            for part in chunks(rows, MSSQL_EXECUTEMANY_CHUNK):
+                cursor.executemany(sql, [(batch_id, r.row_number, *r.values, _version_bytes(r.expected))
+                                         for r in part])
+        finally:
+            cursor.close()
 
     def _copy(self, conn: sa.Connection, batch_id: uuid.UUID, payload: Any, replace: bool = False) -> None:
         """PostgreSQL: COPY one chunk's binary body into staging (``replace``: first remove rows an
@@ -899,22 +1001,8 @@ class BulkStagingWriter(Writer):
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:
-        q = self.info.quote
-        columns = ["BatchId", *row_fields(self.spec)]
-        table = self.spec.table_object(self.info, self.spec.staging)
         if self.info.name == "mssql" and rows is not None:  # not staged ahead: pyodbc, in this transaction
-            cursor = conn.connection.dbapi_connection.cursor()
-            try:
-                cursor.fast_executemany = True
-                # No TABLOCK: on an INSERT target it is TABLOCKX, held to commit, and would make
-                # concurrent writers of one entity queue; a parameter array is never minimally logged.
-                sql = (f"INSERT INTO {table} ({', '.join(q(c) for c in columns)}) "
-                       f"VALUES ({', '.join('?' for _ in columns)})")
-                for part in chunks(rows, MSSQL_EXECUTEMANY_CHUNK):
-                    cursor.executemany(sql, [(batch_id, r.row_number, *r.values, _version_bytes(r.expected))
-                                             for r in part])
-            finally:
-                cursor.close()
+            self._insert_mssql(conn, batch_id, rows)
         elif payload is not None:  # not staged ahead (prefetch=False): COPY in the reconcile's transaction
             self._copy(conn, batch_id, payload)
         out = call_procedure(conn, self.info, self.spec.reconcile, {"BatchId": batch_id}, outputs=COUNT_OUTPUTS)

@@ -131,8 +131,9 @@ def test_a_login_without_a_user_in_the_configured_databases_is_told_so_in_lines_
     lines = error.splitlines()
     assert [line.split(": ", 1)[1].split(" database ")[0] for line in lines] == [
         "source", "target", "metadata", "business unit"], error
-    assert all(line.startswith(f"Table '{REFERRAL}': ") and " has no user for the caller's login (BlobDeltaTableConfig."
-               in line and line.endswith("Database); add one there (it needs no rights).") for line in lines), error
+    assert all(line.startswith(f"Table '{REFERRAL}': ") and " has no user for the caller's login or its CONNECT is "
+               "revoked (BlobDeltaTableConfig." in line and line.endswith("Database); it needs CONNECT only.")
+               for line in lines), error
     assert "(truncated)" not in error
 
 

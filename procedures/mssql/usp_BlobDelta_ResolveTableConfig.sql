@@ -151,12 +151,18 @@ BEGIN
                              + N').', 2000));
             -- HAS_DBACCESS asks whether the caller's login may enter the database. The engine's rights
             -- there come from its signature, which gives rights but not entry: the login needs a user
-            -- there, with no rights.
+            -- there, with CONNECT and no other rights. It is also 0 for a SINGLE_USER database in use
+            -- by another session (documented), and probably for a user whose CONNECT is revoked or a
+            -- RESTRICTED_USER database: the user-access state is named when it is not MULTI_USER.
+            -- Keep the text this short: four such lines must fit the 1,000-character cap of the errors.
             ELSE IF ISNULL(HAS_DBACCESS(@DatabaseName), 0) = 0
                 INSERT INTO @Errors (Message)
                 VALUES (LEFT(N'Table ''' + @TableName + N''': ' + @Role + N' database ' + QUOTENAME(@DatabaseName)
-                             + N' has no user for the caller''s login (BlobDeltaTableConfig.' + @ConfigPrefix
-                             + N'Database); add one there (it needs no rights).', 2000));
+                             + CASE WHEN CONVERT(nvarchar(60), DATABASEPROPERTYEX(@DatabaseName, 'UserAccess')) <> N'MULTI_USER'
+                                    THEN N' is ' + CONVERT(nvarchar(60), DATABASEPROPERTYEX(@DatabaseName, 'UserAccess'))
+                                         + N' and closed to the caller''s login'
+                                    ELSE N' has no user for the caller''s login or its CONNECT is revoked' END
+                             + N' (BlobDeltaTableConfig.' + @ConfigPrefix + N'Database); it needs CONNECT only.', 2000));
             ELSE
             BEGIN
                 SET @ObjectId = OBJECT_ID(@QualifiedName, N'U');

@@ -1,6 +1,11 @@
 {%- from "common/header.sql" import header -%}
 {%- from "mssql/errors.sql" import raise_collected -%}
 {%- from "mssql/uuid7.sql" import new_uuid7 -%}
+{#- A table's failure as @Failures records it: "Table 'X': message", unless the message already
+    names its table (the resolver's and the lease holder's do). -#}
+{%- macro failure_message() -%}
+CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END
+{%- endmacro -%}
 CREATE OR ALTER PROCEDURE {{ job('usp_BlobDelta_Run') }}
     @Mode nvarchar(20) = N'AllTables',
     @TableName nvarchar(400) = NULL,
@@ -952,8 +957,7 @@ BEGIN
                     FROM {{ job('BlobDeltaHighWatermark') }} AS w
                     WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                     COMMIT TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
-                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
+                    INSERT INTO @Failures (Message) VALUES ({{ failure_message() }});
                     CONTINUE;
                 END;
 
@@ -1242,8 +1246,7 @@ BEGIN
                     FROM {{ job('BlobDeltaHighWatermark') }} AS w
                     WHERE w.TableName = @CurrentTable AND w.LeaseRunId = @CurrentRunId;
                     COMMIT TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
-                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
+                    INSERT INTO @Failures (Message) VALUES ({{ failure_message() }});
                     CONTINUE;
                 END;
 
@@ -1295,12 +1298,10 @@ BEGIN
                     -- Not even that could be recorded: the outermost CATCH gives back every lease the
                     -- run holds and marks it Failed, with this table's error (@Failures) and its own.
                     IF XACT_STATE() <> 0 ROLLBACK TRANSACTION;
-                    INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
-                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
+                    INSERT INTO @Failures (Message) VALUES ({{ failure_message() }});
                     THROW;
                 END CATCH;
-                INSERT INTO @Failures (Message) VALUES (CASE WHEN CHARINDEX(N'Table ''' + @CurrentTable + N'''', @Error) = 1 THEN @Error -- it names its table
-                                                             ELSE N'Table ''' + @CurrentTable + N''': ' + @Error END);
+                INSERT INTO @Failures (Message) VALUES ({{ failure_message() }});
             END CATCH;
         END;
 

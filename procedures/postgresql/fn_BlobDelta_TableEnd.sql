@@ -1,4 +1,4 @@
-{%- from "postgresql/engine.sql" import require_running_run, resolved_declarations, resolve -%}
+{%- from "postgresql/engine.sql" import table_message, require_running_run, resolved_declarations, resolve -%}
 {%- from "common/header.sql" import header -%}
 CREATE OR REPLACE FUNCTION {{ job('fn_BlobDelta_TableEnd') }}(
     IN "RunId" uuid,
@@ -113,8 +113,7 @@ BEGIN
             SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
             WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
             UPDATE {{ job('BlobDeltaRun') }} AS r
-            SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", CASE WHEN starts_with(error, format('Table ''%s''', v_table)) THEN error -- it names its table
-                     ELSE format('Table ''%s'': %s', v_table, error) END)
+            SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", {{ table_message('error') }})
             WHERE r."RunId" = v_run_id;
         EXCEPTION WHEN OTHERS THEN
             -- Not even the failure could be recorded: the caller (usp_BlobDelta_Run) fails the table

@@ -1,4 +1,4 @@
-{%- from "postgresql/engine.sql" import require_running_run, require_run_lock -%}
+{%- from "postgresql/engine.sql" import table_message, require_running_run, require_run_lock -%}
 {%- from "common/header.sql" import header -%}
 CREATE OR REPLACE FUNCTION {{ job('fn_BlobDelta_TableFail') }}(
     IN "RunId" uuid,
@@ -40,8 +40,7 @@ BEGIN
     SET "IsRunning" = false, "RunLeaseExpiresAt" = NULL, "LeaseRunId" = NULL
     WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;
     UPDATE {{ job('BlobDeltaRun') }} AS r
-    SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", CASE WHEN starts_with(v_error, format('Table ''%s''', v_table)) THEN v_error -- it names its table
-                     ELSE format('Table ''%s'': %s', v_table, v_error) END)
+    SET "ErrorMessage" = concat_ws(E'\n', r."ErrorMessage", {{ table_message('v_error') }})
     WHERE r."RunId" = v_run_id;
 END;
 $function$

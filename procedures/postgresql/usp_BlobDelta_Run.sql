@@ -1,3 +1,4 @@
+{%- from "postgresql/engine.sql" import table_message -%}
 {%- from "common/header.sql" import header -%}
 CREATE OR REPLACE PROCEDURE {{ job('usp_BlobDelta_Run') }}(
     IN "Mode" text DEFAULT 'AllTables',
@@ -124,8 +125,7 @@ BEGIN
             EXCEPTION WHEN OTHERS THEN
                 -- The header keeps the table's error; the run ends with the one that stopped it.
                 GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_fatal = MESSAGE_TEXT;
-                v_header := CASE WHEN starts_with(v_error, format('Table ''%s''', v_table)) THEN v_error -- it names its table
-                     ELSE format('Table ''%s'': %s', v_table, v_error) END;
+                v_header := {{ table_message('v_error') }};
                 v_error := v_fatal;
             END;
             EXIT WHEN v_error IS NOT NULL;

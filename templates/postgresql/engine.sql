@@ -1,6 +1,12 @@
 {%- from "postgresql/quoting.sql" import quotename -%}
 {#- Fragments shared by the PostgreSQL engine's step functions (fn_BlobDelta_*). -#}
 
+{#- A table's failure as the run header records it: "Table 'X': message", unless the message
+    already names its table (the resolver's and the lease holder's do). -#}
+{%- macro table_message(message) -%}
+CASE WHEN starts_with({{ message }}, format('Table ''%s''', v_table)) THEN {{ message }} ELSE format('Table ''%s'': %s', v_table, {{ message }}) END
+{%- endmacro -%}
+
 {#- Load the run header into v_run, refusing any RunId that is not a Running run. -#}
 {%- macro require_running_run() -%}
     SELECT r.* INTO v_run FROM {{ job('BlobDeltaRun') }} AS r WHERE r."RunId" = v_run_id;

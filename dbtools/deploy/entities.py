@@ -135,7 +135,8 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     cols = [(c.name, c.target_type(engine), _nullability(c.required)) for c in spec.columns]
     cols.append((spec.version, "rowversion", NOT_NULL) if mssql else (spec.version, "bigint", "NOT NULL DEFAULT 1"))
     body = _column_list(engine, cols)
-    constraints = [f"CONSTRAINT {q('PK_' + spec.table)} PRIMARY KEY ({q(spec.key)})"]
+    # The key columns in the spec's order: the procedures visit (and lock) keys in that order.
+    constraints = [f"CONSTRAINT {q('PK_' + spec.table)} PRIMARY KEY ({', '.join(q(k) for k in spec.keys)})"]
     for c in spec.columns:
         if c.type == "json" and mssql:
             constraints.append(f"CONSTRAINT {q('CK_' + spec.table + '_' + c.name)} CHECK (ISJSON({q(c.name)}) = 1)")
@@ -153,8 +154,11 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
     loose = [(c.name, c.loose_type(engine), NULL) for c in spec.columns]
     version_type = "binary(8)" if mssql else "bigint"
     uuid_type = "uniqueidentifier" if mssql else "uuid"
+    # A sync entity's staged rows also name their session and page (dbtools.sync): BatchId is
+    # then the page load's id, RowNumber the row's number within its page.
+    sync_cols = [("SessionId", uuid_type, NULL), ("PageNumber", "int", NULL)] if spec.sync else []
     staging_cols = [("BatchId", uuid_type, NOT_NULL), ("RowNumber", "bigint", NOT_NULL),
-                    *loose, ("ExpectedRowVersion", version_type, NULL)]
+                    *loose, ("ExpectedRowVersion", version_type, NULL), *sync_cols]
     # PostgreSQL: UNLOGGED, since staged rows live only until their batch is reconciled.
     run(f"CREATE {'' if mssql else 'UNLOGGED '}TABLE {job(spec.staging)} (\n"
                + _column_list(engine, staging_cols) + "\n)")
@@ -164,12 +168,15 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
         run(f"ALTER TABLE {job(spec.staging)} SET (LOCK_ESCALATION = DISABLE)")
     else:
         run(f"CREATE INDEX {q('IX_' + spec.staging + '_BatchId')} ON {job(spec.staging)} ({q('BatchId')})")
+    if spec.sync:
+        run(f"CREATE INDEX {q('IX_' + spec.staging + '_Session')} ON {job(spec.staging)} "
+            f"({q('SessionId')}, {q('PageNumber')}, {q('RowNumber')})")
 
     now = "SYSUTCDATETIME()" if mssql else "(now() AT TIME ZONE 'UTC')"
     reject_cols = [("RejectId", "bigint IDENTITY(1, 1)" if mssql else "bigint GENERATED ALWAYS AS IDENTITY", NOT_NULL),
                    ("BatchId", uuid_type, NOT_NULL), ("RowNumber", "bigint", NOT_NULL),
                    ("Reason", "nvarchar(400)" if mssql else "varchar(400)", NOT_NULL),
-                   *loose, ("ExpectedRowVersion", version_type, NULL),
+                   *loose, ("ExpectedRowVersion", version_type, NULL), *sync_cols,
                    ("RejectedAt", "datetime2(3)" if mssql else "timestamp(3) without time zone",
                     # SQL Server names its DEFAULT constraints DF_<Table>_<Column> (dbtools.deploy.ddl).
                     f"NOT NULL CONSTRAINT {q('DF_' + spec.rejects + '_RejectedAt')} DEFAULT {now}" if mssql
@@ -179,6 +186,9 @@ def create_entity(ctx: MigrationContext, spec: EntitySpec) -> None:
                f"    CONSTRAINT {q('PK_' + spec.rejects)} PRIMARY KEY ({q('RejectId')})\n)")
     run(f"CREATE INDEX {q('IX_' + spec.rejects + '_BatchId')} ON {job(spec.rejects)} "
                f"({q('BatchId')}, {q('RowNumber')})")
+    if spec.sync:
+        run(f"CREATE INDEX {q('IX_' + spec.rejects + '_Session')} ON {job(spec.rejects)} "
+            f"({q('SessionId')}, {q('PageNumber')}, {q('RowNumber')})")
     if mssql:
         run(f"ALTER TABLE {job(spec.rejects)} SET (LOCK_ESCALATION = DISABLE)")
 

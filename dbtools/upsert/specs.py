@@ -43,6 +43,7 @@ RESERVED = frozenset(n.lower() for n in (
     "Help", "Version", "VersionDate", "Rows", "Replayed", "RowsReceived", "RowsInserted", "RowsUpdated",
     "RowsSkipped", "RowsConflicted", "RowsRejected", "BadNumbers", "HelpText", "RejectReason",
     "StartedTransaction", "Uuid7Ms", "Uuid7Random", "dbtools_Outcome", "dbtools_Rank",
+    "SessionId", "PageNumber", "Scope", "Entity", "SyncType", "SinceDate", "LastPageNumber",
 ))
 #: PL/pgSQL variables of the PostgreSQL procedures (v_received, c_<column>, ...): under
 #: ``#variable_conflict use_column`` a column of the same name would be read instead.
@@ -51,7 +52,11 @@ RESERVED_PREFIXES = ("c_", "v_")
 SYSTEM_DATABASES = frozenset({"master", "model", "msdb", "tempdb", "pg_catalog", "information_schema", "pg_toast"})
 #: SQL Server indexes at most 900 bytes per key: nvarchar keys and lookup values up to 450 characters.
 MAX_INDEXED_STRING = 450
-OBJECT_KINDS = ("row_type", "upsert_one", "upsert_many", "staging", "rejects", "reconcile")
+OBJECT_KINDS = ("row_type", "upsert_one", "upsert_many", "staging", "rejects", "reconcile", "sync_promote")
+#: Columns a sync entity's staging table (SessionId, PageNumber; rows numbered within their page)
+#: and reject table (PageNumber) gain; dbtools.sync.
+SYNC_STAGING_COLUMNS = ("SessionId", "PageNumber")
+SYNC_KEYS = ("scope", "full_since_months", "full_since_days", "buffer_seconds")
 
 
 @dataclass(frozen=True)
@@ -89,10 +94,28 @@ class Lookup:
 
 
 @dataclass(frozen=True)
+class SyncOptions:
+    """``[sync]``: the entity can be loaded by paged sync sessions (dbtools.sync).
+
+    ``scope`` is the key column that names a scope (for example the service provider): a
+    session loads and promotes the rows of one scope, and a full sync clears only that scope's
+    staging. A full sync asks the source for rows modified since now minus
+    ``full_since_months`` months minus ``full_since_days`` days; an incremental one since the
+    scope's last sync point minus ``buffer_seconds``.
+    """
+
+    scope: str
+    full_since_months: int = 1
+    full_since_days: int = 1
+    buffer_seconds: int = 300
+
+
+@dataclass(frozen=True)
 class EntitySpec:
     entity: str
     table: str
-    key: str
+    #: The key columns, in the order given: one column, or several (``key = ["a", "b"]``).
+    keys: tuple[str, ...]
     ordering: str
     version: str
     columns: tuple[Column, ...]
@@ -103,6 +126,8 @@ class EntitySpec:
     #: The database that holds the entity's tables (target, lookups, staging, rejects); None: the
     #: job DB. The procedures, the row type and UpsertBatchLog always live in the job DB.
     database: str | None = None
+    #: ``[sync]`` options, or None when the entity is not loaded by sync sessions.
+    sync: SyncOptions | None = None
 
     # -- derived names -------------------------------------------------------------------
     @property
@@ -129,20 +154,33 @@ class EntitySpec:
     def reconcile(self) -> str:
         return self.objects["reconcile"]
 
+    @property
+    def sync_promote(self) -> str:
+        """The procedure that promotes a sync session's staged rows (sync entities only)."""
+        return self.objects["sync_promote"]
+
+    @property
+    def key(self) -> str:
+        """The key column of a single-column key; a composite key has no one name (use ``keys``)."""
+        if len(self.keys) != 1:
+            raise ValueError(f"{self.entity} has a composite key ({', '.join(self.keys)}); use keys")
+        return self.keys[0]
+
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 
     @property
-    def key_column(self) -> Column:
-        return self.column(self.key)
+    def key_columns(self) -> tuple[Column, ...]:
+        return tuple(self.column(k) for k in self.keys)
 
     @property
     def ordering_column(self) -> Column:
         return self.column(self.ordering)
 
     @property
-    def procedures(self) -> tuple[str, str, str]:
-        return (self.upsert_one, self.upsert_many, self.reconcile)
+    def procedures(self) -> tuple[str, ...]:
+        """The procedures rendered for the entity (the sync promote only for a sync entity)."""
+        return (self.upsert_one, self.upsert_many, self.reconcile) + ((self.sync_promote,) if self.sync else ())
 
     def lookup(self, table: str) -> Lookup:
         return next(lk for lk in self.lookups if lk.table == table)
@@ -206,7 +244,7 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
     except tomllib.TOMLDecodeError as exc:
         raise _fail(source, f"not valid TOML: {exc}") from exc
     allowed = {"entity", "table", "key", "ordering", "version", "description", "database", "objects", "columns",
-               "lookups"}
+               "lookups", "sync"}
     unknown = set(raw) - allowed
     if unknown:
         raise _fail(source, f"unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -219,19 +257,34 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise _fail(source, f"columns named twice: {', '.join(duplicates)}")
-    key = _name(source, "key", raw.get("key"))
+    raw_key = raw.get("key")
+    if isinstance(raw_key, list):
+        if not raw_key:
+            raise _fail(source, "key must name a column, or list the columns of a composite key")
+        keys = tuple(_name(source, f"key[{i}]", k) for i, k in enumerate(raw_key))
+        if len(set(keys)) != len(keys):
+            raise _fail(source, f"key lists a column twice: {raw_key}")
+    else:
+        keys = (_name(source, "key", raw_key),)
     ordering = _name(source, "ordering", raw.get("ordering"))
     version = _name(source, "version", raw.get("version", "row_version"))
-    for what, name in (("key", key), ("ordering", ordering)):
+    for what, name in (*(("key", k) for k in keys), ("ordering", ordering)):
         if name not in names:
             raise _fail(source, f"{what} {name!r} is not one of the columns ({', '.join(names)})")
+    if ordering in keys:
+        raise _fail(source, f"ordering {ordering!r} cannot be a key column")
     by_name = {c.name: c for c in columns}
-    if not by_name[key].required or not by_name[ordering].required:
+    if not all(by_name[k].required for k in keys) or not by_name[ordering].required:
         raise _fail(source, "the key and the ordering column must be required")
-    if by_name[key].type not in ("uuid", "int", "bigint", "string"):
-        raise _fail(source, f"key {key!r} must be uuid, int, bigint or string")
+    for key in keys:
+        if by_name[key].type not in ("uuid", "int", "bigint", "string"):
+            raise _fail(source, f"key {key!r} must be uuid, int, bigint or string")
+    key_strings = [by_name[k].length for k in keys if by_name[k].type == "string"]
+    if len(keys) > 1 and sum(2 * n for n in key_strings) + 16 * len(keys) > 900:
+        raise _fail(source, "a composite key's strings are too long: SQL Server indexes at most 900 bytes "
+                            "(2 per character, up to 16 per other column)")
     for c in columns:
-        if c.type == "string" and (c.name == key or c.references) and c.length > MAX_INDEXED_STRING:
+        if c.type == "string" and (c.name in keys or c.references) and c.length > MAX_INDEXED_STRING:
             raise _fail(source, f"column {c.name}: a key or referencing string can be at most {MAX_INDEXED_STRING} "
                                 "characters (SQL Server indexes 900 bytes)")
     if by_name[ordering].type not in ("timestamp", "int", "bigint"):
@@ -258,6 +311,7 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
         "staging": f"{table}_Staging",
         "rejects": f"{table}_Rejects",
         "reconcile": f"Reconcile{table}Batch",
+        "sync_promote": f"SyncPromote{table}",
     }
     objects = {k: _name(source, f"objects.{k}", raw_objects.get(k, v)) for k, v in defaults.items()}
 
@@ -294,8 +348,33 @@ def parse_spec(text: str, source: str = "<string>") -> EntitySpec:
             raise _fail(source, f"database {database!r} is a system database; name a user database or schema")
         if database.lower() == JOB_DATABASE.lower():
             database = None  # the default, spelt out
-    return EntitySpec(entity, table, key, ordering, version, columns, objects, tuple(lookups), description, source,
-                      database)
+    sync = _sync_options(source, raw.get("sync"), keys, by_name)
+    return EntitySpec(entity, table, keys, ordering, version, columns, objects, tuple(lookups), description, source,
+                      database, sync)
+
+
+def _sync_options(source: str, raw: object, keys: tuple[str, ...], by_name: dict[str, Column]) -> SyncOptions | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail(source, "sync must be a table")
+    unknown = set(raw) - set(SYNC_KEYS)
+    if unknown:
+        raise _fail(source, f"sync has unknown keys {sorted(unknown)}; allowed: {', '.join(SYNC_KEYS)}")
+    scope = _name(source, "sync.scope", raw.get("scope"))
+    if scope not in keys:
+        raise _fail(source, f"sync.scope {scope!r} must be one of the key columns ({', '.join(keys)}), so each "
+                            "scope's rows are its own")
+    if by_name[scope].type not in ("int", "bigint", "string"):
+        raise _fail(source, f"sync.scope {scope!r} must be an int, bigint or string column")
+    numbers = {}
+    for name, low, high in (("full_since_months", 0, 120), ("full_since_days", 0, 3660),
+                            ("buffer_seconds", 0, 86_400 * 30)):
+        value = raw.get(name, getattr(SyncOptions, name))
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _fail(source, f"sync.{name} must be an integer from {low} to {high}, got {value!r}")
+        numbers[name] = value
+    return SyncOptions(scope, **numbers)
 
 
 def load_spec(path: Path) -> EntitySpec:

@@ -666,3 +666,115 @@ def demo(on_step=None, *, roots: int = 40, fanout: int = 3, depth: int = 3) -> d
         result["source_rows"] = {name: len(blobs) for name, blobs in data.blobs.items()}
         result["migrated"] = [f"{a} -> {b}" for a, b, _up in migrated.outcome.steps]
         return result
+
+
+# -- paged sync sessions (dbtools.sync; docs/sync.md) ---------------------------------------------
+
+#: How ``--source`` is read: a folder of JSON Lines page files, or an http(s) URL of a paged API.
+SYNC_SESSION_STATES = ("Open", "Promoting", "Promoted", "Failed", "Superseded")
+
+
+def sync_source(source: str, **http_options):
+    """The paged source ``--source`` names: an ``http://``/``https://`` URL (dbtools.sync.http,
+    ``http_options`` passed on), else a folder of JSON Lines page files (dbtools.sync.jsonl)."""
+    if source.lower().startswith(("http://", "https://")):
+        from .sync.http import HttpSource
+
+        return HttpSource(source, **{k: v for k, v in http_options.items() if v is not None})
+    unused = sorted(k for k, v in http_options.items() if v is not None)
+    if unused:
+        raise ConfigurationError(f"--source {source!r} is a folder; {', '.join(unused)} apply to an http(s) URL only")
+    folder = Path(source)
+    if not folder.is_dir():
+        raise ConfigurationError(f"--source {source!r} is neither an http(s) URL nor a folder of JSON Lines page files")
+    from .sync.jsonl import JsonLinesSource
+
+    return JsonLinesSource(folder)
+
+
+def sync(env: str | None = None, url: str | None = None, *, entity: str, scope: str, source, full: bool = False,
+         on_page=None, as_of=None):
+    """Run a paged sync session of one scope of ``entity`` from ``source`` (a PagedSource): resume
+    the scope's open session, or open one (full when ``full``, or when the scope never completed
+    one), stage every page, promote after the last. Returns a dbtools.sync.session.SyncResult."""
+    from .sync.session import sync as run_sync
+    from .upsert.specs import current_specs, spec_named
+
+    spec = spec_named(entity)
+    if spec.sync is None:
+        names = ", ".join(s.entity for s in current_specs() if s.sync) or "(none)"
+        raise ConfigurationError(f"--entity {spec.entity} is not loaded by sync sessions; allowed values: {names}")
+    with resolve_target(env, url) as target:
+        engine = job_engine(target)
+        try:
+            with database_errors(target, "sync"):
+                return run_sync(engine, spec, scope, source, full=full, on_page=on_page, as_of=as_of)
+        finally:
+            engine.dispose()
+
+
+def sync_status(env: str | None = None, url: str | None = None, *, session_id=None, entity: str | None = None,
+                scope: str | None = None, last: int = 20) -> list[dict]:
+    """Sync sessions, newest first (the last ``last``, optionally of one entity and scope), or the
+    one ``session_id`` names with its pages and first rejects."""
+    import uuid as _uuid
+
+    if session_id is not None:
+        try:
+            session_id = _uuid.UUID(str(session_id))
+        except ValueError as exc:
+            raise ConfigurationError(f"SESSION_ID {session_id!r} is not a UUID") from exc
+    with resolve_target(env, url) as target:
+        engine = job_engine(target)
+        info = target.engine
+        q, mark = info.quote, "?" if info.name == "mssql" else "%s"
+        columns = ("SessionId", "EntityName", "Scope", "SyncType", "SinceDate", "Status", "PagesReceived",
+                   "LastPageNumber", "RowsReceived", "RowsInserted", "RowsUpdated", "RowsSkipped", "RowsRejected",
+                   "StartedAt", "LastPageAt", "EndedAt", "SupersededBy", "ErrorMessage")
+        where, params = [], []
+        if session_id is not None:
+            where.append(f"{q('SessionId')} = {mark}")
+            params.append(str(session_id) if info.name == "mssql" else session_id)
+        if entity is not None:
+            where.append(f"{q('EntityName')} = {mark}")
+            params.append(entity)
+        if scope is not None:
+            where.append(f"{q('Scope')} = {mark}")
+            params.append(str(scope))
+        top, tail = (f"TOP ({int(last)}) ", "") if info.name == "mssql" else ("", f" LIMIT {int(last)}")
+        sql = (f"SELECT {top}{', '.join(q(c) for c in columns)} FROM {info.job_object('SyncSession')}"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY {q('StartedAt')} DESC, {q('SessionId')} DESC{tail}")
+        try:
+            with database_errors(target, "sync-status"), engine.connect() as conn:
+                sessions = [dict(zip(columns, row)) for row in conn.exec_driver_sql(sql, tuple(params)).all()]
+                if session_id is not None and sessions:
+                    pages = conn.exec_driver_sql(
+                        f"SELECT {q('PageNumber')}, {q('RowsReceived')}, {q('RowsStaged')}, {q('RowsRejected')}, "
+                        f"{q('IsLastPage')}, {q('ReceivedAt')} FROM {info.job_object('SyncSessionPage')} "
+                        f"WHERE {q('SessionId')} = {mark} ORDER BY {q('PageNumber')}", (params[0],)).all()
+                    sessions[0]["Pages"] = [{"PageNumber": p, "RowsReceived": r, "RowsStaged": s, "RowsRejected": j,
+                                             "IsLastPage": bool(last_page), "ReceivedAt": at}
+                                            for p, r, s, j, last_page, at in pages]
+        finally:
+            engine.dispose()
+    if session_id is not None and not sessions:
+        raise ConfigurationError(f"SESSION_ID {session_id} is not a session in SyncSession")
+    if session_id is not None:
+        from .sync.session import session_rejects
+        from .upsert.specs import spec_named
+
+        spec = spec_named(sessions[0]["EntityName"])
+        with resolve_target(env, url) as target:
+            engine = job_engine(target)
+            try:
+                with database_errors(target, "sync-status"):
+                    sessions[0]["Rejects"] = [{"PageNumber": p, "RowNumber": r, "Reason": reason}
+                                              for p, r, reason in session_rejects(engine, spec, session_id)]
+            finally:
+                engine.dispose()
+    for s in sessions:
+        for key in ("SessionId", "SupersededBy"):
+            if s[key] is not None:
+                s[key] = str(s[key]).lower()
+    return sessions

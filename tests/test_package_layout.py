@@ -8,9 +8,10 @@ Layers, bottom up:
 * shared: ``dbtools/__init__.py``, ``errors``, ``paths``, ``retry``, ``uuid7`` and ``dbtools/db/``
   (engines, environments, procedure calls); they import no subpackage and not the CLI;
 * the concerns: ``dbtools/deploy/`` (migrations, repeatable objects, types, offline scripts,
-  privileges), ``dbtools/delta/`` (the delta runner, runs, report, sample data) and
-  ``dbtools/upsert/`` (entity specs, writers, COPY encoding, ingest); each imports the shared
-  modules and itself, and not the others, but for :data:`ACROSS`;
+  privileges), ``dbtools/delta/`` (the delta runner, runs, report, sample data),
+  ``dbtools/upsert/`` (entity specs, writers, COPY encoding, ingest) and ``dbtools/sync/`` (paged
+  sync sessions and their sources); each imports the shared modules and itself, and not the
+  others, but for :data:`ACROSS`;
 * on top: ``commands`` (the library commands) and ``cli``.
 """
 
@@ -24,12 +25,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dbtools"
 #: The top of the package, besides its shared modules: what sits above every concern.
 TOP = frozenset({"dbtools.__main__", "dbtools.cli", "dbtools.commands"})
 #: The concerns, one subpackage each.
-CONCERNS = ("deploy", "delta", "upsert")
+CONCERNS = ("deploy", "delta", "upsert", "sync")
 #: The shared modules and packages at the package's top level.
 SHARED = ("dbtools", "dbtools.db", "dbtools.errors", "dbtools.paths", "dbtools.retry", "dbtools.uuid7")
 #: The one way a concern reaches into another: deploying installs the entities' tables and renders
 #: their procedures, so it reads the entity specs (and only them, not the writers).
-ACROSS = {"dbtools.deploy": frozenset({"dbtools.upsert.specs"})}
+ACROSS = {
+    "dbtools.deploy": frozenset({"dbtools.upsert.specs"}),
+    # Paged sync sessions load their pages through the bulk path: the specs, the writers' row
+    # conversion and reject reasons, and the binary COPY encoding.
+    "dbtools.sync": frozenset({"dbtools.upsert.specs", "dbtools.upsert.writers", "dbtools.upsert.pgcopy"}),
+}
 
 
 def module_names(package: Path) -> dict[str, Path]:

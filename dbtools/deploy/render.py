@@ -68,6 +68,9 @@ def jinja_environment(engine: EngineInfo) -> jinja2.Environment:
         job=engine.job_object,
         # How many times the engine runs a batch again after it was chosen as a deadlock victim.
         batch_retries=BATCH_RETRIES,
+        # The entities loaded by paged sync sessions (usp_Sync_*), with the engine they render for.
+        sync_entities=[spec for spec in current_specs() if spec.sync],
+        engine_info=engine,
     )
     return env
 
@@ -95,16 +98,19 @@ def render_objects(engine_name: str) -> list[RenderedObject]:
 
 #: The procedures rendered for every entity spec: template stem -> EntitySpec attribute.
 ENTITY_TEMPLATES = (("upsert_one", "upsert_one"), ("upsert_many", "upsert_many"), ("reconcile", "reconcile"))
+#: Rendered for a spec with ``[sync]`` only.
+SYNC_TEMPLATES = (("sync_promote", "sync_promote"),)
 
 
 def render_entity_objects(engine: EngineInfo, env: jinja2.Environment, specs=None) -> list[RenderedObject]:
-    """The three procedures of each spec (default: every spec in ``entities/``; dbtools.upsert.specs).
+    """The procedures of each spec (default: every spec in ``entities/``; dbtools.upsert.specs): three,
+    and a fourth (the sync promote) for a spec with ``[sync]``.
 
     ``tbl(name)`` in the templates names one of the entity's tables, in its database.
     """
     objects = []
     for spec in current_specs() if specs is None else specs:
-        for stem, attribute in ENTITY_TEMPLATES:
+        for stem, attribute in ENTITY_TEMPLATES + (SYNC_TEMPLATES if spec.sync else ()):
             template = f"{engine.name}/entity/{stem}.sql"
             name = getattr(spec, attribute)
             try:

@@ -19,6 +19,22 @@ CONVERT({{ c.target_type(engine_info) }}, {{ expr }})
 {%- endif -%}
 {%- endmacro -%}
 
+{#- The key columns in key order, [a], [b], optionally prefixed by an alias (as column_list). -#}
+{%- macro key_list(e, alias=None) -%}
+{%- for k in e.keys -%}{% if alias %}{{ alias }}.{% endif %}{{ q(k) }}{{ ", " if not loop.last }}{%- endfor -%}
+{%- endmacro -%}
+
+{#- The key of `left` equals the key of `right`, column by column (aliases as ref spells them).
+    Alias 'v' (the procedure's parameters, loose types) is converted to the target's types
+    (as_target), so the comparison seeks the target's key. -#}
+{%- macro key_match(e, left, right) -%}
+{%- for c in e.key_columns -%}
+{%- set l = ref(left, c.name) if left != 'v' else as_target(c, ref(left, c.name)) -%}
+{%- set r = ref(right, c.name) if right != 'v' else as_target(c, ref(right, c.name)) -%}
+{{ l }} = {{ r }}{{ " AND " if not loop.last }}
+{%- endfor -%}
+{%- endmacro -%}
+
 {#- The first reason a row is rejected for, or NULL: the same order (required fields in column
     order, lengths, JSON, references) and texts as on PostgreSQL. Lengths: DATALENGTH counts the
     byte pairs nvarchar(n) stores (LEN would ignore trailing spaces). ISJSON without a type
@@ -87,12 +103,12 @@ SET @RowsReceived = NULL;
 {%- macro winners_table(e) -%}
 CREATE TABLE #dbtools_UpsertWinners (
 {%- for c in e.columns %}
-            {{ q(c.name) }} {{ c.target_type(engine_info) }}{{ " COLLATE DATABASE_DEFAULT" if c.type in ("string", "json") }} {{ "NOT NULL" if c.name == e.key else "NULL" }},
+            {{ q(c.name) }} {{ c.target_type(engine_info) }}{{ " COLLATE DATABASE_DEFAULT" if c.type in ("string", "json") }} {{ "NOT NULL" if c.name in e.keys else "NULL" }},
 {%- endfor %}
             [RowNumber] bigint NOT NULL,
             [ExpectedRowVersion] binary(8) NULL,
             [dbtools_Outcome] nvarchar(10) NULL,
-            PRIMARY KEY CLUSTERED ({{ q(e.key) }})
+            PRIMARY KEY CLUSTERED ({{ key_list(e) }})
         );
 {%- endmacro -%}
 
@@ -149,7 +165,6 @@ SELECT
     ExpectedRowVersion is conflicted unless the stored row has that version. -#}
 {%- macro apply_batch(e, source, filter=None) -%}
 {%- set where = " WHERE " ~ filter if filter else "" -%}
-{%- set key = e.key_column -%}
 -- Check requirements: a RowNumber on every row, none twice (they name rejected rows).
             SELECT @RowsReceived = COUNT_BIG(*), @BadNumbers = COUNT_BIG(*) - COUNT_BIG(DISTINCT s.[RowNumber])
             FROM {{ source }} AS s{{ where }};
@@ -175,7 +190,7 @@ SELECT
             SELECT {% for c in e.columns %}{{ as_target(c, 'r.' ~ q(c.name)) }}{{ ", " if not loop.last }}{% endfor %}, r.[RowNumber], r.[ExpectedRowVersion]
             FROM (
                 SELECT s.[RowNumber], {{ column_list(e, 's') }}, s.[ExpectedRowVersion],
-                    ROW_NUMBER() OVER (PARTITION BY {{ as_target(key, 's.' ~ q(key.name)) }}
+                    ROW_NUMBER() OVER (PARTITION BY {% for c in e.key_columns %}{{ as_target(c, 's.' ~ q(c.name)) }}{{ ", " if not loop.last }}{% endfor %}
                                        ORDER BY s.{{ q(e.ordering) }} DESC, s.[RowNumber] ASC) AS [dbtools_Rank]
                 FROM {{ source }} AS s
                 WHERE {% if filter %}{{ filter }}
@@ -189,15 +204,15 @@ SELECT
             -- (the winners' clustered key), never a scan that would lock the whole table.
             UPDATE w
             SET w.[dbtools_Outcome] = CASE
-                    WHEN t.{{ q(e.key) }} IS NULL AND w.[ExpectedRowVersion] IS NULL THEN N'Inserted'
-                    WHEN t.{{ q(e.key) }} IS NULL THEN N'Conflicted'
+                    WHEN t.{{ q(e.keys[0]) }} IS NULL AND w.[ExpectedRowVersion] IS NULL THEN N'Inserted'
+                    WHEN t.{{ q(e.keys[0]) }} IS NULL THEN N'Conflicted'
                     WHEN w.[ExpectedRowVersion] IS NOT NULL AND w.[ExpectedRowVersion] <> t.{{ q(e.version) }} THEN N'Conflicted'
                     WHEN t.{{ q(e.ordering) }} < w.{{ q(e.ordering) }} THEN N'Updated'
                     ELSE N'Skipped'
                 END
             FROM #dbtools_UpsertWinners AS w
             LEFT OUTER JOIN {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
-                ON t.{{ q(e.key) }} = w.{{ q(e.key) }}
+                ON {{ key_match(e, 't', 'w') }}
             OPTION (MAXDOP 1); -- a serial plan locks keys in key order: no deadlock between two batches
 
             SELECT @RowsConflicted = COUNT_BIG(*)
@@ -208,11 +223,11 @@ SELECT
             -- The row version ({{ e.version }}, rowversion) changes with every update.
             UPDATE t
             SET
-{%- for c in e.columns if c.name != e.key %}
+{%- for c in e.columns if c.name not in e.keys %}
                 {{ q(c.name) }} = w.{{ q(c.name) }}{{ "," if not loop.last }}
 {%- endfor %}
             FROM {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)
-            INNER JOIN #dbtools_UpsertWinners AS w ON w.{{ q(e.key) }} = t.{{ q(e.key) }}
+            INNER JOIN #dbtools_UpsertWinners AS w ON {{ key_match(e, 'w', 't') }}
             WHERE w.[dbtools_Outcome] = N'Updated'
               AND t.{{ q(e.ordering) }} < w.{{ q(e.ordering) }}
               AND (w.[ExpectedRowVersion] IS NULL OR t.{{ q(e.version) }} = w.[ExpectedRowVersion])
@@ -224,7 +239,7 @@ SELECT
             SELECT {{ column_list(e, 'w') }}
             FROM #dbtools_UpsertWinners AS w
             WHERE w.[dbtools_Outcome] = N'Inserted'
-            ORDER BY w.{{ q(e.key) }}
+            ORDER BY {{ key_list(e, 'w') }}
             OPTION (MAXDOP 1);
             SET @RowsInserted = ROWCOUNT_BIG();
 

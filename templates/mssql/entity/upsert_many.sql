@@ -27,7 +27,7 @@ BEGIN
 
         IF @Help = 1
         BEGIN
-            SET @HelpText = N'{{ e.upsert_many }}: upsert {{ e.entity }} rows, newest {{ e.ordering }} wins per {{ e.key }}.' + NCHAR(10)
+            SET @HelpText = N'{{ e.upsert_many }}: upsert {{ e.entity }} rows, newest {{ e.ordering }} wins per {{ e.keys | join(', ') }}.' + NCHAR(10)
                 + N'  @Rows      {{ e.row_type }} (RowNumber unique, ExpectedRowVersion optional)' + NCHAR(10)
                 + N'  @BatchId   optional (OUTPUT); a batch applied before returns its logged counts' + NCHAR(10)
                 + N'Returns @RowsReceived, @RowsInserted, @RowsUpdated, @RowsSkipped, @RowsConflicted, @RowsRejected, @Replayed.';

@@ -1,7 +1,8 @@
 {%- from "common/header.sql" import header -%}
 {%- from "mssql/uuid7.sql" import new_uuid7 -%}
-{%- from "mssql/entity/macros.sql" import ref, as_target, reject_reason, column_list, begin_transaction, commit_transaction, catch_block with context -%}
-{%- set key = e.key_column -%}
+{%- from "mssql/entity/macros.sql" import ref, as_target, reject_reason, column_list, key_match, begin_transaction, commit_transaction, catch_block with context -%}
+{#- The key in words: its column, or (a, b) for a composite key. -#}
+{%- set key_words = e.keys[0] if e.keys | length == 1 else "(" ~ e.keys | join(", ") ~ ")" -%}
 {#- A value as INTERSECT compares it: strings binary and with their length (trailing spaces count). -#}
 {%- macro same_value(expr, c) -%}
 {%- if c.type in ("string", "json") -%}{{ expr }} COLLATE Latin1_General_100_BIN2, DATALENGTH({{ expr }}){%- else -%}{{ expr }}{%- endif -%}
@@ -21,7 +22,7 @@ CREATE OR ALTER PROCEDURE {{ job(e.upsert_one) }}
     @VersionDate date = NULL OUTPUT
 AS
 {{ header(e.upsert_one,
-          'Upsert one ' ~ e.entity ~ ' (rendered from ' ~ e.source ~ '): inserted when ' ~ e.key ~ ' is new,
+          'Upsert one ' ~ e.entity ~ ' (rendered from ' ~ e.source ~ '): inserted when ' ~ key_words ~ ' is new,
     updated when ' ~ e.ordering ~ ' is newer than the stored row, skipped otherwise; conflicted when
     @ExpectedRowVersion is given and differs from the stored version; rejected (kept in
     ' ~ e.rejects ~ ' under @BatchId and @RowNumber, with the reason) when invalid. Returns
@@ -43,7 +44,7 @@ BEGIN
 
         IF @Help = 1
         BEGIN
-            SET @HelpText = N'{{ e.upsert_one }}: upsert one {{ e.entity }}, newest {{ e.ordering }} wins per {{ e.key }}.' + NCHAR(10)
+            SET @HelpText = N'{{ e.upsert_one }}: upsert one {{ e.entity }}, newest {{ e.ordering }} wins per {{ e.keys | join(', ') }}.' + NCHAR(10)
 {%- for c in e.columns %}
                 + N'  @{{ c.name }}  {{ c.loose_type(engine_info) }}, {{ "required" if c.required else "optional" }}
                 {%- if c.type == "string" %}, at most {{ c.length }} characters{% endif %}
@@ -84,9 +85,9 @@ BEGIN
                               WHERE r.[BatchId] = @BatchId AND r.[RowNumber] = ISNULL(@RowNumber, 1)
                                 AND r.[Reason] COLLATE Latin1_General_100_BIN2 = @RejectReason
                                 AND DATALENGTH(r.[Reason]) = DATALENGTH(@RejectReason)
-                                AND EXISTS (SELECT {% for c in [e.key_column, e.ordering_column] %}{{ same_value('r.' ~ q(c.name), c) }}, {% endfor %}r.[ExpectedRowVersion]
+                                AND EXISTS (SELECT {% for c in e.key_columns + (e.ordering_column,) %}{{ same_value('r.' ~ q(c.name), c) }}, {% endfor %}r.[ExpectedRowVersion]
                                             INTERSECT
-                                            SELECT {% for c in [e.key_column, e.ordering_column] %}{{ same_value('@' ~ c.name, c) }}, {% endfor %}@ExpectedRowVersion));
+                                            SELECT {% for c in e.key_columns + (e.ordering_column,) %}{{ same_value('@' ~ c.name, c) }}, {% endfor %}@ExpectedRowVersion));
             SET @Outcome = N'Rejected';
             SET @Reason = @RejectReason;
             RETURN;
@@ -98,11 +99,11 @@ BEGIN
         -- it was compared. The row version ({{ e.version }}, rowversion) changes with the update.
         UPDATE t
         SET
-{%- for c in e.columns if c.name != e.key %}
+{%- for c in e.columns if c.name not in e.keys %}
             {{ q(c.name) }} = {{ as_target(c, '@' ~ c.name) }}{{ "," if not loop.last }}
 {%- endfor %}
         FROM {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE)
-        WHERE t.{{ q(e.key) }} = {{ as_target(key, '@' ~ key.name) }}
+        WHERE {{ key_match(e, 't', 'v') }}
           AND t.{{ q(e.ordering) }} < @{{ e.ordering }}
           AND (@ExpectedRowVersion IS NULL OR t.{{ q(e.version) }} = @ExpectedRowVersion);
         IF @@ROWCOUNT = 1
@@ -115,7 +116,7 @@ BEGIN
             SELECT {% for c in e.columns %}{{ as_target(c, '@' ~ c.name) }}{{ ", " if not loop.last }}{% endfor %}
             WHERE @ExpectedRowVersion IS NULL
               AND NOT EXISTS (SELECT 1 FROM {{ tbl(e.table) }} AS x WITH (UPDLOCK, SERIALIZABLE)
-                              WHERE x.{{ q(e.key) }} = {{ as_target(key, '@' ~ key.name) }});
+                              WHERE {{ key_match(e, 'x', 'v') }});
             IF @@ROWCOUNT = 1
                 SET @Outcome = N'Inserted';
         END;
@@ -123,7 +124,7 @@ BEGIN
         -- The stored row (or the gap of an absent key), locked to the end of the transaction.
         SELECT @RowVersion = t.{{ q(e.version) }}
         FROM {{ tbl(e.table) }} AS t WITH (UPDLOCK, SERIALIZABLE)
-        WHERE t.{{ q(e.key) }} = {{ as_target(key, '@' ~ key.name) }};
+        WHERE {{ key_match(e, 't', 'v') }};
         IF @Outcome IS NULL
             SET @Outcome = CASE
                 WHEN @RowVersion IS NULL THEN N'Conflicted' -- no stored row to match @ExpectedRowVersion

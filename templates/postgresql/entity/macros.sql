@@ -34,8 +34,25 @@ CASE
 {%- for c in e.columns -%}{% if alias %}{{ alias }}.{% endif %}{{ q(c.name) }}{{ ", " if not loop.last }}{%- endfor -%}
 {%- endmacro -%}
 
+{#- The key columns in key order, "a", "b", optionally prefixed by an alias (as column_list). -#}
+{%- macro key_list(e, alias=None) -%}
+{%- for k in e.keys -%}{% if alias %}{{ alias }}.{% endif %}{{ q(k) }}{{ ", " if not loop.last }}{%- endfor -%}
+{%- endmacro -%}
+
+{#- A row's key as one value: alias."a" for a one-column key, (alias."a", alias."b") for a
+    composite one. -#}
+{%- macro key_row(e, alias) -%}
+{%- if e.keys | length > 1 -%}({{ key_list(e, alias) }}){%- else -%}{{ key_list(e, alias) }}{%- endif -%}
+{%- endmacro -%}
+
+{#- The key of `left` equals the key of `right`, column by column (aliases as ref spells them:
+    'c' is the procedure's variables). -#}
+{%- macro key_match(e, left, right) -%}
+{%- for k in e.keys -%}{{ ref(left, k) }} = {{ ref(right, k) }}{{ " AND " if not loop.last }}{%- endfor -%}
+{%- endmacro -%}
+
 {%- macro update_set_excluded(e) -%}
-{%- for c in e.columns if c.name != e.key %}
+{%- for c in e.columns if c.name not in e.keys %}
             {{ q(c.name) }} = EXCLUDED.{{ q(c.name) }},
 {%- endfor %}
             {{ q(e.version) }} = t.{{ q(e.version) }} + 1
@@ -101,14 +118,14 @@ CASE
         INSERT INTO {{ tbl(e.table) }} AS t ({{ column_list(e) }})
         SELECT {% for c in e.columns %}w.{{ q(c.name) }}{% if c.type == 'json' %}::json{% endif %}{{ ", " if not loop.last }}{% endfor %}
         FROM (
-            SELECT DISTINCT ON (c.{{ q(e.key) }}) c.*
+            SELECT DISTINCT ON ({{ key_list(e, 'c') }}) c.*
             FROM checked AS c
             WHERE c."Reason" IS NULL
-            ORDER BY c.{{ q(e.key) }}, c.{{ q(e.ordering) }} DESC, c."RowNumber"
+            ORDER BY {{ key_list(e, 'c') }}, c.{{ q(e.ordering) }} DESC, c."RowNumber"
         ) AS w
         WHERE w."ExpectedRowVersion" IS NULL
-        ORDER BY w.{{ q(e.key) }}
-        ON CONFLICT ({{ q(e.key) }}) DO UPDATE SET
+        ORDER BY {{ key_list(e, 'w') }}
+        ON CONFLICT ({{ key_list(e) }}) DO UPDATE SET
 {{- update_set_excluded(e) }}
         WHERE t.{{ q(e.ordering) }} < EXCLUDED.{{ q(e.ordering) }}
         RETURNING (t.xmax = 0) AS "Inserted"
@@ -126,28 +143,28 @@ CASE
     IF v_expected > 0 THEN
         FOR v_row IN
             SELECT w.* FROM (
-                SELECT DISTINCT ON (s.{{ q(e.key) }}) s.*
+                SELECT DISTINCT ON ({{ key_list(e, 's') }}) s.*
                 FROM {{ source }} AS s
                 WHERE ({{ reject_reason(e, 's') }}) IS NULL
-                  AND s.{{ q(e.key) }} IN (SELECT x.{{ q(e.key) }} FROM {{ source }} AS x WHERE x."ExpectedRowVersion" IS NOT NULL)
-                ORDER BY s.{{ q(e.key) }}, s.{{ q(e.ordering) }} DESC, s."RowNumber"
+                  AND {{ key_row(e, 's') }} IN (SELECT {{ key_list(e, 'x') }} FROM {{ source }} AS x WHERE x."ExpectedRowVersion" IS NOT NULL)
+                ORDER BY {{ key_list(e, 's') }}, s.{{ q(e.ordering) }} DESC, s."RowNumber"
             ) AS w
             WHERE w."ExpectedRowVersion" IS NOT NULL
-            ORDER BY w.{{ q(e.key) }}
+            ORDER BY {{ key_list(e, 'w') }}
         LOOP
             SELECT t.{{ q(e.version) }}, t.{{ q(e.ordering) }} INTO v_current_version, v_current_ordering
             FROM {{ tbl(e.table) }} AS t
-            WHERE t.{{ q(e.key) }} = v_row.{{ q(e.key) }}
+            WHERE {{ key_match(e, 't', 'v_row') }}
             FOR UPDATE;
             IF NOT FOUND OR v_current_version <> v_row."ExpectedRowVersion" THEN
                 v_conflicted := v_conflicted + 1;
             ELSIF v_current_ordering < v_row.{{ q(e.ordering) }} THEN
                 UPDATE {{ tbl(e.table) }} AS t SET
-{%- for c in e.columns if c.name != e.key %}
+{%- for c in e.columns if c.name not in e.keys %}
                     {{ q(c.name) }} = v_row.{{ q(c.name) }}{% if c.type == 'json' %}::json{% endif %},
 {%- endfor %}
                     {{ q(e.version) }} = t.{{ q(e.version) }} + 1
-                WHERE t.{{ q(e.key) }} = v_row.{{ q(e.key) }};
+                WHERE {{ key_match(e, 't', 'v_row') }};
                 v_updated := v_updated + 1;
             END IF;
         END LOOP;

@@ -25,7 +25,7 @@ BEGIN
     "Version" := '{{ package_version }}';
     "VersionDate" := DATE '{{ version_date }}';
     IF "Help" THEN
-        RAISE NOTICE '%', E'{{ e.upsert_many }}: upsert {{ e.entity }} rows, newest {{ e.ordering }} wins per {{ e.key }}.\n'
+        RAISE NOTICE '%', E'{{ e.upsert_many }}: upsert {{ e.entity }} rows, newest {{ e.ordering }} wins per {{ e.keys | join(', ') }}.\n'
             || E'  "Rows"      array of {{ e.row_type }} (RowNumber unique, ExpectedRowVersion optional)\n'
             || E'  "BatchId"   optional; a batch applied before returns its logged counts\n'
             || E'Returns RowsReceived, RowsInserted, RowsUpdated, RowsSkipped, RowsConflicted, RowsRejected, Replayed.';

@@ -1,6 +1,8 @@
 {%- from "common/header.sql" import header -%}
-{%- from "postgresql/entity/macros.sql" import reject_reason, column_list, update_set_excluded with context -%}
+{%- from "postgresql/entity/macros.sql" import reject_reason, column_list, key_list, key_match, update_set_excluded with context -%}
 {%- from "postgresql/uuid7.sql" import new_uuid7 -%}
+{#- The key in words: its column, or (a, b) for a composite key. -#}
+{%- set key_words = e.keys[0] if e.keys | length == 1 else "(" ~ e.keys | join(", ") ~ ")" -%}
 CREATE OR REPLACE PROCEDURE {{ job(e.upsert_one) }}(
 {%- for c in e.columns %}
     IN {{ q(c.name) }} {{ c.loose_type(engine_info) }} DEFAULT NULL,
@@ -20,7 +22,7 @@ SET search_path = pg_catalog, pg_temp
 AS $procedure$
 #variable_conflict use_column
 {{ header(e.upsert_one,
-          'Upsert one ' ~ e.entity ~ ' (rendered from ' ~ e.source ~ '): inserted when ' ~ e.key ~ ' is new,
+          'Upsert one ' ~ e.entity ~ ' (rendered from ' ~ e.source ~ '): inserted when ' ~ key_words ~ ' is new,
     updated when ' ~ e.ordering ~ ' is newer than the stored row, skipped otherwise; conflicted when
     ExpectedRowVersion is given and differs from the stored version; rejected (kept in
     ' ~ e.rejects ~ ' under BatchId and RowNumber, with the reason) when invalid. Returns Outcome,
@@ -41,7 +43,7 @@ BEGIN
     "Version" := '{{ package_version }}';
     "VersionDate" := DATE '{{ version_date }}';
     IF "Help" THEN
-        RAISE NOTICE '%', E'{{ e.upsert_one }}: upsert one {{ e.entity }}, newest {{ e.ordering }} wins per {{ e.key }}.\n'
+        RAISE NOTICE '%', E'{{ e.upsert_one }}: upsert one {{ e.entity }}, newest {{ e.ordering }} wins per {{ e.keys | join(', ') }}.\n'
             || E'  {% for c in e.columns %}"{{ c.name }}"{{ ", " if not loop.last }}{% endfor %}\n'
             || E'  "ExpectedRowVersion"  optional: update only a row stored with this version\n'
             || E'  "BatchId", "RowNumber" optional: where a rejected row is filed\n'
@@ -62,8 +64,8 @@ BEGIN
         SELECT v_batch_id, v_row_number, v_reason, {% for c in e.columns %}c_{{ c.name }}{{ ", " if not loop.last }}{% endfor %}, v_expected
         WHERE NOT EXISTS (SELECT 1 FROM {{ tbl(e.rejects) }} AS r
                           WHERE r."BatchId" = v_batch_id AND r."RowNumber" = v_row_number AND r."Reason" = v_reason
-                            AND (r.{{ q(e.key) }}, r.{{ q(e.ordering) }}, r."ExpectedRowVersion")
-                                IS NOT DISTINCT FROM (c_{{ e.key }}, c_{{ e.ordering }}, v_expected));
+                            AND ({{ key_list(e, 'r') }}, r.{{ q(e.ordering) }}, r."ExpectedRowVersion")
+                                IS NOT DISTINCT FROM ({% for k in e.keys %}c_{{ k }}, {% endfor %}c_{{ e.ordering }}, v_expected));
         "Outcome" := 'Rejected';
         "Reason" := v_reason;
         RETURN;
@@ -73,7 +75,7 @@ BEGIN
         -- Atomic under concurrency: a concurrent insert of the same key turns into the update.
         INSERT INTO {{ tbl(e.table) }} AS t ({{ column_list(e) }})
         VALUES ({% for c in e.columns %}c_{{ c.name }}{% if c.type == 'json' %}::json{% endif %}{{ ", " if not loop.last }}{% endfor %})
-        ON CONFLICT ({{ q(e.key) }}) DO UPDATE SET
+        ON CONFLICT ({{ key_list(e) }}) DO UPDATE SET
 {{- update_set_excluded(e) }}
         WHERE t.{{ q(e.ordering) }} < EXCLUDED.{{ q(e.ordering) }}
         RETURNING (t.xmax = 0), t.{{ q(e.version) }} INTO v_inserted, "RowVersion";
@@ -82,25 +84,25 @@ BEGIN
             RETURN;
         END IF;
         -- Not newer: ON CONFLICT locked the stored row, so this reads what was compared.
-        SELECT t.{{ q(e.version) }} INTO "RowVersion" FROM {{ tbl(e.table) }} AS t WHERE t.{{ q(e.key) }} = c_{{ e.key }};
+        SELECT t.{{ q(e.version) }} INTO "RowVersion" FROM {{ tbl(e.table) }} AS t WHERE {{ key_match(e, 't', 'c') }};
         "Outcome" := 'Skipped';
         RETURN;
     END IF;
 
     SELECT t.{{ q(e.version) }}, t.{{ q(e.ordering) }} INTO v_current_version, v_current_ordering
     FROM {{ tbl(e.table) }} AS t
-    WHERE t.{{ q(e.key) }} = c_{{ e.key }}
+    WHERE {{ key_match(e, 't', 'c') }}
     FOR UPDATE;
     IF NOT FOUND OR v_current_version <> v_expected THEN
         "Outcome" := 'Conflicted';
         "RowVersion" := v_current_version;
     ELSIF v_current_ordering < c_{{ e.ordering }} THEN
         UPDATE {{ tbl(e.table) }} AS t SET
-{%- for c in e.columns if c.name != e.key %}
+{%- for c in e.columns if c.name not in e.keys %}
             {{ q(c.name) }} = c_{{ c.name }}{% if c.type == 'json' %}::json{% endif %},
 {%- endfor %}
             {{ q(e.version) }} = t.{{ q(e.version) }} + 1
-        WHERE t.{{ q(e.key) }} = c_{{ e.key }}
+        WHERE {{ key_match(e, 't', 'c') }}
         RETURNING t.{{ q(e.version) }} INTO "RowVersion";
         "Outcome" := 'Updated';
     ELSE

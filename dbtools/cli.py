@@ -755,13 +755,17 @@ def sync_status_command(env, url, session_id, entity, scope, last, as_json):
     if as_json:
         sys.stdout.write(json.dumps(sessions if session_id is None else sessions[0], default=str) + "\n")
         return
-    table = Table("session", "entity", "scope", "type", "since", "status", "pages", "last page", "received",
-                  "inserted", "updated", "skipped", "rejected", "started", "ended")
+    def when(value) -> str:
+        return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+    table = Table("session", "entity", "scope", "type", "status", "pages", "received", "inserted", "updated",
+                  "skipped", "rejected", "since", "started")
+    table.columns[0].no_wrap = True
     for s in sessions:
         table.add_row(*(("" if v is None else str(v)) for v in (
-            s["SessionId"], s["EntityName"], s["Scope"], s["SyncType"], s["SinceDate"], s["Status"],
-            s["PagesReceived"], s["LastPageNumber"], s["RowsReceived"], s["RowsInserted"], s["RowsUpdated"],
-            s["RowsSkipped"], s["RowsRejected"], s["StartedAt"], s["EndedAt"])))
+            s["SessionId"], s["EntityName"], s["Scope"], s["SyncType"], s["Status"],
+            f"{s['PagesReceived']}/{s['LastPageNumber'] or '?'}", s["RowsReceived"], s["RowsInserted"],
+            s["RowsUpdated"], s["RowsSkipped"], s["RowsRejected"], when(s["SinceDate"]), when(s["StartedAt"]))))
     out.print(table)
     if session_id is not None:
         s = sessions[0]

@@ -140,13 +140,13 @@ class CarrierApi:
         self.put(*devices)
 
     # ------------------------------------------------------------------------- life
-    def start(self) -> CarrierApi:
+    def start(self, port: int = 0) -> CarrierApi:
         api = self
 
         class Handler(_Handler):
             carrier = api
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -395,3 +395,46 @@ def carrier_api() -> Iterator[CarrierApi]:
     """A started carrier API with no devices (``put`` some), stopped after the test."""
     with CarrierApi() as api:
         yield api
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a carrier API by hand, for the walk-through of docs/sync.md.
+
+    ``python -m tests.carrier_api --devices 2500 --port 8765`` serves 2,500 devices and prints the
+    URL and the credential variables. Typing ``touch N`` (and Enter) in its terminal modifies the
+    first N devices now (a new Status and ModifiedDate), so an incremental sync has changes to
+    fetch; ``quit`` stops it.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m tests.carrier_api", description=main.__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=2500, help="devices to serve (default 2500)")
+    parser.add_argument("--page-size", type=int, default=1000, help="devices per page (default 1000)")
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
+    args = parser.parse_args(argv)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    api = CarrierApi(make_devices(args.devices, start=now - dt.timedelta(days=7), step=dt.timedelta(seconds=60)),
+                     page_size=args.page_size).start(args.port)
+    print(f"carrier API at {api.url}", flush=True)
+    for name, value in api.env().items():
+        print(f"export {name}={value}", flush=True)
+    print("type 'touch N' to modify N devices now, 'quit' to stop", flush=True)
+    try:
+        for line in sys.stdin:
+            words = line.split()
+            if words[:1] == ["quit"]:
+                break
+            if words[:1] == ["touch"] and len(words) == 2 and words[1].isdigit():
+                stamp = iso_z(dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+                changed = [{**d, "Status": "DEACTIVATED", "ModifiedDate": stamp} for d in api.devices[:int(words[1])]]
+                api.put(*changed)
+                print(f"modified {len(changed)} devices at {stamp}", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -57,195 +57,203 @@ BEGIN
     DECLARE @Promoting bit = 0;
     DECLARE @SessionText nvarchar(36) = LOWER(CONVERT(nvarchar(36), @SessionId));
 
-    SET @Version = N'{{ package_version }}';
-    SET @VersionDate = CONVERT(date, '{{ version_date }}', 23);
-    IF @Help = 1
-    BEGIN
-        SET @HelpText = N'usp_Sync_Promote: apply a sync session''s staged pages to the entity''s table.' + NCHAR(10)
-            + N'  @SessionId       required; from usp_Sync_Begin' + NCHAR(10)
-            + N'  @LastPageNumber  the last page''s number; required unless the page marked last was recorded' + NCHAR(10)
-            + N'Returns @Status, @RowsReceived, @RowsInserted, @RowsUpdated, @RowsSkipped, @RowsRejected, @Replayed.';
-        PRINT @HelpText;
-        RETURN;
-    END;
-    SET @Status = NULL;
-    SET @RowsReceived = NULL;
-    SET @RowsInserted = NULL;
-    SET @RowsUpdated = NULL;
-    SET @RowsSkipped = NULL;
-    SET @RowsRejected = NULL;
-    SET @Replayed = NULL;
-
-    ------------------------------------------------------------------- check parameters
-    IF @@TRANCOUNT > 0
-        INSERT INTO @Errors (Message)
-        VALUES (N'usp_Sync_Promote commits its own transactions: call it outside a transaction (@@TRANCOUNT is '
-                + CONVERT(nvarchar(11), @@TRANCOUNT) + N').');
-    IF @SessionId IS NULL
-        INSERT INTO @Errors (Message) VALUES (N'@SessionId is required: the session usp_Sync_Begin opened.');
-    IF @LastPageNumber < 1
-        INSERT INTO @Errors (Message) VALUES (N'@LastPageNumber must be 1 or more, got ' + CONVERT(nvarchar(11), @LastPageNumber) + N'.');
-{{ raise_collected(50010) }}
-    SELECT @Entity = s.[EntityName], @Scope = s.[Scope]
-    FROM {{ job('SyncSession') }} AS s
-    WHERE s.[SessionId] = @SessionId;
-    IF @Entity IS NULL
-    BEGIN
-        SET @ErrorText = N'@SessionId ' + @SessionText + N' is not a sync session.';
-        THROW 50010, @ErrorText, 1;
-    END;
-    {{ take_scope_lock() }}
-    SELECT @SessionStatus = s.[Status], @SupersededBy = s.[SupersededBy], @KnownLast = s.[LastPageNumber],
-           @SyncType = s.[SyncType], @StartedAt = s.[StartedAt],
-           @RowsReceived = s.[RowsReceived], @RowsInserted = s.[RowsInserted], @RowsUpdated = s.[RowsUpdated],
-           @RowsSkipped = s.[RowsSkipped], @RowsRejected = s.[RowsRejected]
-    FROM {{ job('SyncSession') }} AS s
-    WHERE s.[SessionId] = @SessionId;
-    IF @SessionStatus = N'Promoted'
-    BEGIN
-        SET @Status = @SessionStatus;
-        SET @Replayed = 1;
-        RETURN;
-    END;
-    SET @RowsReceived = NULL;
-    SET @RowsInserted = NULL;
-    SET @RowsUpdated = NULL;
-    SET @RowsSkipped = NULL;
-    SET @RowsRejected = NULL;
-    IF @SessionStatus = N'Superseded'
-    BEGIN
-        SET @ErrorText = N'Session ' + @SessionText + N' was superseded by session '
-            + LOWER(CONVERT(nvarchar(36), @SupersededBy)) + N'; it cannot be promoted.';
-        THROW 50010, @ErrorText, 1;
-    END;
-
-    ------------------------------------------------------------------- every page up to the last
-    IF @KnownLast IS NOT NULL AND @LastPageNumber IS NOT NULL AND @KnownLast <> @LastPageNumber
-    BEGIN
-        SET @ErrorText = N'Session ' + @SessionText + N': @LastPageNumber is ' + CONVERT(nvarchar(11), @LastPageNumber)
-            + N', but page ' + CONVERT(nvarchar(11), @KnownLast) + N' was received as the last page.';
-        THROW 50010, @ErrorText, 1;
-    END;
-    SET @LastPageNumber = ISNULL(@KnownLast, @LastPageNumber);
-    IF @LastPageNumber IS NULL
-    BEGIN
-        SET @ErrorText = N'Session ' + @SessionText + N': the last page is not known yet (no page was marked last); '
-            + N'load it, or pass @LastPageNumber.';
-        THROW 50010, @ErrorText, 1;
-    END;
-    IF EXISTS (SELECT 1 FROM {{ job('SyncSessionPage') }} AS p
-               WHERE p.[SessionId] = @SessionId AND p.[PageNumber] > @LastPageNumber)
-    BEGIN
-        SET @ErrorText = N'Session ' + @SessionText + N': pages after page ' + CONVERT(nvarchar(11), @LastPageNumber)
-            + N' were received, so it is not the last page.';
-        THROW 50010, @ErrorText, 1;
-    END;
-    -- Missing pages: every received page counted once (PageNumber is the key), so the count of
-    -- pages 1..last that are missing is last minus the received ones; the first 20 are named.
-    SELECT @MissingCount = @LastPageNumber - COUNT(*)
-    FROM {{ job('SyncSessionPage') }} AS p
-    WHERE p.[SessionId] = @SessionId AND p.[PageNumber] BETWEEN 1 AND @LastPageNumber;
-    IF @MissingCount > 0
-    BEGIN
-        -- The first 20 missing pages: each run of missing pages starts at 1 or right after a
-        -- received page and ends before the next received page (or at the last page).
-        SELECT @Missing = STRING_AGG(CONVERT(nvarchar(max), m.[PageNumber]), N', ') WITHIN GROUP (ORDER BY m.[PageNumber])
-        FROM (
-            SELECT TOP (20) r.[RunStart] + d.[Offset] AS [PageNumber]
-            FROM (
-                SELECT c.[PageNumber] AS [RunStart],
-                       ISNULL((SELECT MIN(n.[PageNumber]) FROM {{ job('SyncSessionPage') }} AS n
-                               WHERE n.[SessionId] = @SessionId AND n.[PageNumber] > c.[PageNumber]),
-                              @LastPageNumber + 1) - 1 AS [RunEnd]
-                FROM (SELECT 1 AS [PageNumber]
-                      UNION ALL
-                      SELECT p.[PageNumber] + 1 FROM {{ job('SyncSessionPage') }} AS p
-                      WHERE p.[SessionId] = @SessionId AND p.[PageNumber] < @LastPageNumber) AS c
-                WHERE NOT EXISTS (SELECT 1 FROM {{ job('SyncSessionPage') }} AS p
-                                  WHERE p.[SessionId] = @SessionId AND p.[PageNumber] = c.[PageNumber])
-            ) AS r
-            CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15),
-                               (16), (17), (18), (19)) AS d ([Offset])
-            WHERE r.[RunStart] + d.[Offset] <= r.[RunEnd]
-            ORDER BY r.[RunStart] + d.[Offset]
-        ) AS m;
-        SET @ErrorText = N'Session ' + @SessionText + N' cannot be promoted: ' + CONVERT(nvarchar(11), @MissingCount)
-            + N' pages missing up to the last page ' + CONVERT(nvarchar(11), @LastPageNumber) + N': '
-            + ISNULL(@Missing, N'?') + CASE WHEN @MissingCount > 20 THEN N', ...' ELSE N'' END
-            + N'. Resume the session to load them.';
-        THROW 50010, @ErrorText, 1;
-    END;
-
-    UPDATE s
-    SET s.[Status] = N'Promoting', s.[LastPageNumber] = @LastPageNumber, s.[ErrorMessage] = NULL, s.[EndedAt] = NULL
-    FROM {{ job('SyncSession') }} AS s
-    WHERE s.[SessionId] = @SessionId;
-
-    ------------------------------------------------------------------- promote, in one transaction
     BEGIN TRY
-        SET @Promoting = 1;
-        BEGIN TRANSACTION;
-{%- for e in sync_entities %}
-        {{ "IF" if loop.first else "ELSE IF" }} @Entity = N'{{ e.entity }}'
-            EXEC {{ job(e.sync_promote) }} @SessionId = @SessionId, @Scope = @Scope, @RowsStaged = @Staged OUTPUT,
-                @RowsInserted = @Inserted OUTPUT, @RowsUpdated = @Updated OUTPUT, @RowsSkipped = @Skipped OUTPUT,
-                @RowsRejected = @Rejected OUTPUT;
-{%- endfor %}
-{%- if sync_entities %}
-        ELSE
-{%- endif %}
+        SET @Version = N'{{ package_version }}';
+        SET @VersionDate = CONVERT(date, '{{ version_date }}', 23);
+        IF @Help = 1
         BEGIN
-            SET @ErrorText = N'Entity ' + @Entity + N' is not loaded by sync sessions.';
+            SET @HelpText = N'usp_Sync_Promote: apply a sync session''s staged pages to the entity''s table.' + NCHAR(10)
+                + N'  @SessionId       required; from usp_Sync_Begin' + NCHAR(10)
+                + N'  @LastPageNumber  the last page''s number; required unless the page marked last was recorded' + NCHAR(10)
+                + N'Returns @Status, @RowsReceived, @RowsInserted, @RowsUpdated, @RowsSkipped, @RowsRejected, @Replayed.';
+            PRINT @HelpText;
+            RETURN;
+        END;
+        SET @Status = NULL;
+        SET @RowsReceived = NULL;
+        SET @RowsInserted = NULL;
+        SET @RowsUpdated = NULL;
+        SET @RowsSkipped = NULL;
+        SET @RowsRejected = NULL;
+        SET @Replayed = NULL;
+
+        ------------------------------------------------------------------- check parameters
+        IF @@TRANCOUNT > 0
+            INSERT INTO @Errors (Message)
+            VALUES (N'usp_Sync_Promote commits its own transactions: call it outside a transaction (@@TRANCOUNT is '
+                    + CONVERT(nvarchar(11), @@TRANCOUNT) + N').');
+        IF @SessionId IS NULL
+            INSERT INTO @Errors (Message) VALUES (N'@SessionId is required: the session usp_Sync_Begin opened.');
+        IF @LastPageNumber < 1
+            INSERT INTO @Errors (Message) VALUES (N'@LastPageNumber must be 1 or more, got ' + CONVERT(nvarchar(11), @LastPageNumber) + N'.');
+    {{ raise_collected(50010) }}
+        SELECT @Entity = s.[EntityName], @Scope = s.[Scope]
+        FROM {{ job('SyncSession') }} AS s
+        WHERE s.[SessionId] = @SessionId;
+        IF @Entity IS NULL
+        BEGIN
+            SET @ErrorText = N'@SessionId ' + @SessionText + N' is not a sync session.';
             THROW 50010, @ErrorText, 1;
         END;
-        SELECT @RowsReceived = ISNULL(SUM(CONVERT(bigint, p.[RowsReceived])), 0),
-               @PagesStaged = ISNULL(SUM(CONVERT(bigint, p.[RowsStaged])), 0),
-               @PagesRejected = ISNULL(SUM(CONVERT(bigint, p.[RowsRejected])), 0)
-        FROM {{ job('SyncSessionPage') }} AS p
-        WHERE p.[SessionId] = @SessionId;
-        IF @PagesStaged <> @Staged
-        BEGIN
-            SET @ErrorText = N'Session ' + @SessionText + N': its pages recorded ' + CONVERT(nvarchar(20), @PagesStaged)
-                + N' staged rows, but ' + CONVERT(nvarchar(20), @Staged) + N' are in staging; load the pages again (start a new session).';
-            THROW 50015, @ErrorText, 1;
-        END;
-        SET @Now = SYSUTCDATETIME();
-        SET @RowsInserted = @Inserted;
-        SET @RowsUpdated = @Updated;
-        SET @RowsSkipped = @Skipped;
-        SET @RowsRejected = @Rejected + @PagesRejected;
-        UPDATE s
-        SET s.[Status] = N'Promoted', s.[RowsReceived] = @RowsReceived, s.[RowsInserted] = @RowsInserted,
-            s.[RowsUpdated] = @RowsUpdated, s.[RowsSkipped] = @RowsSkipped, s.[RowsRejected] = @RowsRejected,
-            s.[EndedAt] = @Now
+        {{ take_scope_lock() }}
+        SELECT @SessionStatus = s.[Status], @SupersededBy = s.[SupersededBy], @KnownLast = s.[LastPageNumber],
+               @SyncType = s.[SyncType], @StartedAt = s.[StartedAt],
+               @RowsReceived = s.[RowsReceived], @RowsInserted = s.[RowsInserted], @RowsUpdated = s.[RowsUpdated],
+               @RowsSkipped = s.[RowsSkipped], @RowsRejected = s.[RowsRejected]
         FROM {{ job('SyncSession') }} AS s
         WHERE s.[SessionId] = @SessionId;
-        -- The scope's lock is held, so no other session writes its state row meanwhile.
-        UPDATE st
-        SET st.[LastSyncPoint] = @StartedAt, st.[LastSessionId] = @SessionId,
-            st.[IsInitialFullSyncDone] = CASE WHEN @SyncType = N'Full' THEN 1 ELSE st.[IsInitialFullSyncDone] END,
-            st.[UpdatedAt] = @Now
-        FROM {{ job('SyncScopeState') }} AS st
-        WHERE st.[EntityName] = @Entity AND st.[Scope] = @Scope;
-        IF @@ROWCOUNT = 0
-            INSERT INTO {{ job('SyncScopeState') }} ([EntityName], [Scope], [LastSyncPoint], [LastSessionId],
-                                                     [IsInitialFullSyncDone], [UpdatedAt])
-            VALUES (@Entity, @Scope, @StartedAt, @SessionId, CASE WHEN @SyncType = N'Full' THEN 1 ELSE 0 END, @Now);
-        COMMIT TRANSACTION;
-        SET @Status = N'Promoted';
-        SET @Replayed = 0;
+        IF @SessionStatus = N'Promoted'
+        BEGIN
+            SET @Status = @SessionStatus;
+            SET @Replayed = 1;
+            RETURN;
+        END;
+        SET @RowsReceived = NULL;
+        SET @RowsInserted = NULL;
+        SET @RowsUpdated = NULL;
+        SET @RowsSkipped = NULL;
+        SET @RowsRejected = NULL;
+        IF @SessionStatus = N'Superseded'
+        BEGIN
+            SET @ErrorText = N'Session ' + @SessionText + N' was superseded by session '
+                + LOWER(CONVERT(nvarchar(36), @SupersededBy)) + N'; it cannot be promoted.';
+            THROW 50010, @ErrorText, 1;
+        END;
+
+        ------------------------------------------------------------------- every page up to the last
+        IF @KnownLast IS NOT NULL AND @LastPageNumber IS NOT NULL AND @KnownLast <> @LastPageNumber
+        BEGIN
+            SET @ErrorText = N'Session ' + @SessionText + N': @LastPageNumber is ' + CONVERT(nvarchar(11), @LastPageNumber)
+                + N', but page ' + CONVERT(nvarchar(11), @KnownLast) + N' was received as the last page.';
+            THROW 50010, @ErrorText, 1;
+        END;
+        SET @LastPageNumber = ISNULL(@KnownLast, @LastPageNumber);
+        IF @LastPageNumber IS NULL
+        BEGIN
+            SET @ErrorText = N'Session ' + @SessionText + N': the last page is not known yet (no page was marked last); '
+                + N'load it, or pass @LastPageNumber.';
+            THROW 50010, @ErrorText, 1;
+        END;
+        IF EXISTS (SELECT 1 FROM {{ job('SyncSessionPage') }} AS p
+                   WHERE p.[SessionId] = @SessionId AND p.[PageNumber] > @LastPageNumber)
+        BEGIN
+            SET @ErrorText = N'Session ' + @SessionText + N': pages after page ' + CONVERT(nvarchar(11), @LastPageNumber)
+                + N' were received, so it is not the last page.';
+            THROW 50010, @ErrorText, 1;
+        END;
+        -- Missing pages: every received page counted once (PageNumber is the key), so the count of
+        -- pages 1..last that are missing is last minus the received ones; the first 20 are named.
+        SELECT @MissingCount = @LastPageNumber - COUNT(*)
+        FROM {{ job('SyncSessionPage') }} AS p
+        WHERE p.[SessionId] = @SessionId AND p.[PageNumber] BETWEEN 1 AND @LastPageNumber;
+        IF @MissingCount > 0
+        BEGIN
+            -- The first 20 missing pages: each run of missing pages starts at 1 or right after a
+            -- received page and ends before the next received page (or at the last page).
+            SELECT @Missing = STRING_AGG(CONVERT(nvarchar(max), m.[PageNumber]), N', ') WITHIN GROUP (ORDER BY m.[PageNumber])
+            FROM (
+                SELECT TOP (20) r.[RunStart] + d.[Offset] AS [PageNumber]
+                FROM (
+                    SELECT c.[PageNumber] AS [RunStart],
+                           ISNULL((SELECT MIN(n.[PageNumber]) FROM {{ job('SyncSessionPage') }} AS n
+                                   WHERE n.[SessionId] = @SessionId AND n.[PageNumber] > c.[PageNumber]),
+                                  @LastPageNumber + 1) - 1 AS [RunEnd]
+                    FROM (SELECT 1 AS [PageNumber]
+                          UNION ALL
+                          SELECT p.[PageNumber] + 1 FROM {{ job('SyncSessionPage') }} AS p
+                          WHERE p.[SessionId] = @SessionId AND p.[PageNumber] < @LastPageNumber) AS c
+                    WHERE NOT EXISTS (SELECT 1 FROM {{ job('SyncSessionPage') }} AS p
+                                      WHERE p.[SessionId] = @SessionId AND p.[PageNumber] = c.[PageNumber])
+                ) AS r
+                CROSS JOIN (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9), (10), (11), (12), (13), (14), (15),
+                                   (16), (17), (18), (19)) AS d ([Offset])
+                WHERE r.[RunStart] + d.[Offset] <= r.[RunEnd]
+                ORDER BY r.[RunStart] + d.[Offset]
+            ) AS m;
+            SET @ErrorText = N'Session ' + @SessionText + N' cannot be promoted: ' + CONVERT(nvarchar(11), @MissingCount)
+                + N' pages missing up to the last page ' + CONVERT(nvarchar(11), @LastPageNumber) + N': '
+                + ISNULL(@Missing, N'?') + CASE WHEN @MissingCount > 20 THEN N', ...' ELSE N'' END
+                + N'. Resume the session to load them.';
+            THROW 50010, @ErrorText, 1;
+        END;
+
+        UPDATE s
+        SET s.[Status] = N'Promoting', s.[LastPageNumber] = @LastPageNumber, s.[ErrorMessage] = NULL, s.[EndedAt] = NULL
+        FROM {{ job('SyncSession') }} AS s
+        WHERE s.[SessionId] = @SessionId;
+
+        ------------------------------------------------------------------- promote, in one transaction
+        BEGIN TRY
+            SET @Promoting = 1;
+            BEGIN TRANSACTION;
+    {%- for e in sync_entities %}
+            {{ "IF" if loop.first else "ELSE IF" }} @Entity = N'{{ e.entity }}'
+                EXEC {{ job(e.sync_promote) }} @SessionId = @SessionId, @Scope = @Scope, @RowsStaged = @Staged OUTPUT,
+                    @RowsInserted = @Inserted OUTPUT, @RowsUpdated = @Updated OUTPUT, @RowsSkipped = @Skipped OUTPUT,
+                    @RowsRejected = @Rejected OUTPUT;
+    {%- endfor %}
+    {%- if sync_entities %}
+            ELSE
+    {%- endif %}
+            BEGIN
+                SET @ErrorText = N'Entity ' + @Entity + N' is not loaded by sync sessions.';
+                THROW 50010, @ErrorText, 1;
+            END;
+            SELECT @RowsReceived = ISNULL(SUM(CONVERT(bigint, p.[RowsReceived])), 0),
+                   @PagesStaged = ISNULL(SUM(CONVERT(bigint, p.[RowsStaged])), 0),
+                   @PagesRejected = ISNULL(SUM(CONVERT(bigint, p.[RowsRejected])), 0)
+            FROM {{ job('SyncSessionPage') }} AS p
+            WHERE p.[SessionId] = @SessionId;
+            IF @PagesStaged <> @Staged
+            BEGIN
+                SET @ErrorText = N'Session ' + @SessionText + N': its pages recorded ' + CONVERT(nvarchar(20), @PagesStaged)
+                    + N' staged rows, but ' + CONVERT(nvarchar(20), @Staged) + N' are in staging; load the pages again (start a new session).';
+                THROW 50015, @ErrorText, 1;
+            END;
+            SET @Now = SYSUTCDATETIME();
+            SET @RowsInserted = @Inserted;
+            SET @RowsUpdated = @Updated;
+            SET @RowsSkipped = @Skipped;
+            SET @RowsRejected = @Rejected + @PagesRejected;
+            UPDATE s
+            SET s.[Status] = N'Promoted', s.[RowsReceived] = @RowsReceived, s.[RowsInserted] = @RowsInserted,
+                s.[RowsUpdated] = @RowsUpdated, s.[RowsSkipped] = @RowsSkipped, s.[RowsRejected] = @RowsRejected,
+                s.[EndedAt] = @Now
+            FROM {{ job('SyncSession') }} AS s
+            WHERE s.[SessionId] = @SessionId;
+            -- The scope's lock is held, so no other session writes its state row meanwhile.
+            UPDATE st
+            SET st.[LastSyncPoint] = @StartedAt, st.[LastSessionId] = @SessionId,
+                st.[IsInitialFullSyncDone] = CASE WHEN @SyncType = N'Full' THEN 1 ELSE st.[IsInitialFullSyncDone] END,
+                st.[UpdatedAt] = @Now
+            FROM {{ job('SyncScopeState') }} AS st
+            WHERE st.[EntityName] = @Entity AND st.[Scope] = @Scope;
+            IF @@ROWCOUNT = 0
+                INSERT INTO {{ job('SyncScopeState') }} ([EntityName], [Scope], [LastSyncPoint], [LastSessionId],
+                                                         [IsInitialFullSyncDone], [UpdatedAt])
+                VALUES (@Entity, @Scope, @StartedAt, @SessionId, CASE WHEN @SyncType = N'Full' THEN 1 ELSE 0 END, @Now);
+            COMMIT TRANSACTION;
+            SET @Status = N'Promoted';
+            SET @Replayed = 0;
+        END TRY
+        BEGIN CATCH
+            IF @@TRANCOUNT > 0
+                ROLLBACK TRANSACTION;
+            SET @ErrorText = ERROR_MESSAGE();
+            UPDATE s
+            SET s.[Status] = N'Failed', s.[ErrorMessage] = @ErrorText, s.[EndedAt] = SYSUTCDATETIME()
+            FROM {{ job('SyncSession') }} AS s
+            WHERE s.[SessionId] = @SessionId;
+            SET @ErrorText = N'Promote of session ' + @SessionText + N' failed: ' + LEFT(@ErrorText, 1500)
+                + N'. The table is unchanged; the session is Failed and can be promoted again (dbtools sync resumes it).';
+            SET @ErrorText = REPLACE(@ErrorText, N'%', N'%%');
+            THROW 50014, @ErrorText, 1;
+        END CATCH;
     END TRY
     BEGIN CATCH
-        IF @@TRANCOUNT > 0
+        -- The promotion's own CATCH (above) rolled back and recorded a failure; nothing is open here.
+        IF @@TRANCOUNT > 0 AND @Promoting = 1
             ROLLBACK TRANSACTION;
-        SET @ErrorText = ERROR_MESSAGE();
-        UPDATE s
-        SET s.[Status] = N'Failed', s.[ErrorMessage] = @ErrorText, s.[EndedAt] = SYSUTCDATETIME()
-        FROM {{ job('SyncSession') }} AS s
-        WHERE s.[SessionId] = @SessionId;
-        SET @ErrorText = N'Promote of session ' + @SessionText + N' failed: ' + LEFT(@ErrorText, 1500)
-            + N'. The table is unchanged; the session is Failed and can be promoted again (dbtools sync resumes it).';
-        SET @ErrorText = REPLACE(@ErrorText, N'%', N'%%');
-        THROW 50014, @ErrorText, 1;
+        THROW;
     END CATCH;
 END;

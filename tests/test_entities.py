@@ -68,7 +68,7 @@ def test_a_spec_may_put_its_tables_in_another_database_and_the_job_database_is_t
 @pytest.mark.parametrize("change, message", [
     ('entity = "Order; DROP TABLE x"', "entity must be a plain identifier"),
     ('key = "missing"', "key 'missing' is not one of the columns"),
-    ('ordering = "order_id"', "ordering 'order_id' must be timestamp, int or bigint"),
+    ('ordering = "order_id"', "ordering 'order_id' cannot be a key column"),
     ('version = "order_id"', "version 'order_id' is maintained by the procedures"),
     ('colour = "red"', "unknown keys \\['colour'\\]"),
     ('[[columns]]\nname = "note"\ntype = "text"', "type must be one of uuid, int, bigint, string, timestamp, json"),
@@ -94,6 +94,67 @@ def test_a_bad_spec_is_refused_with_the_key_named(change, message):
         text = "\n".join(lines + [change]) + "\n[[columns]]" + tables
     with pytest.raises(ConfigurationError, match=message):
         parse_spec(text, "spec.toml")
+
+
+COMPOSITE = """
+entity = "Device"
+table = "Devices"
+key = ["provider_id", "iccid"]
+ordering = "updated_at"
+[[columns]]
+name = "iccid"
+type = "string"
+length = 32
+[[columns]]
+name = "provider_id"
+type = "int"
+[[columns]]
+name = "updated_at"
+type = "timestamp"
+"""
+
+
+def test_a_composite_key_keeps_the_order_it_is_listed_in_and_has_no_one_key_name():
+    spec = parse_spec(COMPOSITE)
+    single = parse_spec(GOOD)
+
+    assert spec.keys == ("provider_id", "iccid")  # the key's order, not the columns' (iccid comes first there)
+    assert [c.name for c in spec.key_columns] == ["provider_id", "iccid"]
+    assert (single.keys, single.key) == (("order_id",), "order_id")
+    with pytest.raises(ValueError, match=r"Device has a composite key \(provider_id, iccid\); use keys"):
+        spec.key
+
+
+@pytest.mark.parametrize("change, message", [
+    ('key = ["provider_id", "provider_id"]', "key lists a column twice"),
+    ('key = ["provider_id", "imei"]', "key 'imei' is not one of the columns"),
+    ('key = ["provider_id", "updated_at"]', "ordering 'updated_at' cannot be a key column"),
+    ('ordering = "provider_id"', "ordering 'provider_id' cannot be a key column"),
+    ('ordering = "payload"', "ordering 'payload' must be timestamp, int or bigint"),
+    ('key = []', "key must name a column, or list the columns of a composite key"),
+    ('key = ["provider_id", "iccid; DROP TABLE x"]', "key\\[1\\] must be a plain identifier"),
+    ('key = ["provider_id", "note"]', "the key and the ordering column must be required"),
+    ('key = ["provider_id", "payload"]', "key 'payload' must be uuid, int, bigint or string"),
+    # 2 x 300 characters: 1,200 bytes, beyond the 900 SQL Server indexes, though each alone fits
+    ('key = ["iccid", "region"]', "a composite key's strings are too long: SQL Server indexes at most 900 bytes"),
+])
+def test_a_bad_composite_key_is_refused_with_the_reason(change, message):
+    top, tables = COMPOSITE.replace("length = 32", "length = 300").split("[[columns]]", 1)
+    name = change.split(" =")[0]
+    lines = [line for line in top.splitlines() if not line.startswith(name + " =")]
+    text = "\n".join(lines + [change]) + "\n[[columns]]" + tables + (
+        '[[columns]]\nname = "note"\ntype = "string"\nlength = 10\nrequired = false\n'
+        '[[columns]]\nname = "payload"\ntype = "json"\n'
+        '[[columns]]\nname = "region"\ntype = "string"\nlength = 300\n')
+
+    with pytest.raises(ConfigurationError, match=message):
+        parse_spec(text, "spec.toml")
+
+
+def test_a_composite_key_within_900_bytes_is_accepted():
+    spec = parse_spec(COMPOSITE.replace('length = 32', 'length = 400'))  # 800 bytes of string and an int
+
+    assert spec.keys == ("provider_id", "iccid")
 
 
 @pytest.mark.parametrize("engine", ["mssql", "postgresql"])

@@ -274,3 +274,52 @@ def test_the_sql_server_statements_the_writers_issue_themselves_parse_with_one_m
         rows = params if isinstance(params, list) else [params]
         assert all(sql.count("?") == len(row) for row in rows), (sql, params)
         assert "%s" not in sql
+
+
+@pytest.mark.parametrize("engine", ["mssql", "postgresql"])
+def test_a_composite_key_spec_renders_procedures_that_key_on_every_key_column_in_key_order(engine):
+    # Its columns are not in key order (Status, ICCID, ServiceProviderId, ModifiedDate), so a
+    # template that takes the first column, or the column order, for the key is caught here.
+    from dbtools.db.engines import engine_for
+    from dbtools.deploy.render import jinja_environment, render_entity_objects
+
+    from .upsert_bed import PROVIDER_DEVICE as spec
+
+    info = engine_for(engine)
+    objects = {o.name: o.sql for o in render_entity_objects(info, jinja_environment(info), [spec])}
+    one, many, reconcile = (objects[name] for name in (spec.upsert_one, spec.upsert_many, spec.reconcile))
+
+    assert list(objects) == [spec.upsert_one, spec.upsert_many, spec.reconcile]
+    for name, sql in objects.items():
+        assert check(engine, sql, name) == []
+        if engine == "mssql":
+            assert unparsable(sql, "tsql") == []
+    assert "newest ModifiedDate wins per ServiceProviderId, ICCID." in one and "wins per ServiceProviderId, ICCID." in many
+    assert "inserted when (ServiceProviderId, ICCID) is new" in one
+    if engine == "postgresql":
+        for sql in (many, reconcile):
+            assert 'DISTINCT ON (c."ServiceProviderId", c."ICCID")' in sql
+            assert 'ORDER BY c."ServiceProviderId", c."ICCID", c."ModifiedDate" DESC, c."RowNumber"' in sql
+            assert 'ORDER BY w."ServiceProviderId", w."ICCID"\n        ON CONFLICT ("ServiceProviderId", "ICCID")' in sql
+            assert '("ServiceProviderId", "ICCID") DO UPDATE SET\n            "Status" = EXCLUDED."Status",' in sql
+            assert '(s."ServiceProviderId", s."ICCID") IN (SELECT x."ServiceProviderId", x."ICCID" FROM' in sql
+            assert sql.count('WHERE t."ServiceProviderId" = v_row."ServiceProviderId" AND t."ICCID" = v_row."ICCID"') == 2
+        assert 'ON CONFLICT ("ServiceProviderId", "ICCID")' in one
+        assert one.count('WHERE t."ServiceProviderId" = c_ServiceProviderId AND t."ICCID" = c_ICCID') == 3
+        assert ('AND (r."ServiceProviderId", r."ICCID", r."ModifiedDate", r."ExpectedRowVersion")\n'
+                '                                IS NOT DISTINCT FROM (c_ServiceProviderId, c_ICCID, c_ModifiedDate, '
+                'v_expected)') in one
+    else:
+        for sql in (many, reconcile):
+            assert "[ServiceProviderId] int NOT NULL" in sql and "[ICCID] nvarchar(32) COLLATE DATABASE_DEFAULT NOT NULL" in sql
+            assert "PRIMARY KEY CLUSTERED ([ServiceProviderId], [ICCID])" in sql
+            assert "PARTITION BY s.[ServiceProviderId], CONVERT(nvarchar(32), s.[ICCID])" in sql
+            assert ("WITH (UPDLOCK, SERIALIZABLE, FORCESEEK)\n"
+                    "                ON t.[ServiceProviderId] = w.[ServiceProviderId] AND t.[ICCID] = w.[ICCID]") in sql
+            assert "ON w.[ServiceProviderId] = t.[ServiceProviderId] AND w.[ICCID] = t.[ICCID]" in sql
+            assert "ORDER BY w.[ServiceProviderId], w.[ICCID]\n            OPTION (MAXDOP 1);" in sql
+            assert "SET\n                [Status] = w.[Status],\n                [ModifiedDate] = w.[ModifiedDate]\n" in sql
+        assert one.count("t.[ServiceProviderId] = @ServiceProviderId AND t.[ICCID] = CONVERT(nvarchar(32), @ICCID)") == 2
+        assert "x.[ServiceProviderId] = @ServiceProviderId AND x.[ICCID] = CONVERT(nvarchar(32), @ICCID)" in one
+        assert ("SELECT r.[ServiceProviderId], r.[ICCID] COLLATE Latin1_General_100_BIN2, DATALENGTH(r.[ICCID]), "
+                "r.[ModifiedDate], r.[ExpectedRowVersion]") in one

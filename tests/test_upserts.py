@@ -12,6 +12,7 @@ import multiprocessing
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -27,12 +28,14 @@ from dbtools.db.procs import ProcedureValidationError, call_procedure
 from dbtools.deploy.render import jinja_environment, render_entity_objects
 from dbtools.retry import RetryPolicy
 from dbtools.deploy.repeatable import sql_text
+from dbtools.upsert.specs import spec_named
 from dbtools.upsert.writers import (COUNT_OUTPUTS, ONE_OUTPUTS, PATHS, Counts, UpsertError, _stored_reason, prefetched,
                                     prepare, writer_for)
 from dbtools.uuid7 import uuid7
 
 from .test_retry import kill_session, recording_policy
-from .upsert_bed import ACTIVITY, CLICK, T0, Oracle, activity, expected_row, make_bed
+from .upsert_bed import (ACTIVITY, CLICK, PROVIDER_DEVICE, T0, Oracle, activity, by_key, device, expected_row,
+                         make_bed)
 
 BATCH_PATHS = ("tvp", "bulk")
 
@@ -343,6 +346,151 @@ def test_an_entity_database_with_another_collation_than_the_job_database_is_refu
         assert tables_named(bed, ELSEWHERE.tables, ELSEWHERE_DB) == []
     finally:
         entity_database(bed, "drop")
+
+
+# ----------------------------------------------------------------------------- composite keys
+#: JasperDevice's key is (ServiceProviderId, ICCID); its tables come with the revision that froze its spec.
+JASPER_MIGRATED = any((Path(__file__).resolve().parent.parent / "migrations" / "versions")
+                      .glob("*_entities/jasper_device.toml"))
+X, Y = "89014103211118510720", "89014103211118510721"
+
+
+@pytest.fixture(params=["ProviderDevice", "JasperDevice"])
+def device_spec(request, bed):
+    """A composite-key entity: PROVIDER_DEVICE, created here as a migration would (its procedures
+    deployed), or JasperDevice as its own migration made it."""
+    if request.param == "JasperDevice":
+        if not JASPER_MIGRATED:
+            pytest.skip("waits for the revision that creates JasperDevice (0012)")
+        yield spec_named("JasperDevice")
+        return
+    info = bed.server.engine
+    objects = render_entity_objects(info, jinja_environment(info), [PROVIDER_DEVICE])
+    with bed.engine.begin() as conn:
+        ctx = MigrationContext.configure(conn)
+        create_entity(ctx, PROVIDER_DEVICE)
+        for obj in objects:
+            ctx.execute(sql_text(obj.sql))
+    yield PROVIDER_DEVICE
+    with bed.engine.begin() as conn:
+        drop_entity(MigrationContext.configure(conn), PROVIDER_DEVICE)
+
+
+def per_call(path, rows):
+    """The batches a writer applies: each row alone on the single-row path, else all at once."""
+    return [[r] for r in rows] if path == "single" else [rows]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_same_iccid_under_two_providers_is_two_rows_on_every_path(bed, device_spec, path):
+    spec = device_spec
+    rows = [device(spec, 1, X, 10, "Active"), device(spec, 2, X, 10, "Suspended")]
+
+    counts = writer_for(path, bed.engine, spec).upsert(rows)
+
+    assert counts == Counts(received=2, inserted=2)
+    assert bed.table(spec) == sorted((expected_row(r, spec) for r in rows), key=by_key(spec))
+    assert set(bed.versions(spec)) == {(1, X), (2, X)}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_newest_modified_date_wins_per_provider_and_iccid_and_an_older_row_never_overwrites(bed, device_spec, path):
+    spec = device_spec
+    writer = writer_for(path, bed.engine, spec)
+    writer.upsert([device(spec, 1, X, 10, "a"), device(spec, 2, X, 10, "b"), device(spec, 1, Y, 10, "c")])
+    rows = [
+        device(spec, 1, X, 20, "newer"),  # newer than (1, X): updated
+        device(spec, 2, X, 15, "between"),  # older than (1, X)'s new row, newer than (2, X)'s: updated
+        device(spec, 2, X, 5, "older"),  # older than (2, X): never overwrites
+        device(spec, 1, Y, 30, "d"), device(spec, 1, Y, 25, "e"),  # (1, Y) twice: the newest wins
+        device(spec, 2, Y, 1, "new"),  # a new pair, though (1, Y) and (2, X) exist: inserted
+    ]
+
+    counts = writer.upsert(rows)
+    replay = writer.upsert(rows)  # equal ordering values change nothing
+
+    assert counts == Counts(received=6, inserted=1, updated=3, skipped=2)
+    assert replay == Counts(received=6, skipped=6)
+    assert bed.table(spec) == sorted((expected_row(r, spec) for r in (rows[0], rows[1], rows[3], rows[5])),
+                                     key=by_key(spec))
+    assert bed.staged(spec) == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_any_mix_of_providers_and_iccids_ends_as_newest_wins_per_pair_predicts(bed, device_spec, path):
+    spec = device_spec
+    oracle = Oracle(spec)
+    batches = [[device(spec, p, i, m, f"s{n}") for n, (p, i, m) in enumerate(batch)] for batch in (
+        [(1, X, 3), (2, X, 1), (1, Y, 2), (2, X, 4), (3, X, 4)],
+        [(2, X, 2), (1, X, 3), (3, Y, 9), (1, Y, 1), (2, Y, 5), (2, X, 6)],
+    )]
+
+    for rows in batches:
+        counts = writer_for(path, bed.engine, spec).upsert(rows)
+        assert counts == sum((oracle.apply(part) for part in per_call(path, rows)), Counts())
+
+    assert bed.table(spec) == oracle.table()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_row_missing_either_key_column_is_rejected_on_every_path(bed, device_spec, path):
+    spec = device_spec
+    no_provider = device(spec, 1, X, 1)
+    del no_provider["ServiceProviderId"]
+    rows = [no_provider, device(spec, 2, None, 1), device(spec, 3, "9" * 33, 1), device(spec, 3, X, 1)]
+
+    counts = writer_for(path, bed.engine, spec).upsert(rows)
+
+    assert counts == Counts(received=4, inserted=1, rejected=3)
+    assert bed.rejects(spec) == [(1, "missing required field ServiceProviderId", (None, X)),
+                                 (2, "missing required field ICCID", (2, None)),
+                                 (3, "ICCID is longer than 32 characters", (3, "9" * 33))]
+    assert bed.table(spec) == [expected_row(rows[3], spec)]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_expected_row_version_is_compared_with_the_row_of_the_same_provider_and_iccid(bed, device_spec, path):
+    spec = device_spec
+    writer = writer_for(path, bed.engine, spec)
+    writer.upsert([device(spec, 1, X, 1, "a"), device(spec, 2, X, 1, "b"), device(spec, 1, Y, 1, "c")])
+    writer.upsert([device(spec, 1, Y, 2, "c2")])  # (1, Y) now has another version than (1, X)
+    versions = bed.versions(spec)
+
+    counts = writer.upsert([
+        device(spec, 1, X, 3, "a3", ExpectedRowVersion=versions[(1, X)]),  # matches: updated
+        device(spec, 2, X, 3, "b3", ExpectedRowVersion=versions[(2, X)] + 1000),  # stale: conflicted
+        device(spec, 3, X, 3, "x3", ExpectedRowVersion=versions[(1, X)]),  # no stored (3, X): conflicted
+        device(spec, 1, Y, 3, "c3", ExpectedRowVersion=versions[(1, X)]),  # (1, X)'s version, not (1, Y)'s: conflicted
+    ])
+
+    assert counts == Counts(received=4, updated=1, conflicted=3)
+    assert bed.table(spec) == sorted([expected_row(device(spec, 1, X, 3, "a3"), spec),
+                                      expected_row(device(spec, 2, X, 1, "b"), spec),
+                                      expected_row(device(spec, 1, Y, 2, "c2"), spec)], key=by_key(spec))
+    after = bed.versions(spec)
+    assert after[(1, X)] != versions[(1, X)]
+    assert (after[(2, X)], after[(1, Y)]) == (versions[(2, X)], versions[(1, Y)])
+
+
+def test_the_single_row_procedure_tells_a_replayed_reject_by_every_key_column(bed, device_spec):
+    spec = device_spec
+    batch = uuid7(bed.server.engine.name)
+    too_long = "s" * 51
+
+    def call(row):
+        with bed.engine.begin() as conn:
+            return call_procedure(conn, bed.server.engine, spec.upsert_one, {**row, "BatchId": batch},
+                                  outputs=ONE_OUTPUTS)["Outcome"]
+
+    outcomes = [call(device(spec, 1, X, 1, too_long)),  # RowNumber defaults to 1
+                call(device(spec, 1, X, 1, too_long)),  # the same reject: a replay
+                call(device(spec, 2, X, 1, too_long)),  # the same ICCID under another provider
+                call(device(spec, 1, Y, 1, too_long))]  # another ICCID of the same provider
+
+    assert outcomes == ["Rejected"] * 4
+    reason = "Status is longer than 50 characters"
+    assert bed.rejects(spec) == [(1, reason, (1, X)), (1, reason, (1, Y)), (1, reason, (2, X))]
+    assert bed.table(spec) == []
 
 
 # ----------------------------------------------------------------------------- properties

@@ -11,12 +11,38 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from dbtools import commands
-from dbtools.upsert.specs import EntitySpec, spec_named
+from dbtools.upsert.specs import EntitySpec, parse_spec, spec_named
 from dbtools.upsert.writers import Counts
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0)
 ACTIVITY = spec_named("CustomerActivityEvent")
 CLICK = spec_named("ClickEvent")
+#: A composite key (ServiceProviderId, ICCID), like JasperDevice's, parsed here so it needs no
+#: migration. Its columns are not in key order, so nothing may take the first column for the key.
+PROVIDER_DEVICE = parse_spec("""
+entity = "ProviderDevice"
+table = "ProviderDevices"
+key = ["ServiceProviderId", "ICCID"]
+ordering = "ModifiedDate"
+
+[[columns]]
+name = "Status"
+type = "string"
+length = 50
+
+[[columns]]
+name = "ICCID"
+type = "string"
+length = 32
+
+[[columns]]
+name = "ServiceProviderId"
+type = "int"
+
+[[columns]]
+name = "ModifiedDate"
+type = "timestamp"
+""", "tests/upsert_bed.py")
 
 
 @dataclass
@@ -25,26 +51,31 @@ class Bed:
     engine: sa.Engine
 
     def table(self, spec: EntitySpec) -> list[tuple]:
-        """The whole target table (without the version column), ordered by key."""
+        """The whole target table (without the version column), ordered by key (by_key)."""
         q, t = self.server.engine.quote, self.place(spec)
         cols = ", ".join(q(c.name) for c in spec.columns)
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(f"SELECT {cols} FROM {t(spec.table)}").all()
-        return sorted((normalise(spec, r) for r in rows), key=lambda r: str(r[0]))
+        return sorted((normalise(spec, r) for r in rows), key=by_key(spec))
 
     def versions(self, spec: EntitySpec) -> dict:
+        """key (key_of) -> stored version."""
         q, t = self.server.engine.quote, self.place(spec)
+        keys = ", ".join(q(k) for k in spec.keys)
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(f"SELECT {q(spec.key)}, {q(spec.version)} FROM {t(spec.table)}").all()
-        return {_key(r[0]): (int.from_bytes(r[1], "big") if isinstance(r[1], bytes) else r[1]) for r in rows}
+            rows = conn.exec_driver_sql(f"SELECT {keys}, {q(spec.version)} FROM {t(spec.table)}").all()
+        return {key_of(spec, dict(zip(spec.keys, r))): (int.from_bytes(r[-1], "big") if isinstance(r[-1], bytes)
+                                                       else r[-1]) for r in rows}
 
     def rejects(self, spec: EntitySpec) -> list[tuple]:
-        """(RowNumber, Reason, key) of every rejected row, ordered."""
+        """(RowNumber, Reason, key (key_of)) of every rejected row, ordered."""
         q, t = self.server.engine.quote, self.place(spec)
+        keys = ", ".join(q(k) for k in spec.keys)
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(
-                f"SELECT {q('RowNumber')}, {q('Reason')}, {q(spec.key)} FROM {t(spec.rejects)}").all()
-        return sorted((int(n), r, _key(k)) for n, r, k in rows)
+                f"SELECT {q('RowNumber')}, {q('Reason')}, {keys} FROM {t(spec.rejects)}").all()
+        return sorted(((int(r[0]), r[1], key_of(spec, dict(zip(spec.keys, r[2:])))) for r in rows),
+                      key=lambda x: (x[0], x[1], str(x[2])))
 
     def staged(self, spec: EntitySpec) -> int:
         with self.engine.connect() as conn:
@@ -72,6 +103,19 @@ def _key(value):
     return str(value).lower() if isinstance(value, (uuid.UUID, str)) else value
 
 
+def key_of(spec: EntitySpec, row) -> object:
+    """A row's key (a mapping from column name) as the tests compare keys: the value of a
+    one-column key (uuids and strings as lower-case text), a tuple of them for a composite key."""
+    parts = tuple(_key(row[k]) for k in spec.keys)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def by_key(spec: EntitySpec):
+    """Sort key for rows in column order (as Bed.table returns them): by the key columns, as text."""
+    positions = [[c.name for c in spec.columns].index(k) for k in spec.keys]
+    return lambda row: tuple(str(row[i]) for i in positions)
+
+
 def normalise(spec: EntitySpec, row: Sequence) -> tuple:
     """A row as plain comparable values: uuid keys as text, JSON parsed, naive timestamps."""
     out = []
@@ -89,6 +133,17 @@ def normalise(spec: EntitySpec, row: Sequence) -> tuple:
 def activity(key: uuid.UUID, minutes: int, customer: int = 1, kind: str = "page_view", details=None, **extra) -> dict:
     row = {"event_id": key, "customer_id": customer, "activity_type": kind,
            "time_stamp_utc": T0 + dt.timedelta(minutes=minutes), "details_json": details}
+    row.update(extra)
+    return row
+
+
+def device(spec: EntitySpec, provider: int, iccid: str, minutes: int, status: str = "Active", **extra) -> dict:
+    """A device row of PROVIDER_DEVICE or JasperDevice (whose required plans get their lookups' first values)."""
+    row = {"ServiceProviderId": provider, "ICCID": iccid, "Status": status,
+           "ModifiedDate": T0 + dt.timedelta(minutes=minutes)}
+    for c in spec.columns:
+        if c.references and c.required:
+            row[c.name] = spec.lookup(c.references).values[0]
     row.update(extra)
     return row
 
@@ -123,7 +178,7 @@ class Oracle:
             if not self.valid(row):
                 counts.rejected += 1
                 continue
-            key = _key(row[spec.key])
+            key = key_of(spec, row)
             best = winners.get(key)
             # Newest ordering value wins; on a tie the earlier row (lower RowNumber) stays.
             if best is None or row[spec.ordering] > best[spec.ordering]:
@@ -142,4 +197,4 @@ class Oracle:
         return counts
 
     def table(self) -> list[tuple]:
-        return sorted((expected_row(r, self.spec) for r in self.rows.values()), key=lambda r: str(r[0]))
+        return sorted((expected_row(r, self.spec) for r in self.rows.values()), key=by_key(self.spec))

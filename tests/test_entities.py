@@ -47,7 +47,9 @@ def test_a_minimal_spec_gets_the_default_object_names():
     assert spec.objects == {
         "row_type": "OrderType", "upsert_one": "UpsertOrder", "upsert_many": "UpsertOrdersType",
         "staging": "Orders_Staging", "rejects": "Orders_Rejects", "reconcile": "ReconcileOrdersBatch",
+        "sync_promote": "SyncPromoteOrders",
     }
+    assert spec.procedures == ("UpsertOrder", "UpsertOrdersType", "ReconcileOrdersBatch")  # no [sync]: no promote
     assert spec.version == "row_version"
     assert spec.database is None
 

@@ -40,6 +40,8 @@ JOB_TABLES = {
 JOB_TABLES |= {"UpsertBatchLog"} | {
     name for spec in current_specs()
     for name in (spec.table, spec.staging, spec.rejects, *(lk.table for lk in spec.lookups))}
+# Paged sync sessions (revision 0012).
+JOB_TABLES |= {"SyncScopeState", "SyncSession", "SyncSessionPage"}
 
 
 def shipped(server):

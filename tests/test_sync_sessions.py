@@ -493,3 +493,31 @@ def test_a_scope_that_is_not_a_provider_id_is_refused(bed):
     with pytest.raises(ProcedureValidationError, match=r"Scope\"? 'seven' is not a valid ServiceProviderId \(int\)"):
         run(bed, "seven", ListSource([]))
     assert sessions(bed) == []
+
+
+@pytest.mark.postgresql_only
+def test_a_connection_dropped_between_pages_reconnects_resumes_the_same_session_and_completes(bed, api):
+    # Assemble: after page 2 is committed, the runner's server session is terminated (as a
+    # failover or an administrator would), which also frees the scope's lock.
+    api.put(*devices_from(40))
+    seen = []
+
+    def drop_after_page_two(progress) -> None:
+        seen.append((progress.session_id, progress.number))
+        if progress.number == 2:
+            with bed.engine.connect() as conn:
+                killed = conn.exec_driver_sql(
+                    "SELECT count(pg_catalog.pg_terminate_backend(a.pid)) FROM pg_catalog.pg_stat_activity AS a "
+                    "WHERE a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid() "
+                    "AND a.backend_type = 'client backend'").scalar_one()
+            assert killed >= 1
+
+    # Act
+    result = run(bed, 41, http(api), on_page=drop_after_page_two)
+
+    # Assert: one session throughout, every page once, the full table.
+    assert {s for s, _ in seen} == {result.session_id}
+    assert [n for _, n in seen] == [1, 2, 3, 4]
+    assert result.status == "Promoted" and result.received == 40
+    assert [s["Status"] for s in sessions(bed)] == ["Promoted"]
+    assert production(bed) == oracle((41, api.devices))

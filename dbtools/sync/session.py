@@ -365,7 +365,10 @@ def _converted(pages: Iterator[Page], stager: _Stager) -> Iterator[tuple[Page, l
             for page in pages:
                 yield (page, *stager.convert(page))
         finally:
-            pages.close() if hasattr(pages, "close") else None
+            close = getattr(pages, "close", None)  # a generator: end its HTTP client now
+            if close is not None:
+                close()
+
     return prefetched(work())
 
 

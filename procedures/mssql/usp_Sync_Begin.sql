@@ -91,7 +91,8 @@ BEGIN
         ELSE IF @Entity = N'{{ e.entity }}'
         BEGIN
             -- The scope column is an integer: the scope is its decimal text, canonical ('7', never '07').
-            IF TRY_CONVERT({{ e.column(e.sync.scope).type }}, @Scope) IS NULL
+            -- A digit is required: SQL Server converts '-' and '+' to 0 (PostgreSQL refuses them).
+            IF TRY_CONVERT({{ e.column(e.sync.scope).type }}, @Scope) IS NULL OR @Scope COLLATE Latin1_General_100_BIN2 NOT LIKE N'%[0-9]%'
                 INSERT INTO @Errors (Message)
                 VALUES (N'@Scope ''' + LEFT(@Scope, 100) + N''' is not a valid {{ e.sync.scope }} ({{ e.column(e.sync.scope).type }}).');
             ELSE

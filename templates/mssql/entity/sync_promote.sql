@@ -35,7 +35,9 @@ BEGIN
         SELECT c.[BatchId], c.[RowNumber], c.[Reason], {{ column_list(e, 'c') }}, @SessionId, c.[PageNumber]
         FROM (
             SELECT s.[BatchId], s.[PageNumber], s.[RowNumber], {{ column_list(e, 's') }},
-                ISNULL({{ reject_reason(e, 's') | indent(4) }},
+                -- ISNULL takes the first argument's type, nvarchar(longest reason above): widen it
+                -- to the Reason column's nvarchar(400), or a longer scope reason would be cut.
+                ISNULL(CONVERT(nvarchar(400), {{ reject_reason(e, 's') | indent(4) }}),
                        CASE WHEN {% if scope.type == 'string' %}DATALENGTH(s.{{ q(scope.name) }}) <> DATALENGTH(@Scope) OR s.{{ q(scope.name) }} COLLATE Latin1_General_100_BIN2 <> @Scope{% else %}CONVERT(nvarchar(450), s.{{ q(scope.name) }}) <> @Scope{% endif %}
                             THEN N'{{ scope.name }} is not the session''s scope' END) AS [Reason]
             FROM {{ tbl(e.staging) }} AS s

@@ -93,9 +93,11 @@ CASE
 
 {%- macro apply_batch(e, source) -%}
     -- Check requirements: a RowNumber on every row, none twice (they name rejected rows).
-    SELECT count(*) INTO v_bad_numbers
-    FROM (SELECT 1 FROM {{ source }} AS s GROUP BY s."RowNumber"
-          HAVING count(*) > 1 OR s."RowNumber" IS NULL LIMIT 1) AS bad;
+    -- count(DISTINCT) counts distinct non-NULL values, so it is short of count(*) exactly when a
+    -- RowNumber is NULL or repeated; it sorts, and rows numbered in order sort at once (a hash
+    -- of every RowNumber took three times as long).
+    SELECT count(*) - count(DISTINCT s."RowNumber") INTO v_bad_numbers
+    FROM {{ source }} AS s;
     IF v_bad_numbers > 0 THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = 'Every row needs a RowNumber, unique within the batch; nothing was changed.';
@@ -112,7 +114,6 @@ CASE
         SELECT v_batch_id, c."RowNumber", c."Reason", {{ column_list(e, 'c') }}, c."ExpectedRowVersion"
         FROM checked AS c
         WHERE c."Reason" IS NOT NULL
-        RETURNING 1
     ), upserted AS (
         -- Straight from the DISTINCT ON (not a CTE), so its key order serves the ORDER BY: one sort.
         INSERT INTO {{ tbl(e.table) }} AS t ({{ column_list(e) }})
@@ -130,11 +131,16 @@ CASE
         WHERE t.{{ q(e.ordering) }} < EXCLUDED.{{ q(e.ordering) }}
         RETURNING (t.xmax = 0) AS "Inserted"
     )
-    SELECT (SELECT count(*) FROM checked),
-           (SELECT count(*) FROM rejected),
-           (SELECT count(*) FROM upserted AS u WHERE u."Inserted"),
-           (SELECT count(*) FROM upserted AS u WHERE NOT u."Inserted"),
-           (SELECT count(*) FROM checked AS c WHERE c."Reason" IS NULL AND c."ExpectedRowVersion" IS NOT NULL)
+    -- One pass over checked for its counts (the rejected CTE inserts exactly its rows with a
+    -- Reason), one over upserted: a data-modifying CTE runs to completion whether read or not.
+    SELECT k.received, k.rejected, u.inserted, u.updated, k.expected
+    FROM (SELECT count(*) AS received,
+                 count(*) FILTER (WHERE c."Reason" IS NOT NULL) AS rejected,
+                 count(*) FILTER (WHERE c."Reason" IS NULL AND c."ExpectedRowVersion" IS NOT NULL) AS expected
+          FROM checked AS c) AS k,
+         (SELECT count(*) FILTER (WHERE u."Inserted") AS inserted,
+                 count(*) FILTER (WHERE NOT u."Inserted") AS updated
+          FROM upserted AS u) AS u
     INTO v_received, v_rejected, v_inserted, v_updated, v_expected;
 
     -- Winners that carry ExpectedRowVersion (optimistic concurrency; usually few): each stored

@@ -151,7 +151,7 @@ def test_the_sql_server_offline_script_creates_the_job_database_then_works_insid
     check = next(i for i, b in enumerate(batches) if "[BlobDeltaJobs].[dbo].[alembic_version]" in b)
     assert check < create_db < use < begin < first_table
     assert batches[0].startswith("-- dbtools ")
-    assert batches[0].endswith("\nSET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n"
+    assert batches[0].endswith("\nSET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET ARITHABORT ON;\nSET XACT_ABORT ON;\n"
                                + mssql_script.START + ";")
     assert batches[1:3] == [mssql_script.revision_check("BlobDeltaJobs", "dbo", None) + ";",
                             mssql_script.guard(None) + ";"]

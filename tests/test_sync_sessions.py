@@ -521,3 +521,15 @@ def test_a_connection_dropped_between_pages_reconnects_resumes_the_same_session_
     assert result.status == "Promoted" and result.received == 40
     assert [s["Status"] for s in sessions(bed)] == ["Promoted"]
     assert production(bed) == oracle((41, api.devices))
+
+
+@pytest.mark.parametrize("scope, reason", [
+    ("-", r"Scope\"? '-' is not a valid ServiceProviderId \(int\)"),
+    ("+", r"Scope\"? '\+' is not a valid ServiceProviderId \(int\)"),
+    ("4294967296", r"Scope\"? '4294967296' is not a valid ServiceProviderId \(int\)"),
+    ("7" * 301, r"Scope\"? is longer than 300 characters"),
+])
+def test_a_scope_sql_server_or_postgresql_would_read_differently_is_refused_on_both(bed, scope, reason):
+    with pytest.raises(ProcedureValidationError, match=reason):
+        run(bed, scope, ListSource([]))
+    assert sessions(bed) == []

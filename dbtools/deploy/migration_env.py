@@ -284,7 +284,9 @@ def _run_offline(context, target: Target) -> None:
     context.get_context().impl.static_output(offline_header(engine, command_name(context), start, destination_id))
     if engine.name == "mssql":
         context.execute(sql_text(
-            "SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET XACT_ABORT ON;\n" + mssql_script.START
+            # ARITHABORT with the others a filtered index needs (sqlcmd leaves it OFF; ANSI_WARNINGS
+            # implies it only at compatibility level 90 and above).
+            "SET QUOTED_IDENTIFIER ON;\nSET ANSI_NULLS ON;\nSET ARITHABORT ON;\nSET XACT_ABORT ON;\n" + mssql_script.START
         ))
         context.execute(sql_text(mssql_script.revision_check(JOB_DATABASE, engine.job_schema, start)))
         context.execute(sql_text(mssql_script.guard(None)))  # an error reading the version stops it too

@@ -45,7 +45,7 @@ IN_PROGRESS_SQLSTATE = "55P03"
 #: Rejects listed in a result (all of them stay in the reject table).
 MAX_REPORTED = 50
 
-BEGIN_OUTPUTS = {"Scope": "nvarchar(450)", "SyncType": "nvarchar(20)", "SessionId": "uniqueidentifier", "SinceDate": "datetime2(7)",
+BEGIN_OUTPUTS = {"Scope": "nvarchar(4000)", "SyncType": "nvarchar(20)", "SessionId": "uniqueidentifier", "SinceDate": "datetime2(7)",
                  "FirstPageNumber": "int", "LastPageNumber": "int", "Resumed": "bit"}
 PAGE_OUTPUTS = {"PagesReceived": "int", "LastPageNumber": "int"}
 PROMOTE_OUTPUTS = {"Status": "nvarchar(20)", "RowsReceived": "bigint", "RowsInserted": "bigint",
@@ -341,7 +341,10 @@ def _run(session: _Session, source: PagedSource, full: bool, policy: RetryPolicy
             pages.close()
 
     def promote() -> dict[str, Any]:
-        conn = reconnected()
+        # After a dropped connection, a plain new one: the promote takes the scope's lock itself,
+        # and replays a session that an attempt whose answer was lost did promote (usp_Sync_Begin
+        # would find no live session there and open a new one).
+        conn = session.connect()
         auto = conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             return call_procedure(auto, info, "usp_Sync_Promote", {"SessionId": _bind(info, session_id)},

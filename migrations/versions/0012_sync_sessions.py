@@ -18,8 +18,13 @@ entity's table, newest wins, in one transaction. This revision creates:
   table also carries ``SessionId`` and ``PageNumber`` (rows are numbered within their page),
   and its reject table ``SessionId`` and ``PageNumber``, so a reject names its page and row.
 
-The procedures (``usp_Sync_Begin``, ``usp_Sync_Page``, ``usp_Sync_Promote``, ``usp_Sync_Fail``
-and the entity's ``SyncPromoteJasperDevices``) are repeatable objects, rendered at deployment.
+The procedures (``usp_Sync_Begin``, ``usp_Sync_Page``, ``usp_Sync_Promote`` and the entity's
+``SyncPromoteJasperDevices``) are repeatable objects, rendered at deployment.
+
+A scope is text of at most 300 characters (an integer scope in its canonical decimal form). On
+SQL Server the ``Scope`` columns compare binary (``Latin1_General_100_BIN2``), as PostgreSQL's
+text does, so two scopes that differ in case are two scopes everywhere, and the keys that hold
+a scope stay within SQL Server's 900 bytes.
 
 Revision ID: 0012
 Revises: 0011
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mssql
 
 from dbtools.deploy.entities import create_entity, drop_entity
 from dbtools.deploy.migration_helpers import Flag, LongText, Name, Timestamp, check, current_engine, current_user, utc_now
@@ -42,8 +48,15 @@ depends_on = None
 
 SPEC = frozen_spec(__file__, "jasper_device")
 STATUSES = ("Open", "Promoting", "Promoted", "Failed", "Superseded")
-#: A scope is text in the sync tables (an int scope column is compared as its decimal text).
-SCOPE_LENGTH = 450
+#: A scope is text in the sync tables (an int scope column is compared as its decimal text). 300
+#: characters keep (EntityName, Scope) within SQL Server's 900-byte clustered key.
+SCOPE_LENGTH = 300
+
+
+def Scope() -> sa.types.TypeEngine:  # noqa: N802 - reads like a type in column lists
+    """A scope: compared exactly on both engines (binary collation on SQL Server)."""
+    return sa.Unicode(SCOPE_LENGTH).with_variant(
+        mssql.NVARCHAR(SCOPE_LENGTH, collation="Latin1_General_100_BIN2"), "mssql")
 
 
 def upgrade() -> None:
@@ -52,7 +65,7 @@ def upgrade() -> None:
     op.create_table(
         "SyncScopeState",
         sa.Column("EntityName", Name(), nullable=False),
-        sa.Column("Scope", sa.Unicode(SCOPE_LENGTH), nullable=False),
+        sa.Column("Scope", Scope(), nullable=False),
         sa.Column("LastSyncPoint", Timestamp(), nullable=True),
         sa.Column("LastSessionId", sa.Uuid(), nullable=True),
         sa.Column("IsInitialFullSyncDone", Flag(), nullable=False, server_default=sa.false()),
@@ -64,7 +77,7 @@ def upgrade() -> None:
         "SyncSession",
         sa.Column("SessionId", sa.Uuid(), nullable=False),
         sa.Column("EntityName", Name(), nullable=False),
-        sa.Column("Scope", sa.Unicode(SCOPE_LENGTH), nullable=False),
+        sa.Column("Scope", Scope(), nullable=False),
         sa.Column("SyncType", sa.Unicode(20), nullable=False),
         sa.Column("SinceDate", Timestamp(), nullable=False),
         sa.Column("Status", sa.Unicode(20), nullable=False, server_default=sa.text("'Open'")),

@@ -4,7 +4,7 @@
 {%- from "mssql/sync.sql" import take_scope_lock -%}
 CREATE OR ALTER PROCEDURE {{ job('usp_Sync_Begin') }}
     @Entity nvarchar(128) = NULL,
-    @Scope nvarchar(450) = NULL OUTPUT,
+    @Scope nvarchar(4000) = NULL OUTPUT,
     @SyncType nvarchar(20) = NULL OUTPUT,
     @Resume bit = 0,
     @AsOf datetime2(7) = NULL,
@@ -87,6 +87,8 @@ BEGIN
         IF @Scope IS NULL OR LTRIM(RTRIM(@Scope)) = N''
             INSERT INTO @Errors (Message)
             VALUES (N'@Scope is required: the value of the entity''s scope column (for example a service provider id).');
+        ELSE IF DATALENGTH(@Scope) > 600
+            INSERT INTO @Errors (Message) VALUES (N'@Scope is longer than 300 characters.');
 {%- for e in sync_entities if e.column(e.sync.scope).type in ('int', 'bigint') %}
         ELSE IF @Entity = N'{{ e.entity }}'
         BEGIN
@@ -96,8 +98,13 @@ BEGIN
                 INSERT INTO @Errors (Message)
                 VALUES (N'@Scope ''' + LEFT(@Scope, 100) + N''' is not a valid {{ e.sync.scope }} ({{ e.column(e.sync.scope).type }}).');
             ELSE
-                SET @Scope = CONVERT(nvarchar(450), TRY_CONVERT({{ e.column(e.sync.scope).type }}, @Scope));
+                SET @Scope = CONVERT(nvarchar(300), TRY_CONVERT({{ e.column(e.sync.scope).type }}, @Scope));
         END;
+{%- endfor %}
+{%- for e in sync_entities if e.column(e.sync.scope).type == 'string' %}
+        ELSE IF @Entity = N'{{ e.entity }}' AND DATALENGTH(@Scope) <> DATALENGTH(LTRIM(RTRIM(@Scope)))
+            -- SQL Server's = ignores trailing spaces; PostgreSQL's does not: neither may hold any.
+            INSERT INTO @Errors (Message) VALUES (N'@Scope must not begin or end with spaces.');
 {%- endfor %}
         IF @SyncType IS NOT NULL AND @SyncType NOT IN (N'Full', N'Incremental')
             INSERT INTO @Errors (Message)

@@ -30,7 +30,7 @@ BEGIN
     DECLARE @HelpText nvarchar(max);
     DECLARE @StartedTransaction bit = 0;
     DECLARE @Entity nvarchar(128);
-    DECLARE @Scope nvarchar(450);
+    DECLARE @Scope nvarchar(300);
     DECLARE @Status nvarchar(20);
     DECLARE @SupersededBy uniqueidentifier;
     DECLARE @KnownLast int;

@@ -29,12 +29,14 @@ AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    -- It commits its own transactions: a caller's implicit-transactions mode would nest them.
+    SET IMPLICIT_TRANSACTIONS OFF;
 
     DECLARE @Errors TABLE (ErrorId int IDENTITY(1, 1) PRIMARY KEY, Message nvarchar(2000) NOT NULL);
     DECLARE @ErrorText nvarchar(max);
     DECLARE @HelpText nvarchar(max);
     DECLARE @Entity nvarchar(128);
-    DECLARE @Scope nvarchar(450);
+    DECLARE @Scope nvarchar(300);
     DECLARE @SessionStatus nvarchar(20);
     DECLARE @SupersededBy uniqueidentifier;
     DECLARE @KnownLast int;
@@ -55,6 +57,7 @@ BEGIN
     DECLARE @Rejected bigint;
     DECLARE @Now datetime2(7);
     DECLARE @Promoting bit = 0;
+    DECLARE @ErrorNumber int;
     DECLARE @SessionText nvarchar(36) = LOWER(CONVERT(nvarchar(36), @SessionId));
 
     BEGIN TRY
@@ -240,10 +243,15 @@ BEGIN
             IF @@TRANCOUNT > 0
                 ROLLBACK TRANSACTION;
             SET @ErrorText = ERROR_MESSAGE();
+            SET @ErrorNumber = ERROR_NUMBER();
             UPDATE s
             SET s.[Status] = N'Failed', s.[ErrorMessage] = @ErrorText, s.[EndedAt] = SYSUTCDATETIME()
             FROM {{ job('SyncSession') }} AS s
             WHERE s.[SessionId] = @SessionId;
+            -- A deadlock victim or a lock timeout is raised as it is, so the caller's retry policy sees a
+            -- transient error and promotes again (a Failed session can be promoted).
+            IF @ErrorNumber IN (1205, 1222)
+                THROW;
             SET @ErrorText = N'Promote of session ' + @SessionText + N' failed: ' + LEFT(@ErrorText, 1500)
                 + N'. The table is unchanged; the session is Failed and can be promoted again (dbtools sync resumes it).';
             SET @ErrorText = REPLACE(@ErrorText, N'%', N'%%');

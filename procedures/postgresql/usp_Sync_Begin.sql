@@ -73,8 +73,8 @@ BEGIN
     END IF;
     IF v_scope IS NULL OR btrim(v_scope) = '' THEN
         v_errors := v_errors || '"Scope" is required: the value of the entity''s scope column (for example a service provider id).'::text;
-    ELSIF length(v_scope) > 450 THEN
-        v_errors := v_errors || '"Scope" is longer than 450 characters.'::text;
+    ELSIF length(v_scope) > 300 THEN
+        v_errors := v_errors || '"Scope" is longer than 300 characters.'::text;
 {%- for e in sync_entities if e.column(e.sync.scope).type in ('int', 'bigint') %}
     ELSIF v_entity = '{{ e.entity }}' THEN
         -- The scope column is an integer: the scope is its decimal text, canonical ('7', never '07').
@@ -83,6 +83,11 @@ BEGIN
         ELSE
             v_scope := btrim(v_scope)::numeric::text;
         END IF;
+{%- endfor %}
+{%- for e in sync_entities if e.column(e.sync.scope).type == 'string' %}
+    ELSIF v_entity = '{{ e.entity }}' AND v_scope <> btrim(v_scope) THEN
+        -- SQL Server's = ignores trailing spaces; PostgreSQL's does not: neither may hold any.
+        v_errors := v_errors || '"Scope" must not begin or end with spaces.'::text;
 {%- endfor %}
     END IF;
     IF v_type IS NOT NULL AND v_type NOT IN ('Full', 'Incremental') THEN

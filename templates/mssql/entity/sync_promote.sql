@@ -3,7 +3,7 @@
 {%- set scope = e.column(e.sync.scope) -%}
 CREATE OR ALTER PROCEDURE {{ job(e.sync_promote) }}
     @SessionId uniqueidentifier,
-    @Scope nvarchar(450),
+    @Scope nvarchar(300),
     @RowsStaged bigint = NULL OUTPUT,
     @RowsInserted bigint = NULL OUTPUT,
     @RowsUpdated bigint = NULL OUTPUT,
@@ -38,7 +38,7 @@ BEGIN
                 -- ISNULL takes the first argument's type, nvarchar(longest reason above): widen it
                 -- to the Reason column's nvarchar(400), or a longer scope reason would be cut.
                 ISNULL(CONVERT(nvarchar(400), {{ reject_reason(e, 's') | indent(4) }}),
-                       CASE WHEN {% if scope.type == 'string' %}DATALENGTH(s.{{ q(scope.name) }}) <> DATALENGTH(@Scope) OR s.{{ q(scope.name) }} COLLATE Latin1_General_100_BIN2 <> @Scope{% else %}CONVERT(nvarchar(450), s.{{ q(scope.name) }}) <> @Scope{% endif %}
+                       CASE WHEN {% if scope.type == 'string' %}DATALENGTH(s.{{ q(scope.name) }}) <> DATALENGTH(@Scope) OR s.{{ q(scope.name) }} COLLATE Latin1_General_100_BIN2 <> @Scope{% else %}CONVERT(nvarchar(300), s.{{ q(scope.name) }}) <> @Scope{% endif %}
                             THEN N'{{ scope.name }} is not the session''s scope' END) AS [Reason]
             FROM {{ tbl(e.staging) }} AS s
             WHERE s.[SessionId] = @SessionId
@@ -58,7 +58,7 @@ BEGIN
             FROM {{ tbl(e.staging) }} AS s
             WHERE s.[SessionId] = @SessionId
               AND ({{ reject_reason(e, 's') | indent(4) }}) IS NULL
-              AND {% if scope.type == 'string' %}DATALENGTH(s.{{ q(scope.name) }}) = DATALENGTH(@Scope) AND s.{{ q(scope.name) }} COLLATE Latin1_General_100_BIN2 = @Scope{% else %}CONVERT(nvarchar(450), s.{{ q(scope.name) }}) = @Scope{% endif %}
+              AND {% if scope.type == 'string' %}DATALENGTH(s.{{ q(scope.name) }}) = DATALENGTH(@Scope) AND s.{{ q(scope.name) }} COLLATE Latin1_General_100_BIN2 = @Scope{% else %}CONVERT(nvarchar(300), s.{{ q(scope.name) }}) = @Scope{% endif %}
         ) AS r
         WHERE r.[dbtools_Rank] = 1;
 

@@ -105,3 +105,64 @@ def test_a_native_formatter_that_writes_other_bytes_than_the_python_encoder_is_n
     assert not pgcopy._formats_like_python(lambda row: None)  # another signature
     if pgcopy.native_formatter() is not None:
         assert pgcopy._formats_like_python(pgcopy.native_formatter())
+
+
+# ----------------------------------------------------------------------------- arrays of a row type (tvp)
+class _Encoded:
+    def __init__(self, data):
+        self.data = data
+
+
+@pytest.fixture
+def row_type(conn):
+    """A composite of every supported type in pg_temp, its psycopg CompositeInfo, and a dumper of
+    its arrays from bytes encoded ahead (as the tvp writer sends them)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+    from psycopg.types.composite import CompositeInfo
+
+    conn.execute(f"CREATE TYPE pg_temp.every_type AS (n integer, {COLUMNS})")
+    info = CompositeInfo.fetch(conn, "pg_temp.every_type")
+    dumper = type("EncodedDumper", (Dumper,), {"format": Format.BINARY, "oid": info.array_oid,
+                                               "dump": lambda self, obj: obj.data})
+    conn.adapters.register_dumper(_Encoded, dumper)
+    return info
+
+
+def psycopg_array(info, rows):
+    from psycopg import adapters
+    from psycopg.adapt import AdaptersMap, PyFormat, Transformer
+    from psycopg.types.composite import register_composite
+
+    context = AdaptersMap(adapters)
+    register_composite(info, context)
+    objects = [info.python_type(*row) for row in rows]
+    return bytes(Transformer(context).get_dumper(objects, PyFormat.BINARY).dump(objects))
+
+
+def encode_array(info, rows):
+    return pgcopy.record_array_encoder(["int4", *TYPES], info.field_types, info.oid)(rows)
+
+
+def test_an_array_of_a_row_type_round_trips_through_the_server(conn, row_type):
+    rows = [(n, *row) for n, row in enumerate(EDGES)]
+    with conn.cursor() as cur:
+        cur.execute('SELECT x.n, x."u", x."i", x."b", x."t", x."ts" FROM unnest(%b) AS x ORDER BY x.n',
+                    [_Encoded(encode_array(row_type, rows))])
+        assert [tuple(r) for r in cur.fetchall()] == rows
+        cur.execute("SELECT cardinality(%b)", [_Encoded(encode_array(row_type, []))])
+        assert cur.fetchone()[0] == 0
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=ROWS)
+def test_the_row_array_encoder_writes_the_bytes_psycopgs_composite_dumper_writes(row_type, rows):
+    rows = [(n, *row) for n, row in enumerate(EDGES + rows)]
+    assert encode_array(row_type, rows) == psycopg_array(row_type, rows)
+
+
+def test_the_row_array_encoder_refuses_an_unknown_type_or_a_row_of_the_wrong_width():
+    with pytest.raises(ValueError, match="no binary encoder for jsonb"):
+        pgcopy.record_array_encoder(["int4", "jsonb"], [23, 3802], 1)
+    with pytest.raises(ValueError, match="a row of 1 values for 2 fields"):
+        pgcopy.record_array_encoder(["int4", "int8"], [23, 20], 1)([(1,)])

@@ -29,8 +29,8 @@ from dbtools.deploy.render import jinja_environment, render_entity_objects
 from dbtools.retry import RetryPolicy
 from dbtools.deploy.repeatable import sql_text
 from dbtools.upsert.specs import spec_named
-from dbtools.upsert.writers import (COUNT_OUTPUTS, ONE_OUTPUTS, PATHS, Counts, UpsertError, _stored_reason, prefetched,
-                                    prepare, writer_for)
+from dbtools.upsert.writers import (COUNT_OUTPUTS, ONE_OUTPUTS, PATHS, Counts, UpsertError, _preparer, _stored_reason,
+                                    prefetched, prepare, writer_for)
 from dbtools.uuid7 import uuid7
 
 from .test_retry import kill_session, recording_policy
@@ -1160,3 +1160,38 @@ def test_a_reason_is_stored_escaped_and_cut_to_400_utf16_units(reason, stored):
 def test_a_value_the_writer_cannot_convert_is_rejected_with_the_column_named(row, reason):
     assert prepare(ACTIVITY, row, 7).reason == reason
     assert prepare(ACTIVITY, row, 7).row_number == 7
+
+
+_ODD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**64, max_value=2**64), st.uuids(),
+    st.text(alphabet=st.characters(codec=None, min_codepoint=0, max_codepoint=0xDFFF), max_size=60),
+    st.datetimes(timezones=st.one_of(st.none(), st.timezones())), st.dates(),
+    st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(alphabet="ab\x00\ud800\u00e9", max_size=4),
+                                                   st.dates()), max_size=3),
+    st.lists(st.integers(), max_size=3), st.builds(lambda t: f"{{\"k\": \"{t}\"}}", st.text(max_size=5)))
+
+
+def _good_values(spec):
+    values = {"uuid": st.uuids(), "int": st.integers(min_value=-2**31, max_value=2**31 - 1),
+              "bigint": st.integers(min_value=-2**63, max_value=2**63 - 1), "string": st.text(max_size=60),
+              "timestamp": st.datetimes(), "json": st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)}
+    return {c.name: values[c.type] for c in spec.columns}
+
+
+@pytest.mark.parametrize("spec", [ACTIVITY, CLICK, PROVIDER_DEVICE], ids=lambda s: s.entity)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_fast_row_converter_returns_what_the_generic_one_does(spec, data):
+    """The writers' converter takes rows that need no conversion on a generated fast path; for any
+    row, valid or not, it returns what the generic converter returns (values, reason, RowNumber)."""
+    fast, generic = _preparer(spec), _preparer(spec, fast=False)
+    names = [c.name for c in spec.columns] + ["ExpectedRowVersion", "RowNumber", "colour"]
+    good = _good_values(spec)
+    row = {}
+    for name in names:
+        choice = data.draw(st.sampled_from(["good", "odd", "absent"] if name in good else ["odd", "absent", "absent"]))
+        if choice == "good":
+            row[name] = data.draw(good[name])
+        elif choice == "odd":
+            row[name] = data.draw(_ODD_VALUES)
+    assert fast(row, 7) == generic(row, 7)

@@ -188,3 +188,53 @@ def encoder(types: Sequence[str], native: bool | None = None) -> Callable[[Itera
         return body.finish()
 
     return encode
+
+
+# ----------------------------------------------------------------------------- arrays of a row type
+def record_array_encoder(field_types: Sequence[str], field_oids: Sequence[int], element_oid: int
+                         ) -> Callable[[Iterable[Sequence[Any]]], bytes]:
+    """A function turning rows into one binary array of a composite type (the tvp path's parameter).
+
+    The layout is PostgreSQL's ``array_send`` of ``record_send`` elements: a header (one
+    dimension, no NULL element, the element type's oid, the length, lower bound 1), then per row
+    its length and the record: the field count, and per field its type's oid, a length (-1 for
+    NULL) and the value in the type's binary send format (the encoders above). ``field_oids``
+    must be the composite's own field types (record_recv refuses another oid), ``field_types``
+    their names in ENCODERS. Values as for body_factory. About a third of psycopg's composite
+    dumper's time, which runs in Python per field (tests/test_pgcopy.py compares the bytes).
+    """
+    unknown = [t for t in field_types if t not in ENCODERS]
+    if unknown:
+        raise ValueError(f"no binary encoder for {', '.join(unknown)}; supported: {', '.join(ENCODERS)}")
+    if len(field_oids) != len(field_types):
+        raise ValueError(f"{len(field_oids)} field oids for {len(field_types)} field types")
+    width = len(field_types)
+    count = _length(width)
+    oids = [struct.pack("!I", oid) for oid in field_oids]
+    encoders = [ENCODERS[t] for t in field_types]
+    fields = tuple(zip(oids, encoders))
+    header = struct.Struct("!iiIii").pack
+    empty = struct.pack("!iiI", 0, 0, element_oid)
+
+    def encode(rows: Iterable[Sequence[Any]]) -> bytes:
+        parts: list[bytes] = []
+        append = parts.append
+        join = b"".join
+        n = 0
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"a row of {len(row)} values for {width} fields: {row!r}")
+            record = [count]
+            add = record.append
+            for value, (oid, field) in zip(row, fields):
+                add(oid)
+                add(NULL if value is None else field(value))
+            body = join(record)
+            append(_length(len(body)))
+            append(body)
+            n += 1
+        if not n:
+            return empty
+        return header(1, 0, element_oid, n, 1) + join(parts)
+
+    return encode

@@ -681,9 +681,9 @@ def sync_source(source: str, **http_options):
         from .sync.http import HttpSource
 
         return HttpSource(source, **{k: v for k, v in http_options.items() if v is not None})
-    unused = sorted(k for k, v in http_options.items() if v is not None)
+    unused = sorted("--" + k.replace("_", "-") for k, v in http_options.items() if v is not None)
     if unused:
-        raise ConfigurationError(f"--source {source!r} is a folder; {', '.join(unused)} apply to an http(s) URL only")
+        raise ConfigurationError(f"--source {source!r} is a folder; {', '.join(unused)} apply only to an http(s) URL")
     folder = Path(source)
     if not folder.is_dir():
         raise ConfigurationError(f"--source {source!r} is neither an http(s) URL nor a folder of JSON Lines page files")

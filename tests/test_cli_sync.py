@@ -98,7 +98,7 @@ def test_sync_refuses_bad_options_with_the_allowed_values_and_changes_nothing(be
     assert nowhere.returncode != 0 and "neither an http(s) URL nor a folder" in nowhere.stderr
     folder_with_http_option = dbtools("sync", "--url", bed.server.cli_url, "--entity", "JasperDevice",
                                       "--scope", "1", "--source", str(tmp_path), "--page-limit", "3")
-    assert folder_with_http_option.returncode != 0 and "apply to an http(s) URL only" in folder_with_http_option.stderr
+    assert folder_with_http_option.returncode != 0 and "--page-limit apply only to an http(s) URL" in folder_with_http_option.stderr
     unknown = dbtools("sync-status", "--url", bed.server.cli_url, "01a24f04-0000-7000-8000-000000000000")
     assert unknown.returncode != 0 and "is not a session in SyncSession" in unknown.stderr
     with bed.engine.connect() as conn:

@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -145,6 +145,17 @@ def test_revision_0010_replaces_every_script_adds_deletions_and_plans_and_its_do
     assert at_0010[1] != at_0009[1]
     assert columns_0010 - columns_0009 == {"RowsInserted", "RowsUpdated", "RowsDeleted", "RowsMoved"}
     assert (seeded_scripts(server), run_step_columns_of(server)) == (at_0009, columns_0009)
+
+
+def test_revision_0013_replaces_postgresqls_queue_population_script_and_its_downgrade_restores_0010s(server):
+    e = server.engine
+    at_0012, at_0013, after_downgrade = scripts_up_and_down(server, "0012", "0013")
+
+    assert at_0012 == expected_scripts(e.name, upto="0012")
+    assert at_0013 == expected_scripts(e.name, upto="0013")
+    assert at_0012[0] == at_0013[0]
+    assert (at_0012[1] != at_0013[1]) == (e.name == "postgresql")
+    assert after_downgrade == at_0012
 
 
 def run_step_columns_of(server) -> set[str]:

@@ -3,7 +3,7 @@
 
 {#- Take the scope's session-owned application lock unless this session holds it already, or
     refuse (error 50013) naming the session that holds the scope. The resource is a hash of entity
-    and scope (sp_getapplock takes at most 255 characters; a scope may have 450). Needs @Entity,
+    and scope (sp_getapplock takes at most 255 characters; a scope may have 300). Needs @Entity,
     @Scope, @LockResource nvarchar(255), @LockResult int, @Holder uniqueidentifier,
     @HolderStatus nvarchar(20), @ErrorText nvarchar(max). -#}
 {%- macro take_scope_lock() -%}

@@ -31,6 +31,10 @@ AS
 BEGIN
     SET NOCOUNT ON;
     SET XACT_ABORT ON;
+    -- A caller in implicit-transactions mode (pyodbc with autocommit off) would otherwise turn the
+    -- BEGIN TRANSACTION below into a second level (Msg 266 at the end). Restored on return; a
+    -- transaction the caller already has open is joined, not ended.
+    SET IMPLICIT_TRANSACTIONS OFF;
 
     DECLARE @Errors TABLE (ErrorId int IDENTITY(1, 1) PRIMARY KEY, Message nvarchar(2000) NOT NULL);
     DECLARE @ErrorText nvarchar(max);

@@ -204,3 +204,52 @@ def test_the_entity_revisions_create_every_object_and_their_downgrade_removes_th
 def test_the_frozen_specs_load_like_the_current_ones():
     for path in sorted((REPO / "migrations" / "versions").glob("*_entities/*.toml")):
         assert load_spec(path).entity
+
+
+SYNCED = '''
+entity = "Device"
+table = "Devices"
+key = ["provider", "iccid"]
+ordering = "modified"
+
+[sync]
+scope = "provider"
+
+[[columns]]
+name = "provider"
+type = "string"
+length = 40
+
+[[columns]]
+name = "iccid"
+type = "string"
+length = 32
+
+[[columns]]
+name = "modified"
+type = "timestamp"
+'''
+
+
+def test_a_sync_section_gets_its_defaults_and_a_promote_procedure():
+    spec = parse_spec(SYNCED)
+
+    assert (spec.sync.scope, spec.sync.full_since_months, spec.sync.full_since_days, spec.sync.buffer_seconds) == \
+        ("provider", 1, 1, 300)
+    assert spec.procedures == ("UpsertDevice", "UpsertDevicesType", "ReconcileDevicesBatch", "SyncPromoteDevices")
+
+
+@pytest.mark.parametrize("change, message", [
+    ('scope = "modified"', "sync.scope 'modified' must be one of the key columns"),
+    ('scope = "provider"\nwindow = 3', "sync has unknown keys \\['window'\\]"),
+    ('scope = "provider"\nbuffer_seconds = -1', "sync.buffer_seconds must be an integer from 0"),
+    ('scope = "provider"\nfull_since_months = true', "sync.full_since_months must be an integer"),
+])
+def test_a_bad_sync_section_is_refused_with_the_key_named(change, message):
+    with pytest.raises(ConfigurationError, match=message):
+        parse_spec(SYNCED.replace('scope = "provider"', change))
+
+
+def test_a_string_scope_longer_than_the_sync_tables_hold_is_refused():
+    with pytest.raises(ConfigurationError, match="sync.scope 'provider' can be at most 300 characters long"):
+        parse_spec(SYNCED.replace("length = 40", "length = 301"))

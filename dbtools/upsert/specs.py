@@ -57,6 +57,8 @@ OBJECT_KINDS = ("row_type", "upsert_one", "upsert_many", "staging", "rejects", "
 #: and reject table (PageNumber) gain; dbtools.sync.
 SYNC_STAGING_COLUMNS = ("SessionId", "PageNumber")
 SYNC_KEYS = ("scope", "full_since_months", "full_since_days", "buffer_seconds")
+#: The longest scope the sync tables hold (revision 0012: nvarchar(300) / varchar(300)).
+SYNC_SCOPE_LENGTH = 300
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,9 @@ def _sync_options(source: str, raw: object, keys: tuple[str, ...], by_name: dict
                             "scope's rows are its own")
     if by_name[scope].type not in ("int", "bigint", "string"):
         raise _fail(source, f"sync.scope {scope!r} must be an int, bigint or string column")
+    if by_name[scope].type == "string" and by_name[scope].length > SYNC_SCOPE_LENGTH:
+        raise _fail(source, f"sync.scope {scope!r} can be at most {SYNC_SCOPE_LENGTH} characters long (the sync "
+                            f"tables' Scope), got length {by_name[scope].length}")
     numbers = {}
     for name, low, high in (("full_since_months", 0, 120), ("full_since_days", 0, 3660),
                             ("buffer_seconds", 0, 86_400 * 30)):

@@ -1195,3 +1195,18 @@ def test_the_fast_row_converter_returns_what_the_generic_one_does(spec, data):
         elif choice == "odd":
             row[name] = data.draw(_ODD_VALUES)
     assert fast(row, 7) == generic(row, 7)
+
+
+@given(moment=st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+       spec=st.sampled_from(["seconds", "milliseconds", "microseconds", "minutes", "hours", "auto"]),
+       compact=st.booleans())
+def test_a_utc_timestamp_written_with_z_reads_as_the_aware_reading_of_it_does(moment, spec, compact):
+    from dbtools.upsert.writers import _to_timestamp
+
+    text = moment.isoformat(timespec=spec)
+    if compact:
+        text = text.replace("-", "").replace(":", "")
+    reference = dt.datetime.fromisoformat(text + "+00:00").astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    assert _to_timestamp(text + "Z") == reference
+    assert _to_timestamp(text + "+00:00") == reference

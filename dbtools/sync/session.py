@@ -34,8 +34,8 @@ from ..errors import DbToolsError, driver_message
 from ..retry import DEFAULT_POLICY, RetryPolicy
 from ..upsert import pgcopy
 from ..upsert.specs import EntitySpec
-from ..upsert.writers import (EXPECTED, ROW_NUMBER, PreparedRow, RowError, _copy_type, _preparer, _stored_reason,
-                              prefetched)
+from ..upsert.writers import (EXPECTED, PAUSE_EVERY, ROW_NUMBER, PreparedRow, RowError, _copy_type, _preparer,
+                              _stored_reason, _yield_gil, prefetched)
 from ..uuid7 import uuid7
 from .source import Page, PagedSource, SourceError
 
@@ -148,6 +148,8 @@ class _Stager:
         valid: list[PreparedRow] = []
         rejected: list[RowError] = []
         for n, row in enumerate(page.rows, start=1):
+            if n % PAUSE_EVERY == 0:
+                _yield_gil()  # converting runs a page ahead: let the database thread have the GIL
             if isinstance(row, RowError):  # the source could not read it (a line that is not JSON)
                 rejected.append(RowError(n, row.reason))
                 continue

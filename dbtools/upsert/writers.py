@@ -143,6 +143,15 @@ def _to_int(bits: int) -> Callable[[Any], int]:
 
 def _to_timestamp(value: Any) -> dt.datetime:
     if isinstance(value, str):
+        if value.endswith("Z"):
+            # The common case: UTC written with Z. Read without it, it is the naive UTC value at
+            # once (a third of the cost of reading an aware value and converting it).
+            try:
+                naive = dt.datetime.fromisoformat(value[:-1])
+            except ValueError:
+                naive = None
+            if naive is not None and naive.tzinfo is None:
+                return naive
         try:
             value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:

@@ -1,7 +1,7 @@
 {%- from "common/header.sql" import header -%}
 {%- from "mssql/errors.sql" import raise_collected -%}
 {%- from "mssql/uuid7.sql" import new_uuid7 -%}
-{%- from "mssql/sync.sql" import take_scope_lock -%}
+{%- from "mssql/sync.sql" import lock_declarations, take_scope_lock -%}
 CREATE OR ALTER PROCEDURE {{ job('usp_Sync_Begin') }}
     @Entity nvarchar(128) = NULL,
     @Scope nvarchar(4000) = NULL OUTPUT,
@@ -42,10 +42,7 @@ BEGIN
     DECLARE @StartedTransaction bit = 0;
     DECLARE @GivenEntity nvarchar(128) = @Entity;
     DECLARE @Now datetime2(7) = ISNULL(@AsOf, SYSUTCDATETIME());
-    DECLARE @LockResource nvarchar(255);
-    DECLARE @LockResult int;
-    DECLARE @Holder uniqueidentifier;
-    DECLARE @HolderStatus nvarchar(20);
+    {{ lock_declarations() }}
     DECLARE @FullDone bit;
     DECLARE @LastSyncPoint datetime2(7);
     DECLARE @Live uniqueidentifier;

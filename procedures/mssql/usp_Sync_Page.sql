@@ -1,6 +1,6 @@
 {%- from "common/header.sql" import header -%}
 {%- from "mssql/errors.sql" import raise_collected -%}
-{%- from "mssql/sync.sql" import take_scope_lock -%}
+{%- from "mssql/sync.sql" import lock_declarations, take_scope_lock -%}
 CREATE OR ALTER PROCEDURE {{ job('usp_Sync_Page') }}
     @SessionId uniqueidentifier = NULL,
     @PageNumber int = NULL,
@@ -38,10 +38,7 @@ BEGIN
     DECLARE @Status nvarchar(20);
     DECLARE @SupersededBy uniqueidentifier;
     DECLARE @KnownLast int;
-    DECLARE @LockResource nvarchar(255);
-    DECLARE @LockResult int;
-    DECLARE @Holder uniqueidentifier;
-    DECLARE @HolderStatus nvarchar(20);
+    {{ lock_declarations() }}
     DECLARE @Staged bigint = 0;
     DECLARE @Misplaced bigint = 0;
     DECLARE @Rejected bigint = 0;

@@ -1,6 +1,6 @@
 {%- from "common/header.sql" import header -%}
 {%- from "mssql/errors.sql" import raise_collected -%}
-{%- from "mssql/sync.sql" import take_scope_lock -%}
+{%- from "mssql/sync.sql" import lock_declarations, take_scope_lock -%}
 CREATE OR ALTER PROCEDURE {{ job('usp_Sync_Promote') }}
     @SessionId uniqueidentifier = NULL,
     @LastPageNumber int = NULL,
@@ -42,10 +42,7 @@ BEGIN
     DECLARE @KnownLast int;
     DECLARE @SyncType nvarchar(20);
     DECLARE @StartedAt datetime2(7);
-    DECLARE @LockResource nvarchar(255);
-    DECLARE @LockResult int;
-    DECLARE @Holder uniqueidentifier;
-    DECLARE @HolderStatus nvarchar(20);
+    {{ lock_declarations() }}
     DECLARE @Missing nvarchar(max);
     DECLARE @MissingCount int;
     DECLARE @PagesStaged bigint;

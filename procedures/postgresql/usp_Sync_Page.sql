@@ -1,6 +1,6 @@
 {%- from "common/header.sql" import header -%}
 {%- from "postgresql/errors.sql" import raise_collected -%}
-{%- from "postgresql/sync.sql" import take_scope_lock -%}
+{%- from "postgresql/sync.sql" import lock_session -%}
 CREATE OR REPLACE PROCEDURE {{ job('usp_Sync_Page') }}(
     IN "SessionId" uuid DEFAULT NULL,
     IN "PageNumber" integer DEFAULT NULL,
@@ -71,15 +71,7 @@ BEGIN
         v_errors := v_errors || '"IsLastPage" must be true or false.'::text;
     END IF;
 {{ raise_collected('22023') }}
-    SELECT s.* INTO v_row FROM {{ job('SyncSession') }} AS s WHERE s."SessionId" = v_session;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('"SessionId" %s is not a sync session.', v_session);
-    END IF;
-    v_entity := v_row."EntityName";
-    v_scope := v_row."Scope";
-    {{ take_scope_lock() }}
-    -- Read again under the lock: a Begin that superseded it may have committed meanwhile.
-    SELECT s.* INTO v_row FROM {{ job('SyncSession') }} AS s WHERE s."SessionId" = v_session FOR UPDATE;
+    {{ lock_session() }}
     IF v_row."Status" <> 'Open' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('Session %s is %s, not Open: it takes no more pages%s.', v_session, v_row."Status",

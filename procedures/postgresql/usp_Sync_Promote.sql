@@ -1,6 +1,6 @@
 {%- from "common/header.sql" import header -%}
 {%- from "postgresql/errors.sql" import raise_collected -%}
-{%- from "postgresql/sync.sql" import take_scope_lock -%}
+{%- from "postgresql/sync.sql" import lock_session, session_counts -%}
 CREATE OR REPLACE PROCEDURE {{ job('usp_Sync_Promote') }}(
     IN "SessionId" uuid DEFAULT NULL,
     IN "LastPageNumber" integer DEFAULT NULL,
@@ -74,22 +74,9 @@ BEGIN
         v_errors := v_errors || format('"LastPageNumber" must be 1 or more, got %s.', v_last);
     END IF;
 {{ raise_collected('22023') }}
-    SELECT s.* INTO v_row FROM {{ job('SyncSession') }} AS s WHERE s."SessionId" = v_session;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('"SessionId" %s is not a sync session.', v_session);
-    END IF;
-    v_entity := v_row."EntityName";
-    v_scope := v_row."Scope";
-    {{ take_scope_lock() }}
-    SELECT s.* INTO v_row FROM {{ job('SyncSession') }} AS s WHERE s."SessionId" = v_session FOR UPDATE;
+    {{ lock_session() }}
     IF v_row."Status" = 'Promoted' THEN
-        "Status" := v_row."Status";
-        "RowsReceived" := v_row."RowsReceived";
-        "RowsInserted" := v_row."RowsInserted";
-        "RowsUpdated" := v_row."RowsUpdated";
-        "RowsSkipped" := v_row."RowsSkipped";
-        "RowsRejected" := v_row."RowsRejected";
-        "Replayed" := true;
+        {{ session_counts('true') | indent(4) }}
         RETURN;
     ELSIF v_row."Status" = 'Superseded' THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
@@ -182,12 +169,6 @@ BEGIN
                              'promoted again (dbtools sync resumes it).', v_session, v_message);
     END IF;
     COMMIT;
-    "Status" := v_row."Status";
-    "RowsReceived" := v_row."RowsReceived";
-    "RowsInserted" := v_row."RowsInserted";
-    "RowsUpdated" := v_row."RowsUpdated";
-    "RowsSkipped" := v_row."RowsSkipped";
-    "RowsRejected" := v_row."RowsRejected";
-    "Replayed" := false;
+    {{ session_counts('false') }}
 END;
 $procedure$

@@ -28,3 +28,12 @@ SET @LockResource = N'dbtools.Sync.' + CONVERT(nvarchar(64), HASHBYTES('SHA2_256
             END;
         END;
 {%- endmacro -%}
+
+
+{#- The variables take_scope_lock needs besides @Entity, @Scope and @ErrorText. -#}
+{%- macro lock_declarations() -%}
+DECLARE @LockResource nvarchar(255);
+    DECLARE @LockResult int;
+    DECLARE @Holder uniqueidentifier;
+    DECLARE @HolderStatus nvarchar(20);
+{%- endmacro -%}

@@ -34,3 +34,29 @@ hashtextextended('dbtools.Sync:' || {{ entity }} || ':' || {{ scope }}, 0)
                              coalesce(v_holder_pid::text, 'unknown'));
     END IF;
 {%- endmacro -%}
+
+
+{#- Load the session named by v_session into v_row, or refuse; then take its scope's lock and read
+    it again under the lock, FOR UPDATE (a Begin that superseded it may have committed meanwhile).
+    Needs what take_scope_lock needs. -#}
+{%- macro lock_session() -%}
+SELECT s.* INTO v_row FROM {{ job('SyncSession') }} AS s WHERE s."SessionId" = v_session;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('"SessionId" %s is not a sync session.', v_session);
+    END IF;
+    v_entity := v_row."EntityName";
+    v_scope := v_row."Scope";
+    {{ take_scope_lock() }}
+    SELECT s.* INTO v_row FROM {{ job('SyncSession') }} AS s WHERE s."SessionId" = v_session FOR UPDATE;
+{%- endmacro -%}
+
+{#- The promote's outputs from a SyncSession row (v_row). -#}
+{%- macro session_counts(replayed) -%}
+"Status" := v_row."Status";
+    "RowsReceived" := v_row."RowsReceived";
+    "RowsInserted" := v_row."RowsInserted";
+    "RowsUpdated" := v_row."RowsUpdated";
+    "RowsSkipped" := v_row."RowsSkipped";
+    "RowsRejected" := v_row."RowsRejected";
+    "Replayed" := {{ replayed }};
+{%- endmacro -%}

@@ -102,6 +102,11 @@ BEGIN
                     GET STACKED DIAGNOSTICS v_sqlstate = RETURNED_SQLSTATE, v_error = MESSAGE_TEXT;
                 END;
                 EXIT WHEN v_error IS NOT NULL;
+                -- A batch's commit does not wait for its WAL to reach disk. A crash can lose the
+                -- last batches together with their progress rows (one transaction each), and a resume
+                -- redoes them; every other commit of the run waits, and each flushes the batches
+                -- before it: the table's end (the watermark) and the run's end (Succeeded).
+                PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);
                 COMMIT;
                 PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
                 PERFORM pg_catalog.set_config('TimeZone', 'UTC', true);

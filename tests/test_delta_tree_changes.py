@@ -413,3 +413,44 @@ def test_a_child_whose_folder_moved_while_the_run_ran_fails_the_table_and_the_ne
     assert born not in after_resume[0] and after_resume[1] == watermark
     assert again.status == "Succeeded"
     tree.assert_target_equals_source()
+
+
+def _first_load_flag(bed, run_id) -> bool:
+    """TargetWasEmpty of the run's completed window row (REFERRAL)."""
+    q, t = bed.info.quote, bed.info.job_object
+    [(flag,)] = bed.sql(f"SELECT {q('TargetWasEmpty')} FROM {t('BlobDeltaRunStep')} "
+                        f"WHERE {q('RunId')} = {bed.mark('r')} AND {q('StepNumber')} = 0 AND {q('Status')} = 'Completed'",
+                        bed.params(r=run_id))
+    return bool(flag)
+
+
+def test_a_late_write_to_a_file_a_first_load_copied_is_applied_when_the_load_resumes(bed):
+    # Assemble: a first load that fails in its Children step on the window's last file, which the
+    # target refuses (a CHECK there), after it copied the other files. Then that file becomes
+    # writable, and a copied file gets new content stamped past the failed load's position (a late
+    # write). On PostgreSQL (revision 0014) the resumed first load inserts that file without looking
+    # it up, hits its key, and runs the batch again with every lookup, which ends the shortcut; SQL
+    # Server's Children script looks every row up anyway.
+    # The bed's blobs are stamped before now - 5 h; the window ends at now - 4 h (its safety buffer).
+    tree = Tree(bed, REFERRAL)
+    files = tree.ids("source", directories=False)
+    now = utcnow()
+    tree.rename(files[0], "poison.bin", now - timedelta(hours=4, minutes=30))
+    q = bed.info.quote
+    bed.sql(f"ALTER TABLE {tree.target} ADD CONSTRAINT {q('CK_dbtools_test_poison')} CHECK (name <> 'poison.bin')")
+    stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    copied = tree.ids("target", directories=False)
+    refused = bed.status(stopped.run_id).error
+    bed.sql(f"ALTER TABLE {tree.target} DROP CONSTRAINT {q('CK_dbtools_test_poison')}")
+    late = copied[len(copied) // 2]
+    tree.rewrite(late, b"written late", now - timedelta(hours=4, minutes=20))
+
+    # Act
+    resumed = bed.run(resume=stopped.run_id)
+
+    # Assert
+    assert (stopped.status, resumed.status) == ("Failed", "Succeeded")
+    assert "CK_dbtools_test_poison" in refused
+    assert len(files) - 2 <= len(copied) < len(files), "the failed batch of two held the refused file"
+    tree.assert_target_equals_source()
+    assert _first_load_flag(bed, stopped.run_id) == (bed.info.name != "postgresql")

@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -156,6 +156,18 @@ def test_revision_0013_replaces_postgresqls_queue_population_script_and_its_down
     assert at_0012[0] == at_0013[0]
     assert (at_0012[1] != at_0013[1]) == (e.name == "postgresql")
     assert after_downgrade == at_0012
+
+
+def test_revision_0014_replaces_postgresqls_children_script_and_its_downgrade_restores_0010s(server):
+    e = server.engine
+    at_0013, at_0014, after_downgrade = scripts_up_and_down(server, "0013", "0014")
+
+    assert at_0013 == expected_scripts(e.name, upto="0013")
+    assert at_0014 == expected_scripts(e.name, upto="0014")
+    changed = [a[:3] for a, b in zip(at_0013[0], at_0014[0]) if a != b]
+    assert changed == ([("Hierarchical", 3, "Children")] if e.name == "postgresql" else [])
+    assert at_0013[1] == at_0014[1]
+    assert after_downgrade == at_0013
 
 
 def run_step_columns_of(server) -> set[str]:

@@ -120,6 +120,14 @@ class DeltaBed:
         return (row[0], None if row[1] is None else uuid.UUID(str(row[1])), bool(row[2]),
                 None if row[3] is None else uuid.UUID(str(row[3])), bool(row[4]))
 
+    def first_load_flags(self, run_id) -> dict:
+        """TargetWasEmpty of the run's completed window rows, by table."""
+        q, t = self.info.quote, self.info.job_object
+        return {r[0]: None if r[1] is None else bool(r[1]) for r in self.sql(
+            f"SELECT {q('TableName')}, {q('TargetWasEmpty')} FROM {t('BlobDeltaRunStep')} "
+            f"WHERE {q('RunId')} = {self.mark('r')} AND {q('StepNumber')} = 0 AND {q('Status')} = 'Completed'",
+            self.params(r=run_id))}
+
     def job_state(self) -> dict:
         """Every row of every job table and of the targets: 'changes nothing' compares these."""
         t = self.info.job_object

@@ -415,15 +415,6 @@ def test_a_child_whose_folder_moved_while_the_run_ran_fails_the_table_and_the_ne
     tree.assert_target_equals_source()
 
 
-def _first_load_flag(bed, run_id) -> bool:
-    """TargetWasEmpty of the run's completed window row (REFERRAL)."""
-    q, t = bed.info.quote, bed.info.job_object
-    [(flag,)] = bed.sql(f"SELECT {q('TargetWasEmpty')} FROM {t('BlobDeltaRunStep')} "
-                        f"WHERE {q('RunId')} = {bed.mark('r')} AND {q('StepNumber')} = 0 AND {q('Status')} = 'Completed'",
-                        bed.params(r=run_id))
-    return bool(flag)
-
-
 def test_a_late_write_to_a_file_a_first_load_copied_is_applied_when_the_load_resumes(bed):
     # Assemble: a first load that fails in its Children step on the window's last file, which the
     # target refuses (a CHECK there), after it copied the other files. Then that file becomes
@@ -453,4 +444,4 @@ def test_a_late_write_to_a_file_a_first_load_copied_is_applied_when_the_load_res
     assert "CK_dbtools_test_poison" in refused
     assert len(files) - 2 <= len(copied) < len(files), "the failed batch of two held the refused file"
     tree.assert_target_equals_source()
-    assert _first_load_flag(bed, stopped.run_id) == (bed.info.name != "postgresql")
+    assert bed.first_load_flags(stopped.run_id) == {REFERRAL: bed.info.name != "postgresql"}

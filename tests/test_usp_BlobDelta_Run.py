@@ -688,15 +688,6 @@ def test_a_run_whose_lease_is_taken_over_mid_table_fails_that_table_and_moves_no
 # ----------------------------------------------------------------------------- first loads (revision 0008)
 
 
-def _first_load_flags(bed, run_id):
-    """TargetWasEmpty of the run's completed window rows, by table."""
-    q, t = bed.info.quote, bed.info.job_object
-    return {r[0]: None if r[1] is None else bool(r[1]) for r in bed.sql(
-        f"SELECT {q('TableName')}, {q('TargetWasEmpty')} FROM {t('BlobDeltaRunStep')} "
-        f"WHERE {q('RunId')} = {bed.mark('r')} AND {q('StepNumber')} = 0 AND {q('Status')} = 'Completed'",
-        bed.params(r=run_id))}
-
-
 def _count_insert_attempts(bed):
     """Give the target a column of its own numbered by an identity: its values are never given
     back, also when the insert rolls back, so gaps show rows inserted and rolled back."""
@@ -754,7 +745,7 @@ def test_the_window_row_records_a_first_load_only_when_the_target_holds_no_row(b
                     business_unit=bed.data.business_units[1])]
 
     assert [r.status for r in runs] == ["Succeeded"] * 4
-    assert [_first_load_flags(bed, r.run_id) for r in runs] == [
+    assert [bed.first_load_flags(r.run_id) for r in runs] == [
         {"Notes": True}, {"Notes": False}, {"Notes": True}, {"Notes": False}]
     assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
 
@@ -782,7 +773,7 @@ def test_a_first_load_and_a_load_that_looks_up_every_row_leave_the_same_rows(bed
     second = bed.run(mode="SingleTable", table="Notes", batch_size=2)
 
     assert (first.status, second.status) == ("Succeeded", "Succeeded")
-    assert (_first_load_flags(bed, first.run_id), _first_load_flags(bed, second.run_id)) == (
+    assert (bed.first_load_flags(first.run_id), bed.first_load_flags(second.run_id)) == (
         {"Notes": True}, {"Notes": False})
     assert first_rows == _notes(bed, "Gwent_LA_FileTable")
     assert [r for r in _notes(bed, "Gwent_LA_FileTable_Delta") if r[0] != stray] == first_rows
@@ -811,7 +802,7 @@ def test_a_late_write_to_a_row_a_first_load_already_copied_is_applied_when_the_l
     # which rolls back (one more). PostgreSQL's ON CONFLICT update of note 1 also takes one.
     # Without the shortcut the rolled-back try would not happen.
     assert given_after - given_before == 4 + 1 + (1 if bed.info.name == "postgresql" else 0)
-    assert _first_load_flags(bed, failed.run_id) == {"Notes": False}, "the rerun ended the shortcut for this load"
+    assert bed.first_load_flags(failed.run_id) == {"Notes": False}, "the rerun ended the shortcut for this load"
     assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
     assert _notes(bed, "Gwent_LA_FileTable_Delta")[0] == (notes[0], "late version", base + timedelta(minutes=10))
     assert [s["status"] for s in bed.status(failed.run_id).steps if s["step_name"] == "Upsert"] == [
@@ -840,7 +831,7 @@ def test_once_a_copied_row_came_back_the_rest_of_the_first_load_looks_every_row_
     # looking, which rolls back (one more); PostgreSQL's ON CONFLICT updates of notes 1 and 2 take
     # one each. A second try without looking, for note 2, would take one more.
     assert given_after - given_before == 3 + 1 + (2 if bed.info.name == "postgresql" else 0)
-    assert _first_load_flags(bed, failed.run_id) == {"Notes": False}
+    assert bed.first_load_flags(failed.run_id) == {"Notes": False}
     assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
     assert _notes(bed, "Gwent_LA_FileTable_Delta")[:2] == [
         (notes[0], "late version 1", base + timedelta(minutes=3, seconds=30)),
@@ -859,8 +850,8 @@ def test_a_resumed_first_load_looks_rows_up_again_once_another_run_has_opened_th
     resumed = bed.run(resume=failed.run_id)
 
     assert (failed.status, other.status, resumed.status) == ("Failed", "Succeeded", "Succeeded")
-    assert _first_load_flags(bed, other.run_id) == {"Notes": False}
-    assert _first_load_flags(bed, failed.run_id) == {"Notes": False}
+    assert bed.first_load_flags(other.run_id) == {"Notes": False}
+    assert bed.first_load_flags(failed.run_id) == {"Notes": False}
     assert _notes(bed, "Gwent_LA_FileTable_Delta") == _notes(bed, "Gwent_LA_FileTable")
 
 
@@ -898,7 +889,7 @@ def test_a_flat_table_with_its_own_metadata_table_loads_and_keeps_newer_target_r
     second = bed.run(mode="SingleTable", table="Notes", batch_size=2)
 
     assert (first.status, second.status) == ("Succeeded", "Succeeded")
-    assert _first_load_flags(bed, first.run_id) == {"Notes": True}
+    assert bed.first_load_flags(first.run_id) == {"Notes": True}
     assert _notes(bed, "Gwent_LA_FileTable_Delta") == [
         (notes[0], "v2", base + timedelta(hours=2)),
         (notes[1], "newer in target", base + timedelta(hours=6)),

@@ -251,6 +251,34 @@ def test_a_copy_without_a_recorded_version_counts_as_older_and_is_rewritten_once
     assert recorded == rewritten
 
 
+def test_a_copy_deleted_by_hand_whose_version_is_current_is_copied_again_by_the_next_window_that_holds_it(bed):
+    # Assemble: a renamed file and a new top-level file copied by a run, whose rows the next window
+    # holds again (the windows overlap); then both copies are deleted from the target by hand, their
+    # recorded versions left current.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    _folders, files = files_and_folders(tree)
+    child = files[0]
+    tree.rename(child, "renamed then deleted by hand.bin", end - timedelta(minutes=3))
+    top = tree.create(None, "top-level file deleted by hand.bin", directory=False, at=end - timedelta(minutes=2),
+                      unit=tree.unit_of(child))
+    plan_then_run(bed, tree)
+    mark = bed.mark("i")
+    for stream_id in (child, top):
+        bed.sql(f"DELETE FROM {tree.target} WHERE stream_id = {mark}", bed.params(i=stream_id))
+    assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaTargetVersion')} "
+                   f"WHERE stream_id IN ({mark}, {bed.mark('t')})", bed.params(i=child, t=top))[0][0] == 2
+
+    # Act
+    status = plan_then_run(bed, tree)
+
+    # Assert: a current version without its copy is no reason to skip a row: Roots copies the
+    # top-level file again, Children the other, and nothing else is written; the target equals the
+    # source and the plan equals the run (plan_then_run).
+    assert {n: c for n, c in run_steps(status, REFERRAL).items() if c != (0, 0, 0)} == {1: (1, 0, 0), 3: (1, 0, 0)}
+
+
 def test_names_that_change_hands_in_a_window_reach_the_target(bed):
     # Assemble: the first load.
     tree = Tree(bed, REFERRAL)

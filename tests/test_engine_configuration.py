@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014", "0015")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -168,6 +168,18 @@ def test_revision_0014_replaces_postgresqls_children_script_and_its_downgrade_re
     assert changed == ([("Hierarchical", 3, "Children")] if e.name == "postgresql" else [])
     assert at_0013[1] == at_0014[1]
     assert after_downgrade == at_0013
+
+
+def test_revision_0015_replaces_postgresqls_queue_population_and_children_scripts_and_its_downgrade_restores_them(server):
+    e = server.engine
+    at_0014, at_0015, after_downgrade = scripts_up_and_down(server, "0014", "0015")
+
+    assert at_0014 == expected_scripts(e.name, upto="0014")
+    assert at_0015 == expected_scripts(e.name, upto="0015")
+    changed = [a[:3] for a, b in zip(at_0014[0], at_0015[0]) if a != b]
+    assert changed == ([("Hierarchical", 3, "Children")] if e.name == "postgresql" else [])
+    assert (at_0014[1] != at_0015[1]) == (e.name == "postgresql")
+    assert after_downgrade == at_0014
 
 
 def run_step_columns_of(server) -> set[str]:

@@ -243,6 +243,14 @@ def no_change(args, contenders, names) -> None:
         ns = argparse.Namespace(small_rows=args.small_rows, large_rows=args.large_rows, stamped=args.stamped,
                                 load_batch=50_000, repeat=args.rounds)
         de.no_change(url, ns)
+        report_no_change(args, names, times)
+        if args.hold:
+            print(f"holding: {url.render_as_string(hide_password=False)}", flush=True)
+            while True:
+                time.sleep(60)
+
+
+def report_no_change(args, names, times) -> None:
     print(f"\nno change, batch 500, {args.rounds} rounds; load averages at the end: "
           f"{open('/proc/loadavg').read().split()[:3]}")
     print("| contender | small (s), each run | large (s), each run | large / small, each round | medians: small, large, large / small |")

@@ -166,3 +166,32 @@ def test_the_row_array_encoder_refuses_an_unknown_type_or_a_row_of_the_wrong_wid
         pgcopy.record_array_encoder(["int4", "jsonb"], [23, 3802], 1)
     with pytest.raises(ValueError, match="a row of 1 values for 2 fields"):
         pgcopy.record_array_encoder(["int4", "int8"], [23, 20], 1)([(1,)])
+
+
+@pytest.mark.parametrize("native", IMPLEMENTATIONS, ids=["python", "psycopg-c"])
+def test_a_body_in_pieces_holds_whole_rows_of_about_the_piece_size_and_copies_the_same_rows(conn, native):
+    # Assemble: enough rows for several pieces of 1 KiB, each row about 100 bytes.
+    rows = [(uuid.UUID(int=n), n, -n, "text of row %d " % n * 3, dt.datetime(2026, 1, 1) + dt.timedelta(seconds=n))
+            for n in range(300)]
+    types, numbered = ["int4", *TYPES], [(n, *row) for n, row in enumerate(rows)]
+    one_buffer = bytes(pgcopy.encoder(types, native=native)(numbered))
+    body = pgcopy.body_factory(types, native=native, piece_size=1024)()
+
+    # Act
+    for row in numbered:
+        body.add(row)
+    pieces = body.finish()
+
+    # Assert: in order they are the one-buffer body; every piece but the last reached the size and
+    # ended on a row (the next piece starts with a row's field count, 6); the rows copy back whole.
+    assert b"".join(bytes(p) for p in pieces) == one_buffer
+    assert len(pieces) > 10
+    assert all(1024 <= len(p) < 1024 + 200 for p in pieces[:-1])
+    assert all(bytes(p[:2]) == b"\x00\x06" for p in pieces[1:])
+    conn.execute("TRUNCATE copied")
+    with conn.cursor() as cur:
+        with cur.copy('COPY copied (n, "u", "i", "b", "t", "ts") FROM STDIN (FORMAT BINARY)') as copy:
+            for piece in pieces:
+                copy.write(piece)
+        cur.execute('SELECT "u", "i", "b", "t", "ts" FROM copied ORDER BY n')
+        assert [tuple(r) for r in cur.fetchall()] == rows

@@ -116,18 +116,32 @@ def _binary_transformer(types: Sequence[str]) -> Any:
 
 
 class Body(NamedTuple):
-    """One COPY body in the making: ``add(row)`` for every row, then ``finish()`` once for the bytes."""
+    """One COPY body in the making: ``add(row)`` for every row, then ``finish()`` once for the bytes
+    (with ``piece_size``: for the list of its pieces, to be written in order)."""
 
     add: Callable[[Sequence[Any]], None]
-    finish: Callable[[], bytes | bytearray]
+    finish: Callable[[], Any]
 
 
-def body_factory(types: Sequence[str], native: bool | None = None) -> Callable[[], Body]:
+#: The bulk writer's piece size. Below glibc's initial mmap threshold (128 KiB), so pieces come from
+#: the heap and are reused chunk after chunk. One buffer per chunk (about 7 MiB for 50,000 events)
+#: was mmapped, and freeing it raised glibc's dynamic threshold, after which each chunk's buffer
+#: was carved from the heap again at a new size: the writer's peak RSS over 3,000,000 events
+#: then depended on the order of those frees (84 or 99 MiB against 81 MiB over 300,000;
+#: docs/benchmarks.md).
+PIECE_SIZE = 64 * 1024
+
+
+def body_factory(types: Sequence[str], native: bool | None = None,
+                 piece_size: int | None = None) -> Callable[[], Body]:
     """A function making empty COPY bodies for rows of ``types``: build one row by row.
 
     Values must already have the column's Python type (int, str, uuid.UUID, naive datetime) or
     be None; ints must fit the type. A finished body is complete: signature, rows, trailer.
     ``native``: use psycopg's C row formatter (None: when available; False: the Python encoder).
+    ``piece_size``: ``finish()`` returns the body as a list of pieces of about that many bytes
+    (a row is never split; a piece holds whole rows, the signature and the trailer included)
+    instead of one buffer.
     """
     unknown = [t for t in types if t not in ENCODERS]
     if unknown:
@@ -143,16 +157,24 @@ def body_factory(types: Sequence[str], native: bool | None = None) -> Callable[[
     if format_row is not None:
         def native_body() -> Body:
             transformer = _binary_transformer(types)
+            pieces: list[bytearray] = []
             out = bytearray(SIGNATURE)
 
             def add(row: Sequence[Any]) -> None:
+                nonlocal out
                 if len(row) != width:  # some psycopg versions index their dumpers unchecked
                     raise wrong_width(row)
+                if piece_size is not None and len(out) >= piece_size:
+                    pieces.append(out)
+                    out = bytearray()
                 format_row(row, transformer, out)
 
-            def finish() -> bytearray:
+            def finish() -> bytearray | list[bytearray]:
                 out.extend(TRAILER)
-                return out
+                if piece_size is None:
+                    return out
+                pieces.append(out)
+                return pieces
             return Body(add, finish)
         return native_body
 
@@ -160,20 +182,35 @@ def body_factory(types: Sequence[str], native: bool | None = None) -> Callable[[
     count = struct.pack("!h", width)
 
     def python_body() -> Body:
+        pieces: list[bytes] = []
         parts = [SIGNATURE]
-        append = parts.append
 
         def add(row: Sequence[Any]) -> None:
             if len(row) != width:
                 raise wrong_width(row)
+            append = parts.append
             append(count)
             for value, field in zip(row, fields):
                 append(NULL if value is None else field(value))
 
-        def finish() -> bytes:
-            append(TRAILER)
-            return b"".join(parts)
-        return Body(add, finish)
+        size = len(SIGNATURE)
+
+        def add_in_pieces(row: Sequence[Any]) -> None:
+            nonlocal parts, size
+            if size >= piece_size:
+                pieces.append(b"".join(parts))
+                parts, size = [], 0
+            start = len(parts)
+            add(row)
+            size += sum(len(part) for part in parts[start:])
+
+        def finish() -> bytes | list[bytes]:
+            parts.append(TRAILER)
+            if piece_size is None:
+                return b"".join(parts)
+            pieces.append(b"".join(parts))
+            return pieces
+        return Body(add if piece_size is None else add_in_pieces, finish)
     return python_body
 
 

@@ -939,7 +939,8 @@ class BulkStagingWriter(Writer):
                     log.info("bulk upserts stage through pyodbc: mssql-python does not accept the URL's %s",
                              ", ".join(mssql_python_refused_keywords(self.engine.url)))
         self._new_copy_body = None if self.info.name == "mssql" else pgcopy.body_factory(
-            ["uuid", "int8", *(_copy_type(c, self.info) for c in self.spec.columns), "int8"])
+            ["uuid", "int8", *(_copy_type(c, self.info) for c in self.spec.columns), "int8"],
+            piece_size=pgcopy.PIECE_SIZE)
 
     def _chunk_builder(self, batch_id: uuid.UUID) -> ChunkBuilder:
         """PostgreSQL: the chunk's binary COPY body, written as rows are read (none is kept), so
@@ -1109,7 +1110,8 @@ class BulkStagingWriter(Writer):
         # Binary format, encoded ahead (dbtools.upsert.pgcopy): formatting rows here, with psycopg's
         # dumpers, held the GIL against the reading thread for a third of the chunk's time.
         with cursor.copy(f"COPY {table} ({', '.join(q(c) for c in columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.write(payload)
+            for piece in payload:  # the chunk's body in pieces (pgcopy.PIECE_SIZE)
+                copy.write(piece)
 
     def _apply(self, conn: sa.Connection, batch_id: uuid.UUID, rows: list[PreparedRow] | None, payload: Any = None
                ) -> Counts:

@@ -32,6 +32,7 @@ Method (issue 20):
 
 Usage: python bench/upserts.py [--events 1000000] [--rounds 5] [--quick] [--save out.json]
        python bench/upserts.py --render before.json after.json   (docs/benchmarks.md section + SVG chart)
+       python bench/upserts.py --render before.json after.json "quiet, at abc1234=now.json"   (a label per file)
 """
 
 from __future__ import annotations
@@ -564,7 +565,7 @@ def main() -> None:
     parser.add_argument("--rss-paths", default="bulk,tvp", help="writers of the peak RSS runs (default bulk,tvp)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 50,000 events, 2 rounds, small RSS runs")
     parser.add_argument("--save", type=Path, help="write the results as JSON")
-    parser.add_argument("--render", type=Path, nargs="+", help="render saved results (before, after) into the docs")
+    parser.add_argument("--render", type=Path, nargs="+", help="render saved results (before, after; or LABEL=PATH each) into the docs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)

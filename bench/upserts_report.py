@@ -170,12 +170,14 @@ def svg(reports: list[tuple[str, dict]]) -> str:
 
 
 def render_docs(paths: list[Path]) -> None:
-    labels = ["before", "after"] if len(paths) == 2 else [p.stem for p in paths]
-    reports = [(label, json.loads(Path(p).read_text())) for label, p in zip(labels, paths)]
+    """Each path may be written LABEL=PATH; unlabelled, two are "before" and "after", more their stems."""
+    pairs = [str(p).partition("=")[::2] if "=" in str(p) else ("", str(p)) for p in paths]
+    defaults = ["before", "after"] if len(paths) == 2 else [Path(path).stem for _, path in pairs]
+    reports = [(label or default, json.loads(Path(path).read_text())) for (label, path), default in zip(pairs, defaults)]
     CHART.write_text(svg(reports))
     lines = [BEGIN, "### Measured results (generated: `bench/upserts.py --save` then `--render`)", ""]
     for label, report in reports:
-        lines += section(report, f"{label.capitalize()}")
+        lines += section(report, label[:1].upper() + label[1:])
     lines += [f"![rows/s per contender, one point per round]({CHART.name})", "", END]
     text = DOC.read_text()
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)

@@ -52,6 +52,13 @@ def install(conn, scripts: dict[str, str]) -> None:
                  "WHERE \"ScriptName\" = 'HierarchicalMissingParents'", (scripts[QUEUE],))
 
 
+def hold(url) -> None:
+    """--hold: print the private server's URL and keep it up until the process is killed."""
+    print(f"holding: {url.render_as_string(hide_password=False)}", flush=True)
+    while True:
+        time.sleep(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], help="name=folder")
@@ -157,9 +164,7 @@ def main() -> None:
         for k in order:
             print(f"{k}: " + "; ".join(f"{n} " + " / ".join(f"{s.get(k, (0, 0.0))[1]:.3f}" for s in steps[n]) for n in names))
         if args.hold:
-            print(f"holding: {url.render_as_string(hide_password=False)}", flush=True)
-            while True:
-                time.sleep(60)
+            hold(url)
 
 
 def first_load(args, contenders, names) -> None:
@@ -245,9 +250,7 @@ def no_change(args, contenders, names) -> None:
         de.no_change(url, ns)
         report_no_change(args, names, times)
         if args.hold:
-            print(f"holding: {url.render_as_string(hide_password=False)}", flush=True)
-            while True:
-                time.sleep(60)
+            hold(url)
 
 
 def report_no_change(args, names, times) -> None:

@@ -182,6 +182,41 @@ def test_revision_0015_replaces_postgresqls_queue_population_and_children_script
     assert after_downgrade == at_0014
 
 
+def version_table_storage(server) -> str | None:
+    """PostgreSQL: the versions table's storage options; SQL Server: its clustered index's fill factor."""
+    e = server.engine
+    engine = server.job_engine()
+    try:
+        with engine.connect() as conn:
+            if e.name == "postgresql":
+                options = conn.execute(sa.text("SELECT reloptions FROM pg_catalog.pg_class WHERE oid = CAST(:t AS regclass)"),
+                                       {"t": e.job_object("BlobDeltaTargetVersion")}).scalar_one()
+                return ",".join(options) if options else None
+            return str(conn.execute(sa.text("SELECT fill_factor FROM sys.indexes WHERE object_id = OBJECT_ID(:t) "
+                                            "AND index_id = 1"), {"t": e.job_object("BlobDeltaTargetVersion")}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_revision_0016_leaves_room_in_postgresqls_version_pages_and_its_downgrade_takes_it_back(server):
+    # Assemble
+    e = server.engine
+    commands.migrate(url=server.url_string, revision="0015")
+    before = version_table_storage(server)
+
+    # Act
+    commands.migrate(url=server.url_string, revision="0016")
+    at_0016 = version_table_storage(server)
+    commands.downgrade(url=server.url_string, revision="0015")
+    after_downgrade = version_table_storage(server)
+
+    # Assert: PostgreSQL's pages keep 15% free for rewritten versions; SQL Server's index is unchanged
+    if e.name == "postgresql":
+        assert (before, at_0016, after_downgrade) == (None, "fillfactor=85", None)
+    else:
+        assert (before, at_0016, after_downgrade) == ("0", "0", "0")
+
+
 def run_step_columns_of(server) -> set[str]:
     engine = server.job_engine()
     try:

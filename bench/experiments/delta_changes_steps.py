@@ -4,11 +4,13 @@ alternating rounds, with the steps' seconds per round. Every run must leave the 
 source (the bench's digest); compare the rows per step that each contender prints.
 
 A variant is a folder holding any of Hierarchical_QueuePopulation.sql, Hierarchical_1_Roots.sql,
-Hierarchical_2_MissingParentsBatch.sql, Hierarchical_3_Children.sql (a file it lacks: 0010's).
+Hierarchical_2_MissingParentsBatch.sql, Hierarchical_3_Children.sql (a file it lacks: 0010's),
+optionally followed by ",fillfactor=N": the versions table's fillfactor for its runs (default 100,
+the layout before revision 0016; the table is rewritten with it before every run of every contender).
 
 Usage (from the repository root):
   .venv/bin/python bench/experiments/delta_changes_steps.py --variant new=migrations/versions/0013_scripts/postgresql \
-      [--rounds 5] [--batch 5000] [--explain] [--hold]
+      [--variant ff85=migrations/versions/0015_scripts/postgresql,fillfactor=85] [--rounds 5] [--batch 5000] [--explain] [--hold]
 
 --hold keeps the server after the rounds and prints its URL (for EXPLAIN ANALYZE of a filled script:
 "BlobDeltaJobs"."fn_BlobDelta_FillScript"('Tree', text)). --case nochange runs measurement 2 (both
@@ -36,20 +38,26 @@ STEPS = {"Hierarchical_1_Roots": 1, "Hierarchical_2_MissingParentsBatch": 2, "Hi
 QUEUE = "Hierarchical_QueuePopulation"
 
 
-def scripts_of(folder: Path | None) -> dict[str, str]:
-    out = {}
+def scripts_of(folder: Path | None, fillfactor: int = 100) -> dict[str, str | int]:
+    out: dict[str, str | int] = {"fillfactor": fillfactor}
     for name in (*STEPS, QUEUE):
         path = folder / f"{name}.sql" if folder else None
         out[name] = (path if path and path.exists() else BASE / f"{name}.sql").read_text(encoding="utf-8")
     return out
 
 
-def install(conn, scripts: dict[str, str]) -> None:
+def install(conn, scripts: dict[str, str | int]) -> None:
+    """The contender's scripts, and its fillfactor for the versions table (revision 0016 sets 85;
+    before it: 100), applied by rewriting the table (VACUUM FULL, then CHECKPOINT) before every run
+    of every contender alike."""
     for name, number in STEPS.items():
         conn.execute(f'UPDATE {de.JOB}."BlobDeltaStepScript" SET "ScriptText" = %s '
                      "WHERE \"ScriptSet\" = 'Hierarchical' AND \"StepNumber\" = %s", (scripts[name], number))
     conn.execute(f'UPDATE {de.JOB}."BlobDeltaQueuePopulationScript" SET "ScriptText" = %s '
                  "WHERE \"ScriptName\" = 'HierarchicalMissingParents'", (scripts[QUEUE],))
+    conn.execute(f'ALTER TABLE {de.JOB}."BlobDeltaTargetVersion" SET (fillfactor = {int(scripts["fillfactor"])})')
+    conn.execute(f'VACUUM (FULL, ANALYZE) {de.JOB}."BlobDeltaTargetVersion"')
+    conn.execute("CHECKPOINT")
 
 
 def hold(url) -> None:
@@ -75,7 +83,8 @@ def main() -> None:
     contenders = {"0010": scripts_of(None)}
     for v in args.variant:
         name, folder = v.split("=", 1)
-        contenders[name] = scripts_of(Path(folder))
+        folder, _, fillfactor = folder.partition(",fillfactor=")
+        contenders[name] = scripts_of(Path(folder), int(fillfactor or 100))
     names = list(contenders)
     current = {"name": "0010"}
     times = {n: [] for n in names}

@@ -473,3 +473,48 @@ def test_a_late_write_to_a_file_a_first_load_copied_is_applied_when_the_load_res
     assert len(files) - 2 <= len(copied) < len(files), "the failed batch of two held the refused file"
     tree.assert_target_equals_source()
     assert bed.first_load_flags(stopped.run_id) == {REFERRAL: bed.info.name != "postgresql"}
+
+
+def test_a_first_load_whose_table_gains_its_queue_population_before_the_resume_frees_the_names_the_resume_writes(bed):
+    # Assemble: a first load of a table configured without a queue population script fails on the
+    # window's last file, which the target refuses (a CHECK), after it copied every other blob (each
+    # stamped after its folder, one blob a batch, so that each finds its folder copied). While it waits
+    # for its resume, two copied files of one folder swap names (stamped inside its window), the
+    # table gets its queue population script back, and the file becomes writable. The resume runs
+    # step 2a first, as a first load ($9): revision 0016 skips the name-freeing probes only when the
+    # target is still empty, which it is not, so the swap is written without a key violation.
+    # The bed's blobs are stamped before now - 5 h; the window ends at now - 4 h (its safety buffer).
+    tree = Tree(bed, REFERRAL)
+    q, t = bed.info.quote, bed.info.job_object
+    files = tree.ids("source", directories=False)
+    now = utcnow()
+    for i, blob in enumerate(tree.ids("source")):  # path order: a folder before what it holds
+        tree.stamp(blob, now - timedelta(hours=6) + timedelta(seconds=i))
+    tree.rename(files[0], "poison.bin", now - timedelta(hours=4, minutes=30))
+    bed.sql(f"ALTER TABLE {tree.target} ADD CONSTRAINT {q('CK_dbtools_test_poison')} CHECK (name <> 'poison.bin')")
+    configure = (f"UPDATE {t('BlobDeltaTableConfig')} SET {q('QueuePopulationScriptName')} = {bed.mark('s')} "
+                 f"WHERE {q('TableName')} = {bed.mark('t')}")
+    bed.sql(configure, bed.params(s=None, t=REFERRAL))
+    stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=1)
+    copied = set(tree.ids("target", directories=False))
+    assert copied == set(files[1:])
+    refused = bed.status(stopped.run_id).error
+    name_of = {r[0]: r[1] for r in tree.rows("source")}
+    by_folder: dict[str, list[uuid.UUID]] = {}
+    for f in files[1:]:
+        if f in copied:
+            by_folder.setdefault(tree.path_of(f).rsplit("/", 2)[0], []).append(f)
+    a, b = next(pair[:2] for pair in by_folder.values() if len(pair) >= 2)
+    tree.rename(a, "swapping", now - timedelta(hours=4, minutes=20))
+    tree.rename(b, name_of[a], now - timedelta(hours=4, minutes=19))
+    tree.rename(a, name_of[b], now - timedelta(hours=4, minutes=18))
+    bed.sql(f"ALTER TABLE {tree.target} DROP CONSTRAINT {q('CK_dbtools_test_poison')}")
+    bed.sql(configure, bed.params(s="HierarchicalMissingParents", t=REFERRAL))
+
+    # Act
+    resumed = bed.run(resume=stopped.run_id)
+
+    # Assert
+    assert (stopped.status, resumed.status) == ("Failed", "Succeeded"), bed.status(resumed.run_id).error
+    assert "CK_dbtools_test_poison" in refused
+    tree.assert_target_equals_source()

@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014", "0015")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014", "0015", "0016")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -215,6 +215,17 @@ def test_revision_0016_leaves_room_in_postgresqls_version_pages_and_its_downgrad
         assert (before, at_0016, after_downgrade) == (None, "fillfactor=85", None)
     else:
         assert (before, at_0016, after_downgrade) == ("0", "0", "0")
+
+
+def test_revision_0016_replaces_postgresqls_queue_population_script_and_its_downgrade_restores_0015s(server):
+    e = server.engine
+    at_0015, at_0016, after_downgrade = scripts_up_and_down(server, "0015", "0016")
+
+    assert at_0015 == expected_scripts(e.name, upto="0015")
+    assert at_0016 == expected_scripts(e.name, upto="0016")
+    assert at_0015[0] == at_0016[0]
+    assert (at_0015[1] != at_0016[1]) == (e.name == "postgresql")
+    assert after_downgrade == at_0015
 
 
 def run_step_columns_of(server) -> set[str]:

@@ -206,6 +206,13 @@ def first_load(args, contenders, names) -> None:
                     steps[n].append(de.step_times(conn, run_id))
                 times[n].append(seconds)
                 de.log(f"  round {r + 1} {n}: {seconds:.2f} s")
+        if args.hold:
+            report_first_load(args, names, times, steps)
+            hold(url)
+    report_first_load(args, names, times, steps)
+
+
+def report_first_load(args, names, times, steps) -> None:
     print(f"\nfirst load, one-byte tree, batch {args.batch}, {args.rounds} rounds; load averages at the end: "
           f"{open('/proc/loadavg').read().split()[:3]}")
     order = ("QueuePopulation", "Roots", "MissingParentsBatch", "Children")

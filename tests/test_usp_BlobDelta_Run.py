@@ -970,12 +970,15 @@ def _first_row_only(node: dict, parent: dict) -> bool:
             and len(parent.get("Plans", [])) == 1)
 
 
+#: A scan node with one of these reads by an index condition or by row addresses.
+BOUNDED = ("Index Cond", "TID Cond", "Recheck Cond")
+
+
 def _unbounded_scans(plan: dict, relations: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """(schema, node type, parent node type) of every read of ``relations`` that is not bounded by
     an index condition or row addresses, nor by LIMIT 1 (_first_row_only): a read of the whole table."""
-    bounded = ("Index Cond", "TID Cond", "Recheck Cond")
     return [(node["Schema"], node["Node Type"], parent.get("Node Type", "")) for node, parent in _nodes(plan)
-            if _read(node) in relations and not any(key in node for key in bounded)
+            if _read(node) in relations and not any(key in node for key in BOUNDED)
             and not _first_row_only(node, parent)]
 
 
@@ -1025,6 +1028,10 @@ def test_postgresqls_upsert_batches_probe_the_source_and_target_per_row_whatever
     relations = {(sample.SOURCE_DB, name), (sample.TARGET_DB, name)}
     assert relations <= _scanned(plan)
     assert _unbounded_scans(plan, relations) == []
+    # The one read bounded by LIMIT 1 alone: step 2a's probe of whether a first load's target is empty.
+    assert [_read(node) for node, parent in _nodes(plan) if _read(node) in relations and _first_row_only(node, parent)
+            and not any(key in node for key in BOUNDED)] \
+        == ([(sample.TARGET_DB, name)] if step == "QueuePopulation" else [])
     assert [node["Node Type"] for node, _ in _nodes(plan)
             if node["Node Type"] in ("Hash", "Merge Join") and _scanned(node) & relations] == []
 

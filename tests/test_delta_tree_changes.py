@@ -518,3 +518,103 @@ def test_a_first_load_whose_table_gains_its_queue_population_before_the_resume_f
     assert (stopped.status, resumed.status) == ("Failed", "Succeeded"), bed.status(resumed.run_id).error
     assert "CK_dbtools_test_poison" in refused
     tree.assert_target_equals_source()
+
+
+# ----------------------------------------------------------- the run's candidates (PostgreSQL, revision 0017)
+def candidates_of(bed, run_id) -> set:
+    """PostgreSQL: the candidate list step 2a recorded for ``run_id`` (None: the row that marks it recorded)."""
+    q = bed.info.quote
+    return {None if r[0] is None else uuid.UUID(str(r[0])) for r in bed.sql(
+        f"SELECT stream_id FROM {bed.info.job_object('BlobDeltaRunCandidate')} WHERE {q('RunId')} = {bed.mark('r')}",
+        bed.params(r=run_id))}
+
+
+def content_in_target(tree: Tree, stream_id) -> bytes:
+    return bytes(tree.bed.sql(f"SELECT file_stream FROM {tree.target} WHERE stream_id = {tree.bed.mark('i')}",
+                              tree.bed.params(i=stream_id))[0][0])
+
+
+def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_tables_end_clears_the_list(bed):
+    if bed.info.name != "postgresql":
+        pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
+    # Assemble: the first load; then a window that holds a rename, new content, a new file and a
+    # folder whose own row is current (stamped into the window again, unchanged).
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    folders, files = files_and_folders(tree)
+    tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
+    tree.rewrite(files[1], b"new content", end - timedelta(minutes=8))
+    born = tree.create(tree.path_of(folders[-1]), "born.bin", directory=False, at=end - timedelta(minutes=7),
+                       unit=bed.data.business_units[0])
+    listed_before = bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaRunCandidate')}")[0][0]
+
+    # Act: the run stops after step 2a (its first batch), then resumes.
+    with interrupted_after(bed, 1):
+        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    listed = candidates_of(bed, stopped.run_id)
+    resumed = bed.run(resume=stopped.run_id)
+
+    # Assert: exactly the changed rows and the mark; none left once the table ended well.
+    assert listed_before == 0, "the first load's target was empty: it records no list"
+    assert listed == {files[0], files[1], born, None}
+    assert (stopped.status, resumed.status) == ("Failed", "Succeeded")
+    assert candidates_of(bed, stopped.run_id) == set()
+    tree.assert_target_equals_source()
+
+
+def test_a_file_stamped_into_the_window_while_a_run_runs_is_copied_by_that_run_or_the_next(bed):
+    # Assemble: the first load, then a rename in a new window; the run stops after step 2a ...
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    _folders, files = files_and_folders(tree)
+    tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
+    with interrupted_after(bed, 1):
+        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    _start, stopped_end = window_of(bed.status(stopped.run_id), REFERRAL)
+    # ... and a file it found current gets new content stamped inside its window, within the safety
+    # buffer of the window's end (a late write: the next window holds it again).
+    late = files[1]
+    tree.rewrite(late, b"written late", stopped_end - timedelta(minutes=3))
+
+    # Act
+    resumed = bed.run(resume=stopped.run_id)
+    late_after_resume = content_in_target(tree, late)
+    again = bed.run(mode="SingleTable", table=REFERRAL)
+
+    # Assert: PostgreSQL's resume writes the rows step 2a listed (revision 0017), so the late write
+    # waits for the next run, as the safety buffer provides; SQL Server's may take it at once.
+    assert (stopped.status, resumed.status, again.status) == ("Failed", "Succeeded", "Succeeded")
+    if bed.info.name == "postgresql":
+        assert late_after_resume != b"written late"
+    tree.assert_target_equals_source()
+
+
+def test_a_table_start_clears_the_lists_other_runs_left_and_their_resume_looks_every_window_row_up(bed):
+    if bed.info.name != "postgresql":
+        pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
+    # Assemble: a run stops after step 2a with its list; another run then works the table whole.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    _folders, files = files_and_folders(tree)
+    tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
+    with interrupted_after(bed, 1):
+        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    listed = candidates_of(bed, stopped.run_id)
+    other = bed.run(mode="SingleTable", table=REFERRAL)
+    after_other = candidates_of(bed, stopped.run_id)
+    # A file the stopped run found current gets new content inside that run's window.
+    _start, stopped_end = window_of(bed.status(stopped.run_id), REFERRAL)
+    tree.rewrite(files[1], b"new content", stopped_end - timedelta(minutes=3))
+
+    # Act
+    resumed = bed.run(resume=stopped.run_id)
+
+    # Assert: the list is gone, so the resume looked the window's rows up and wrote the new content.
+    assert listed == {files[0], None}
+    assert (stopped.status, other.status, resumed.status) == ("Failed", "Succeeded", "Succeeded")
+    assert after_other == set()
+    assert content_in_target(tree, files[1]) == b"new content"
+    tree.assert_target_equals_source()

@@ -14,7 +14,7 @@ from .test_static_checks import unparsable
 
 VERSIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 # The revisions that froze script texts, oldest first; a later one overrides the files it has.
-SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014", "0015", "0016")
+SCRIPT_REVISIONS = ("0003", "0004", "0008", "0009", "0010", "0013", "0014", "0015", "0016", "0017")
 
 
 def frozen_script(engine_name: str, name: str, upto: str = SCRIPT_REVISIONS[-1]) -> str:
@@ -226,6 +226,47 @@ def test_revision_0016_replaces_postgresqls_queue_population_script_and_its_down
     assert at_0015[0] == at_0016[0]
     assert (at_0015[1] != at_0016[1]) == (e.name == "postgresql")
     assert after_downgrade == at_0015
+
+
+def candidate_table(server) -> tuple[bool, str | None]:
+    """Whether the job database has BlobDeltaRunCandidate, and (PostgreSQL) its persistence and key."""
+    e = server.engine
+    engine = server.job_engine()
+    try:
+        with engine.connect() as conn:
+            if e.name != "postgresql":
+                return (conn.execute(sa.text("SELECT OBJECT_ID(:t)"), {"t": e.job_object("BlobDeltaRunCandidate")})
+                        .scalar() is not None, None)
+            row = conn.execute(sa.text(
+                "SELECT c.relpersistence, pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_class AS c "
+                "JOIN pg_catalog.pg_index AS i ON i.indrelid = c.oid "
+                "WHERE c.oid = pg_catalog.to_regclass(:t)"), {"t": e.job_object("BlobDeltaRunCandidate")}).all()
+            return (bool(row), ";".join(f"{p} {d.split(' USING ', 1)[1]}" for p, d in row) or None)
+    finally:
+        engine.dispose()
+
+
+def test_revision_0017_gives_postgresql_an_unlogged_candidate_list_and_new_step_scripts_and_its_downgrade_restores_0016s(server):
+    # Assemble
+    e = server.engine
+    at_0016, at_0017, after_downgrade = scripts_up_and_down(server, "0016", "0017")
+    commands.migrate(url=server.url_string, revision="0017")
+    table_at_0017 = candidate_table(server)
+    commands.downgrade(url=server.url_string, revision="0016")
+    table_after_downgrade = candidate_table(server)
+
+    # Assert: PostgreSQL's Roots, Children and queue population scripts change, SQL Server's do not
+    assert at_0016 == expected_scripts(e.name, upto="0016")
+    assert at_0017 == expected_scripts(e.name, upto="0017")
+    changed = [a[:3] for a, b in zip(at_0016[0], at_0017[0]) if a != b]
+    assert changed == ([("Hierarchical", 1, "Roots"), ("Hierarchical", 3, "Children")] if e.name == "postgresql" else [])
+    assert (at_0016[1] != at_0017[1]) == (e.name == "postgresql")
+    assert after_downgrade == at_0016
+    if e.name == "postgresql":
+        assert table_at_0017 == (True, 'u btree ("TableName", "RunId", stream_id) NULLS NOT DISTINCT')
+    else:
+        assert table_at_0017 == (False, None)
+    assert table_after_downgrade == (False, None)
 
 
 def run_step_columns_of(server) -> set[str]:

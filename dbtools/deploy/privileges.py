@@ -48,7 +48,7 @@ ENGINE_ROLE = "BlobDeltaEngine"
 ENGINE_READ_TABLES = ("BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript",
                       "BlobDeltaPlanScript")
 ENGINE_WRITE_TABLES = ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue",
-                       "BlobDeltaTargetVersion", "BlobDeltaDeletionLog")
+                       "BlobDeltaTargetVersion", "BlobDeltaDeletionLog", "BlobDeltaRunCandidate")
 CERTIFICATE = "BlobDeltaEngineSigning"
 #: Names of the delta engine's routines: only these are signed (SQL Server) or callable by BlobDeltaEngine.
 ENGINE_PREFIXES = ("usp_BlobDelta_", "fn_BlobDelta_")

@@ -58,6 +58,7 @@ BEGIN
         '{BusinessUnitObject}', v_bu_object,
         '{QueueObject}', '{{ job("BlobDeltaMissingParentsQueue") }}',
         '{VersionObject}', '{{ job("BlobDeltaTargetVersion") }}',
+        '{CandidateObject}', '{{ job("BlobDeltaRunCandidate") }}',
         '{DeletionLogObject}', '{{ job("BlobDeltaDeletionLog") }}',
         '{MetadataIdColumn}', {{ quotename('v_id_column') }},
         '{MetadataModifiedOnCol}', {{ quotename('v_modified_column') }},

@@ -68,6 +68,11 @@ BEGIN
             RAISE EXCEPTION 'Table ''%'' is being processed by run % (lease expires % UTC); skipped.',
                 v_table, v_holder."LeaseRunId", to_char(v_holder."RunLeaseExpiresAt", 'YYYY-MM-DD HH24:MI:SS.MS');
         END IF;
+        -- Candidates other runs recorded for this table (step 2a; a run that ended well removed its
+        -- own) are stale now: this run works the table. A run that resumes later finds its list
+        -- gone, and its steps test every window row as they do without one.
+        DELETE FROM {{ job('BlobDeltaRunCandidate') }} AS k
+        WHERE k."TableName" = v_table AND k."RunId" <> v_run_id;
 
         IF NOT v_has_window THEN
             IF v_run."RunType" = 'Full' THEN

@@ -25,6 +25,7 @@ DECLARE
     v_window_end timestamp(3);
     v_cfg record;
     v_unplaced bigint := 0;
+    v_listed boolean;
     v_now timestamp(3);
 {{ resolved_declarations() }}
 BEGIN
@@ -50,10 +51,16 @@ BEGIN
         SELECT c.* INTO v_cfg FROM {{ job('BlobDeltaTableConfig') }} AS c WHERE c."TableName" = v_table;
         IF v_cfg."ScriptSet" = 'Hierarchical' THEN
             {{ resolve('v_table') }}
+            -- The changed children are the run's candidates when step 2a recorded them (a row without
+            -- a stream_id says so): only those are looked up, not every row of the window.
+            v_listed := EXISTS (SELECT 1 FROM {{ job('BlobDeltaRunCandidate') }} AS k
+                                WHERE k."TableName" = v_table AND k."RunId" = v_run_id AND k.stream_id IS NULL);
             EXECUTE format(
                 'SELECT count(*) FROM %I.%I AS m '
                 'CROSS JOIN LATERAL (SELECT s.stream_id, s.parent_path_locator FROM %I.%I AS s WHERE s.stream_id = m.%I LIMIT 1) AS s '
                 'WHERE m.%I >= $1 AND m.%I < $2 AND ($3 IS NULL OR m.%I = $3) '
+                'AND (NOT $5 OR EXISTS (SELECT 1 FROM "BlobDeltaJobs"."BlobDeltaRunCandidate" AS k '
+                'WHERE k."TableName" = $4 AND k."RunId" = $6 AND k.stream_id = m.%I OFFSET 0)) '
                 'AND EXISTS (SELECT 1 FROM %I.%I AS bu WHERE bu.%I = m.%I) '
                 'AND s.parent_path_locator IS NOT NULL '
                 'AND NOT EXISTS (SELECT 1 FROM %I.%I AS p WHERE p.path_locator = s.parent_path_locator OFFSET 0) '
@@ -61,13 +68,15 @@ BEGIN
                 'OR NOT EXISTS (SELECT 1 FROM "BlobDeltaJobs"."BlobDeltaTargetVersion" AS v WHERE v."TableName" = $4 '
                 'AND v.stream_id = s.stream_id AND v."ModifiedOn" >= m.%I::timestamp OFFSET 0))',
                 v_cfg."MetadataDatabase", v_cfg."MetadataTable", v_cfg."SourceDatabase", v_cfg."SourceTable", v_id_column,
-                v_modified_column, v_modified_column, v_bu_column,
+                v_modified_column, v_modified_column, v_bu_column, v_id_column,
                 v_cfg."BusinessUnitDatabase", v_cfg."BusinessUnitTable", v_bu_id_column, v_bu_column,
                 v_cfg."TargetDatabase", v_cfg."TargetTable", v_cfg."TargetDatabase", v_cfg."TargetTable", v_modified_column)
-            INTO v_unplaced USING v_window_start, v_window_end, v_run."BusinessUnitId", v_table;
+            INTO v_unplaced USING v_window_start, v_window_end, v_run."BusinessUnitId", v_table, v_listed, v_run_id;
         END IF;
 
         IF v_unplaced = 0 THEN
+            -- The table is done: its candidates served their run (a failed table keeps them for a resume).
+            DELETE FROM {{ job('BlobDeltaRunCandidate') }} AS k WHERE k."TableName" = v_table AND k."RunId" = v_run_id;
             -- The watermark serves every business unit: a run limited to one leaves it (and
             -- IsInitialFullLoadDone) alone, or the next run would skip the other units' rows.
             UPDATE {{ job('BlobDeltaHighWatermark') }} AS w

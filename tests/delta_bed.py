@@ -132,8 +132,11 @@ class DeltaBed:
         """Every row of every job table and of the targets: 'changes nothing' compares these."""
         t = self.info.job_object
         state = {}
-        for name in ("BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue",
-                     "BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript"):
+        names = ["BlobDeltaRun", "BlobDeltaRunStep", "BlobDeltaHighWatermark", "BlobDeltaMissingParentsQueue",
+                 "BlobDeltaTableConfig", "BlobDeltaStepScript", "BlobDeltaQueuePopulationScript"]
+        if self.info.name == "postgresql":
+            names.append("BlobDeltaRunCandidate")  # revision 0017's, PostgreSQL's alone
+        for name in names:
             state[name] = sorted(map(repr, self.sql(f"SELECT * FROM {t(name)}")))
         # pyodbc cannot fetch hierarchyid (ODBC type -151): read its string form on SQL Server.
         columns = "*" if self.info.name == "postgresql" else (

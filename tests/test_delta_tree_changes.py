@@ -534,20 +534,30 @@ def content_in_target(tree: Tree, stream_id) -> bytes:
                               tree.bed.params(i=stream_id))[0][0])
 
 
+def name_in_target(tree: Tree, stream_id) -> str:
+    return tree.bed.sql(f"SELECT name FROM {tree.target} WHERE stream_id = {tree.bed.mark('i')}",
+                        tree.bed.params(i=stream_id))[0][0]
+
+
 def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_tables_end_clears_the_list(bed):
     if bed.info.name != "postgresql":
         pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
-    # Assemble: the first load; then a window that holds a rename, new content, a new file and a
-    # folder whose own row is current (stamped into the window again, unchanged).
+    # Assemble: a folder stamped where the first load's window and the next one overlap (so the
+    # next window holds it, current); a first load that stops after step 2a, then resumes.
     tree = Tree(bed, REFERRAL)
-    status = plan_then_run(bed, tree)
-    _start, end = window_of(status, REFERRAL)
     folders, files = files_and_folders(tree)
+    current = folders[-1]
+    tree.stamp(current, utcnow() - timedelta(hours=4, minutes=10))
+    with interrupted_after(bed, 1):
+        first = bed.run(mode="SingleTable", table=REFERRAL, batch_size=3)
+    listed_by_first_load = candidates_of(bed, first.run_id)
+    assert bed.run(resume=first.run_id).status == "Succeeded"
+    _start, end = window_of(bed.status(first.run_id), REFERRAL)
+    # A window that holds a rename, new content, a new file and that folder, unchanged.
     tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
     tree.rewrite(files[1], b"new content", end - timedelta(minutes=8))
-    born = tree.create(tree.path_of(folders[-1]), "born.bin", directory=False, at=end - timedelta(minutes=7),
+    born = tree.create(tree.path_of(folders[-2]), "born.bin", directory=False, at=end - timedelta(minutes=7),
                        unit=bed.data.business_units[0])
-    listed_before = bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaRunCandidate')}")[0][0]
 
     # Act: the run stops after step 2a (its first batch), then resumes.
     with interrupted_after(bed, 1):
@@ -555,10 +565,11 @@ def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_ta
     listed = candidates_of(bed, stopped.run_id)
     resumed = bed.run(resume=stopped.run_id)
 
-    # Assert: exactly the changed rows and the mark; none left once the table ended well.
-    assert listed_before == 0, "the first load's target was empty: it records no list"
+    # Assert: a first load into an empty target lists nothing; then exactly the changed rows and the
+    # mark (the current folder in the window is not listed); none left once the table ended well.
+    assert listed_by_first_load == set()
     assert listed == {files[0], files[1], born, None}
-    assert (stopped.status, resumed.status) == ("Failed", "Succeeded")
+    assert (first.status, stopped.status, resumed.status) == ("Failed", "Failed", "Succeeded")
     assert candidates_of(bed, stopped.run_id) == set()
     tree.assert_target_equals_source()
 
@@ -573,21 +584,24 @@ def test_a_file_stamped_into_the_window_while_a_run_runs_is_copied_by_that_run_o
     with interrupted_after(bed, 1):
         stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
     _start, stopped_end = window_of(bed.status(stopped.run_id), REFERRAL)
-    # ... and a file it found current gets new content stamped inside its window, within the safety
-    # buffer of the window's end (a late write: the next window holds it again).
+    # ... and a file and a root folder it found current change, stamped inside its window, within the
+    # safety buffer of the window's end (late writes: the next window holds them again).
     late = files[1]
+    root = [i for i in tree.ids("source", directories=True) if tree.depth_of(i) == 1][0]
     tree.rewrite(late, b"written late", stopped_end - timedelta(minutes=3))
+    tree.rename(root, "root renamed late", stopped_end - timedelta(minutes=2))
 
     # Act
     resumed = bed.run(resume=stopped.run_id)
-    late_after_resume = content_in_target(tree, late)
+    after_resume = (content_in_target(tree, late), name_in_target(tree, root))
     again = bed.run(mode="SingleTable", table=REFERRAL)
 
-    # Assert: PostgreSQL's resume writes the rows step 2a listed (revision 0017), so the late write
-    # waits for the next run, as the safety buffer provides; SQL Server's may take it at once.
+    # Assert: PostgreSQL's resume writes the rows step 2a listed (revision 0017), so the late writes
+    # wait for the next run (Children's and Roots' alike), as the safety buffer provides; SQL
+    # Server's may take them at once.
     assert (stopped.status, resumed.status, again.status) == ("Failed", "Succeeded", "Succeeded")
     if bed.info.name == "postgresql":
-        assert late_after_resume != b"written late"
+        assert after_resume[0] != b"written late" and after_resume[1] != "root renamed late"
     tree.assert_target_equals_source()
 
 

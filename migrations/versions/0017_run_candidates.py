@@ -26,9 +26,12 @@ and so does the end check. A current row now costs step 2a's two probes and noth
 * **Its rows live as long as the table's run**: ``fn_BlobDelta_TableEnd`` deletes them when the
   table ends well; a failed table keeps them for its resume.
 * **Same rows written, same counts, same plans.** A candidate is exactly a row the steps' own test
-  would take; the test still decides for each candidate. A row that becomes older after step 2a
-  (its metadata stamped again inside the window while the run runs) waits for the next run, whose
-  window overlaps this one by the safety buffer: the contract of late writes.
+  would take when step 2a runs; the test still decides for each candidate. What changes after step
+  2a is left to the next run: a row stamped again inside the window while the run runs (a late
+  write; the next window overlaps this one by the safety buffer, so a stamp within the buffer of
+  this window's end is taken then), and, for a run that resumes later, a row whose business unit or
+  source row appeared since, or whose copy or recorded version was changed by other means between
+  the failure and the resume. Before, steps 1 and 3 looked such rows up again.
 
 The scripts are frozen in 0017_scripts/postgresql/ with a README. SQL Server's scripts and job
 database are unchanged: the revision does nothing there but record itself. Downgrade restores the

@@ -539,21 +539,29 @@ def name_in_target(tree: Tree, stream_id) -> str:
                         tree.bed.params(i=stream_id))[0][0]
 
 
+def stamp_current(tree: Tree, folders: list) -> None:
+    """Stamp ``folders`` before the first load where its window and the next one overlap: the next
+    window then holds them, current. Step 2a lists a run's candidates only when at least half the
+    window's rows are current (revision 0017)."""
+    at = utcnow() - timedelta(hours=4, minutes=10)
+    for folder in folders:
+        tree.stamp(folder, at)
+
+
 def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_tables_end_clears_the_list(bed):
     if bed.info.name != "postgresql":
         pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
-    # Assemble: a folder stamped where the first load's window and the next one overlap (so the
-    # next window holds it, current); a first load that stops after step 2a, then resumes.
+    # Assemble: five folders stamped where the first load's window and the next one overlap (so the
+    # next window holds them, current); a first load that stops after step 2a, then resumes.
     tree = Tree(bed, REFERRAL)
     folders, files = files_and_folders(tree)
-    current = folders[-1]
-    tree.stamp(current, utcnow() - timedelta(hours=4, minutes=10))
+    stamp_current(tree, folders[-6:-1])
     with interrupted_after(bed, 1):
         first = bed.run(mode="SingleTable", table=REFERRAL, batch_size=3)
     listed_by_first_load = candidates_of(bed, first.run_id)
     assert bed.run(resume=first.run_id).status == "Succeeded"
     _start, end = window_of(bed.status(first.run_id), REFERRAL)
-    # A window that holds a rename, new content, a new file and that folder, unchanged.
+    # A window that holds a rename, new content, a new file and those folders, unchanged.
     tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
     tree.rewrite(files[1], b"new content", end - timedelta(minutes=8))
     born = tree.create(tree.path_of(folders[-2]), "born.bin", directory=False, at=end - timedelta(minutes=7),
@@ -566,7 +574,7 @@ def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_ta
     resumed = bed.run(resume=stopped.run_id)
 
     # Assert: a first load into an empty target lists nothing; then exactly the changed rows and the
-    # mark (the current folder in the window is not listed); none left once the table ended well.
+    # mark (the current folders in the window are not); none left once the table ended well.
     assert listed_by_first_load == set()
     assert listed == {files[0], files[1], born, None}
     assert (first.status, stopped.status, resumed.status) == ("Failed", "Failed", "Succeeded")
@@ -575,8 +583,10 @@ def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_ta
 
 
 def test_a_file_stamped_into_the_window_while_a_run_runs_is_copied_by_that_run_or_the_next(bed):
-    # Assemble: the first load, then a rename in a new window; the run stops after step 2a ...
+    # Assemble: the first load, then a rename in a new window that holds rows already copied (so
+    # PostgreSQL lists the run's candidates); the run stops after step 2a ...
     tree = Tree(bed, REFERRAL)
+    stamp_current(tree, tree.ids("source", directories=True)[-4:])
     status = plan_then_run(bed, tree)
     _start, end = window_of(status, REFERRAL)
     _folders, files = files_and_folders(tree)
@@ -610,6 +620,7 @@ def test_a_table_start_clears_the_lists_other_runs_left_and_their_resume_looks_e
         pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
     # Assemble: a run stops after step 2a with its list; another run then works the table whole.
     tree = Tree(bed, REFERRAL)
+    stamp_current(tree, tree.ids("source", directories=True)[-4:])
     status = plan_then_run(bed, tree)
     _start, end = window_of(status, REFERRAL)
     _folders, files = files_and_folders(tree)
@@ -631,4 +642,28 @@ def test_a_table_start_clears_the_lists_other_runs_left_and_their_resume_looks_e
     assert (stopped.status, other.status, resumed.status) == ("Failed", "Succeeded", "Succeeded")
     assert after_other == set()
     assert content_in_target(tree, files[1]) == b"new content"
+    tree.assert_target_equals_source()
+
+
+def test_a_window_mostly_of_changes_gets_no_candidate_list_and_its_run_writes_every_change(bed):
+    if bed.info.name != "postgresql":
+        pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
+    # Assemble: the first load, then a window of three changes and no row stamped to be current.
+    tree = Tree(bed, REFERRAL)
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    folders, files = files_and_folders(tree)
+    tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
+    tree.rewrite(files[1], b"new content", end - timedelta(minutes=8))
+    tree.move(files[2], tree.path_of(folders[-1]), end - timedelta(minutes=7))
+
+    # Act
+    with interrupted_after(bed, 1):
+        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    listed = candidates_of(bed, stopped.run_id)
+    resumed = bed.run(resume=stopped.run_id)
+
+    # Assert: no list (fewer than half the window's rows are current), and every change written.
+    assert listed == set()
+    assert (stopped.status, resumed.status) == ("Failed", "Succeeded")
     tree.assert_target_equals_source()

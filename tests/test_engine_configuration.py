@@ -263,7 +263,7 @@ def test_revision_0017_gives_postgresql_an_unlogged_candidate_list_and_new_step_
     assert (at_0016[1] != at_0017[1]) == (e.name == "postgresql")
     assert after_downgrade == at_0016
     if e.name == "postgresql":
-        assert table_at_0017 == (True, 'u btree ("TableName", "RunId", stream_id) NULLS NOT DISTINCT')
+        assert table_at_0017 == (True, 'u btree ("RunId", stream_id, "TableName") NULLS NOT DISTINCT')
     else:
         assert table_at_0017 == (False, None)
     assert table_after_downgrade == (False, None)

@@ -11,13 +11,19 @@ small one (bench/delta_engine.py, measurement 2: 1.4 to 1.9 times on 1,000,000 r
 10,000, with the same 2,000 window rows), although it did the same work.
 
 Now step 2a, which makes that test anyway, records its result in the new table
-``BlobDeltaRunCandidate`` (table, run, stream_id): every window row whose copy is missing or older,
+``BlobDeltaRunCandidate`` (run, stream_id, table): every window row whose copy is missing or older,
 and one row without a stream_id that marks the list recorded. Steps 1 and 3 set aside a window row
 that is not on the list with one probe of it (a table that holds one run's candidates at a time),
 and so does the end check. A current row now costs step 2a's two probes and nothing else.
 
-* **When there is no list**, everything works as before: a first load whose target is still empty
-  records none (every row is a candidate, and Children's first-load shortcut applies), a table
+The list costs a write and a probe of its own per candidate, so step 2a records it only when at
+least half the window's rows (counted on the metadata index) are current: a run over the overlap
+of its windows, or with few changes. A window of changes goes without it, as before (with the list
+always recorded, the changes case of bench/delta_engine.py took 1.19 s against 1.06 s).
+
+* **When there is no list**, everything works as before: a window of changes records none (above),
+  nor does a first load whose target is still empty (every row is a candidate, and Children's
+  first-load shortcut applies); a table
   without a queue population script has no step 2a, and a run that resumes after another run has
   worked the table finds its list cleared (``fn_BlobDelta_TableBegin`` removes other runs' lists, as
   they may be stale).
@@ -95,8 +101,10 @@ def upgrade() -> None:
         sa.Column("TableName", sa.Unicode(400), nullable=False),
         sa.Column("RunId", sa.Uuid(), nullable=False),
         sa.Column("stream_id", sa.Uuid(), nullable=True),  # none: the row that marks the list recorded
-        # Keyed table first: a table's start clears other runs' lists by a range of this index.
-        sa.UniqueConstraint("TableName", "RunId", "stream_id", name="UQ_BlobDeltaRunCandidate",
+        # The table's name last: the steps' probes and step 2a's inserts compare uuids first, and a
+        # name (in the database's collation) only between rows of one run and blob: the inserts took
+        # 17 ms for 10,300 rows against 45 ms with the name first (and ON CONFLICT, dropped since).
+        sa.UniqueConstraint("RunId", "stream_id", "TableName", name="UQ_BlobDeltaRunCandidate",
                             postgresql_nulls_not_distinct=True),
         schema=engine.job_schema,
         prefixes=["UNLOGGED"],

@@ -16,12 +16,13 @@
 -- stream_id as its name until its own change or deletion reaches it (later in the run, unless that
 -- change is out of the run's scope). Names compare as the target compares them: the engine refuses a
 -- table whose source and target name columns have different collations.
--- Revision 0017: it records the run's candidates in {CandidateObject}: the stream_id of every row
--- of `changed` (the window rows whose copy is missing or older when the run begins), and one row
--- without a stream_id that says the table's candidates of this run are recorded. Steps 1 and 3 and
--- the table's end check then test a window row against that list (one probe of a small table)
--- instead of probing the target and the versions again. A first load whose target is still empty
--- records nothing: every window row is a candidate, and the steps go on without the list.
+-- Revision 0017: when at least half the window's rows are current, it records the run's candidates
+-- in {CandidateObject}: the stream_id of every row of `changed` (the window rows whose copy is
+-- missing or older when the run begins), and one row without a stream_id that says the table's
+-- candidates of this run are recorded. Steps 1 and 3 and the table's end check then test a window
+-- row against that list (one probe of a small table) instead of probing the target, the source and
+-- the versions again. Otherwise (a window of changes; a first load whose target is still empty,
+-- where every window row is a candidate) it records nothing, and the steps go on without the list.
 -- Returns the rows queued, no position, then rows inserted, updated, deleted (none) and renamed
 -- aside.
 WITH empty_target AS MATERIALIZED (
@@ -56,13 +57,20 @@ WITH empty_target AS MATERIALIZED (
                           OFFSET 0))  -- per row, by index: never an anti-join over the whole versions table
 ), candidates AS (
     -- The run's candidates, and the row without a stream_id that marks them recorded (revision
-    -- 0017). A population run again (after a cut-off attempt, whose transaction was undone) finds
-    -- none of them, and the key leaves any it finds as they are.
-    INSERT INTO {CandidateObject} ("TableName", "RunId", stream_id)
-    SELECT $7, $6, c.stream_id
-    FROM (SELECT c.stream_id FROM changed AS c UNION ALL SELECT NULL::uuid) AS c
+    -- 0017), when at least half the window's rows are current: the list spares the later steps
+    -- their probes of a current row, and costs a write and a probe of its own per candidate, so a
+    -- window of changes goes without it (the window's rows are counted on the metadata index).
+    -- Step 2a commits once per run and table, with its progress row, so a plain INSERT: an attempt
+    -- that was cut off left nothing (its transaction was undone). DISTINCT: a metadata table whose
+    -- id is not unique must not fail the run here.
+    INSERT INTO {CandidateObject} ("RunId", stream_id, "TableName")
+    SELECT $6, c.stream_id, $7
+    FROM (SELECT DISTINCT c.stream_id FROM changed AS c UNION ALL SELECT NULL::uuid) AS c
     WHERE NOT (SELECT e.yes FROM empty_target AS e)
-    ON CONFLICT ("TableName", "RunId", stream_id) DO NOTHING
+      AND 2 * (SELECT count(*) FROM changed AS c)
+          <= (SELECT count(*) FROM {MetadataObject} AS w
+              WHERE w.{MetadataModifiedOnCol} >= $3 AND w.{MetadataModifiedOnCol} < $4
+                AND ($5 IS NULL OR w.{MetadataBusinessUnitCol} = $5))
 ), deleted_folders AS (
     SELECT t.path_locator
     FROM {DeletionLogObject} AS l

@@ -667,3 +667,33 @@ def test_a_window_mostly_of_changes_gets_no_candidate_list_and_its_run_writes_ev
     assert listed == set()
     assert (stopped.status, resumed.status) == ("Failed", "Succeeded")
     tree.assert_target_equals_source()
+
+
+def test_a_run_of_one_business_unit_lists_that_units_candidates_only(bed):
+    if bed.info.name != "postgresql":
+        pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
+    # Assemble: folders of unit X stamped to be current in the next window; the first load; then a
+    # file of X and a file of another unit renamed in that window.
+    tree = Tree(bed, REFERRAL)
+    folders, files = files_and_folders(tree)
+    x = tree.unit_of(files[0])
+    stamp_current(tree, [f for f in folders if tree.unit_of(f) == x][:4])
+    status = plan_then_run(bed, tree)
+    _start, end = window_of(status, REFERRAL)
+    other = next(f for f in files if tree.unit_of(f) != x)
+    tree.rename(files[0], "renamed in X.bin", end - timedelta(minutes=9))
+    tree.rename(other, "renamed elsewhere.bin", end - timedelta(minutes=8))
+
+    # Act: a run of unit X stops after step 2a, resumes; then a run of every unit.
+    with interrupted_after(bed, 1):
+        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2, business_unit=x)
+    listed = candidates_of(bed, stopped.run_id)
+    resumed = bed.run(resume=stopped.run_id)
+    names_after_resume = (name_in_target(tree, files[0]), name_in_target(tree, other))
+    again = bed.run(mode="SingleTable", table=REFERRAL)
+
+    # Assert
+    assert listed == {files[0], None}
+    assert (stopped.status, resumed.status, again.status) == ("Failed", "Succeeded", "Succeeded")
+    assert names_after_resume[0] == "renamed in X.bin" and names_after_resume[1] != "renamed elsewhere.bin"
+    tree.assert_target_equals_source()

@@ -1033,6 +1033,9 @@ def test_postgresqls_upsert_batches_probe_the_source_and_target_per_row_whatever
     relations = {(sample.SOURCE_DB, name), (sample.TARGET_DB, name)}
     assert relations <= _scanned(plan)
     assert _unbounded_scans(plan, relations) == []
+    # The metadata (walked by the window, looked up by id) and the run's candidates (revision 0017)
+    # are read by index too, where a step reads them.
+    assert _unbounded_scans(plan, {(sample.METADATA_DB, name), ("BlobDeltaJobs", "BlobDeltaRunCandidate")}) == []
     # The one read bounded by LIMIT 1 alone: step 2a's probe of whether a first load's target is empty.
     assert [_read(node) for node, parent in _reads_without_index(plan, relations) if _first_row_only(node, parent)] \
         == ([(sample.TARGET_DB, name)] if step == "QueuePopulation" else [])

@@ -104,6 +104,8 @@ def upgrade() -> None:
         # The table's name last: the steps' probes and step 2a's inserts compare uuids first, and a
         # name (in the database's collation) only between rows of one run and blob: the inserts took
         # 17 ms for 10,300 rows against 45 ms with the name first (and ON CONFLICT, dropped since).
+        # A table's start deletes other runs' lists by the table's name, so it reads the whole table:
+        # that holds the lists of runs in progress or failed only, at most one other run's per table.
         sa.UniqueConstraint("RunId", "stream_id", "TableName", name="UQ_BlobDeltaRunCandidate",
                             postgresql_nulls_not_distinct=True),
         schema=engine.job_schema,

@@ -59,7 +59,8 @@ WITH empty_target AS MATERIALIZED (
     -- The run's candidates, and the row without a stream_id that marks them recorded (revision
     -- 0017), when at least half the window's rows are current: the list spares the later steps
     -- their probes of a current row, and costs a write and a probe of its own per candidate, so a
-    -- window of changes goes without it (the window's rows are counted on the metadata index).
+    -- window of changes goes without it. The window's rows are counted on the metadata index, up to
+    -- twice the candidates (a window without any is not walked).
     -- Step 2a commits once per run and table, with its progress row, so a plain INSERT: an attempt
     -- that was cut off left nothing (its transaction was undone). DISTINCT: a metadata table whose
     -- id is not unique must not fail the run here.
@@ -68,9 +69,10 @@ WITH empty_target AS MATERIALIZED (
     FROM (SELECT DISTINCT c.stream_id FROM changed AS c UNION ALL SELECT NULL::uuid) AS c
     WHERE NOT (SELECT e.yes FROM empty_target AS e)
       AND 2 * (SELECT count(*) FROM changed AS c)
-          <= (SELECT count(*) FROM {MetadataObject} AS w
-              WHERE w.{MetadataModifiedOnCol} >= $3 AND w.{MetadataModifiedOnCol} < $4
-                AND ($5 IS NULL OR w.{MetadataBusinessUnitCol} = $5))
+          <= (SELECT count(*) FROM (SELECT 1 FROM {MetadataObject} AS w
+                                    WHERE w.{MetadataModifiedOnCol} >= $3 AND w.{MetadataModifiedOnCol} < $4
+                                      AND ($5 IS NULL OR w.{MetadataBusinessUnitCol} = $5)
+                                    LIMIT 2 * (SELECT count(*) FROM changed AS c)) AS w)
 ), deleted_folders AS (
     SELECT t.path_locator
     FROM {DeletionLogObject} AS l

@@ -582,9 +582,9 @@ def test_step_2a_lists_the_window_rows_whose_copy_is_missing_or_older_and_the_ta
     tree.assert_target_equals_source()
 
 
-def test_a_file_stamped_into_the_window_while_a_run_runs_is_copied_by_that_run_or_the_next(bed):
-    # Assemble: the first load, then a rename in a new window that holds rows already copied (so
-    # PostgreSQL lists the run's candidates); the run stops after step 2a ...
+def stopped_after_step_2a(bed):
+    """The first load, then a rename in a new window that also holds rows already copied (so
+    PostgreSQL lists the run's candidates), and a run of that window stopped after step 2a."""
     tree = Tree(bed, REFERRAL)
     stamp_current(tree, tree.ids("source", directories=True)[-4:])
     status = plan_then_run(bed, tree)
@@ -593,6 +593,12 @@ def test_a_file_stamped_into_the_window_while_a_run_runs_is_copied_by_that_run_o
     tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
     with interrupted_after(bed, 1):
         stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    return tree, files, stopped
+
+
+def test_a_file_stamped_into_the_window_while_a_run_runs_is_copied_by_that_run_or_the_next(bed):
+    # Assemble: a run of a window with a rename stops after step 2a ...
+    tree, files, stopped = stopped_after_step_2a(bed)
     _start, stopped_end = window_of(bed.status(stopped.run_id), REFERRAL)
     # ... and a file and a root folder it found current change, stamped inside its window, within the
     # safety buffer of the window's end (late writes: the next window holds them again).
@@ -619,14 +625,7 @@ def test_a_table_start_clears_the_lists_other_runs_left_and_their_resume_looks_e
     if bed.info.name != "postgresql":
         pytest.skip("PostgreSQL only: revision 0017's candidate list; SQL Server's steps look every window row up")
     # Assemble: a run stops after step 2a with its list; another run then works the table whole.
-    tree = Tree(bed, REFERRAL)
-    stamp_current(tree, tree.ids("source", directories=True)[-4:])
-    status = plan_then_run(bed, tree)
-    _start, end = window_of(status, REFERRAL)
-    _folders, files = files_and_folders(tree)
-    tree.rename(files[0], "renamed.bin", end - timedelta(minutes=9))
-    with interrupted_after(bed, 1):
-        stopped = bed.run(mode="SingleTable", table=REFERRAL, batch_size=2)
+    tree, files, stopped = stopped_after_step_2a(bed)
     listed = candidates_of(bed, stopped.run_id)
     other = bed.run(mode="SingleTable", table=REFERRAL)
     after_other = candidates_of(bed, stopped.run_id)

@@ -13,8 +13,9 @@ small one (bench/delta_engine.py, measurement 2: 1.4 to 1.9 times on 1,000,000 r
 Now step 2a, which makes that test anyway, records its result in the new table
 ``BlobDeltaRunCandidate`` (run, stream_id, table): every window row whose copy is missing or older,
 and one row without a stream_id that marks the list recorded. Steps 1 and 3 set aside a window row
-that is not on the list with one probe of it (a table that holds one run's candidates at a time),
-and so does the end check. A current row now costs step 2a's two probes and nothing else.
+that is not on the list with one probe of it (a small table: it holds the lists of runs in progress
+or failed only), and so does the end check. A current row now costs step 2a's two probes and
+nothing else.
 
 The list costs a write and a probe of its own per candidate, so step 2a records it only when at
 least half the window's rows (counted on the metadata index) are current: a run over the overlap
@@ -23,10 +24,9 @@ always recorded, the changes case of bench/delta_engine.py took 1.19 s against 1
 
 * **When there is no list**, everything works as before: a window of changes records none (above),
   nor does a first load whose target is still empty (every row is a candidate, and Children's
-  first-load shortcut applies); a table
-  without a queue population script has no step 2a, and a run that resumes after another run has
-  worked the table finds its list cleared (``fn_BlobDelta_TableBegin`` removes other runs' lists, as
-  they may be stale).
+  first-load shortcut applies); a table without a queue population script has no step 2a; and a
+  run that resumes after another run has worked the table finds its list cleared
+  (``fn_BlobDelta_TableBegin`` removes other runs' lists, as they may be stale).
 * **The table is UNLOGGED.** A list lost in a crash takes its marker with it, and the steps then
   test every row again, as without one. So nothing it holds needs the WAL.
 * **Its rows live as long as the table's run**: ``fn_BlobDelta_TableEnd`` deletes them when the

@@ -201,6 +201,24 @@ FROM generate_series(1, {args.file_roots}) AS r, generate_series(1, {folders_per
 
 
 # ------------------------------------------------------------------------------------- engine state
+def bench_database(admin_url, tables) -> sa.URL:
+    """A fresh database "bench" at head with the schemas Src, Dst, Bare and Snap, four business
+    units (``"Src"."LA_BU"``) and the tables of ``tables_ddl`` for each ``(name, bare)`` of
+    ``tables``; then deployed again, which grants the engine its rights on the configured tables.
+    Returns its URL."""
+    url = fresh_database(admin_url, "bench")
+    with connect(url) as conn:
+        for schema in ("Src", "Dst", "Bare", "Snap"):
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute('CREATE TABLE "Src"."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, "Name" text NOT NULL)')
+        conn.execute('INSERT INTO "Src"."LA_BU" SELECT md5(\'bu\' || g)::uuid, \'BU \' || g FROM generate_series(1, 4) AS g')
+        for name, bare in tables:
+            for statement in tables_ddl(name, bare):
+                conn.execute(statement)
+    commands.migrate(url=url.render_as_string(hide_password=False))
+    return url
+
+
 def set_watermark(conn, name: str, value) -> None:
     """Forget the table's last run and lease; put its watermark at ``value`` (None: a first load)."""
     conn.execute(f'UPDATE {JOB}."BlobDeltaHighWatermark" SET "LastHighWaterModifiedOn" = %s, "LastRunId" = NULL, '
@@ -468,7 +486,9 @@ WHERE (f = 1 AND d IN (1, 2)) OR (f IS NULL AND d = 9 AND r % 20 = 0) OR (f = 2 
 
 
 def no_change(url, args) -> dict:
-    """Measurement 2: runs whose window holds only rows already copied, on a small and a large tree."""
+    """Measurement 2: runs whose window holds only rows already copied, on a small and a large tree.
+    Per tree: its rows, the watermark that puts those rows in a run's window ("mark"), and with
+    ``args.repeat`` > 0 the timed runs."""
     trees = {"Small": args.small_rows, "Large": args.large_rows}
     out = {}
     marks = {}
@@ -485,7 +505,7 @@ def no_change(url, args) -> dict:
                                    FROM "Src"."{name}Meta" ORDER BY md5(stream_id::text || 'stamp') LIMIT %s) AS x
                              WHERE x.stream_id = m.stream_id""", (t2, args.stamped))
             conn.execute(f'VACUUM (ANALYZE) "Src"."{name}Meta"')
-            marks[name] = t2 - timedelta(seconds=1)
+            marks[name] = out[name]["mark"] = t2 - timedelta(seconds=1)
             set_watermark(conn, name, marks[name])
         _, run_id = run_engine(url, name, 500)  # copies the stamped rows (untimed)
         with connect(url) as conn:
@@ -613,19 +633,9 @@ def main() -> None:
             data_directory = conn.exec_driver_sql("SHOW data_directory").scalar()
         admin.dispose()
         log(f"server data directory {data_directory}")
-        url = fresh_database(admin_url, "bench")
-        with connect(url) as conn:
-            for schema in ("Src", "Dst", "Bare", "Snap"):
-                conn.execute(f'CREATE SCHEMA "{schema}"')
-            conn.execute('CREATE TABLE "Src"."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, "Name" text NOT NULL)')
-            conn.execute('INSERT INTO "Src"."LA_BU" SELECT md5(\'bu\' || g)::uuid, \'BU \' || g FROM generate_series(1, 4) AS g')
-            for name, wanted, bare in (("Tree", "onebyte", True), ("Small", "nochange", False),
-                                       ("Large", "nochange", False), ("Files", "files", True)):
-                if wanted in cases:
-                    for statement in tables_ddl(name, bare):
-                        conn.execute(statement)
-        # Deploy again now that the tables are configured: it grants the engine its rights on them.
-        commands.migrate(url=url.render_as_string(hide_password=False))
+        url = bench_database(admin_url, [(name, bare) for name, wanted, bare in (
+            ("Tree", "onebyte", True), ("Small", "nochange", False), ("Large", "nochange", False),
+            ("Files", "files", True)) if wanted in cases])
         notes = machine(url, args)
 
         results = {}

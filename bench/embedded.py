@@ -21,8 +21,9 @@ from dbtools import commands
 
 
 @contextmanager
-def private_server():
-    """The admin URL of a new pgserver in a temporary directory, stopped and removed on leaving."""
+def private_server_handle():
+    """A new pgserver in a temporary directory (its handle, for ``admin_url`` and ``restart``),
+    stopped and removed on leaving."""
     import pgserver
 
     data = tempfile.mkdtemp(prefix="dbtools-bench-")
@@ -31,11 +32,34 @@ def private_server():
             warnings.simplefilter("ignore")
             server = pgserver.get_server(data, cleanup_mode="stop")
         try:
-            yield sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+            yield server
         finally:
             server.cleanup()
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+@contextmanager
+def private_server():
+    """The admin URL of a new pgserver in a temporary directory, stopped and removed on leaving."""
+    with private_server_handle() as server:
+        yield admin_url(server)
+
+
+def admin_url(server) -> sa.URL:
+    """The SQLAlchemy URL of a private server's superuser."""
+    return sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
+
+
+def restart(server, **settings: str) -> None:
+    """Set ``settings`` (ALTER SYSTEM) on a private server and restart it, for those that need a
+    restart (shared_buffers)."""
+    from pgserver._commands import pg_ctl
+
+    with connect(admin_url(server)) as conn:
+        for name, value in settings.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
 def fresh_database(admin_url, name):

@@ -29,9 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import delta_engine as de  # noqa: E402
-from embedded import connect, fresh_database, private_server  # noqa: E402
+from embedded import connect, private_server  # noqa: E402
 
-from dbtools import commands  # noqa: E402
 
 BASE = ROOT / "migrations/versions/0010_scripts/postgresql"
 STEPS = {"Hierarchical_1_Roots": 1, "Hierarchical_2_MissingParentsBatch": 2, "Hierarchical_3_Children": 3}
@@ -113,16 +112,9 @@ def main() -> None:
     if args.case == "firstload":
         return first_load(args, contenders, names)
     with private_server() as admin_url:
-        url = fresh_database(admin_url, "bench")
+        url = de.bench_database(admin_url, [("Tree", True)])
         with connect(url) as conn:
-            for schema in ("Src", "Dst", "Bare", "Snap"):
-                conn.execute(f'CREATE SCHEMA "{schema}"')
-            conn.execute('CREATE TABLE "Src"."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, "Name" text NOT NULL)')
-            conn.execute('INSERT INTO "Src"."LA_BU" SELECT md5(\'bu\' || g)::uuid, \'BU \' || g FROM generate_series(1, 4) AS g')
-            for statement in de.tables_ddl("Tree", True):
-                conn.execute(statement)
             de.fill_tree(conn, "Tree", args.tree_roots)
-        commands.migrate(url=url.render_as_string(hide_password=False))
 
         # Record each run's time and steps by contender through the bench's own loop.
         real_log = de.log
@@ -182,17 +174,10 @@ def first_load(args, contenders, names) -> None:
     times = {n: [] for n in names}
     steps = {n: [] for n in names}
     with private_server() as admin_url:
-        url = fresh_database(admin_url, "bench")
+        url = de.bench_database(admin_url, [("Tree", False)])
         with connect(url) as conn:
-            for schema in ("Src", "Dst", "Bare", "Snap"):
-                conn.execute(f'CREATE SCHEMA "{schema}"')
-            conn.execute('CREATE TABLE "Src"."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, "Name" text NOT NULL)')
-            conn.execute('INSERT INTO "Src"."LA_BU" SELECT md5(\'bu\' || g)::uuid, \'BU \' || g FROM generate_series(1, 4) AS g')
-            for statement in de.tables_ddl("Tree", False):
-                conn.execute(statement)
             de.fill_tree(conn, "Tree", args.tree_roots)
             expected = de.digest(conn, de.TREE_DIGEST, '"Src"."Tree"')
-        commands.migrate(url=url.render_as_string(hide_password=False))
         for r in range(args.rounds):
             for n in (names if r % 2 == 0 else list(reversed(names))):
                 with connect(url) as conn:
@@ -251,16 +236,7 @@ def no_change(args, contenders, names) -> None:
 
     de.run_engine, de.in_turns = patched_run, patched_turns
     with private_server() as admin_url:
-        url = fresh_database(admin_url, "bench")
-        with connect(url) as conn:
-            for schema in ("Src", "Dst", "Bare", "Snap"):
-                conn.execute(f'CREATE SCHEMA "{schema}"')
-            conn.execute('CREATE TABLE "Src"."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, "Name" text NOT NULL)')
-            conn.execute('INSERT INTO "Src"."LA_BU" SELECT md5(\'bu\' || g)::uuid, \'BU \' || g FROM generate_series(1, 4) AS g')
-            for name in ("Small", "Large"):
-                for statement in de.tables_ddl(name, False):
-                    conn.execute(statement)
-        commands.migrate(url=url.render_as_string(hide_password=False))
+        url = de.bench_database(admin_url, [("Small", False), ("Large", False)])
         ns = argparse.Namespace(small_rows=args.small_rows, large_rows=args.large_rows, stamped=args.stamped,
                                 load_batch=50_000, repeat=args.rounds)
         de.no_change(url, ns)

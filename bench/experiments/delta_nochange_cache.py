@@ -23,16 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import delta_engine as de  # noqa: E402
-from embedded import connect, fresh_database  # noqa: E402
-
-from dbtools import commands  # noqa: E402
+from embedded import admin_url, connect, private_server_handle, restart  # noqa: E402
 
 BLOCKS = "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()"
 
@@ -42,14 +37,6 @@ def blocks(url) -> tuple[int, int]:
     with connect(url) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         return conn.execute(BLOCKS).fetchone()
-
-
-def restart(server, setting: str) -> None:
-    from pgserver._commands import pg_ctl
-
-    with connect(sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")) as conn:
-        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{setting}'")
-    pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
 
 
 def main() -> None:
@@ -63,39 +50,14 @@ def main() -> None:
                         help="settings in turn, comma-separated (128MB is pgserver's own)")
     args = parser.parse_args()
 
-    import tempfile
-
-    import pgserver
-
-    data = tempfile.mkdtemp(prefix="dbtools-bench-")
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    try:
-        admin_url = sa.make_url(server.get_uri()).set(drivername="postgresql+psycopg")
-        url = fresh_database(admin_url, "bench")
-        with connect(url) as conn:
-            for schema in ("Src", "Dst"):
-                conn.execute(f'CREATE SCHEMA "{schema}"')
-            conn.execute('CREATE TABLE "Src"."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, "Name" text NOT NULL)')
-            conn.execute('INSERT INTO "Src"."LA_BU" SELECT md5(\'bu\' || g)::uuid, \'BU \' || g '
-                         'FROM generate_series(1, 4) AS g')
-            for name in ("Small", "Large"):
-                for statement in de.tables_ddl(name, False):
-                    conn.execute(statement)
-        commands.migrate(url=url.render_as_string(hide_password=False))
+    with private_server_handle() as server:
+        url = de.bench_database(admin_url(server), [("Small", False), ("Large", False)])
         # The trees, first loads and the copied window: measurement 2's own set-up, with no timed run.
         setup = argparse.Namespace(small_rows=args.small_rows, large_rows=args.large_rows,
                                    stamped=args.stamped, repeat=0, load_batch=args.load_batch)
-        marks = {}
-        original = de.set_watermark
-
-        def remember(conn, name, value):
-            marks[name] = value
-            original(conn, name, value)
-
-        de.set_watermark = remember
         built = de.no_change(url, setup)
-        de.set_watermark = original
         rows = {name: built[name]["rows"] for name in ("Small", "Large")}
+        marks = {name: built[name]["mark"] for name in ("Small", "Large")}
         with connect(url) as conn:
             sizes = conn.execute(
                 "SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class AS c "
@@ -105,7 +67,7 @@ def main() -> None:
 
         results = {}
         for setting in args.shared_buffers.split(","):
-            restart(server, setting)
+            restart(server, shared_buffers=setting)
             with connect(url) as conn:
                 shown = conn.execute("SHOW shared_buffers").fetchone()[0]
             per = {name: {"times": [], "hit": [], "read": []} for name in rows}
@@ -143,11 +105,6 @@ def main() -> None:
             ratio = statistics.median(per["Large"]["times"]) / statistics.median(per["Small"]["times"])
             rounds = " / ".join(f"{b / a:.2f}" for a, b in zip(per["Small"]["times"], per["Large"]["times"]))
             print(f"| {shown} | large / small | **{ratio:.2f}** | {rounds} | | |")
-    finally:
-        server.cleanup()
-        import shutil
-
-        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

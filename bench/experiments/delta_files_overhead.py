@@ -10,8 +10,11 @@ round), each into a target emptied as the benchmark empties it (DELETE + VACUUM,
   time in ModifiedOn order, each read by its key and committed asynchronously, as the engine's
   batches are), inserted in ModifiedOn order;
 * ``batches by address``: the same batches, each inserted in the source rows' address (ctid) order;
-* ``engine <name>``: a first load by the engine at batch 500 with the deployed Children script, or
-  with each ``--variant NAME=FILE`` Children script in its place.
+* ``engine``: a first load by the engine at batch 500 with the deployed Children script;
+* ``engine sorted``: the same with the deployed script rewritten by ``by_source_address``: the
+  batch keeps each source row's address and the new copies are inserted in that order (the batch
+  holds the blobs as the source's TOAST pointers, so the insert reads each blob as it writes it);
+* ``engine <name>``: with each ``--variant NAME=FILE`` Children script in its place.
 
 Every contender's target must equal the source (the benchmark's digest). Also printed: each engine
 function's self time in the last engine run (``track_functions``), and the planning time of the
@@ -19,7 +22,7 @@ filled Children statement (``EXPLAIN (SUMMARY)``, planned for its values as ``EX
 
 Usage (from the repository root):
   .venv/bin/python bench/experiments/delta_files_overhead.py [--rounds 4] \\
-      [--variant sorted=bench/experiments/scripts/Children_by_source_address.sql] [--only bare,engine,...]
+      [--variant NAME=FILE] [--only "bare,engine,engine sorted"]
 """
 
 from __future__ import annotations
@@ -44,6 +47,24 @@ FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_fu
              "WHERE schemaname = 'BlobDeltaJobs' ORDER BY total_time DESC")
 CHILDREN = f"{JOB}.\"BlobDeltaStepScript\" WHERE \"ScriptSet\" = 'Hierarchical' AND \"StepNumber\" = 3"
 BARE = f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM "Src"."Files"'
+
+
+def by_source_address(children: str) -> str:
+    """Revision 0017's PostgreSQL Children script with its new copies inserted in the source rows'
+    address order (the text is rewritten in three places; each must be there)."""
+    edits = (
+        ("    CROSS JOIN LATERAL (SELECT s.* FROM {SourceObject} AS s WHERE",
+         '    CROSS JOIN LATERAL (SELECT s.ctid AS "dbtools$SourceAddress", s.* FROM {SourceObject} AS s WHERE'),
+        ('           v.row_address AS "dbtools$VersionAddress"\n',
+         '           v.row_address AS "dbtools$VersionAddress",\n           s."dbtools$SourceAddress"\n'),
+        ('    WHERE NOT b."dbtools$Exists"\n    RETURNING 1',
+         '    WHERE NOT b."dbtools$Exists"\n    ORDER BY b."dbtools$SourceAddress"\n    RETURNING 1'),
+    )
+    for old, new in edits:
+        if children.count(old) != 1:
+            raise SystemExit(f"the deployed Children script is not 0017's: {old.strip()!r} is not there once")
+        children = children.replace(old, new)
+    return children
 
 
 def batched_bare(url, folders: list, files: list, by_address: bool, size: int = 500) -> float:
@@ -94,7 +115,8 @@ def main() -> None:
             files = [r[0] for r in conn.execute(
                 'SELECT m.stream_id FROM "Src"."FilesMeta" AS m JOIN "Src"."Files" AS s USING (stream_id) '
                 'WHERE NOT s.is_directory ORDER BY m."ModifiedOn"')]
-            scripts = {"engine": conn.execute(f'SELECT "ScriptText" FROM {CHILDREN}').fetchone()[0]}
+            deployed = conn.execute(f'SELECT "ScriptText" FROM {CHILDREN}').fetchone()[0]
+            scripts = {"engine": deployed, "engine sorted": by_source_address(deployed)}
         scripts |= {f"engine {name}": Path(file).read_text(encoding="utf-8")
                     for name, file in (v.split("=", 1) for v in args.variant)}
 

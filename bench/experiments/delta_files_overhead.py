@@ -16,7 +16,8 @@ round), each into a target emptied as the benchmark empties it (DELETE + VACUUM,
   holds the blobs as the source's TOAST pointers, so the insert reads each blob as it writes it);
 * ``engine <name>``: with each ``--variant NAME=FILE`` Children script in its place.
 
-Every contender's target must equal the source (the benchmark's digest). Also printed: each engine
+``--explain-batches 10,20`` instead compares single Children batches with bare inserts of the same
+files (``explain_batches``). Every contender's target must equal the source (the benchmark's digest). Also printed: each engine
 function's self time in the last engine run (``track_functions``), and the planning time of the
 filled Children statement (``EXPLAIN (SUMMARY)``, planned for its values as ``EXECUTE ... USING``).
 
@@ -87,12 +88,60 @@ def batched_bare(url, folders: list, files: list, by_address: bool, size: int = 
     return time.perf_counter() - start
 
 
+def explain_batches(url, folders: list, files: list, children: str, batches: tuple[int, ...]) -> None:
+    """One Children batch (the deployed script, as a first load runs it) against a bare insert of the
+    same 500 files read by their keys in the same order, each under ``EXPLAIN (ANALYZE, BUFFERS,
+    WAL)`` and rolled back, twice in turn, on the target as a first load leaves it before step 3:
+    its folders and no file (after the warm-up load, the files and their versions are deleted)."""
+    with connect(url) as conn:
+        start, end, run_id = conn.execute(
+            f'SELECT "WindowStart", "WindowEnd", "RunId" FROM {JOB}."BlobDeltaRunStep" WHERE "StepNumber" = 0 '
+            'ORDER BY "BatchStartedAt" DESC LIMIT 1').fetchone()
+        conn.execute('DELETE FROM "Dst"."Files" WHERE NOT is_directory')
+        conn.execute(f'DELETE FROM {JOB}."BlobDeltaTargetVersion" AS v USING "Src"."Files" AS s '
+                     "WHERE v.stream_id = s.stream_id AND NOT s.is_directory")
+        conn.execute('VACUUM "Dst"."Files"')
+        conn.execute(f'VACUUM {JOB}."BlobDeltaTargetVersion"')
+        de.empty_target(conn, '"Bare"."Files"', None)
+        conn.execute(f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM "Src"."Files" '
+                     "WHERE stream_id = ANY(%s)", (folders,))
+        filled = conn.execute(f'SELECT {JOB}."fn_BlobDelta_FillScript"(%s, %s)', ("Files", children)).fetchone()[0]
+        modified = {r[0]: r[1] for r in conn.execute('SELECT stream_id, "ModifiedOn" FROM "Src"."FilesMeta"')}
+        conn.execute("CHECKPOINT")
+        conn.execute("PREPARE c(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean) AS " + filled)
+        bare = (f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM unnest(%s::uuid[]) '
+                'WITH ORDINALITY AS k (id, n) CROSS JOIN LATERAL (SELECT s.* FROM "Src"."Files" AS s '
+                'WHERE s.stream_id = k.id) AS s ORDER BY k.n')
+        print("| batch | engine (ms) | bare (ms) |\n| ---: | --- | --- |")
+        for b in batches:
+            # From file b * 500 on: the script takes ModifiedOn >= $8, and the files are 10 ms apart.
+            position = modified[files[b * 500]]
+            ids = files[b * 500:(b + 1) * 500]
+            took: dict[str, list[float]] = {"engine": [], "bare": []}
+            for which in ("engine", "bare", "engine", "bare"):
+                conn.execute("BEGIN")
+                conn.execute("SET LOCAL enable_seqscan = off")
+                if which == "engine":
+                    plan = conn.execute(
+                        f"EXPLAIN (ANALYZE, BUFFERS, WAL) EXECUTE c(500, NULL, '{start}', '{end}', NULL, '{run_id}', "
+                        f"'Files', '{position}', true)").fetchall()
+                else:
+                    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, WAL) " + bare, (ids,)).fetchall()
+                conn.execute("ROLLBACK")
+                took[which].append(float(plan[-1][0].split()[2]))
+            print(f"| {b} | {' / '.join(f'{t:.1f}' for t in took['engine'])} | "
+                  f"{' / '.join(f'{t:.1f}' for t in took['bare'])} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--variant", action="append", default=[], help="NAME=FILE: a Children script to run")
     parser.add_argument("--only", default=None, help="comma-separated contenders to run (default: all)")
+    parser.add_argument("--explain-batches", default=None,
+                        help="comma-separated Children batch numbers: compare each with a bare batch (EXPLAIN "
+                             "ANALYZE) after the warm-up, instead of the rounds")
     args = parser.parse_args()
     files_args = argparse.Namespace(files=args.files, file_roots=20, file_folders=200, median_kib=64, sigma=0.9,
                                     max_mib=4, seed=17)
@@ -128,6 +177,9 @@ def main() -> None:
         de.log("warm-up fills")
         de.timed_bare(url, [(BARE, None)])
         de.run_engine(url, "Files", 500)
+        if args.explain_batches:
+            explain_batches(url, folders, files, deployed, tuple(int(b) for b in args.explain_batches.split(",")))
+            return
         contenders = ["bare", "bare in batches", "batches by address", *scripts]
         if args.only:
             contenders = [c for c in contenders if c in args.only.split(",")]

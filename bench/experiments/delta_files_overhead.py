@@ -16,14 +16,15 @@ round), each into a target emptied as the benchmark empties it (DELETE + VACUUM,
   holds the blobs as the source's TOAST pointers, so the insert reads each blob as it writes it);
 * ``engine <name>``: with each ``--variant NAME=FILE`` Children script in its place.
 
-``--explain-batches 10,20`` instead compares single Children batches with bare inserts of the same
-files (``explain_batches``). Every contender's target must equal the source (the benchmark's digest). Also printed: each engine
-function's self time in the last engine run (``track_functions``), and the planning time of the
-filled Children statement (``EXPLAIN (SUMMARY)``, planned for its values as ``EXECUTE ... USING``).
+Every contender's target must equal the source (the benchmark's digest). Also printed: each
+engine function's self time in the last engine run (``track_functions``), and the planning time of
+the filled Children statement (``EXPLAIN (SUMMARY)``, planned for its values as ``EXECUTE ...
+USING``). ``--explain-batches 10,20`` compares single Children batches with bare inserts of the
+same files instead of the rounds (``explain_batches``).
 
 Usage (from the repository root):
   .venv/bin/python bench/experiments/delta_files_overhead.py [--rounds 4] \\
-      [--variant NAME=FILE] [--only "bare,engine,engine sorted"]
+      [--variant NAME=FILE] [--only "bare,engine,engine sorted"] [--explain-batches 10,20,30]
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ round), each into a target emptied as the benchmark empties it (DELETE + VACUUM,
 * ``engine sorted``: the same with the deployed script rewritten by ``by_source_address``: the
   batch keeps each source row's address and the new copies are inserted in that order (the batch
   holds the blobs as the source's TOAST pointers, so the insert reads each blob as it writes it);
-* ``engine <name>``: with each ``--variant NAME=FILE`` Children script in its place.
+* ``engine <name>``: with each ``--variant NAME=FILE`` Children script in its place;
+* ``engine batch N``: the deployed script at batch size N, for each N of ``--engine-batches``.
 
 Every contender's target must equal the source (the benchmark's digest). Also printed: each
 engine function's self time in the last engine run (``track_functions``), and the planning time of
@@ -139,6 +140,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--files", type=int, default=20_000)
     parser.add_argument("--variant", action="append", default=[], help="NAME=FILE: a Children script to run")
+    parser.add_argument("--engine-batches", default="",
+                        help="comma-separated batch sizes: an \"engine batch N\" contender for each (the deployed script)")
     parser.add_argument("--only", default=None, help="comma-separated contenders to run (default: all)")
     parser.add_argument("--explain-batches", default=None,
                         help="comma-separated Children batch numbers: compare each with a bare batch (EXPLAIN "
@@ -181,6 +184,8 @@ def main() -> None:
         if args.explain_batches:
             explain_batches(url, folders, files, deployed, tuple(int(b) for b in args.explain_batches.split(",")))
             return
+        batches = {f"engine batch {n}": int(n) for n in args.engine_batches.split(",") if n}
+        scripts |= {name: deployed for name in batches}
         contenders = ["bare", "bare in batches", "batches by address", *scripts]
         if args.only:
             contenders = [c for c in contenders if c in args.only.split(",")]
@@ -195,7 +200,7 @@ def main() -> None:
                 seconds = de.timed_bare(url, [(BARE, None)])
             elif which in scripts:
                 install(scripts[which])
-                seconds, _ = de.run_engine(url, "Files", 500)
+                seconds, _ = de.run_engine(url, "Files", batches.get(which, 500))
             else:
                 seconds = batched_bare(url, folders, files, by_address=which == "batches by address")
             with connect(url) as conn:
@@ -213,6 +218,8 @@ def main() -> None:
                 'ORDER BY "BatchStartedAt" DESC LIMIT 1').fetchone()
             plans = {}
             for name, text in scripts.items():
+                if name in batches:  # the deployed text again
+                    continue
                 filled = conn.execute(f'SELECT {JOB}."fn_BlobDelta_FillScript"(%s, %s)', ("Files", text)).fetchone()[0]
                 plans[name] = []
                 for _ in range(5):

@@ -106,6 +106,9 @@ STEP_TIMES = (f'SELECT "StepName", count(*), sum(extract(epoch FROM "BatchComple
               f'FROM {JOB}."BlobDeltaRunStep" WHERE "RunId" = %s AND "StepNumber" > 0 AND "Status" = \'Completed\' '
               'GROUP BY 1')
 STEP_ORDER = ("QueuePopulation", "Roots", "MissingParentsBatch", "Children", "Deletions")
+#: The real-sized files tree of measurement 3 (fill_files), as the command line's defaults.
+FILES_TREE = {"files": 20_000, "file_roots": 20, "file_folders": 200, "median_kib": 64.0, "sigma": 0.9,
+              "max_mib": 4.0, "seed": 17}
 
 
 def log(message: str) -> None:
@@ -201,6 +204,14 @@ FROM generate_series(1, {args.file_roots}) AS r, generate_series(1, {folders_per
 
 
 # ------------------------------------------------------------------------------------- engine state
+def set_max_wal_size(admin_url, size: str) -> str:
+    """Set the private server's max_wal_size (a reload, no restart); returns its data directory."""
+    with connect(admin_url) as conn:
+        conn.execute(f"ALTER SYSTEM SET max_wal_size = '{size}'")
+        conn.execute("SELECT pg_reload_conf()")
+        return conn.execute("SHOW data_directory").fetchone()[0]
+
+
 def bench_database(admin_url, tables) -> sa.URL:
     """A fresh database "bench" at head with the schemas Src, Dst, Bare and Snap, four business
     units (``"Src"."LA_BU"``) and the tables of ``tables_ddl`` for each ``(name, bare)`` of
@@ -304,6 +315,14 @@ def in_turns(names: list[str], rounds: int):
 
 
 # ------------------------------------------------------------------------------------- measurements
+def hold_targets(conn, tables, autovacuum: bool = False) -> None:
+    """Targets that take turns: their files keep their size when emptied (no vacuum truncation), and
+    autovacuum stays off unless ``autovacuum`` (see first_loads)."""
+    for table in tables:
+        conn.execute(f"ALTER TABLE {table} SET (vacuum_truncate = false, toast.vacuum_truncate = false, "
+                     f"autovacuum_enabled = {autovacuum}, toast.autovacuum_enabled = {autovacuum})")
+
+
 def first_loads(url, name: str, digest_sql: str, rounds: int, label: str, keep_empty_stats: bool,
                 truncate: bool = False, autovacuum: bool = False) -> dict:
     """Engine first load (batch 500) against a bare INSERT ... SELECT, the targets emptied between
@@ -315,9 +334,7 @@ def first_loads(url, name: str, digest_sql: str, rounds: int, label: str, keep_e
     targets = {"bare": f'"Bare"."{name}"', "engine": f'"Dst"."{name}"'}
     with connect(url) as conn:
         expected = digest(conn, digest_sql, source)
-        for table in targets.values():
-            conn.execute(f"ALTER TABLE {table} SET (vacuum_truncate = false, toast.vacuum_truncate = false, "
-                         f"autovacuum_enabled = {autovacuum}, toast.autovacuum_enabled = {autovacuum})")
+        hold_targets(conn, targets.values(), autovacuum)
         sizes = {k: [conn.execute("SELECT pg_table_size(%s::regclass)", (t,)).fetchone()[0]] for k, t in targets.items()}
     bare_sql = f"INSERT INTO {targets['bare']} ({COLUMNS}) SELECT {COLUMNS} FROM {source}"
 
@@ -603,13 +620,15 @@ def main() -> None:
     parser.add_argument("--stamped", type=int, default=2000, help="2.: rows already copied in each window")
     parser.add_argument("--repeat", type=int, default=7, help="2.: timed runs of each tree")
     parser.add_argument("--load-batch", type=int, default=50_000, help="2.: batch size of the untimed first loads")
-    parser.add_argument("--files", type=int, default=20_000, help="3.: files")
-    parser.add_argument("--file-roots", type=int, default=20)
-    parser.add_argument("--file-folders", type=int, default=200, help="3.: folders in all, spread over the roots")
-    parser.add_argument("--median-kib", type=float, default=64)
-    parser.add_argument("--sigma", type=float, default=0.9, help="3.: of the log-normal sizes (0.9: about 1.8 GiB)")
-    parser.add_argument("--max-mib", type=float, default=4)
-    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--files", type=int, default=FILES_TREE["files"], help="3.: files")
+    parser.add_argument("--file-roots", type=int, default=FILES_TREE["file_roots"])
+    parser.add_argument("--file-folders", type=int, default=FILES_TREE["file_folders"],
+                        help="3.: folders in all, spread over the roots")
+    parser.add_argument("--median-kib", type=float, default=FILES_TREE["median_kib"])
+    parser.add_argument("--sigma", type=float, default=FILES_TREE["sigma"],
+                        help="3.: of the log-normal sizes (0.9: about 1.8 GiB)")
+    parser.add_argument("--max-mib", type=float, default=FILES_TREE["max_mib"])
+    parser.add_argument("--seed", type=int, default=FILES_TREE["seed"])
     parser.add_argument("--max-wal-size", default="8GB", help="set on the private server before anything runs")
     parser.add_argument("--explain-bare", action="store_true", help="1.: log the bare apply's plans (rolled back)")
     parser.add_argument("--onebyte-by-delete", action="store_true",
@@ -626,12 +645,7 @@ def main() -> None:
         cases.add("onebyte")
 
     with private_server() as admin_url:
-        admin = sa.create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"ALTER SYSTEM SET max_wal_size = '{args.max_wal_size}'")
-            conn.exec_driver_sql("SELECT pg_reload_conf()")
-            data_directory = conn.exec_driver_sql("SHOW data_directory").scalar()
-        admin.dispose()
+        data_directory = set_max_wal_size(admin_url, args.max_wal_size)
         log(f"server data directory {data_directory}")
         url = bench_database(admin_url, [(name, bare) for name, wanted, bare in (
             ("Tree", "onebyte", True), ("Small", "nochange", False), ("Large", "nochange", False),

@@ -58,6 +58,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -302,6 +303,13 @@ ON CONFLICT ({Q('event_id')}) DO UPDATE SET
 WHERE t.{Q('time_stamp_utc')} < EXCLUDED.{Q('time_stamp_utc')}
 """
 BASELINE_SETTINGS = "SET work_mem = '256MB'; SET jit = off"
+#: The baseline's staging columns (ROW_COLUMNS) in binary COPY, and one input row as it copies it.
+BASELINE_TYPES = ["uuid", "int4", "text", "timestamp", "text"]
+
+
+def baseline_values(row: dict, dumps: Callable[[Any], str]) -> tuple:
+    return (row["event_id"], row["customer_id"], row["activity_type"], row["time_stamp_utc"],
+            dumps(row["details_json"]))
 
 
 def connect(url: str):
@@ -330,10 +338,9 @@ def run_baseline(url: str, rows: list[dict]) -> dict:
                 free[stage].acquire()
                 with load_conn.cursor() as cur:
                     with cur.copy(f"COPY {STAGES[stage]} ({ROW_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.set_types(["uuid", "int4", "text", "timestamp", "text"])
+                        copy.set_types(BASELINE_TYPES)
                         for r in rows[first:first + BASELINE_CHUNK]:
-                            copy.write_row((r["event_id"], r["customer_id"], r["activity_type"], r["time_stamp_utc"],
-                                            dumps(r["details_json"])))
+                            copy.write_row(baseline_values(r, dumps))
                 load_conn.commit()
                 ready.put(stage)
         except BaseException as exc:

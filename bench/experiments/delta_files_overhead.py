@@ -36,9 +36,6 @@ import sys
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -138,7 +135,7 @@ def explain_batches(url, folders: list, files: list, children: str, batches: tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--files", type=int, default=de.FILES_TREE["files"])
     parser.add_argument("--variant", action="append", default=[], help="NAME=FILE: a Children script to run")
     parser.add_argument("--engine-batches", default="",
                         help="comma-separated batch sizes: an \"engine batch N\" contender for each (the deployed script)")
@@ -147,22 +144,15 @@ def main() -> None:
                         help="comma-separated Children batch numbers: compare each with a bare batch (EXPLAIN "
                              "ANALYZE) after the warm-up, instead of the rounds")
     args = parser.parse_args()
-    files_args = argparse.Namespace(files=args.files, file_roots=20, file_folders=200, median_kib=64, sigma=0.9,
-                                    max_mib=4, seed=17)
+    files_args = argparse.Namespace(**(de.FILES_TREE | {"files": args.files}))
     with private_server() as admin_url:
-        admin = sa.create_engine(admin_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.exec_driver_sql("ALTER SYSTEM SET max_wal_size = '8GB'")
-            conn.exec_driver_sql("SELECT pg_reload_conf()")
-        admin.dispose()
+        de.set_max_wal_size(admin_url, "8GB")
         url = de.bench_database(admin_url, [("Files", True)])
         with connect(url) as conn:
             conn.execute("ALTER DATABASE bench SET track_functions = 'all'")
             de.log("building the files (untimed)")
             de.fill_files(conn, "Files", files_args)
-            for table in ('"Bare"."Files"', '"Dst"."Files"'):
-                conn.execute(f"ALTER TABLE {table} SET (vacuum_truncate = false, toast.vacuum_truncate = false, "
-                             "autovacuum_enabled = false, toast.autovacuum_enabled = false)")
+            de.hold_targets(conn, ('"Bare"."Files"', '"Dst"."Files"'))
             expected = de.digest(conn, de.FILES_DIGEST, '"Src"."Files"')
             folders = [r[0] for r in conn.execute('SELECT stream_id FROM "Src"."Files" WHERE is_directory')]
             files = [r[0] for r in conn.execute(

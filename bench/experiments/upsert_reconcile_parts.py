@@ -139,7 +139,7 @@ def client_cpu(rows: list[dict], repeat: int) -> None:
     new_body = pgcopy.body_factory(["uuid", "int8", *(writers._copy_type(c, U.PG) for c in spec.columns), "int8"],
                                    piece_size=pgcopy.PIECE_SIZE)
     baseline_row = pgcopy.native_formatter()
-    transformer = pgcopy._binary_transformer(["uuid", "int4", "text", "timestamp", "text"])
+    transformer = pgcopy._binary_transformer(U.BASELINE_TYPES)
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     batch_id = uuid.uuid4()
     took: dict[str, list[float]] = {"bulk: prepare": [], "bulk: COPY body": [], "baseline: COPY body, JSON encoded": []}
@@ -157,8 +157,7 @@ def client_cpu(rows: list[dict], repeat: int) -> None:
             start = time.thread_time()
             out = bytearray()
             for r in rows:
-                baseline_row((r["event_id"], r["customer_id"], r["activity_type"], r["time_stamp_utc"],
-                              dumps(r["details_json"])), transformer, out)
+                baseline_row(U.baseline_values(r, dumps), transformer, out)
             took["baseline: COPY body, JSON encoded"].append(time.thread_time() - start)
         del prepared
     print(f"\nClient CPU for {len(rows):,} rows, one thread (s):\n")

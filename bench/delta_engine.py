@@ -449,7 +449,7 @@ WHERE (f = 1 AND d IN (1, 2)) OR (f IS NULL AND d = 9 AND r % 20 = 0) OR (f = 2 
             raise SystemExit("changes: the reset target differs from the first load")
         conn.execute("CHECKPOINT")
 
-    window = f'm."ModifiedOn" >= %(ws)s AND m."ModifiedOn" < %(we)s'
+    window = 'm."ModifiedOn" >= %(ws)s AND m."ModifiedOn" < %(we)s'
     bare = [
         # 1. Moved folders: the target subtree under the copy's old path takes the new prefix.
         (f"""UPDATE "Dst"."{name}" AS d SET path_locator = mv.new_path || substr(d.path_locator, length(mv.old_path) + 1)

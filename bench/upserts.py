@@ -45,9 +45,7 @@ import os
 import platform
 import queue
 import random
-import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile

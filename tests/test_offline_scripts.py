@@ -292,7 +292,7 @@ def test_a_from_empty_script_applies_to_a_job_database_downgraded_to_base(pg_adm
         commands.migrate(url=online_db.render_as_string(hide_password=False))
 
         assert proc.returncode == 0, proc.stderr
-        (snap, log, version), (online_snap, _online_log, online_version) = catalog_and_log(db), catalog_and_log(online_db)
+        (snap, _, version), (online_snap, _, online_version) = catalog_and_log(db), catalog_and_log(online_db)
         assert (snap, version) == (online_snap, online_version)
 
 

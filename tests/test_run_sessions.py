@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-from dbtools import commands
 from dbtools.delta import runner
 
 from .blocking import blocked_sessions, files_gated, in_thread, session_id, wait_until
@@ -72,7 +71,6 @@ def test_a_resume_right_after_kill_9_of_the_client_says_the_run_is_still_executi
     assert results["value"].status == status.status == "Succeeded"
     assert bed.target_ids(REFERRAL) == bed.expected(REFERRAL, start, end)
     assert bed.orphans(REFERRAL) == []
-    q = bed.info.quote
     assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaRun')}") == [(1,)]
     assert engine_sessions(bed, run_id) == 0, "no session keeps the run's lock"
 

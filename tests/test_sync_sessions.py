@@ -21,7 +21,7 @@ from dbtools.retry import RetryPolicy
 from dbtools.sync.http import HttpSource
 from dbtools.sync.jsonl import JsonLinesSource
 from dbtools.sync.session import SyncError, SyncInProgress, _Stager, sync
-from dbtools.sync.source import Page, SourceError
+from dbtools.sync.source import Page
 from dbtools.upsert.specs import spec_named
 from dbtools.uuid7 import uuid7
 

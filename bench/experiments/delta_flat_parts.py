@@ -28,7 +28,6 @@ import sys
 import time
 
 import psycopg
-import sqlalchemy as sa
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # bench/: delta_setup, embedded
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -1119,6 +1119,90 @@ def test_a_flat_target_whose_key_is_an_identity_column_is_refused_before_anythin
         f"Table 'Counters': the target's key column {q('Id')} is an identity column; the engine copies keys from "
         "the source and never writes an identity column.")
     assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Counters')}") == [(0,)]
+
+
+def _flat_stamps(bed, target_columns: str, source_columns: str = "") -> tuple[str, str]:
+    """A Flat source "Stamps" keyed by an int (its own metadata table) and its target with
+    ``target_columns`` after the common ones; returns (source, target)."""
+    pg = bed.info.name == "postgresql"
+    q = bed.info.quote
+    common = (f"{q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {'text' if pg else 'nvarchar(100)'} NOT NULL, "
+              f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, "
+              f"{q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
+    source, target = bed.table("Gwent_LA_FileTable", "Stamps"), bed.table("Gwent_LA_FileTable_Delta", "Stamps")
+    bed.sql(f"CREATE TABLE {source} ({common}{', ' + source_columns if source_columns else ''})")
+    bed.sql(f"CREATE TABLE {target} ({common}, {target_columns})")
+    _configure(bed, "Stamps", TableName="Stamps", SourceDatabase="Gwent_LA_FileTable", SourceTable="Stamps",
+               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Stamps", MetadataDatabase="Gwent_LA_FileTable",
+               MetadataTable="Stamps", MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
+               ScriptSet="Flat", BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU")
+    return source, target
+
+
+def test_a_flat_target_leaves_the_columns_its_server_generates_to_it_and_copies_the_others(bed):
+    # Assemble: the source has plain ValidFrom and ValidTo columns; in the target the server fills
+    # them, and refuses a value for them: a temporal table's period columns on SQL Server (GENERATED
+    # ALWAYS, Msg 13536), stored generated columns on PostgreSQL.
+    pg = bed.info.name == "postgresql"
+    q = bed.info.quote
+    stamp = "timestamp(3)" if pg else "datetime2(3)"
+    generated = (f"{q('ValidFrom')} timestamp(3) GENERATED ALWAYS AS ({q('ModifiedOn')}) STORED, "
+                 f"{q('ValidTo')} timestamp(3) GENERATED ALWAYS AS ({q('ModifiedOn')} + interval '1 day') STORED" if pg else
+                 "[ValidFrom] datetime2(3) GENERATED ALWAYS AS ROW START NOT NULL, "
+                 "[ValidTo] datetime2(3) GENERATED ALWAYS AS ROW END NOT NULL, PERIOD FOR SYSTEM_TIME ([ValidFrom], [ValidTo])")
+    source, target = _flat_stamps(bed, generated, f"{q('ValidFrom')} {stamp} NULL, {q('ValidTo')} {stamp} NULL")
+    long_ago = datetime(2001, 1, 1)
+    for key, body in ((1, "one"), (2, "two")):
+        bed.sql(f"INSERT INTO {source} ({q('Id')}, {q('Body')}, {q('ModifiedOn')}, {q('OwningBusinessUnit')}, "
+                f"{q('ValidFrom')}, {q('ValidTo')}) VALUES ({key}, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')}, "
+                f"{bed.mark('f')}, {bed.mark('t')})",
+                bed.params(b=body, m=utcnow() - timedelta(days=1), u=bed.data.business_units[0],
+                           f=long_ago, t=long_ago + timedelta(days=1)))
+    copied = f"{q('Id')}, {q('Body')}, {q('ModifiedOn')}, {q('OwningBusinessUnit')}"
+
+    result = bed.run(mode="SingleTable", table="Stamps")
+
+    assert result.status == "Succeeded", bed.status(result.run_id).error
+    assert bed.sql(f"SELECT {copied} FROM {target} ORDER BY {q('Id')}") == \
+        bed.sql(f"SELECT {copied} FROM {source} ORDER BY {q('Id')}")
+    filled = bed.sql(f"SELECT {q('ValidFrom')}, {q('ModifiedOn')} FROM {target} ORDER BY {q('Id')}")
+    assert len(filled) == 2 and all(valid_from != long_ago for valid_from, _ in filled), "the server's values, not the source's"
+    if pg:
+        assert all(valid_from == modified for valid_from, modified in filled)
+
+
+def test_a_flat_target_with_a_sparse_column_set_gets_its_sparse_columns_one_by_one(bed):
+    # A list naming a sparse column and its column set is Msg 360; the column set is left out.
+    if bed.info.name != "mssql":
+        pytest.skip("SQL Server only: sparse columns and column sets exist on SQL Server alone")
+    sparse = "[Note] nvarchar(50) SPARSE NULL, [Extras] xml COLUMN_SET FOR ALL_SPARSE_COLUMNS"
+    source, target = _flat_stamps(bed, sparse, sparse)
+    for key, body, note in ((1, "one", "first"), (2, "two", None)):
+        bed.sql(f"INSERT INTO {source} ([Id], [Body], [ModifiedOn], [OwningBusinessUnit], [Note]) VALUES (?, ?, ?, ?, ?)",
+                (key, body, utcnow() - timedelta(days=1), str(bed.data.business_units[0]), note))
+
+    result = bed.run(mode="SingleTable", table="Stamps")
+
+    assert result.status == "Succeeded", bed.status(result.run_id).error
+    assert bed.sql(f"SELECT [Id], [Body], [Note], CONVERT(nvarchar(max), [Extras]) FROM {target} ORDER BY [Id]") == \
+        bed.sql(f"SELECT [Id], [Body], [Note], CONVERT(nvarchar(max), [Extras]) FROM {source} ORDER BY [Id]")
+
+
+def test_a_flat_target_whose_sparse_columns_the_source_lacks_gets_them_through_its_column_set(bed):
+    # The source has only an xml column named as the target's column set: writing it fills the sparse
+    # columns, so the column set is copied when none of its sparse columns is.
+    if bed.info.name != "mssql":
+        pytest.skip("SQL Server only: sparse columns and column sets exist on SQL Server alone")
+    source, target = _flat_stamps(bed, "[Note] nvarchar(50) SPARSE NULL, [Extras] xml COLUMN_SET FOR ALL_SPARSE_COLUMNS",
+                                  "[Extras] xml NULL")
+    for key, body, extras in ((1, "one", "<Note>first</Note>"), (2, "two", None)):
+        bed.sql(f"INSERT INTO {source} ([Id], [Body], [ModifiedOn], [OwningBusinessUnit], [Extras]) VALUES (?, ?, ?, ?, ?)",
+                (key, body, utcnow() - timedelta(days=1), str(bed.data.business_units[0]), extras))
+
+    result = bed.run(mode="SingleTable", table="Stamps")
+
+    assert result.status == "Succeeded", bed.status(result.run_id).error
+    assert bed.sql(f"SELECT [Id], [Body], [Note] FROM {target} ORDER BY [Id]") == [(1, "one", "first"), (2, "two", None)]
 
 
 def test_a_hierarchical_target_that_compares_names_differently_from_its_source_is_refused(bed):

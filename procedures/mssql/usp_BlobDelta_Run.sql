@@ -506,8 +506,9 @@ BEGIN
                 END;
 
                 -- {ColumnList}, {SourceColumnList}, {UpdateList} and {SourceUpdateList}: the target's columns that
-                -- can be written (not computed, not identity, not rowversion: a FileTable's parent_path_locator,
-                -- file_type and cached_file_size are computed) and that the source also has, in target column
+                -- can be written (not computed, as a FileTable's parent_path_locator, file_type and cached_file_size
+                -- are; not identity, not rowversion, not GENERATED ALWAYS, not a column set whose sparse columns are
+                -- listed) and that the source also has, in target column
                 -- order; the key is never updated, nor a Hierarchical row's is_directory. Names are matched case-insensitively (Latin1_General_100_CI_AS
                 -- on both sides, so two databases' catalog collations never conflict).
                 SET @TargetObjectId = OBJECT_ID(@TargetObject);
@@ -525,7 +526,17 @@ BEGIN
                     + N' WITHIN GROUP (ORDER BY tc.column_id)'
                     + N' FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS tc'
                     + N' WHERE tc.object_id = @TargetObjectId'
-                    + N' AND tc.is_computed = 0 AND tc.is_identity = 0 AND tc.system_type_id <> 189' -- 189: rowversion
+                    -- Never a column the server fills (computed, identity, rowversion: 189, GENERATED ALWAYS such as a
+                    -- temporal table's period columns or a ledger's: Msg 13536), as PostgreSQL leaves out its generated
+                    -- columns. A sparse column set only when none of its sparse columns is listed: a list naming both is
+                    -- Msg 360, and a source with the sparse columns has them copied one by one.
+                    + N' AND tc.is_computed = 0 AND tc.is_identity = 0 AND tc.system_type_id <> 189'
+                    + N' AND tc.generated_always_type = 0'
+                    + N' AND (tc.is_column_set = 0 OR NOT EXISTS (SELECT 1 FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS sp'
+                    + N' WHERE sp.object_id = @TargetObjectId AND sp.is_sparse = 1'
+                    + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS ss'
+                    + N' WHERE ss.object_id = @SourceObjectId'
+                    + N' AND ss.name COLLATE Latin1_General_100_CI_AS = sp.name COLLATE Latin1_General_100_CI_AS)))'
                     + N' AND EXISTS (SELECT 1 FROM ' + QUOTENAME(@SourceDatabase) + N'.sys.columns AS sc'
                     + N' WHERE sc.object_id = @SourceObjectId'
                     + N' AND sc.name COLLATE Latin1_General_100_CI_AS = tc.name COLLATE Latin1_General_100_CI_AS);'
@@ -1152,7 +1163,10 @@ BEGIN
                         IF @Error IS NOT NULL
                         BEGIN
                             -- The batch was rolled back; record it, give the table up and go to the next one.
-                            -- Lock order, as in every transaction of the engine: BlobDeltaRunStep, then the lease row.
+                            -- Lock order, as in a batch's transaction: BlobDeltaRunStep, then the lease row. (A table's opening
+                            -- transaction takes the lease row first and then, for a full sync, the target's rows; taking over an
+                            -- expired lease while the old run's batch still works, the two can deadlock (1205): a batch chosen
+                            -- runs again and finds its lease gone (50011), or the new run's table fails. Nothing is lost.)
                             SET @PendingError = N'step ' + CONVERT(nvarchar(6), @StepNumber) + N' ' + @StepName
                                 + N', batch ' + CONVERT(nvarchar(11), @BatchNumber) + N': ' + @Error;
                             BEGIN TRANSACTION;

@@ -133,7 +133,10 @@ BEGIN
                         v_inserted, v_updated, v_deleted, v_moved,
                         v_window_start, v_window_end, coalesce(v_last, v_position), v_now,
                         (clock_timestamp() AT TIME ZONE 'UTC'), 'Completed');
-                -- Lock order, as in every transaction of the engine: BlobDeltaRunStep, then the lease row.
+                -- Lock order, as in a batch's transaction: BlobDeltaRunStep, then the lease row. (A table's opening
+                -- transaction takes the lease row first and then, for a full sync, the target's rows; taking over an
+                -- expired lease while the old run's batch still works, the two can deadlock (40P01): a batch chosen
+                -- runs again and finds its lease gone, or the new run's table fails. Nothing is lost.)
                 UPDATE {{ job('BlobDeltaHighWatermark') }} AS w
                 SET "RunLeaseExpiresAt" = (clock_timestamp() AT TIME ZONE 'UTC') + make_interval(mins => v_cfg."LeaseMinutes")
                 WHERE w."TableName" = v_table AND w."LeaseRunId" = v_run_id;

@@ -1171,6 +1171,44 @@ def test_a_flat_target_leaves_the_columns_its_server_generates_to_it_and_copies_
         assert all(valid_from == modified for valid_from, modified in filled)
 
 
+def test_a_flat_target_whose_modified_on_the_server_generates_is_refused_before_anything_is_written(bed):
+    # Assemble: the target's ModifiedOn is filled by the server (a period column on SQL Server, a
+    # stored generated column on PostgreSQL), so newest-wins would compare against a load time.
+    pg = bed.info.name == "postgresql"
+    q = bed.info.quote
+    body = "text" if pg else "nvarchar(100)"
+    bu = "uuid" if pg else "uniqueidentifier"
+    source, target = bed.table("Gwent_LA_FileTable", "Clocked"), bed.table("Gwent_LA_FileTable_Delta", "Clocked")
+    bed.sql(f"CREATE TABLE {source} ({q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {body} NOT NULL, "
+            f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, {q('OwningBusinessUnit')} {bu} NOT NULL)")
+    clock = (f"{q('Stamp')} timestamp(3) NOT NULL DEFAULT now(), "
+             f"{q('ModifiedOn')} timestamp(3) GENERATED ALWAYS AS ({q('Stamp')}) STORED" if pg else
+             "[ModifiedOn] datetime2(3) GENERATED ALWAYS AS ROW START NOT NULL, "
+             "[ValidTo] datetime2(3) GENERATED ALWAYS AS ROW END NOT NULL, PERIOD FOR SYSTEM_TIME ([ModifiedOn], [ValidTo])")
+    bed.sql(f"CREATE TABLE {target} ({q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {body} NOT NULL, "
+            f"{q('OwningBusinessUnit')} {bu} NOT NULL, {clock})")
+    _configure(bed, "Clocked", TableName="Clocked", SourceDatabase="Gwent_LA_FileTable", SourceTable="Clocked",
+               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Clocked", MetadataDatabase="Gwent_LA_FileTable",
+               MetadataTable="Clocked", MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
+               ScriptSet="Flat", BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU")
+    bed.sql(f"INSERT INTO {source} ({q('Id')}, {q('Body')}, {q('ModifiedOn')}, {q('OwningBusinessUnit')}) "
+            f"VALUES (7, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
+            bed.params(b="seven", m=utcnow() - timedelta(days=1), u=bed.data.business_units[0]))
+
+    message = (f"the target's column {q('ModifiedOn')} is computed by the server; the engine copies the key and "
+               "ModifiedOn columns from the source and compares them, so neither may be computed or generated.")
+
+    plan = bed.run(mode="SingleTable", table="Clocked", execute=False)
+    result = bed.run(mode="SingleTable", table="Clocked")
+
+    assert [(p.table, p.error) for p in plan.plan] == [("Clocked", message)]
+    assert result.status == "Failed"
+    assert bed.status(result.run_id).error == f"Table 'Clocked': {message}"
+    assert bed.sql(f"SELECT COUNT(*) FROM {target}") == [(0,)]
+    assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaHighWatermark')} "
+                   f"WHERE {q('TableName')} = 'Clocked'") == [(0,)], "no lease was taken"
+
+
 def test_a_flat_target_with_a_sparse_column_set_gets_its_sparse_columns_one_by_one(bed):
     # A list naming a sparse column and its column set is Msg 360; the column set is left out.
     if bed.info.name != "mssql":

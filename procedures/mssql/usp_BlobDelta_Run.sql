@@ -157,6 +157,7 @@ BEGIN
     DECLARE @TargetParentComputed int;     -- the target's parent_path_locator is a computed column
     DECLARE @TargetIsFileTable bit;        -- the target is a FileTable (else a FileTable-shaped or plain table)
     DECLARE @TargetKeyIsIdentity int;      -- the target's key column is an IDENTITY column
+    DECLARE @TargetGeneratedColumn sysname; -- the target's key or ModifiedOn column, when computed or GENERATED ALWAYS
     DECLARE @TargetNameCollation sysname;  -- how the target compares names (its name column's collation)
     DECLARE @SourceNameCollation sysname;  -- and how the source does
 
@@ -554,6 +555,9 @@ BEGIN
                     + N' WHERE ft.object_id = @TargetObjectId;'
                     + N' SELECT @KeyIsIdentity = COUNT(*) FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS kc'
                     + N' WHERE kc.object_id = @TargetObjectId AND kc.name = @IdColumn AND kc.is_identity = 1;'
+                    + N' SELECT TOP (1) @GeneratedColumn = gc.name FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS gc'
+                    + N' WHERE gc.object_id = @TargetObjectId AND gc.name IN (@IdColumn, @ModifiedOnColumn)'
+                    + N' AND (gc.is_computed = 1 OR gc.generated_always_type <> 0) ORDER BY gc.column_id;'
                     -- How each side compares names (a FileTable's is its FILETABLE_COLLATE_FILENAME).
                     + N' SELECT @TargetNameCollation = nc.collation_name FROM ' + QUOTENAME(@TargetDatabase) + N'.sys.columns AS nc'
                     + N' WHERE nc.object_id = @TargetObjectId AND nc.name = N''name'';'
@@ -589,14 +593,16 @@ BEGIN
                 SET @SourceNameCollation = NULL;
                 SET @TargetParentComputed = NULL;
                 SET @TargetKeyIsIdentity = NULL;
+                SET @TargetGeneratedColumn = NULL;
                 -- A FileTable sets is_directory once: a blob never changes kind, so it is never updated.
                 SET @FixedColumn = CASE WHEN @ScriptSet = N'Hierarchical' THEN N'is_directory' END;
                 EXEC sys.sp_executesql
                     @SqlColumns,
-                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @IsFileTable bit OUTPUT, @KeyIsIdentity int OUTPUT, @TargetNameCollation sysname OUTPUT, @SourceNameCollation sysname OUTPUT',
+                    N'@TargetObjectId int, @SourceObjectId int, @IdColumn sysname, @ModifiedOnColumn sysname, @KeyColumn sysname, @FixedColumn sysname, @ColumnList nvarchar(max) OUTPUT, @SourceColumnList nvarchar(max) OUTPUT, @UpdateList nvarchar(max) OUTPUT, @SourceUpdateList nvarchar(max) OUTPUT, @SelfColumnList nvarchar(max) OUTPUT, @HasUniqueKey bit OUTPUT, @ParentComputed int OUTPUT, @IsFileTable bit OUTPUT, @KeyIsIdentity int OUTPUT, @GeneratedColumn sysname OUTPUT, @TargetNameCollation sysname OUTPUT, @SourceNameCollation sysname OUTPUT',
                     @TargetObjectId = @TargetObjectId,
                     @SourceObjectId = @SourceObjectId,
                     @IdColumn = @MetadataIdColumn,
+                    @ModifiedOnColumn = @MetadataModifiedOnCol,
                     @KeyColumn = @KeyColumn,
                     @FixedColumn = @FixedColumn,
                     @ColumnList = @QuotedColumns OUTPUT,
@@ -608,6 +614,7 @@ BEGIN
                     @ParentComputed = @TargetParentComputed OUTPUT,
                     @IsFileTable = @TargetIsFileTable OUTPUT,
                     @KeyIsIdentity = @TargetKeyIsIdentity OUTPUT,
+                    @GeneratedColumn = @TargetGeneratedColumn OUTPUT,
                     @TargetNameCollation = @TargetNameCollation OUTPUT,
                     @SourceNameCollation = @SourceNameCollation OUTPUT;
                 -- The engine moves a folder's subtree by rewriting path_locator alone: a stored parent
@@ -639,6 +646,15 @@ BEGIN
                 BEGIN
                     SET @ErrorText = N'the target''s key column ' + QUOTENAME(@MetadataIdColumn) + N' is an identity '
                         + N'column; the engine copies keys from the source and never writes an identity column.';
+                    THROW 50014, @ErrorText, 1;
+                END;
+                -- Nor a computed or GENERATED ALWAYS one (Msg 271, 13536), and newest-wins compares the target's
+                -- ModifiedOn with the metadata's: a value the server makes up (a load time) would stop every update.
+                IF @ScriptSet <> N'Hierarchical' AND @TargetGeneratedColumn IS NOT NULL
+                BEGIN
+                    SET @ErrorText = N'the target''s column ' + QUOTENAME(@TargetGeneratedColumn) + N' is computed by the '
+                        + N'server; the engine copies the key and ModifiedOn columns from the source and compares them, '
+                        + N'so neither may be computed or generated.';
                     THROW 50014, @ErrorText, 1;
                 END;
                 -- {SourceRow}: the source row s for the metadata row m, joined on the key, or the metadata

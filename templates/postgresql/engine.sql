@@ -66,7 +66,10 @@ CALL {{ job('usp_BlobDelta_ResolveTableConfig') }}(
       does: the engine moves a folder's subtree by rewriting path_locator alone, and a stored
       parent column would go stale;
     - a Flat target's key must not be an identity column: the engine never writes identity
-      columns (SQL Server refuses them), and an insert without the key would invent one. -#}
+      columns (SQL Server refuses them), and an insert without the key would invent one;
+    - nor may a Flat target's key or ModifiedOn column be generated: the engine never writes a
+      generated column, and newest-wins compares the target's ModifiedOn with the metadata's, so a
+      value the server makes up (a load time) would stop every later update. -#}
 {%- macro require_supported_target() -%}
         IF v_script_set = 'Hierarchical' AND NOT EXISTS (
             SELECT 1 FROM pg_catalog.pg_attribute AS a
@@ -101,5 +104,18 @@ CALL {{ job('usp_BlobDelta_ResolveTableConfig') }}(
             RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
                 'the target''s key column %s is an identity column; the engine copies keys from the source and '
                 'never writes an identity column.', {{ quotename('v_id_column') }});
+        END IF;
+        IF v_script_set <> 'Hierarchical' AND EXISTS (
+            SELECT 1 FROM pg_catalog.pg_attribute AS a
+            WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname IN (v_id_column, v_modified_column)
+              AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+        ) THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'the target''s column %s is computed by the server; the engine copies the key and ModifiedOn columns '
+                'from the source and compares them, so neither may be computed or generated.',
+                (SELECT {{ quotename('a.attname') }} FROM pg_catalog.pg_attribute AS a
+                 WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname IN (v_id_column, v_modified_column)
+                   AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+                 ORDER BY a.attnum LIMIT 1));
         END IF;
 {%- endmacro -%}

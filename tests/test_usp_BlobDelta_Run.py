@@ -1049,6 +1049,17 @@ def _configure(bed, table_name, **values):
     bed.deploy()
 
 
+def _refused(bed, table: str, target: str) -> tuple:
+    """Plan, then run, a table the engine refuses: the plan's (table, error) pairs, the run's status
+    and error, the target's row count and the table's lease rows (none: no lease was taken)."""
+    q = bed.info.quote
+    plan = bed.run(mode="SingleTable", table=table, execute=False)
+    result = bed.run(mode="SingleTable", table=table)
+    return ([(p.table, p.error) for p in plan.plan], result.status, bed.status(result.run_id).error,
+            bed.sql(f"SELECT COUNT(*) FROM {target}"),
+            bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaHighWatermark')} WHERE {q('TableName')} = '{table}'"))
+
+
 def test_a_hierarchical_target_whose_parent_column_is_stored_is_refused_before_anything_is_written(bed):
     # Assemble: the sample source copied to a plain table whose parent_path_locator is an ordinary column.
     pg = bed.info.name == "postgresql"
@@ -1066,16 +1077,9 @@ def test_a_hierarchical_target_whose_parent_column_is_stored_is_refused_before_a
     message = ("the target's parent_path_locator must be computed from path_locator, as in a FileTable; a stored "
                "column would not follow a moved folder (README, \"Hierarchical targets\").")
 
-    plan = bed.run(mode="SingleTable", table="Plain", execute=False)
-    result = bed.run(mode="SingleTable", table="Plain")
+    refused = _refused(bed, "Plain", bed.table("Gwent_LA_FileTable_Delta", "Plain"))
 
-    assert [(p.table, p.error) for p in plan.plan] == [("Plain", message)]
-    assert result.status == "Failed"
-    assert bed.status(result.run_id).error == f"Table 'Plain': {message}"
-    assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Plain')}") == [(0,)]
-    q = bed.info.quote
-    assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaHighWatermark')} "
-                   f"WHERE {q('TableName')} = 'Plain'") == [(0,)], "no lease was taken"
+    assert refused == ([("Plain", message)], "Failed", f"Table 'Plain': {message}", [(0,)], [(0,)])
 
 
 def test_the_twin_target_computes_file_type_and_cached_file_size_and_refuses_a_write_that_names_them(bed):
@@ -1112,29 +1116,30 @@ def test_a_flat_target_whose_key_is_an_identity_column_is_refused_before_anythin
             f"{q('OwningBusinessUnit')}) VALUES (7, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
             bed.params(b="seven", m=utcnow() - timedelta(days=1), u=bed.data.business_units[0]))
 
-    result = bed.run(mode="SingleTable", table="Counters")
+    message = (f"the target's key column {q('Id')} is an identity column; the engine copies keys from the source "
+               "and never writes an identity column.")
 
-    assert result.status == "Failed"
-    assert bed.status(result.run_id).error == (
-        f"Table 'Counters': the target's key column {q('Id')} is an identity column; the engine copies keys from "
-        "the source and never writes an identity column.")
-    assert bed.sql(f"SELECT COUNT(*) FROM {bed.table('Gwent_LA_FileTable_Delta', 'Counters')}") == [(0,)]
+    refused = _refused(bed, "Counters", bed.table("Gwent_LA_FileTable_Delta", "Counters"))
+
+    assert refused == ([("Counters", message)], "Failed", f"Table 'Counters': {message}", [(0,)], [(0,)])
 
 
-def _flat_stamps(bed, target_columns: str, source_columns: str = "") -> tuple[str, str]:
-    """A Flat source "Stamps" keyed by an int (its own metadata table) and its target with
-    ``target_columns`` after the common ones; returns (source, target)."""
+def _flat_stamps(bed, target_columns: str, source_columns: str = "", *, name: str = "Stamps",
+                 target_modified_on: bool = True) -> tuple[str, str]:
+    """A Flat source ``name`` keyed by an int (its own metadata table) and its target with
+    ``target_columns`` after the common ones (without ModifiedOn when ``target_modified_on`` is
+    False: ``target_columns`` define it); returns (source, target)."""
     pg = bed.info.name == "postgresql"
     q = bed.info.quote
     common = (f"{q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {'text' if pg else 'nvarchar(100)'} NOT NULL, "
-              f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, "
               f"{q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
-    source, target = bed.table("Gwent_LA_FileTable", "Stamps"), bed.table("Gwent_LA_FileTable_Delta", "Stamps")
-    bed.sql(f"CREATE TABLE {source} ({common}{', ' + source_columns if source_columns else ''})")
-    bed.sql(f"CREATE TABLE {target} ({common}, {target_columns})")
-    _configure(bed, "Stamps", TableName="Stamps", SourceDatabase="Gwent_LA_FileTable", SourceTable="Stamps",
-               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Stamps", MetadataDatabase="Gwent_LA_FileTable",
-               MetadataTable="Stamps", MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
+    modified_on = f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL"
+    source, target = bed.table("Gwent_LA_FileTable", name), bed.table("Gwent_LA_FileTable_Delta", name)
+    bed.sql(f"CREATE TABLE {source} ({common}, {modified_on}{', ' + source_columns if source_columns else ''})")
+    bed.sql(f"CREATE TABLE {target} ({common}, {modified_on + ', ' if target_modified_on else ''}{target_columns})")
+    _configure(bed, name, TableName=name, SourceDatabase="Gwent_LA_FileTable", SourceTable=name,
+               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable=name, MetadataDatabase="Gwent_LA_FileTable",
+               MetadataTable=name, MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
                ScriptSet="Flat", BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU")
     return source, target
 
@@ -1176,37 +1181,20 @@ def test_a_flat_target_whose_modified_on_the_server_generates_is_refused_before_
     # stored generated column on PostgreSQL), so newest-wins would compare against a load time.
     pg = bed.info.name == "postgresql"
     q = bed.info.quote
-    body = "text" if pg else "nvarchar(100)"
-    bu = "uuid" if pg else "uniqueidentifier"
-    source, target = bed.table("Gwent_LA_FileTable", "Clocked"), bed.table("Gwent_LA_FileTable_Delta", "Clocked")
-    bed.sql(f"CREATE TABLE {source} ({q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {body} NOT NULL, "
-            f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL, {q('OwningBusinessUnit')} {bu} NOT NULL)")
     clock = (f"{q('Stamp')} timestamp(3) NOT NULL DEFAULT now(), "
              f"{q('ModifiedOn')} timestamp(3) GENERATED ALWAYS AS ({q('Stamp')}) STORED" if pg else
              "[ModifiedOn] datetime2(3) GENERATED ALWAYS AS ROW START NOT NULL, "
              "[ValidTo] datetime2(3) GENERATED ALWAYS AS ROW END NOT NULL, PERIOD FOR SYSTEM_TIME ([ModifiedOn], [ValidTo])")
-    bed.sql(f"CREATE TABLE {target} ({q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {body} NOT NULL, "
-            f"{q('OwningBusinessUnit')} {bu} NOT NULL, {clock})")
-    _configure(bed, "Clocked", TableName="Clocked", SourceDatabase="Gwent_LA_FileTable", SourceTable="Clocked",
-               TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable="Clocked", MetadataDatabase="Gwent_LA_FileTable",
-               MetadataTable="Clocked", MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
-               ScriptSet="Flat", BusinessUnitDatabase="Gwent_LA_FileTable", BusinessUnitTable="LA_BU")
+    source, target = _flat_stamps(bed, clock, name="Clocked", target_modified_on=False)
     bed.sql(f"INSERT INTO {source} ({q('Id')}, {q('Body')}, {q('ModifiedOn')}, {q('OwningBusinessUnit')}) "
             f"VALUES (7, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
             bed.params(b="seven", m=utcnow() - timedelta(days=1), u=bed.data.business_units[0]))
-
     message = (f"the target's column {q('ModifiedOn')} is computed by the server; the engine copies the key and "
                "ModifiedOn columns from the source and compares them, so neither may be computed or generated.")
 
-    plan = bed.run(mode="SingleTable", table="Clocked", execute=False)
-    result = bed.run(mode="SingleTable", table="Clocked")
+    refused = _refused(bed, "Clocked", target)
 
-    assert [(p.table, p.error) for p in plan.plan] == [("Clocked", message)]
-    assert result.status == "Failed"
-    assert bed.status(result.run_id).error == f"Table 'Clocked': {message}"
-    assert bed.sql(f"SELECT COUNT(*) FROM {target}") == [(0,)]
-    assert bed.sql(f"SELECT COUNT(*) FROM {bed.info.job_object('BlobDeltaHighWatermark')} "
-                   f"WHERE {q('TableName')} = 'Clocked'") == [(0,)], "no lease was taken"
+    assert refused == ([("Clocked", message)], "Failed", f"Table 'Clocked': {message}", [(0,)], [(0,)])
 
 
 def test_a_flat_target_with_a_sparse_column_set_gets_its_sparse_columns_one_by_one(bed):

@@ -1125,18 +1125,19 @@ def test_a_flat_target_whose_key_is_an_identity_column_is_refused_before_anythin
 
 
 def _flat_stamps(bed, target_columns: str, source_columns: str = "", *, name: str = "Stamps",
-                 target_modified_on: bool = True) -> tuple[str, str]:
-    """A Flat source ``name`` keyed by an int (its own metadata table) and its target with
-    ``target_columns`` after the common ones (without ModifiedOn when ``target_modified_on`` is
-    False: ``target_columns`` define it); returns (source, target)."""
+                 target_own: tuple[str, ...] = ()) -> tuple[str, str]:
+    """A Flat source ``name`` keyed by an int Id (its own metadata table) with Body, OwningBusinessUnit
+    and ModifiedOn, and its target with the same columns but those named in ``target_own`` (which
+    ``target_columns`` define), then ``target_columns``; returns (source, target)."""
     pg = bed.info.name == "postgresql"
     q = bed.info.quote
-    common = (f"{q('Id')} integer NOT NULL PRIMARY KEY, {q('Body')} {'text' if pg else 'nvarchar(100)'} NOT NULL, "
-              f"{q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL")
-    modified_on = f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL"
+    common = {"Id": f"{q('Id')} integer NOT NULL PRIMARY KEY",
+              "Body": f"{q('Body')} {'text' if pg else 'nvarchar(100)'} NOT NULL",
+              "OwningBusinessUnit": f"{q('OwningBusinessUnit')} {'uuid' if pg else 'uniqueidentifier'} NOT NULL",
+              "ModifiedOn": f"{q('ModifiedOn')} {'timestamp(3)' if pg else 'datetime2(3)'} NOT NULL"}
     source, target = bed.table("Gwent_LA_FileTable", name), bed.table("Gwent_LA_FileTable_Delta", name)
-    bed.sql(f"CREATE TABLE {source} ({common}, {modified_on}{', ' + source_columns if source_columns else ''})")
-    bed.sql(f"CREATE TABLE {target} ({common}, {modified_on + ', ' if target_modified_on else ''}{target_columns})")
+    bed.sql(f"CREATE TABLE {source} ({', '.join([*common.values(), *([source_columns] if source_columns else [])])})")
+    bed.sql(f"CREATE TABLE {target} ({', '.join([*(d for c, d in common.items() if c not in target_own), target_columns])})")
     _configure(bed, name, TableName=name, SourceDatabase="Gwent_LA_FileTable", SourceTable=name,
                TargetDatabase="Gwent_LA_FileTable_Delta", TargetTable=name, MetadataDatabase="Gwent_LA_FileTable",
                MetadataTable=name, MetadataIdColumn="Id", MetadataBusinessUnitCol="OwningBusinessUnit",
@@ -1176,20 +1177,26 @@ def test_a_flat_target_leaves_the_columns_its_server_generates_to_it_and_copies_
         assert all(valid_from == modified for valid_from, modified in filled)
 
 
-def test_a_flat_target_whose_modified_on_the_server_generates_is_refused_before_anything_is_written(bed):
-    # Assemble: the target's ModifiedOn is filled by the server (a period column on SQL Server, a
-    # stored generated column on PostgreSQL), so newest-wins would compare against a load time.
+@pytest.mark.parametrize("column", ["Id", "ModifiedOn"], ids=["a computed key", "a generated ModifiedOn"])
+def test_a_flat_target_whose_key_or_modified_on_the_server_fills_is_refused_before_anything_is_written(bed, column):
+    # Assemble: the server fills the target's key (a persisted computed column on SQL Server, a stored
+    # generated one on PostgreSQL) or its ModifiedOn (a period column on SQL Server, a stored generated
+    # column on PostgreSQL): the key would not be the source's, and newest-wins would compare a load time.
     pg = bed.info.name == "postgresql"
     q = bed.info.quote
-    clock = (f"{q('Stamp')} timestamp(3) NOT NULL DEFAULT now(), "
-             f"{q('ModifiedOn')} timestamp(3) GENERATED ALWAYS AS ({q('Stamp')}) STORED" if pg else
-             "[ModifiedOn] datetime2(3) GENERATED ALWAYS AS ROW START NOT NULL, "
-             "[ValidTo] datetime2(3) GENERATED ALWAYS AS ROW END NOT NULL, PERIOD FOR SYSTEM_TIME ([ModifiedOn], [ValidTo])")
-    source, target = _flat_stamps(bed, clock, name="Clocked", target_modified_on=False)
+    if column == "Id":
+        own = (f"{q('Seed')} integer NOT NULL DEFAULT 7, {q('Id')} integer GENERATED ALWAYS AS ({q('Seed')}) STORED PRIMARY KEY"
+               if pg else "[Seed] int NOT NULL DEFAULT 7, [Id] AS ([Seed]) PERSISTED NOT NULL PRIMARY KEY")
+    else:
+        own = (f"{q('Stamp')} timestamp(3) NOT NULL DEFAULT now(), "
+               f"{q('ModifiedOn')} timestamp(3) GENERATED ALWAYS AS ({q('Stamp')}) STORED" if pg else
+               "[ModifiedOn] datetime2(3) GENERATED ALWAYS AS ROW START NOT NULL, "
+               "[ValidTo] datetime2(3) GENERATED ALWAYS AS ROW END NOT NULL, PERIOD FOR SYSTEM_TIME ([ModifiedOn], [ValidTo])")
+    source, target = _flat_stamps(bed, own, name="Clocked", target_own=(column,))
     bed.sql(f"INSERT INTO {source} ({q('Id')}, {q('Body')}, {q('ModifiedOn')}, {q('OwningBusinessUnit')}) "
             f"VALUES (7, {bed.mark('b')}, {bed.mark('m')}, {bed.mark('u')})",
             bed.params(b="seven", m=utcnow() - timedelta(days=1), u=bed.data.business_units[0]))
-    message = (f"the target's column {q('ModifiedOn')} is computed by the server; the engine copies the key and "
+    message = (f"the target's column {q(column)} is computed by the server; the engine copies the key and "
                "ModifiedOn columns from the source and compares them, so neither may be computed or generated.")
 
     refused = _refused(bed, "Clocked", target)

@@ -105,17 +105,20 @@ CALL {{ job('usp_BlobDelta_ResolveTableConfig') }}(
                 'the target''s key column %s is an identity column; the engine copies keys from the source and '
                 'never writes an identity column.', {{ quotename('v_id_column') }});
         END IF;
-        IF v_script_set <> 'Hierarchical' AND EXISTS (
-            SELECT 1 FROM pg_catalog.pg_attribute AS a
-            WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname IN (v_id_column, v_modified_column)
-              AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
-        ) THEN
-            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-                'the target''s column %s is computed by the server; the engine copies the key and ModifiedOn columns '
-                'from the source and compares them, so neither may be computed or generated.',
-                (SELECT {{ quotename('a.attname') }} FROM pg_catalog.pg_attribute AS a
-                 WHERE a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname IN (v_id_column, v_modified_column)
-                   AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
-                 ORDER BY a.attnum LIMIT 1));
-        END IF;
+        DECLARE
+            -- A Flat target's key or ModifiedOn column that the server computes, the first in column order.
+            v_generated_column text := (
+                SELECT a.attname::text FROM pg_catalog.pg_attribute AS a
+                WHERE v_script_set <> 'Hierarchical'
+                  AND a.attrelid = pg_catalog.to_regclass(v_target_object) AND a.attname IN (v_id_column, v_modified_column)
+                  AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+                ORDER BY a.attnum LIMIT 1);
+        BEGIN
+            IF v_generated_column IS NOT NULL THEN
+                RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                    'the target''s column %s is computed by the server; the engine copies the key and ModifiedOn columns '
+                    'from the source and compares them, so neither may be computed or generated.',
+                    {{ quotename('v_generated_column') }});
+            END IF;
+        END;
 {%- endmacro -%}

@@ -47,6 +47,19 @@ FUNCTIONS = ("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_fu
              "WHERE schemaname = 'BlobDeltaJobs' ORDER BY total_time DESC")
 CHILDREN = f"{JOB}.\"BlobDeltaStepScript\" WHERE \"ScriptSet\" = 'Hierarchical' AND \"StepNumber\" = 3"
 BARE = f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM "Src"."Files"'
+#: The parameters of a filled step script, as the engine passes them ($1 to $9).
+STEP_PARAMETERS = "(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean)"
+#: The last run's window and RunId.
+LAST_WINDOW = (f'SELECT "WindowStart", "WindowEnd", "RunId" FROM {JOB}."BlobDeltaRunStep" WHERE "StepNumber" = 0 '
+               'ORDER BY "BatchStartedAt" DESC LIMIT 1')
+
+
+def bare_batch(by_address: bool) -> str:
+    """The bare insert of one batch, its files given as an array (%s) of keys, each source row read
+    by its key; inserted in the array's order or in the source rows' address order."""
+    return (f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM unnest(%s::uuid[]) '
+            'WITH ORDINALITY AS k (id, n) CROSS JOIN LATERAL (SELECT s.ctid AS address, s.* FROM "Src"."Files" AS s '
+            'WHERE s.stream_id = k.id) AS s ORDER BY ' + ("s.address" if by_address else "k.n"))
 
 
 def by_source_address(children: str) -> str:
@@ -71,9 +84,7 @@ def batched_bare(url, folders: list, files: list, by_address: bool, size: int = 
     """The bare insert in the engine's batches: the folders, then ``size`` files a transaction, each
     source row read by its key; inserted in the list's order or in the source rows' address order.
     Batches commit asynchronously and the last commit waits for the WAL, as an engine run's do."""
-    sql = (f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM unnest(%s::uuid[]) '
-           'WITH ORDINALITY AS k (id, n) CROSS JOIN LATERAL (SELECT s.ctid AS address, s.* FROM "Src"."Files" AS s '
-           'WHERE s.stream_id = k.id) AS s ORDER BY ' + ("s.address" if by_address else "k.n"))
+    sql = bare_batch(by_address)
     start = time.perf_counter()
     with connect(url) as conn:
         conn.execute("SET synchronous_commit = off")
@@ -93,9 +104,7 @@ def explain_batches(url, folders: list, files: list, children: str, batches: tup
     WAL)`` and rolled back, twice in turn, on the target as a first load leaves it before step 3:
     its folders and no file (after the warm-up load, the files and their versions are deleted)."""
     with connect(url) as conn:
-        start, end, run_id = conn.execute(
-            f'SELECT "WindowStart", "WindowEnd", "RunId" FROM {JOB}."BlobDeltaRunStep" WHERE "StepNumber" = 0 '
-            'ORDER BY "BatchStartedAt" DESC LIMIT 1').fetchone()
+        start, end, run_id = conn.execute(LAST_WINDOW).fetchone()
         conn.execute('DELETE FROM "Dst"."Files" WHERE NOT is_directory')
         conn.execute(f'DELETE FROM {JOB}."BlobDeltaTargetVersion" AS v USING "Src"."Files" AS s '
                      "WHERE v.stream_id = s.stream_id AND NOT s.is_directory")
@@ -107,10 +116,8 @@ def explain_batches(url, folders: list, files: list, children: str, batches: tup
         filled = conn.execute(f'SELECT {JOB}."fn_BlobDelta_FillScript"(%s, %s)', ("Files", children)).fetchone()[0]
         modified = {r[0]: r[1] for r in conn.execute('SELECT stream_id, "ModifiedOn" FROM "Src"."FilesMeta"')}
         conn.execute("CHECKPOINT")
-        conn.execute("PREPARE c(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean) AS " + filled)
-        bare = (f'INSERT INTO "Bare"."Files" ({de.COLUMNS}) SELECT {de.COLUMNS} FROM unnest(%s::uuid[]) '
-                'WITH ORDINALITY AS k (id, n) CROSS JOIN LATERAL (SELECT s.* FROM "Src"."Files" AS s '
-                'WHERE s.stream_id = k.id) AS s ORDER BY k.n')
+        conn.execute(f"PREPARE c{STEP_PARAMETERS} AS " + filled)
+        bare = bare_batch(by_address=False)
         print("| batch | engine (ms) | bare (ms) |\n| ---: | --- | --- |")
         for b in batches:
             # From file b * 500 on: the script takes ModifiedOn >= $8, and the files are 10 ms apart.
@@ -203,9 +210,7 @@ def main() -> None:
             de.log(f"round {r + 1} {which}: {seconds:.2f} s")
         with connect(url) as conn:
             functions = conn.execute(FUNCTIONS).fetchall()
-            start, end, run_id = conn.execute(
-                f'SELECT "WindowStart", "WindowEnd", "RunId" FROM {JOB}."BlobDeltaRunStep" WHERE "StepNumber" = 0 '
-                'ORDER BY "BatchStartedAt" DESC LIMIT 1').fetchone()
+            start, end, run_id = conn.execute(LAST_WINDOW).fetchone()
             plans = {}
             for name, text in scripts.items():
                 if name in batches:  # the deployed text again
@@ -215,8 +220,7 @@ def main() -> None:
                 for _ in range(5):
                     conn.execute("BEGIN")
                     conn.execute("SET LOCAL enable_seqscan = off")
-                    conn.execute("PREPARE c(int, uuid, timestamp, timestamp, uuid, uuid, text, timestamp, boolean) "
-                                 f"AS {filled}")
+                    conn.execute(f"PREPARE c{STEP_PARAMETERS} AS {filled}")
                     out = [row[0] for row in conn.execute(
                         f"EXPLAIN (SUMMARY) EXECUTE c(500, NULL, '{start}', '{end}', NULL, '{run_id}', 'Files', "
                         f"'{start}', true)")]
